@@ -72,8 +72,8 @@ pub(crate) struct Input {
 
 impl Input {
     pub(crate) fn new(batch: wit::Batch) -> Result<Self, String> {
-        let text = String::from_utf8(batch.text)
-            .map_err(|e| format!("batch text is not UTF-8: {e}"))?;
+        let text =
+            String::from_utf8(batch.text).map_err(|e| format!("batch text is not UTF-8: {e}"))?;
         Ok(Input {
             text,
             events: batch.events,
@@ -255,14 +255,18 @@ impl Event<'_> {
         let value = value.into();
         let key = self.out.span(key);
         let value = self.out.value(value.as_value());
-        self.out.edits.push(wit::Edit::Set(wit::Property { key, value }));
+        self.out
+            .edits
+            .push(wit::Edit::Set(wit::Property { key, value }));
     }
 
     /// Set property `key` to a string without allocating an [`OwnedValue`].
     pub fn set_str(&mut self, key: &str, value: &str) {
         let key = self.out.span(key);
         let value = wit::Value::Text(self.out.span(value));
-        self.out.edits.push(wit::Edit::Set(wit::Property { key, value }));
+        self.out
+            .edits
+            .push(wit::Edit::Set(wit::Property { key, value }));
     }
 
     /// Remove property `key` if present.

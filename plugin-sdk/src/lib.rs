@@ -145,7 +145,9 @@ impl Config {
         match self.map.get(key) {
             None => Ok(default),
             Some(serde_json::Value::Bool(b)) => Ok(*b),
-            Some(other) => Err(format!("config key `{key}` must be true or false, got {other}")),
+            Some(other) => Err(format!(
+                "config key `{key}` must be true or false, got {other}"
+            )),
         }
     }
 
@@ -191,7 +193,7 @@ macro_rules! processor {
                     $crate::__private::process::<$ty>(batch)
                 }
             }
-            $crate::__export_processor_world!(EddyExport with_types_in $crate::bindings);
+    $crate::__export_processor_world!(EddyExport with_types_in $crate::bindings);
         };
     };
 }

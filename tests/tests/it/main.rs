@@ -1,1 +1,9 @@
+//! eddy's integration tests: the real `eddy` binary, real plugins built from
+//! source (see `build.rs`), real files and processes. One binary, a module
+//! per subsystem.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod config;
+mod limits;
+mod plugins;
+mod reload;

@@ -1,0 +1,307 @@
+//! `eddy pipe`: NDJSON events in, NDJSON events out, through the configured
+//! pipeline, with a summary at the end. Deterministic for a given input and
+//! plugin set, so it is also the harness the tests drive.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::event::Event;
+use crate::pipeline::{DeadLetter, Pipeline, StageReport};
+use crate::plugin::registry::PluginStatus;
+use crate::plugin::{PluginEngine, Registry, watch};
+
+/// Where input lines that are not events are reported: the first this many
+/// individually, the rest only counted, so a wrong file cannot flood stderr.
+pub const MAX_REPORTED_BAD_LINES: u64 = 20;
+
+/// Options of `eddy pipe`.
+#[derive(Debug, Clone)]
+pub struct PipeOptions {
+    /// Config file; the embedded default if `None`.
+    pub config: Option<PathBuf>,
+    /// Input file; stdin if `None`.
+    pub input: Option<PathBuf>,
+    /// Output file; stdout if `None`.
+    pub output: Option<PathBuf>,
+    /// Dead-letter file, created when the first dead letter arrives.
+    pub dead_letter: PathBuf,
+    /// Overrides `plugins_dir`.
+    pub plugins_dir: Option<PathBuf>,
+    /// Overrides `pipeline.batch_size`.
+    pub batch_size: Option<usize>,
+    /// A partial batch is processed after waiting this long for more input.
+    pub linger: Duration,
+    /// Watch the plugins folder for hot reload.
+    pub watch: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// Input events accepted.
+    pub events_in: u64,
+    /// Events written to the output.
+    pub events_out: u64,
+    /// Input lines that were not valid events.
+    pub rejected_lines: u64,
+    /// Events written to the dead-letter file.
+    pub dead_lettered: u64,
+    /// Where dead letters went, if any.
+    pub dead_letter_file: Option<PathBuf>,
+    /// Batches run.
+    pub batches: u64,
+    /// Wall time.
+    pub elapsed_ms: u64,
+    /// Peak resident memory of the process, where the OS reports it.
+    pub peak_rss_bytes: Option<u64>,
+    /// Per-stage reports.
+    pub stages: Vec<StageReport>,
+    /// Per-plugin status.
+    pub plugins: Vec<PluginStatus>,
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+enum Line {
+    Text(u64, String),
+    Failed(io::Error),
+}
+
+/// Run the pipe to completion.
+pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let mut config = Config::load(opts.config.as_deref())?;
+    if let Some(dir) = &opts.plugins_dir {
+        config.plugins_dir = dir.clone();
+    }
+    if let Some(n) = opts.batch_size {
+        anyhow::ensure!(n >= 1, "--batch-size must be at least 1");
+        config.pipeline.batch_size = n;
+    }
+    let batch_size = config.pipeline.batch_size;
+    if !config.plugins_dir.is_dir() {
+        anyhow::bail!(
+            "plugins folder {} does not exist; build the example plugins with scripts/build-plugins \
+             or set plugins_dir / EDDY_PLUGINS_DIR",
+            config.plugins_dir.display()
+        );
+    }
+    let engine = PluginEngine::new().context("starting the WebAssembly engine")?;
+    let registry = Registry::new(engine, config.runtime.clone(), config.plugins_dir.clone());
+    registry
+        .load_all()
+        .with_context(|| format!("reading plugins folder {}", config.plugins_dir.display()))?;
+    let _watcher = if opts.watch {
+        Some(
+            watch::watch(registry.clone(), config.runtime.reload_debounce)
+                .with_context(|| format!("watching {}", config.plugins_dir.display()))?,
+        )
+    } else {
+        None
+    };
+    let mut pipeline = Pipeline::new(&config, registry.clone());
+
+    let reader: Box<dyn BufRead + Send> = match &opts.input {
+        Some(p) => Box::new(BufReader::new(
+            File::open(p).with_context(|| format!("opening input {}", p.display()))?,
+        )),
+        None => Box::new(BufReader::new(io::stdin())),
+    };
+    let mut output: Box<dyn Write> = match &opts.output {
+        Some(p) => Box::new(BufWriter::new(
+            File::create(p).with_context(|| format!("creating output {}", p.display()))?,
+        )),
+        None => Box::new(BufWriter::new(io::stdout().lock())),
+    };
+    let (tx, rx) = mpsc::sync_channel::<Line>(batch_size.saturating_mul(4));
+    thread::Builder::new()
+        .name("eddy-pipe-reader".into())
+        .spawn(move || read_lines(reader, &tx))?;
+
+    let mut dead_file: Option<BufWriter<File>> = None;
+    let mut summary = Summary {
+        events_in: 0,
+        events_out: 0,
+        rejected_lines: 0,
+        dead_lettered: 0,
+        dead_letter_file: None,
+        batches: 0,
+        elapsed_ms: 0,
+        peak_rss_bytes: None,
+        stages: Vec::new(),
+        plugins: Vec::new(),
+    };
+    let mut eof = false;
+    while !eof {
+        let mut batch = Vec::with_capacity(batch_size);
+        let mut deadline: Option<Instant> = None;
+        while batch.len() < batch_size {
+            let next = match deadline {
+                // Block for the first line of a batch.
+                None => rx.recv().ok(),
+                Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
+                    Ok(l) => Some(l),
+                    Err(mpsc::RecvTimeoutError::Timeout) => break,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                },
+            };
+            let Some(line) = next else {
+                eof = true;
+                break;
+            };
+            deadline.get_or_insert_with(|| Instant::now() + opts.linger);
+            match line {
+                Line::Failed(e) => return Err(e).context("reading input"),
+                Line::Text(n, text) => {
+                    if text.trim().is_empty() {
+                        continue;
+                    }
+                    match Event::from_json(&text, || format!("line-{n}")) {
+                        Ok(e) => batch.push(e),
+                        Err(err) => {
+                            summary.rejected_lines += 1;
+                            if summary.rejected_lines <= MAX_REPORTED_BAD_LINES {
+                                tracing::warn!(line = n, error = %err, "input line is not an event");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        summary.events_in += batch.len() as u64;
+        summary.batches += 1;
+        let result = pipeline.process(batch);
+        for e in &result.events {
+            output.write_all(e.to_json().as_bytes())?;
+            output.write_all(b"\n")?;
+        }
+        output.flush().context("writing output")?;
+        summary.events_out += result.events.len() as u64;
+        if !result.dead_letters.is_empty() {
+            write_dead_letters(&mut dead_file, &opts.dead_letter, &result.dead_letters)?;
+            summary.dead_lettered += result.dead_letters.len() as u64;
+            summary.dead_letter_file = Some(opts.dead_letter.clone());
+        }
+    }
+    if summary.rejected_lines > MAX_REPORTED_BAD_LINES {
+        tracing::warn!(
+            rejected = summary.rejected_lines,
+            reported = MAX_REPORTED_BAD_LINES,
+            "more input lines were not events than were reported individually"
+        );
+    }
+    if let Some(f) = dead_file.as_mut() {
+        f.flush().context("writing dead letters")?;
+    }
+    summary.elapsed_ms = started.elapsed().as_millis() as u64;
+    summary.peak_rss_bytes = peak_rss_bytes();
+    summary.stages = pipeline.report();
+    summary.plugins = registry.status();
+    Ok(summary)
+}
+
+fn read_lines(reader: Box<dyn BufRead + Send>, tx: &mpsc::SyncSender<Line>) {
+    for (i, line) in reader.lines().enumerate() {
+        let msg = match line {
+            Ok(text) => Line::Text(i as u64 + 1, text),
+            Err(e) => Line::Failed(e),
+        };
+        if tx.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+fn write_dead_letters(
+    file: &mut Option<BufWriter<File>>,
+    path: &PathBuf,
+    letters: &[DeadLetter],
+) -> anyhow::Result<()> {
+    if file.is_none() {
+        let f = File::create(path)
+            .with_context(|| format!("creating dead-letter file {}", path.display()))?;
+        *file = Some(BufWriter::new(f));
+    }
+    if let Some(f) = file.as_mut() {
+        for l in letters {
+            serde_json::to_writer(&mut *f, l)?;
+            f.write_all(b"\n")?;
+        }
+        f.flush()?;
+    }
+    Ok(())
+}
+
+impl Summary {
+    /// The human-readable form printed on stderr.
+    pub fn to_text(&self) -> String {
+        let secs = self.elapsed_ms as f64 / 1000.0;
+        let rate = if secs > 0.0 {
+            self.events_in as f64 / secs
+        } else {
+            0.0
+        };
+        let mut s = format!(
+            "eddy pipe: {} in, {} out, {} dead-lettered, {} rejected lines, {} batches in {:.2} s ({:.0} events/s)",
+            self.events_in,
+            self.events_out,
+            self.dead_lettered,
+            self.rejected_lines,
+            self.batches,
+            secs,
+            rate
+        );
+        if let Some(rss) = self.peak_rss_bytes {
+            s.push_str(&format!(", peak RSS {} MiB", rss / (1024 * 1024)));
+        }
+        if let Some(p) = &self.dead_letter_file {
+            s.push_str(&format!("\ndead letters: {}", p.display()));
+        }
+        s.push_str(&format!(
+            "\n{:<16} {:<16} {:<12} {:<10} {:>10} {:>10} {:>8} {:>7} {:>10} {:>10}",
+            "stage",
+            "plugin",
+            "status",
+            "version",
+            "in",
+            "out",
+            "dropped",
+            "failed",
+            "ns/event",
+            "max call"
+        ));
+        for st in &self.stages {
+            s.push_str(&format!(
+                "\n{:<16} {:<16} {:<12} {:<10} {:>10} {:>10} {:>8} {:>7} {:>10.0} {:>8} ms",
+                st.name,
+                st.plugin,
+                format!("{:?}", st.status).to_lowercase(),
+                st.version.as_deref().unwrap_or("-"),
+                st.stats.events_in,
+                st.stats.events_out,
+                st.stats.dropped,
+                st.stats.failed_batches,
+                st.ns_per_event,
+                st.stats.max_call_ns / 1_000_000
+            ));
+        }
+        s
+    }
+}

@@ -1,0 +1,248 @@
+//! What the host gives a plugin instance: the per-store data, the sandboxed
+//! WASI context, and the `log`, `metrics` and `state` imports.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::eddy::plugin::{log, metrics, state, types};
+
+/// Bounds on what one plugin may keep in its host-held state store.
+#[derive(Debug, Clone, Copy)]
+pub struct StateLimits {
+    /// `runtime.state_max_keys`.
+    pub max_keys: u64,
+    /// `runtime.state_max_value_bytes`.
+    pub max_value_bytes: u64,
+}
+
+/// Everything the host keeps for a plugin *name*, across instances, traps and
+/// versions: its key-value state, its custom metrics and its counters.
+#[derive(Debug)]
+pub struct PluginShared {
+    /// The plugin's name (its file stem).
+    pub name: String,
+    state: Mutex<HashMap<String, Vec<u8>>>,
+    state_limits: StateLimits,
+    counters: Mutex<BTreeMap<String, u64>>,
+    gauges: Mutex<BTreeMap<String, f64>>,
+    /// Log records the plugin emitted beyond its per-call budget.
+    pub logs_suppressed: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave the maps in a
+    // torn state (every critical section is a single map operation), so a
+    // poisoned lock is still safe to use.
+    m.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+impl PluginShared {
+    /// Fresh shared state for plugin `name`.
+    pub fn new(name: &str, state_limits: StateLimits) -> Self {
+        PluginShared {
+            name: name.to_owned(),
+            state: Mutex::new(HashMap::new()),
+            state_limits,
+            counters: Mutex::new(BTreeMap::new()),
+            gauges: Mutex::new(BTreeMap::new()),
+            logs_suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Number of keys in the plugin's state store.
+    pub fn state_keys(&self) -> usize {
+        lock(&self.state).len()
+    }
+
+    /// The plugin's custom counters.
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        lock(&self.counters).clone()
+    }
+
+    /// The plugin's custom gauges.
+    pub fn gauges(&self) -> BTreeMap<String, f64> {
+        lock(&self.gauges).clone()
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<(), state::StateError> {
+        if value.len() as u64 > self.state_limits.max_value_bytes {
+            return Err(state::StateError::ValueTooLarge(
+                self.state_limits.max_value_bytes,
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_room(&self, map: &HashMap<String, Vec<u8>>) -> Result<(), state::StateError> {
+        if map.len() as u64 >= self.state_limits.max_keys {
+            return Err(state::StateError::TooManyKeys(self.state_limits.max_keys));
+        }
+        Ok(())
+    }
+}
+
+/// Per-instance store data.
+pub struct StoreData {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    /// The plugin this instance belongs to.
+    pub shared: Arc<PluginShared>,
+    /// Log records still allowed in the current call.
+    pub log_budget: u32,
+    /// Set when the instance asked for more memory than its cap allows.
+    pub memory_refused: bool,
+}
+
+impl StoreData {
+    /// Store data for a new, sandboxed instance: no preopened directories,
+    /// no environment, no arguments, no network, stdio discarded.
+    pub fn new(shared: Arc<PluginShared>, memory_limit_bytes: u64) -> Self {
+        let wasi = WasiCtxBuilder::new()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(usize::try_from(memory_limit_bytes).unwrap_or(usize::MAX))
+            .instances(64)
+            .tables(64)
+            .memories(16)
+            .build();
+        StoreData {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            shared,
+            log_budget: 0,
+            memory_refused: false,
+        }
+    }
+}
+
+impl WasiView for StoreData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl ResourceLimiter for StoreData {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if !allowed {
+            self.memory_refused = true;
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+impl types::Host for StoreData {}
+
+impl log::Host for StoreData {
+    fn log(&mut self, level: log::Level, message: String, fields: Vec<(String, String)>) {
+        if self.log_budget == 0 {
+            self.shared.logs_suppressed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.log_budget -= 1;
+        let plugin = self.shared.name.as_str();
+        let fields = FieldList(&fields);
+        match level {
+            log::Level::Trace => tracing::trace!(plugin, fields = %fields, "{message}"),
+            log::Level::Debug => tracing::debug!(plugin, fields = %fields, "{message}"),
+            log::Level::Info => tracing::info!(plugin, fields = %fields, "{message}"),
+            log::Level::Warn => tracing::warn!(plugin, fields = %fields, "{message}"),
+            log::Level::Error => tracing::error!(plugin, fields = %fields, "{message}"),
+        }
+    }
+}
+
+/// Plugin-supplied fields, rendered `k=v k=v`.
+struct FieldList<'a>(&'a [(String, String)]);
+
+impl std::fmt::Display for FieldList<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{k}={v:?}")?;
+        }
+        Ok(())
+    }
+}
+
+impl metrics::Host for StoreData {
+    fn counter_add(&mut self, name: String, delta: u64) {
+        let mut counters = lock(&self.shared.counters);
+        let c = counters.entry(name).or_insert(0);
+        *c = c.saturating_add(delta);
+    }
+
+    fn gauge_set(&mut self, name: String, value: f64) {
+        lock(&self.shared.gauges).insert(name, value);
+    }
+}
+
+impl state::Host for StoreData {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        lock(&self.shared.state).get(&key).cloned()
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), state::StateError> {
+        self.shared.check_value(&value)?;
+        let mut map = lock(&self.shared.state);
+        if !map.contains_key(&key) {
+            self.shared.check_room(&map)?;
+        }
+        map.insert(key, value);
+        Ok(())
+    }
+
+    fn set_if_absent(&mut self, key: String, value: Vec<u8>) -> Result<bool, state::StateError> {
+        self.shared.check_value(&value)?;
+        let mut map = lock(&self.shared.state);
+        if map.contains_key(&key) {
+            return Ok(false);
+        }
+        self.shared.check_room(&map)?;
+        map.insert(key, value);
+        Ok(true)
+    }
+
+    fn delete(&mut self, key: String) -> bool {
+        lock(&self.shared.state).remove(&key).is_some()
+    }
+}

@@ -1,0 +1,15 @@
+//! The plugin runtime: WIT bindings, the sandboxed wasmtime engine, the
+//! registry of plugin versions and the folder watcher that hot-swaps them.
+//!
+//! Limits live where they are enforced: memory caps and the log budget in
+//! [`host_api`], deadlines in [`engine`], state bounds in [`host_api`].
+
+pub mod abi;
+pub mod bindings;
+pub mod engine;
+pub mod host_api;
+pub mod registry;
+pub mod watch;
+
+pub use engine::{PluginEngine, PluginError};
+pub use registry::{LoadOutcome, Notice, NoticeKind, PluginStatus, Registry};

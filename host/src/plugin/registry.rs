@@ -1,0 +1,530 @@
+//! Plugin slots: for every plugin name, the live version, the one before it,
+//! and everything that happened to them.
+//!
+//! A slot's `generation` changes on every swap, rollback and unload; stages
+//! compare it between batches, so a swap takes effect exactly at a batch
+//! boundary and an in-flight batch finishes on the version it started with.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use super::engine::{Compiled, PluginEngine, PluginError};
+use super::host_api::{PluginShared, StateLimits};
+use crate::config::RuntimeConfig;
+
+/// A lifecycle change, published to subscribers (the `plugins` channel),
+/// logged and counted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Notice {
+    /// Plugin name.
+    pub plugin: String,
+    /// What happened.
+    pub kind: NoticeKind,
+    /// Content hash of the version concerned (short form).
+    pub hash: Option<String>,
+    /// The plugin's self-reported version.
+    pub version: Option<String>,
+    /// Human-readable detail (the error, the file, ...).
+    pub detail: String,
+}
+
+/// Kinds of [`Notice`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    /// First version of a plugin went live.
+    Loaded,
+    /// A new version replaced the live one.
+    Swapped,
+    /// A new version failed its probation and the previous one is back.
+    RolledBack,
+    /// A file could not be loaded; whatever was live stays live.
+    LoadFailed,
+    /// A stage stopped calling the plugin after repeated failures.
+    Quarantined,
+    /// A quarantined plugin succeeded again.
+    Recovered,
+    /// A batch failed (trap, deadline, memory, error).
+    Failed,
+    /// The file was removed; the plugin is no longer live.
+    Unloaded,
+}
+
+/// Counters of one plugin's lifecycle.
+#[derive(Debug, Default)]
+pub struct SlotCounters {
+    /// Versions that went live (first load or swap).
+    pub loads: AtomicU64,
+    /// Swaps from one version to another.
+    pub swaps: AtomicU64,
+    /// Automatic or requested rollbacks.
+    pub rollbacks: AtomicU64,
+    /// Files that failed to load.
+    pub load_failures: AtomicU64,
+    /// Failed batches, all stages together.
+    pub failures: AtomicU64,
+    /// Times a stage quarantined the plugin.
+    pub quarantines: AtomicU64,
+}
+
+/// One plugin name's versions.
+pub struct Slot {
+    /// State that outlives versions.
+    pub shared: Arc<PluginShared>,
+    versions: Mutex<Versions>,
+    generation: AtomicU64,
+    /// Lifecycle counters.
+    pub counters: SlotCounters,
+}
+
+#[derive(Default)]
+struct Versions {
+    current: Option<Arc<Compiled>>,
+    previous: Option<Arc<Compiled>>,
+    /// Hashes that were rolled back: the same bytes are not retried.
+    rejected: HashSet<String>,
+    last_error: Option<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Critical sections here are plain field assignments; a poisoned lock
+    // holds consistent data.
+    m.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// The short form of a content hash used in logs and notices.
+pub fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+impl Slot {
+    /// The live version and the generation it belongs to.
+    pub fn current(&self) -> (u64, Option<Arc<Compiled>>) {
+        let v = lock(&self.versions);
+        (self.generation.load(Ordering::Acquire), v.current.clone())
+    }
+
+    /// The generation counter alone (cheap check between batches).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether a previous version is kept to roll back to.
+    pub fn has_previous(&self) -> bool {
+        lock(&self.versions).previous.is_some()
+    }
+
+    /// Record the latest error (load or call) for status reports.
+    pub fn set_last_error(&self, error: String) {
+        lock(&self.versions).last_error = Some(error);
+    }
+
+    /// The last error (load or call).
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.versions).last_error.clone()
+    }
+}
+
+/// All plugins of one plugins folder.
+pub struct Registry {
+    engine: Arc<PluginEngine>,
+    config: RuntimeConfig,
+    dir: PathBuf,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    subscribers: Mutex<Vec<mpsc::Sender<Notice>>>,
+}
+
+/// What [`Registry::load_file`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoadOutcome {
+    /// The first version of this plugin went live.
+    Loaded,
+    /// A new version replaced the live one.
+    Swapped,
+    /// The file's bytes are the live version already.
+    Unchanged,
+    /// These bytes were rolled back before and are not retried.
+    Rejected,
+}
+
+/// The plugin name a file stands for: `ua-enricher.wasm` → `ua-enricher`.
+pub fn plugin_name(path: &Path) -> Option<&str> {
+    if path.extension()? != "wasm" {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    let valid = !stem.is_empty()
+        && !stem.starts_with('.')
+        && stem
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    valid.then_some(stem)
+}
+
+impl Registry {
+    /// A registry for the plugins in `dir`. Nothing is loaded yet.
+    pub fn new(engine: Arc<PluginEngine>, config: RuntimeConfig, dir: PathBuf) -> Arc<Self> {
+        Arc::new(Registry {
+            engine,
+            config,
+            dir,
+            slots: Mutex::new(HashMap::new()),
+            subscribers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The watched folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The engine plugins run on.
+    pub fn engine(&self) -> &Arc<PluginEngine> {
+        &self.engine
+    }
+
+    /// Runtime settings.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// The slot for `name`, created empty if the plugin is not loaded (a
+    /// stage may name a plugin whose file arrives later).
+    pub fn slot(&self, name: &str) -> Arc<Slot> {
+        let mut slots = lock(&self.slots);
+        slots
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    shared: Arc::new(PluginShared::new(
+                        name,
+                        StateLimits {
+                            max_keys: self.config.state_max_keys,
+                            max_value_bytes: self.config.state_max_value_bytes,
+                        },
+                    )),
+                    versions: Mutex::new(Versions::default()),
+                    generation: AtomicU64::new(0),
+                    counters: SlotCounters::default(),
+                })
+            })
+            .clone()
+    }
+
+    /// Names of all known plugins, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = lock(&self.slots).keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Receive every future [`Notice`].
+    pub fn subscribe(&self) -> mpsc::Receiver<Notice> {
+        let (tx, rx) = mpsc::channel();
+        lock(&self.subscribers).push(tx);
+        rx
+    }
+
+    /// Log, count and publish a notice.
+    pub fn notify(&self, notice: Notice) {
+        let hash = notice.hash.as_deref().map(short).unwrap_or("");
+        let version = notice.version.as_deref().unwrap_or("");
+        let plugin = notice.plugin.as_str();
+        let detail = notice.detail.as_str();
+        match notice.kind {
+            NoticeKind::Loaded => tracing::info!(plugin, hash, version, detail, "plugin loaded"),
+            NoticeKind::Swapped => tracing::info!(plugin, hash, version, detail, "plugin swapped"),
+            NoticeKind::RolledBack => {
+                tracing::warn!(plugin, hash, version, detail, "plugin rolled back")
+            }
+            NoticeKind::LoadFailed => {
+                tracing::error!(plugin, hash, version, detail, "plugin load failed")
+            }
+            NoticeKind::Quarantined => {
+                tracing::error!(plugin, hash, version, detail, "plugin quarantined")
+            }
+            NoticeKind::Recovered => {
+                tracing::info!(plugin, hash, version, detail, "plugin recovered")
+            }
+            NoticeKind::Failed => {
+                tracing::warn!(plugin, hash, version, detail, "plugin batch failed")
+            }
+            NoticeKind::Unloaded => {
+                tracing::info!(plugin, hash, version, detail, "plugin unloaded")
+            }
+        }
+        lock(&self.subscribers).retain(|tx| tx.send(notice.clone()).is_ok());
+    }
+
+    /// Load every `*.wasm` in the folder. Failures are logged per file and
+    /// do not stop the others.
+    pub fn load_all(&self) -> std::io::Result<usize> {
+        let mut loaded = 0;
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| plugin_name(p).is_some())
+            .collect();
+        paths.sort();
+        for path in paths {
+            if matches!(
+                self.load_file(&path),
+                Ok(LoadOutcome::Loaded | LoadOutcome::Swapped)
+            ) {
+                loaded += 1;
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Load (or reload) the plugin stored at `path`. The new version goes
+    /// live only if it compiles, links as a processor and answers
+    /// `describe()`; otherwise the live version stays and the error is
+    /// reported with the file name.
+    pub fn load_file(&self, path: &Path) -> Result<LoadOutcome, PluginError> {
+        let Some(name) = plugin_name(path) else {
+            return Err(PluginError::Compile(format!(
+                "{}: not a plugin file name (expected NAME.wasm with NAME of letters, digits, - and _)",
+                path.display()
+            )));
+        };
+        let slot = self.slot(name);
+        let fail = |err: PluginError, hash: Option<String>| {
+            slot.counters.load_failures.fetch_add(1, Ordering::Relaxed);
+            lock(&slot.versions).last_error = Some(err.to_string());
+            self.notify(Notice {
+                plugin: name.to_owned(),
+                kind: NoticeKind::LoadFailed,
+                hash,
+                version: None,
+                detail: format!("{}: {err}", path.display()),
+            });
+            err
+        };
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(fail(
+                    PluginError::Compile(format!("cannot read file: {e}")),
+                    None,
+                ));
+            }
+        };
+        let hash = super::engine::content_hash(&bytes);
+        {
+            let v = lock(&slot.versions);
+            if v.current.as_ref().is_some_and(|c| c.hash == hash) {
+                return Ok(LoadOutcome::Unchanged);
+            }
+            if v.rejected.contains(&hash) {
+                tracing::warn!(
+                    plugin = name,
+                    hash = short(&hash),
+                    "not loading a version that was rolled back before"
+                );
+                return Ok(LoadOutcome::Rejected);
+            }
+        }
+        let compiled = match self.engine.compile(
+            bytes,
+            self.config.compile_timeout,
+            slot.shared.clone(),
+            self.config.memory_limit_bytes,
+        ) {
+            Ok(c) => c,
+            Err(e) => return Err(fail(e, Some(hash))),
+        };
+        let outcome = {
+            let mut v = lock(&slot.versions);
+            let outcome = if v.current.is_some() {
+                LoadOutcome::Swapped
+            } else {
+                LoadOutcome::Loaded
+            };
+            v.previous = v.current.take();
+            v.current = Some(compiled.clone());
+            v.last_error = None;
+            slot.generation.fetch_add(1, Ordering::AcqRel);
+            outcome
+        };
+        slot.counters.loads.fetch_add(1, Ordering::Relaxed);
+        if outcome == LoadOutcome::Swapped {
+            slot.counters.swaps.fetch_add(1, Ordering::Relaxed);
+        }
+        self.notify(Notice {
+            plugin: name.to_owned(),
+            kind: if outcome == LoadOutcome::Swapped {
+                NoticeKind::Swapped
+            } else {
+                NoticeKind::Loaded
+            },
+            hash: Some(compiled.hash.clone()),
+            version: Some(compiled.info.version.clone()),
+            detail: format!(
+                "{} ({} bytes, compiled in {} ms)",
+                path.display(),
+                compiled.size,
+                compiled.compile_time.as_millis()
+            ),
+        });
+        Ok(outcome)
+    }
+
+    /// The file for `name` is gone: the plugin is no longer live.
+    pub fn unload(&self, name: &str) {
+        let slot = self.slot(name);
+        let old = {
+            let mut v = lock(&slot.versions);
+            let old = v.current.take();
+            if old.is_some() {
+                v.previous = old.clone();
+                slot.generation.fetch_add(1, Ordering::AcqRel);
+            }
+            old
+        };
+        if let Some(old) = old {
+            self.notify(Notice {
+                plugin: name.to_owned(),
+                kind: NoticeKind::Unloaded,
+                hash: Some(old.hash.clone()),
+                version: Some(old.info.version.clone()),
+                detail: "file removed from the plugins folder".into(),
+            });
+        }
+    }
+
+    /// Put the previous version of `name` back in place of `bad` (if `bad`
+    /// is still the live one) and refuse `bad`'s bytes from now on.
+    /// Returns false if there is nothing to roll back to.
+    pub fn rollback(&self, name: &str, bad: &Compiled, reason: &str) -> bool {
+        let slot = self.slot(name);
+        let restored = {
+            let mut v = lock(&slot.versions);
+            let is_live = v.current.as_ref().is_some_and(|c| c.hash == bad.hash);
+            let Some(prev) = v.previous.clone() else {
+                return false;
+            };
+            if !is_live {
+                // Someone else already moved on; nothing to undo.
+                return true;
+            }
+            v.rejected.insert(bad.hash.clone());
+            v.current = Some(prev.clone());
+            v.previous = None;
+            v.last_error = Some(reason.to_owned());
+            slot.generation.fetch_add(1, Ordering::AcqRel);
+            prev
+        };
+        slot.counters.rollbacks.fetch_add(1, Ordering::Relaxed);
+        self.notify(Notice {
+            plugin: name.to_owned(),
+            kind: NoticeKind::RolledBack,
+            hash: Some(restored.hash.clone()),
+            version: Some(restored.info.version.clone()),
+            detail: format!(
+                "version {} ({}) failed on probation: {reason}",
+                short(&bad.hash),
+                bad.info.version
+            ),
+        });
+        true
+    }
+
+    /// Wait (up to `timeout`) until `name` is live with bytes hashing to
+    /// `hash`. For tools and tests that drop a file and need to know.
+    pub fn wait_for(&self, name: &str, hash: &str, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let slot = self.slot(name);
+        while std::time::Instant::now() < deadline {
+            if slot.current().1.is_some_and(|c| c.hash == hash) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    /// A status row per plugin, for reports and the REST API.
+    pub fn status(&self) -> Vec<PluginStatus> {
+        let slots: Vec<(String, Arc<Slot>)> = {
+            let s = lock(&self.slots);
+            let mut v: Vec<_> = s.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        slots
+            .into_iter()
+            .map(|(name, slot)| {
+                let v = lock(&slot.versions);
+                let c = &slot.counters;
+                PluginStatus {
+                    name,
+                    live: v.current.is_some(),
+                    hash: v.current.as_ref().map(|c| c.hash.clone()),
+                    version: v.current.as_ref().map(|c| c.info.version.clone()),
+                    description: v.current.as_ref().map(|c| c.info.description.clone()),
+                    loaded_at_ms: v.current.as_ref().map(|c| {
+                        c.loaded_at
+                            .duration_since(SystemTime::UNIX_EPOCH)
+                            .map(|d| d.as_millis() as u64)
+                            .unwrap_or(0)
+                    }),
+                    loads: c.loads.load(Ordering::Relaxed),
+                    swaps: c.swaps.load(Ordering::Relaxed),
+                    rollbacks: c.rollbacks.load(Ordering::Relaxed),
+                    load_failures: c.load_failures.load(Ordering::Relaxed),
+                    failures: c.failures.load(Ordering::Relaxed),
+                    quarantines: c.quarantines.load(Ordering::Relaxed),
+                    last_error: v.last_error.clone(),
+                    state_keys: slot.shared.state_keys(),
+                    logs_suppressed: slot.shared.logs_suppressed.load(Ordering::Relaxed),
+                    counters: slot.shared.counters(),
+                    gauges: slot.shared.gauges(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// One plugin's status.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginStatus {
+    /// Name (file stem).
+    pub name: String,
+    /// Whether a version is live.
+    pub live: bool,
+    /// Content hash of the live version.
+    pub hash: Option<String>,
+    /// Self-reported version of the live version.
+    pub version: Option<String>,
+    /// Self-description of the live version.
+    pub description: Option<String>,
+    /// When the live version was loaded (ms since the epoch).
+    pub loaded_at_ms: Option<u64>,
+    /// Versions that went live.
+    pub loads: u64,
+    /// Swaps.
+    pub swaps: u64,
+    /// Rollbacks.
+    pub rollbacks: u64,
+    /// Files that failed to load.
+    pub load_failures: u64,
+    /// Failed batches.
+    pub failures: u64,
+    /// Quarantines.
+    pub quarantines: u64,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// Keys in the plugin's state store.
+    pub state_keys: usize,
+    /// Log records dropped by the per-call cap.
+    pub logs_suppressed: u64,
+    /// Plugin-defined counters.
+    pub counters: std::collections::BTreeMap<String, u64>,
+    /// Plugin-defined gauges.
+    pub gauges: std::collections::BTreeMap<String, f64>,
+}

@@ -1,0 +1,48 @@
+//! Configuration errors reach the user as messages naming the key.
+
+use eddy_tests::*;
+
+fn pipe_with(sb: &Sandbox, body: &str) -> PipeRun {
+    let cfg = sb.config(body);
+    sb.pipe(&cfg, "", &[])
+}
+
+#[test]
+fn unknown_and_invalid_keys_are_named() {
+    let sb = Sandbox::new();
+    for (body, needle) in [
+        ("[runtime]\ndeadline = 5\n", "deadline"),
+        ("[[stages]]\nplugin = \"x\"\ndeadlin_ms = 5\n", "deadlin_ms"),
+        ("[runtime]\ndeadline_ms = 0\n", "runtime.deadline_ms"),
+        (
+            "[[stages]]\nplugin = \"x\"\non_failure = \"retry\"\n",
+            "retry",
+        ),
+        ("[[stages]]\nplugin = \"../etc/passwd\"\n", "plugin"),
+        (
+            "[pipeline]\nbatch_size = \"${EDDY_TEST_SURELY_UNSET}\"\n",
+            "EDDY_TEST_SURELY_UNSET",
+        ),
+    ] {
+        let run = pipe_with(&sb, body);
+        assert!(!run.success, "accepted: {body}");
+        assert!(
+            run.stderr.contains(needle),
+            "error for {body:?} should mention {needle}: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn environment_interpolation_fills_values_and_defaults() {
+    let sb = Sandbox::new();
+    sb.install(eddy_tests::plugins::FIRST_SEEN, "first-seen");
+    let cfg = sb.config(
+        "[[stages]]\nplugin = \"first-seen\"\n[stages.config]\nproperty = \"${EDDY_TEST_PROP:-seen_first}\"\n",
+    );
+    let input = event_line("a", "u1", 1, serde_json::json!({}));
+    let run = sb.pipe(&cfg, &input, &[]);
+    assert!(run.success, "{}", run.stderr);
+    assert_eq!(run.events[0]["properties"]["seen_first"], true);
+}

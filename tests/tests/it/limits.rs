@@ -1,0 +1,157 @@
+//! Sandbox limits: deadlines, memory caps, failure policies, quarantine.
+
+use eddy_tests::plugins::*;
+use eddy_tests::*;
+use serde_json::json;
+
+fn events(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            event_line(
+                &format!("e{i}"),
+                &format!("u{}", i % 7),
+                i as i64,
+                json!({"$user_agent": CHROME_WIN}),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn loop_then_enricher(on_failure: &str) -> (Sandbox, std::path::PathBuf) {
+    let sb = Sandbox::new();
+    sb.install(INFINITE_LOOP, "infinite-loop");
+    sb.install(UA_ENRICHER, "ua-enricher");
+    let cfg = sb.config(&format!(
+        "[runtime]\nquarantine_after = 3\nquarantine_backoff_ms = 60000\n\
+         [[stages]]\nplugin = \"infinite-loop\"\ndeadline_ms = 100\non_failure = \"{on_failure}\"\n\
+         [[stages]]\nplugin = \"ua-enricher\"\n"
+    ));
+    (sb, cfg)
+}
+
+#[test]
+fn infinite_loop_is_cut_off_and_later_stages_still_see_events() {
+    let (sb, cfg) = loop_then_enricher("pass-through");
+    let run = sb.pipe(&cfg, &events(50), &["--batch-size", "10"]);
+    assert!(run.success, "{}", run.stderr);
+    // Every event passed the broken stage unchanged and was enriched after it.
+    assert_eq!(run.events.len(), 50);
+    assert!(
+        run.events
+            .iter()
+            .all(|e| e["properties"]["$browser"] == "Chrome")
+    );
+    let stage = run.stage("infinite-loop");
+    assert_eq!(
+        stage["failed_batches"], 3,
+        "three calls ran into the deadline: {stage}"
+    );
+    assert_eq!(stage["passed_through"], 50);
+    assert_eq!(stage["status"], "quarantined");
+    assert_eq!(stage["quarantines"], 1);
+    // Cut off within 2x the 100 ms deadline.
+    let max_ms = stage["max_call_ns"].as_u64().unwrap() as f64 / 1e6;
+    assert!(
+        max_ms >= 100.0 && max_ms < 200.0,
+        "longest call {max_ms} ms"
+    );
+    let err = run.plugin("infinite-loop")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(err.contains("deadline"), "{err}");
+    assert!(run.stderr.contains("plugin quarantined"), "{}", run.stderr);
+    assert_eq!(run.stage("ua-enricher")["events_in"], 50);
+}
+
+#[test]
+fn infinite_loop_under_dead_letter_policy_loses_nothing() {
+    let (sb, cfg) = loop_then_enricher("dead-letter");
+    let run = sb.pipe(&cfg, &events(50), &["--batch-size", "10"]);
+    assert!(run.success, "{}", run.stderr);
+    assert_eq!(run.events.len(), 0);
+    assert_eq!(run.summary["dead_lettered"], 50);
+    assert_eq!(run.dead_letters.len(), 50);
+    let ids: Vec<String> = run
+        .dead_letters
+        .iter()
+        .map(|d| d["event"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..50).map(|i| format!("e{i}")).collect();
+    assert_eq!(ids, expected);
+    assert!(
+        run.dead_letters[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("deadline")
+    );
+    assert_eq!(run.dead_letters[0]["stage"], "infinite-loop");
+    assert!(
+        run.dead_letters[49]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("quarantined")
+    );
+    assert_eq!(run.stage("infinite-loop")["status"], "quarantined");
+}
+
+#[test]
+fn memory_hog_is_stopped_at_its_cap_and_rss_stays_bounded() {
+    let sb = Sandbox::new();
+    sb.install(MEMORY_HOG, "memory-hog");
+    sb.install(FIRST_SEEN, "first-seen");
+    let cfg = sb.config(
+        "[runtime]\nquarantine_after = 1000\n\
+         [[stages]]\nplugin = \"memory-hog\"\nmemory_limit_mb = 32\n\
+         [[stages]]\nplugin = \"first-seen\"\n",
+    );
+    let run = sb.pipe(&cfg, &events(400), &["--batch-size", "20"]);
+    assert!(run.success, "{}", run.stderr);
+    assert_eq!(run.events.len(), 400, "the pipeline went on");
+    let stage = run.stage("memory-hog");
+    assert!(stage["failed_batches"].as_u64().unwrap() >= 10, "{stage}");
+    let err = run.plugin("memory-hog")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(err.contains("memory limit of 33554432 bytes"), "{err}");
+    // Each failing instance hit 32 MiB; instances are discarded, so the host
+    // never holds more than one hog's memory at a time.
+    let rss = run.summary["peak_rss_bytes"].as_u64().unwrap();
+    assert!(rss < 256 * 1024 * 1024, "peak RSS {} MiB", rss >> 20);
+}
+
+#[test]
+fn trapping_plugin_is_quarantined_then_retried_after_backoff() {
+    let sb = Sandbox::new();
+    sb.install(TRAP, "trap");
+    sb.install(SLOW, "slow");
+    // The slow stage spaces batches 5 ms apart, so each 1 ms backoff has
+    // expired when the next batch reaches the trapping stage.
+    let cfg = sb.config(
+        "[runtime]\nquarantine_after = 2\nquarantine_backoff_ms = 1\nquarantine_backoff_max_ms = 1\n\
+         [[stages]]\nplugin = \"slow\"\n[stages.config]\nms = 5\n\
+         [[stages]]\nplugin = \"trap\"\n",
+    );
+    let run = sb.pipe(&cfg, &events(30), &["--batch-size", "5"]);
+    assert!(run.success, "{}", run.stderr);
+    assert_eq!(run.events.len(), 30);
+    let stage = run.stage("trap");
+    // With a 1 ms backoff every batch is retried, and every retry fails.
+    assert_eq!(stage["failed_batches"], 6, "{stage}");
+    assert!(stage["quarantines"].as_u64().unwrap() >= 2, "{stage}");
+    assert!(
+        stage["instantiations"].as_u64().unwrap() >= 6,
+        "a trapped instance is never reused: {stage}"
+    );
+    let err = run.plugin("trap")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(err.contains("trapped"), "{err}");
+    assert!(
+        run.stderr.contains("trap plugin always fails"),
+        "the guest's panic message is logged"
+    );
+}
