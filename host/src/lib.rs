@@ -14,7 +14,7 @@
 //! let config = Config::load(None)?;
 //! let registry = Registry::new(PluginEngine::new()?, config.runtime.clone(), config.plugins_dir.clone());
 //! registry.load_all()?;
-//! let mut pipeline = Pipeline::new(&config, registry);
+//! let mut pipeline = Pipeline::new(&config, registry)?;
 //! let event = Event::from_json(
 //!     r#"{"name":"$pageview","distinct_id":"u1","timestamp":1700000000000,
 //!         "properties":{"$current_url":"https://shop.example/cart?x=1"}}"#,

@@ -113,7 +113,7 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
     } else {
         None
     };
-    let mut pipeline = Pipeline::new(&config, registry.clone());
+    let mut pipeline = Pipeline::new(&config, registry.clone())?;
 
     let reader: Box<dyn BufRead + Send> = match &opts.input {
         Some(p) => Box::new(BufReader::new(

@@ -199,6 +199,25 @@ impl Stage {
         });
     }
 
+    /// Make sure the active version has a configured instance.
+    fn ensure_instance(&mut self) -> Result<(), PluginError> {
+        let Some(active) = self.active.as_mut() else {
+            return Err(PluginError::Returned("no live version".into()));
+        };
+        if active.instance.is_none() {
+            self.stats.instantiations += 1;
+            active.instance = Some(self.registry.engine().instantiate(
+                &active.compiled,
+                self.slot.shared.clone(),
+                self.memory_limit,
+                &self.config_json,
+                self.registry.config().compile_timeout,
+                self.registry.config().max_log_records_per_call,
+            )?);
+        }
+        Ok(())
+    }
+
     /// Run one call on the active version; `Err` leaves `events` untouched.
     fn call(
         &mut self,
@@ -206,23 +225,12 @@ impl Stage {
         out: &mut Vec<Event>,
     ) -> Result<(), (PluginError, Vec<Event>)> {
         let log_budget = self.registry.config().max_log_records_per_call;
+        if let Err(e) = self.ensure_instance() {
+            return Err((e, events));
+        }
         let Some(active) = self.active.as_mut() else {
             return Err((PluginError::Returned("no live version".into()), events));
         };
-        if active.instance.is_none() {
-            self.stats.instantiations += 1;
-            match self.registry.engine().instantiate(
-                &active.compiled,
-                self.slot.shared.clone(),
-                self.memory_limit,
-                &self.config_json,
-                self.registry.config().compile_timeout,
-                log_budget,
-            ) {
-                Ok(i) => active.instance = Some(i),
-                Err(e) => return Err((e, events)),
-            }
-        }
         let Some(instance) = active.instance.as_mut() else {
             return Err((PluginError::Returned("no instance".into()), events));
         };
@@ -413,6 +421,19 @@ impl Stage {
     }
 }
 
+/// A stage that cannot start.
+#[derive(Debug, thiserror::Error)]
+#[error("stage `{stage}` (plugin `{plugin}`): {source}")]
+pub struct PipelineError {
+    /// Stage name.
+    pub stage: String,
+    /// Plugin name.
+    pub plugin: String,
+    /// What went wrong.
+    #[source]
+    pub source: PluginError,
+}
+
 /// Stages in order.
 pub struct Pipeline {
     stages: Vec<Stage>,
@@ -420,14 +441,33 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Build the stages `config` lists, on plugins from `registry`.
-    pub fn new(config: &Config, registry: Arc<Registry>) -> Self {
-        let stages = config
-            .stages
-            .iter()
-            .map(|s| Stage::new(s, config, &registry))
-            .collect();
-        Pipeline { stages, registry }
+    /// Build the stages `config` lists, on plugins from `registry`, and
+    /// configure every plugin that is already loaded, so a configuration it
+    /// rejects is reported now rather than at the first batch. A plugin whose
+    /// file is not there yet is not an error: its stage applies its failure
+    /// policy until the file arrives.
+    pub fn new(config: &Config, registry: Arc<Registry>) -> Result<Self, PipelineError> {
+        let mut stages = Vec::with_capacity(config.stages.len());
+        for cfg in &config.stages {
+            let mut stage = Stage::new(cfg, config, &registry);
+            stage.sync_version();
+            if stage.active.is_none() {
+                tracing::warn!(
+                    stage = %cfg.name,
+                    plugin = %cfg.plugin,
+                    dir = %registry.dir().display(),
+                    "plugin not loaded; the stage applies its failure policy until it is"
+                );
+            } else if let Err(source) = stage.ensure_instance() {
+                return Err(PipelineError {
+                    stage: cfg.name.clone(),
+                    plugin: cfg.plugin.clone(),
+                    source,
+                });
+            }
+            stages.push(stage);
+        }
+        Ok(Pipeline { stages, registry })
     }
 
     /// The registry the stages draw plugins from.

@@ -193,7 +193,7 @@ macro_rules! processor {
                     $crate::__private::process::<$ty>(batch)
                 }
             }
-    $crate::__export_processor_world!(EddyExport with_types_in $crate::bindings);
+    $crate::bindings::__export_processor_world!(EddyExport with_types_in $crate::bindings);
         };
     };
 }

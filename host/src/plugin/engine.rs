@@ -2,8 +2,9 @@
 //! off the hot path, and [`Instance`]s that run every call under a deadline
 //! and a memory cap.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,6 +21,12 @@ use super::host_api::{PluginShared, StoreData};
 /// off at most one tick after its deadline: 5 ms keeps a 100 ms deadline
 /// within 10 % while the ticker thread costs nothing measurable.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Compiled components kept by content hash, so a file that comes back (a
+/// rollback, a re-added file, a version restored by hand) is not compiled
+/// again. A compiled component is its machine code, a few times the size of
+/// the `.wasm`; 32 of the example plugins' size is a few MiB.
+pub const COMPILED_CACHE_ENTRIES: usize = 32;
 
 /// Why a plugin could not be loaded or called.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -67,6 +74,7 @@ pub struct PluginEngine {
     engine: Engine,
     linker: Linker<StoreData>,
     stop: Arc<AtomicBool>,
+    cache: Mutex<HashMap<String, Component>>,
 }
 
 /// A compiled, type-checked plugin version, ready to instantiate.
@@ -135,6 +143,7 @@ impl PluginEngine {
             engine,
             linker,
             stop,
+            cache: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -151,19 +160,14 @@ impl PluginEngine {
         let started = Instant::now();
         let hash = content_hash(&bytes);
         let size = bytes.len();
-        let (tx, rx) = mpsc::sync_channel(1);
-        let engine = self.engine.clone();
-        thread::Builder::new()
-            .name("eddy-compile".into())
-            .spawn(move || {
-                // The receiver may be gone after a timeout; nothing to do then.
-                let _ = tx.send(Component::new(&engine, &bytes));
-            })
-            .map_err(|e| PluginError::Compile(format!("cannot start compiler thread: {e}")))?;
-        let component = match rx.recv_timeout(timeout) {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(PluginError::Compile(format!("{e:#}"))),
-            Err(_) => return Err(PluginError::CompileTimeout(timeout)),
+        let cached = self.cached(&hash);
+        let component = match cached {
+            Some(c) => c,
+            None => {
+                let c = self.compile_on_thread(bytes, timeout)?;
+                self.remember(&hash, &c);
+                c
+            }
         };
         let compile_time = started.elapsed();
         let pre = self
@@ -181,6 +185,45 @@ impl PluginEngine {
             loaded_at: SystemTime::now(),
             compile_time,
         }))
+    }
+
+    fn cached(&self, hash: &str) -> Option<Component> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(hash).cloned()
+    }
+
+    fn remember(&self, hash: &str, component: &Component) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= COMPILED_CACHE_ENTRIES {
+            // Any entry will do: live versions hold their own reference.
+            if let Some(k) = cache.keys().next().cloned() {
+                cache.remove(&k);
+            }
+        }
+        cache.insert(hash.to_owned(), component.clone());
+    }
+
+    /// Compile on a worker thread; cranelift cannot be interrupted, so on
+    /// timeout the thread is abandoned and its result dropped.
+    fn compile_on_thread(
+        &self,
+        bytes: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Component, PluginError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let engine = self.engine.clone();
+        thread::Builder::new()
+            .name("eddy-compile".into())
+            .spawn(move || {
+                // The receiver may be gone after a timeout; nothing to do then.
+                let _ = tx.send(Component::new(&engine, &bytes));
+            })
+            .map_err(|e| PluginError::Compile(format!("cannot start compiler thread: {e}")))?;
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(PluginError::Compile(format!("{e:#}"))),
+            Err(_) => Err(PluginError::CompileTimeout(timeout)),
+        }
     }
 
     fn instantiate_raw(

@@ -55,15 +55,14 @@ fn bot_filter_rejects_unknown_config_keys() {
     );
     let input = event_line("a", "u1", 1, json!({"$user_agent": GOOGLEBOT}));
     let run = sb.pipe(&cfg, &input, &[]);
-    // The stage cannot be configured: the batch follows pass-through and the
-    // error names the key.
-    assert!(run.success, "{}", run.stderr);
-    assert_eq!(run.events.len(), 1);
-    let err = run.plugin("bot-filter")["last_error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(err.contains("paterns"), "error should name the key: {err}");
+    // Refused at start-up, with the stage and the key named.
+    assert!(!run.success, "a misconfigured stage must not start");
+    assert!(run.events.is_empty());
+    assert!(
+        run.stderr.contains("stage `bot-filter`") && run.stderr.contains("paterns"),
+        "error should name the stage and the key: {}",
+        run.stderr
+    );
 }
 
 #[test]

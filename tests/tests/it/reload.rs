@@ -292,7 +292,10 @@ fn removed_file_unloads_the_plugin_and_events_follow_the_failure_policy() {
         "passed through unchanged: {e}"
     );
     sb.install(UA_ENRICHER, "ua-enricher");
-    pipe.wait_log("back", SHORT, |v| is_log(v, "plugin loaded", "ua-enricher"));
+    // The second "loaded" record: the first was at start-up.
+    pipe.wait_nth_log("loaded again", 2, SHORT, |v| {
+        is_log(v, "plugin loaded", "ua-enricher")
+    });
     assert_eq!(
         probe(&mut pipe, "again")["properties"]["$browser"],
         "Chrome"

@@ -1,0 +1,210 @@
+//! Plugin runtime benchmark: ns/event of a processor stage on batches of
+//! 1,000 events (pass-through stage as the baseline, then the ua-enricher),
+//! and the time from a finished file write to the new version being live.
+//!
+//! Run `scripts/build-plugins` first (the test suite does it too), then
+//! `cargo bench -p eddy --bench plugins`. Prints medians; no assertions:
+//! figures are read, compared with the goals, and reported.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use eddy::config::Config;
+use eddy::event::Event;
+use eddy::pipeline::Pipeline;
+use eddy::plugin::{PluginEngine, Registry, watch};
+
+const BATCH: usize = 1_000;
+const WARMUP_BATCHES: usize = 50;
+const SAMPLES: usize = 25;
+const BATCHES_PER_SAMPLE: usize = 40;
+const SWAPS: usize = 12;
+
+const UAS: [&str; 4] = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.109 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10.15; rv:121.0) Gecko/20100101 Firefox/121.0",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36",
+];
+
+fn plugins_dir() -> PathBuf {
+    let dir = std::env::var_os("EDDY_BENCH_PLUGINS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-plugins"));
+    if !dir.join("ua-enricher.wasm").exists() {
+        eprintln!(
+            "no built plugins in {}: run `bash scripts/build-plugins` first (or set EDDY_BENCH_PLUGINS)",
+            dir.display()
+        );
+        std::process::exit(2);
+    }
+    dir
+}
+
+/// A realistic web event: six properties, two of them long strings.
+fn events() -> Vec<Event> {
+    (0..BATCH)
+        .map(|i| {
+            let line = serde_json::json!({
+                "id": format!("evt-{i:08}"),
+                "name": "$pageview",
+                "timestamp": 1_700_000_000_000i64 + i as i64,
+                "distinct_id": format!("user-{}", i % 97),
+                "session_id": format!("sess-{}", i % 31),
+                "properties": {
+                    "$user_agent": UAS[i % UAS.len()],
+                    "$current_url": format!("https://shop.example.com/products/{}?ref=home#top", i % 50),
+                    "$lib": "web",
+                    "$screen_width": 1920,
+                    "$referrer": "https://www.google.com/",
+                    "plan": "pro",
+                }
+            });
+            Event::from_value(line, String::new).unwrap()
+        })
+        .collect()
+}
+
+fn pipeline_for(dir: &Path, plugin: &str) -> Pipeline {
+    let text = format!(
+        "plugins_dir = {:?}\n[[stages]]\nplugin = \"{plugin}\"\n",
+        dir.display().to_string()
+    );
+    let config = Config::parse(&text, "bench", &|_| None).unwrap();
+    let registry = Registry::new(
+        PluginEngine::new().unwrap(),
+        config.runtime.clone(),
+        dir.to_path_buf(),
+    );
+    registry
+        .load_file(&dir.join(format!("{plugin}.wasm")))
+        .unwrap();
+    Pipeline::new(&config, registry).unwrap()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Median ns/event over samples of whole-batch pipeline calls.
+fn ns_per_event(dir: &Path, plugin: &str) -> (f64, f64) {
+    let mut pipeline = pipeline_for(dir, plugin);
+    let input = events();
+    for _ in 0..WARMUP_BATCHES {
+        let out = pipeline.process(input.clone());
+        assert_eq!(out.events.len(), BATCH, "{plugin} must keep every event");
+    }
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let mut busy = Duration::ZERO;
+        for _ in 0..BATCHES_PER_SAMPLE {
+            let batch = input.clone();
+            let started = Instant::now();
+            let out = pipeline.process(batch);
+            busy += started.elapsed();
+            drop(out);
+        }
+        samples.push(busy.as_nanos() as f64 / (BATCHES_PER_SAMPLE * BATCH) as f64);
+    }
+    let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
+    (median(&mut samples), min)
+}
+
+/// Time from a finished rename-over of `ua-enricher.wasm` to the new version
+/// being the live one, alternating two builds.
+fn swap_latency(src: &Path) -> Vec<f64> {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let v1 = std::fs::read(src.join("ua-enricher.wasm")).unwrap();
+    let v2 = std::fs::read(src.join("ua-enricher-v2.wasm")).unwrap();
+    std::fs::write(dir.join("ua-enricher.wasm"), &v1).unwrap();
+    let text = format!(
+        "plugins_dir = {:?}\n[[stages]]\nplugin = \"ua-enricher\"\n",
+        dir.display().to_string()
+    );
+    let config = Config::parse(&text, "bench", &|_| None).unwrap();
+    let registry = Registry::new(
+        PluginEngine::new().unwrap(),
+        config.runtime.clone(),
+        dir.clone(),
+    );
+    registry.load_all().unwrap();
+    let _watcher = watch::watch(registry.clone(), config.runtime.reload_debounce).unwrap();
+    let mut pipeline = Pipeline::new(&config, registry.clone()).unwrap();
+    let input = events();
+    let mut out = Vec::new();
+    for i in 0..SWAPS {
+        // Alternate versions; add a trailing custom section byte pattern so
+        // every write is a new version (the same bytes are not reloaded).
+        let mut bytes = if i % 2 == 0 { v2.clone() } else { v1.clone() };
+        append_custom_section(&mut bytes, i);
+        let hash = eddy::plugin::engine::content_hash(&bytes);
+        let staged = dir.join(".ua-enricher.wasm.tmp");
+        std::fs::write(&staged, &bytes).unwrap();
+        let started = Instant::now();
+        std::fs::rename(&staged, dir.join("ua-enricher.wasm")).unwrap();
+        assert!(
+            registry.wait_for("ua-enricher", &hash, Duration::from_secs(30)),
+            "swap {i} never happened"
+        );
+        // The next batch is the first served by the new version.
+        let served = pipeline.process(input.clone());
+        out.push(started.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(served.events.len(), BATCH);
+    }
+    out
+}
+
+/// Append a component-level custom section (id 0) so the bytes differ while
+/// the component stays valid.
+fn append_custom_section(bytes: &mut Vec<u8>, n: usize) {
+    let name = b"eddy-bench";
+    let payload = (n as u32).to_le_bytes();
+    let size = 1 + name.len() + payload.len();
+    bytes.push(0);
+    bytes.push(size as u8);
+    bytes.push(name.len() as u8);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(&payload);
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; ignore arguments.
+    let dir = plugins_dir();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    println!(
+        "machine: {cpu}, {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!(
+        "batches of {BATCH} events, 6 properties each; median of {SAMPLES} samples x {BATCHES_PER_SAMPLE} batches"
+    );
+    let (pass_med, pass_min) = ns_per_event(&dir, "pass-through");
+    println!("pass-through stage : {pass_med:>7.1} ns/event (min {pass_min:.1})");
+    let (ua_med, ua_min) = ns_per_event(&dir, "ua-enricher");
+    println!("ua-enricher stage  : {ua_med:>7.1} ns/event (min {ua_min:.1})  goal <= 150");
+    println!(
+        "ua-enricher work over the pass-through baseline: {:.1} ns/event",
+        ua_med - pass_med
+    );
+    let mut swaps = swap_latency(&dir);
+    let max = swaps.iter().copied().fold(0.0, f64::max);
+    println!(
+        "hot swap, file renamed -> new version serving a batch: median {:.0} ms, max {max:.0} ms over {SWAPS} swaps (includes the {} ms debounce)  goal <= 500",
+        median(&mut swaps),
+        Config::parse("", "x", &|_| None)
+            .map(|c| c.runtime.reload_debounce.as_millis())
+            .unwrap_or(0)
+    );
+}
