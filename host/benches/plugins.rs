@@ -112,6 +112,49 @@ fn ns_per_event(dir: &Path, plugin: &str) -> (f64, f64) {
     (median(&mut samples), min)
 }
 
+/// Where a stage's time goes: encoding, the plugin call (lowering, guest
+/// work, lifting), applying the result.
+fn breakdown(dir: &Path, plugin: &str) -> (f64, f64, f64) {
+    use eddy::plugin::abi::{Encoder, apply};
+    use eddy::plugin::host_api::{PluginShared, StateLimits};
+    let engine = PluginEngine::new().unwrap();
+    let limits = StateLimits {
+        max_keys: 1 << 20,
+        max_value_bytes: 1 << 16,
+    };
+    let shared = std::sync::Arc::new(PluginShared::new(plugin, limits));
+    let bytes = std::fs::read(dir.join(format!("{plugin}.wasm"))).unwrap();
+    let timeout = Duration::from_secs(30);
+    let compiled = engine
+        .compile(bytes, timeout, shared.clone(), 64 << 20)
+        .unwrap();
+    let mut instance = engine
+        .instantiate(&compiled, shared, 64 << 20, "{}", timeout, 100)
+        .unwrap();
+    let input = events();
+    let mut encoder = Encoder::default();
+    let (mut enc, mut call, mut app) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let rounds = 400;
+    for round in 0..rounds + WARMUP_BATCHES {
+        let batch = input.clone();
+        let t0 = Instant::now();
+        let encoded = encoder.encode(&batch);
+        let t1 = Instant::now();
+        let result = instance.process(encoded, timeout, 100).unwrap();
+        let t2 = Instant::now();
+        let mut out = Vec::with_capacity(BATCH);
+        apply(batch, &result, &mut out).unwrap();
+        let t3 = Instant::now();
+        if round >= WARMUP_BATCHES {
+            enc += t1 - t0;
+            call += t2 - t1;
+            app += t3 - t2;
+        }
+    }
+    let per = |d: Duration| d.as_nanos() as f64 / (rounds * BATCH) as f64;
+    (per(enc), per(call), per(app))
+}
+
 /// Time from a finished rename-over of `ua-enricher.wasm` to the new version
 /// being the live one, alternating two builds.
 fn swap_latency(src: &Path) -> Vec<f64> {
@@ -198,6 +241,12 @@ fn main() {
         "ua-enricher work over the pass-through baseline: {:.1} ns/event",
         ua_med - pass_med
     );
+    for plugin in ["pass-through", "ua-enricher"] {
+        let (enc, call, app) = breakdown(&dir, plugin);
+        println!(
+            "  {plugin:<13} breakdown: encode {enc:.1} + call {call:.1} + apply {app:.1} ns/event (mean)"
+        );
+    }
     let mut swaps = swap_latency(&dir);
     let max = swaps.iter().copied().fold(0.0, f64::max);
     println!(

@@ -1,7 +1,8 @@
 //! Events as a plugin sees them, and the translation between them and the
-//! flat batch layout of the WIT contract.
+//! columnar batch layout of the WIT contract.
 
 use crate::bindings::eddy::plugin::types as wit;
+use crate::layout::{self, ABSENT};
 use crate::value::{OwnedValue, Value};
 
 /// What a processor decides for one event.
@@ -63,158 +64,231 @@ impl NewEvent {
     }
 }
 
-/// The input batch, decoded once.
+fn slice(text: &str, span: u64) -> &str {
+    if span == ABSENT {
+        return "";
+    }
+    let (start, end) = layout::bounds(span);
+    text.get(start..end).unwrap_or("")
+}
+
+fn read(text: &str, kind: u8, value: u64) -> Value<'_> {
+    match kind {
+        layout::BOOL => Value::Bool(value != 0),
+        layout::INT => Value::Int(value as i64),
+        layout::FLOAT => Value::Float(f64::from_bits(value)),
+        layout::TEXT => Value::Str(slice(text, value)),
+        layout::JSON => Value::Json(slice(text, value)),
+        _ => Value::Null,
+    }
+}
+
+fn empty_batch() -> wit::Batch {
+    wit::Batch {
+        text: Vec::new(),
+        ids: Vec::new(),
+        names: Vec::new(),
+        timestamps: Vec::new(),
+        distinct_ids: Vec::new(),
+        session_ids: Vec::new(),
+        properties: Vec::new(),
+        keys: Vec::new(),
+        kinds: Vec::new(),
+        values: Vec::new(),
+    }
+}
+
+/// The input batch, decoded once: its text checked as UTF-8 and its
+/// columns checked for equal lengths.
 pub(crate) struct Input {
     text: String,
-    events: Vec<wit::Event>,
-    properties: Vec<wit::Property>,
+    columns: wit::Batch,
 }
 
 impl Input {
-    pub(crate) fn new(batch: wit::Batch) -> Result<Self, String> {
-        let text =
-            String::from_utf8(batch.text).map_err(|e| format!("batch text is not UTF-8: {e}"))?;
+    pub(crate) fn new(mut batch: wit::Batch) -> Result<Self, String> {
+        let text = String::from_utf8(std::mem::take(&mut batch.text))
+            .map_err(|e| format!("batch text is not UTF-8: {e}"))?;
+        let n = batch.ids.len();
+        let events_ok = [
+            batch.names.len(),
+            batch.timestamps.len(),
+            batch.distinct_ids.len(),
+            batch.session_ids.len(),
+            batch.properties.len(),
+        ]
+        .iter()
+        .all(|&l| l == n);
+        let p = batch.keys.len();
+        if !events_ok || batch.kinds.len() != p || batch.values.len() != p {
+            return Err("batch columns have different lengths".to_owned());
+        }
         Ok(Input {
             text,
-            events: batch.events,
-            properties: batch.properties,
+            columns: batch,
         })
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.events.len()
+        self.columns.ids.len()
+    }
+
+    fn property_range(&self, index: usize) -> std::ops::Range<usize> {
+        let (start, end) = layout::bounds(self.columns.properties[index]);
+        let end = end.min(self.columns.keys.len());
+        start.min(end)..end
     }
 }
 
-/// Everything a batch's result carries besides outcomes.
-#[derive(Default)]
+/// The result under construction: edits, new events, and their text.
 pub(crate) struct Output {
     text: String,
-    edits: Vec<wit::Edit>,
-    events: Vec<wit::Event>,
-    properties: Vec<wit::Property>,
-}
-
-fn slice(text: &str, span: wit::Span) -> &str {
-    let start = span.start as usize;
-    text.get(start..start + span.len as usize).unwrap_or("")
-}
-
-fn read(text: &str, value: wit::Value) -> Value<'_> {
-    match value {
-        wit::Value::Null => Value::Null,
-        wit::Value::Boolean(b) => Value::Bool(b),
-        wit::Value::Integer(i) => Value::Int(i),
-        wit::Value::Float(f) => Value::Float(f),
-        wit::Value::Text(s) => Value::Str(slice(text, s)),
-        wit::Value::Json(s) => Value::Json(slice(text, s)),
-    }
+    edit_keys: Vec<u64>,
+    edit_kinds: Vec<u8>,
+    edit_values: Vec<u64>,
+    events: wit::Batch,
 }
 
 impl Output {
-    fn span(&mut self, s: &str) -> wit::Span {
-        let start = self.text.len() as u32;
+    fn new() -> Self {
+        Output {
+            text: String::new(),
+            edit_keys: Vec::new(),
+            edit_kinds: Vec::new(),
+            edit_values: Vec::new(),
+            events: empty_batch(),
+        }
+    }
+
+    fn span(&mut self, s: &str) -> u64 {
+        let start = self.text.len();
         self.text.push_str(s);
-        wit::Span {
-            start,
-            len: s.len() as u32,
-        }
+        layout::pack(start, s.len())
     }
 
-    fn value(&mut self, v: Value<'_>) -> wit::Value {
+    fn value(&mut self, v: Value<'_>) -> (u8, u64) {
         match v {
-            Value::Null => wit::Value::Null,
-            Value::Bool(b) => wit::Value::Boolean(b),
-            Value::Int(i) => wit::Value::Integer(i),
-            Value::Float(f) if f.is_finite() => wit::Value::Float(f),
-            Value::Float(_) => wit::Value::Null,
-            Value::Str(s) => wit::Value::Text(self.span(s)),
-            Value::Json(s) => wit::Value::Json(self.span(s)),
+            Value::Null => (layout::NULL, 0),
+            Value::Bool(b) => (layout::BOOL, u64::from(b)),
+            Value::Int(i) => (layout::INT, i as u64),
+            Value::Float(f) if f.is_finite() => (layout::FLOAT, f.to_bits()),
+            Value::Float(_) => (layout::NULL, 0),
+            Value::Str(s) => (layout::TEXT, self.span(s)),
+            Value::Json(s) => (layout::JSON, self.span(s)),
         }
     }
 
-    fn push_event(&mut self, e: &NewEvent) -> u32 {
-        let start = self.properties.len() as u32;
+    fn edit(&mut self, key: &str, kind: u8, value: u64) {
+        let key = self.span(key);
+        self.edit_keys.push(key);
+        self.edit_kinds.push(kind);
+        self.edit_values.push(value);
+    }
+
+    fn edits(&self) -> usize {
+        self.edit_keys.len()
+    }
+
+    fn truncate_edits(&mut self, len: usize) {
+        self.edit_keys.truncate(len);
+        self.edit_kinds.truncate(len);
+        self.edit_values.truncate(len);
+    }
+
+    fn push_event(&mut self, e: &NewEvent) -> usize {
+        let start = self.events.keys.len();
         for (k, v) in &e.properties {
             let key = self.span(k);
-            let value = self.value(v.as_value());
-            self.properties.push(wit::Property { key, value });
+            let (kind, value) = self.value(v.as_value());
+            self.events.keys.push(key);
+            self.events.kinds.push(kind);
+            self.events.values.push(value);
         }
-        let event = wit::Event {
-            id: self.span(&e.id),
-            name: self.span(&e.name),
-            timestamp: e.timestamp,
-            distinct_id: self.span(&e.distinct_id),
-            session_id: e.session_id.as_deref().map(|s| self.span(s)),
-            properties: wit::Range {
-                start,
-                len: e.properties.len() as u32,
-            },
+        let id = self.span(&e.id);
+        let name = self.span(&e.name);
+        let distinct_id = self.span(&e.distinct_id);
+        let session_id = match e.session_id.as_deref() {
+            Some(s) => self.span(s),
+            None => ABSENT,
         };
-        self.events.push(event);
-        (self.events.len() - 1) as u32
+        let b = &mut self.events;
+        b.ids.push(id);
+        b.names.push(name);
+        b.timestamps.push(e.timestamp);
+        b.distinct_ids.push(distinct_id);
+        b.session_ids.push(session_id);
+        b.properties.push(layout::pack(start, e.properties.len()));
+        b.ids.len() - 1
     }
 }
 
 /// One input event, as a processor sees it: read its fields and properties,
 /// change properties in place with [`set`](Event::set) and
 /// [`remove`](Event::remove), then return an [`Outcome`].
+///
+/// Fields and [`original`](Event::original) values borrow the batch, not the
+/// event, so they can be passed straight back to [`set`](Event::set).
 pub struct Event<'a> {
     input: &'a Input,
-    raw: &'a wit::Event,
+    index: usize,
     out: &'a mut Output,
     first_edit: usize,
 }
 
-impl Event<'_> {
+impl<'a> Event<'a> {
     /// The event's unique id.
-    pub fn id(&self) -> &str {
-        slice(&self.input.text, self.raw.id)
+    pub fn id(&self) -> &'a str {
+        slice(&self.input.text, self.input.columns.ids[self.index])
     }
 
     /// The event name, e.g. `$pageview`.
-    pub fn name(&self) -> &str {
-        slice(&self.input.text, self.raw.name)
+    pub fn name(&self) -> &'a str {
+        slice(&self.input.text, self.input.columns.names[self.index])
     }
 
     /// Event time, milliseconds since the Unix epoch.
     pub fn timestamp(&self) -> i64 {
-        self.raw.timestamp
+        self.input.columns.timestamps[self.index]
     }
 
     /// The user this event belongs to.
-    pub fn distinct_id(&self) -> &str {
-        slice(&self.input.text, self.raw.distinct_id)
+    pub fn distinct_id(&self) -> &'a str {
+        slice(
+            &self.input.text,
+            self.input.columns.distinct_ids[self.index],
+        )
     }
 
     /// The session this event belongs to, if any.
-    pub fn session_id(&self) -> Option<&str> {
-        self.raw.session_id.map(|s| slice(&self.input.text, s))
+    pub fn session_id(&self) -> Option<&'a str> {
+        let span = self.input.columns.session_ids[self.index];
+        (span != ABSENT).then(|| slice(&self.input.text, span))
     }
 
-    fn input_properties(&self) -> &[wit::Property] {
-        let start = self.raw.properties.start as usize;
-        let end = start + self.raw.properties.len as usize;
-        self.input.properties.get(start..end).unwrap_or(&[])
+    /// The value of property `key` as the event arrived, ignoring this
+    /// plugin's edits. Borrows the batch, so it can be fed to `set`.
+    pub fn original(&self, key: &str) -> Option<Value<'a>> {
+        let input: &'a Input = self.input;
+        let c = &input.columns;
+        input
+            .property_range(self.index)
+            .find(|&i| slice(&input.text, c.keys[i]) == key)
+            .map(|i| read(&input.text, c.kinds[i], c.values[i]))
     }
 
     /// The value of property `key`, including changes made by this plugin.
     pub fn get(&self, key: &str) -> Option<Value<'_>> {
         // Edits made while processing this event win, newest first.
-        for edit in self.out.edits[self.first_edit..].iter().rev() {
-            match *edit {
-                wit::Edit::Set(p) if slice(&self.out.text, p.key) == key => {
-                    return Some(read(&self.out.text, p.value));
-                }
-                wit::Edit::Remove(k) if slice(&self.out.text, k) == key => return None,
-                _ => {}
+        let out = &*self.out;
+        for i in (self.first_edit..out.edits()).rev() {
+            if slice(&out.text, out.edit_keys[i]) == key {
+                return match out.edit_kinds[i] {
+                    layout::REMOVE => None,
+                    kind => Some(read(&out.text, kind, out.edit_values[i])),
+                };
             }
         }
-        let text = &self.input.text;
-        self.input_properties()
-            .iter()
-            .find(|p| slice(text, p.key) == key)
-            .map(|p| read(text, p.value))
+        self.original(key)
     }
 
     /// The string value of property `key`, if it is a string.
@@ -243,36 +317,35 @@ impl Event<'_> {
     }
 
     /// The event's properties as they arrived (without this plugin's edits).
-    pub fn properties(&self) -> impl Iterator<Item = (&str, Value<'_>)> {
-        let text = &self.input.text;
-        self.input_properties()
-            .iter()
-            .map(move |p| (slice(text, p.key), read(text, p.value)))
+    pub fn properties(&self) -> impl Iterator<Item = (&'a str, Value<'a>)> + use<'a> {
+        let input: &'a Input = self.input;
+        let c = &input.columns;
+        input.property_range(self.index).map(move |i| {
+            (
+                slice(&input.text, c.keys[i]),
+                read(&input.text, c.kinds[i], c.values[i]),
+            )
+        })
     }
 
     /// Set property `key` (added, or overwritten if present).
-    pub fn set(&mut self, key: &str, value: impl Into<OwnedValue>) {
-        let value = value.into();
-        let key = self.out.span(key);
-        let value = self.out.value(value.as_value());
-        self.out
-            .edits
-            .push(wit::Edit::Set(wit::Property { key, value }));
+    pub fn set<'v>(&mut self, key: &str, value: impl Into<ValueArg<'v>>) {
+        let (kind, value) = match value.into() {
+            ValueArg::Borrowed(v) => self.out.value(v),
+            ValueArg::Owned(v) => self.out.value(v.as_value()),
+        };
+        self.out.edit(key, kind, value);
     }
 
-    /// Set property `key` to a string without allocating an [`OwnedValue`].
+    /// Set property `key` to a string.
     pub fn set_str(&mut self, key: &str, value: &str) {
-        let key = self.out.span(key);
-        let value = wit::Value::Text(self.out.span(value));
-        self.out
-            .edits
-            .push(wit::Edit::Set(wit::Property { key, value }));
+        let span = self.out.span(value);
+        self.out.edit(key, layout::TEXT, span);
     }
 
     /// Remove property `key` if present.
     pub fn remove(&mut self, key: &str) {
-        let key = self.out.span(key);
-        self.out.edits.push(wit::Edit::Remove(key));
+        self.out.edit(key, layout::REMOVE, 0);
     }
 
     /// An owned copy of this event with this plugin's edits applied, e.g. as
@@ -289,124 +362,196 @@ impl Event<'_> {
                 .map(|(k, v)| (k.to_owned(), v.to_owned_value()))
                 .collect(),
         };
-        for edit in &self.out.edits[self.first_edit..] {
-            match *edit {
-                wit::Edit::Set(p) => {
-                    let v = read(&self.out.text, p.value).to_owned_value();
-                    e.set(slice(&self.out.text, p.key), v);
-                }
-                wit::Edit::Remove(k) => {
-                    let key = slice(&self.out.text, k);
-                    e.properties.retain(|(name, _)| name != key);
-                }
-            }
+        let out = &*self.out;
+        for i in self.first_edit..out.edits() {
+            apply_edit(
+                &mut e,
+                &out.text,
+                out.edit_keys[i],
+                out.edit_kinds[i],
+                out.edit_values[i],
+            );
         }
         e
     }
 }
 
-/// Run `f` over every event of `input`, collecting the flat result.
+/// A value for [`Event::set`]: anything that converts to [`OwnedValue`], or
+/// a borrowed [`Value`] (copied into the result without an allocation).
+pub enum ValueArg<'v> {
+    /// A borrowed value.
+    Borrowed(Value<'v>),
+    /// An owned value.
+    Owned(OwnedValue),
+}
+
+impl<'v> From<Value<'v>> for ValueArg<'v> {
+    fn from(v: Value<'v>) -> Self {
+        ValueArg::Borrowed(v)
+    }
+}
+
+impl<'v> From<&'v str> for ValueArg<'v> {
+    fn from(s: &'v str) -> Self {
+        ValueArg::Borrowed(Value::Str(s))
+    }
+}
+
+macro_rules! owned_arg {
+    ($($t:ty),*) => {$(
+        impl From<$t> for ValueArg<'_> {
+            fn from(v: $t) -> Self {
+                ValueArg::Owned(v.into())
+            }
+        }
+    )*};
+}
+owned_arg!(
+    String,
+    bool,
+    i64,
+    i32,
+    u32,
+    f64,
+    OwnedValue,
+    serde_json::Value
+);
+
+fn apply_edit(e: &mut NewEvent, text: &str, key: u64, kind: u8, value: u64) {
+    let key = slice(text, key);
+    if kind == layout::REMOVE {
+        e.properties.retain(|(name, _)| name != key);
+    } else {
+        e.set(key, read(text, kind, value).to_owned_value());
+    }
+}
+
+/// Run `f` over every event of `input`, collecting the columnar result.
 pub(crate) fn run_batch(
     input: &Input,
     mut f: impl FnMut(&mut Event<'_>) -> Outcome,
 ) -> wit::Processed {
-    let mut out = Output::default();
-    let mut outcomes = Vec::with_capacity(input.len());
-    for raw in &input.events {
-        let first_edit = out.edits.len();
+    let mut out = Output::new();
+    let n = input.len();
+    let mut kinds = Vec::with_capacity(n);
+    let mut args = Vec::with_capacity(n);
+    for index in 0..n {
+        let first_edit = out.edits();
         let outcome = {
             let mut event = Event {
                 input,
-                raw,
+                index,
                 out: &mut out,
                 first_edit,
             };
             f(&mut event)
         };
-        let edits = out.edits.len() - first_edit;
-        let outcome = match outcome {
-            Outcome::Keep if edits == 0 => wit::Outcome::Keep,
-            Outcome::Keep => wit::Outcome::Modify(wit::Range {
-                start: first_edit as u32,
-                len: edits as u32,
-            }),
+        let edits = out.edits() - first_edit;
+        let (kind, arg) = match outcome {
+            Outcome::Keep if edits == 0 => (layout::KEEP, 0),
+            Outcome::Keep => (layout::MODIFY, layout::pack(first_edit, edits)),
             Outcome::Drop => {
-                out.edits.truncate(first_edit);
-                wit::Outcome::Drop
+                out.truncate_edits(first_edit);
+                (layout::DROP, 0)
             }
             Outcome::Replace(event) => {
-                out.edits.truncate(first_edit);
-                wit::Outcome::Replace(out.push_event(&event))
+                out.truncate_edits(first_edit);
+                (layout::REPLACE, out.push_event(&event) as u64)
             }
             Outcome::Split(events) => {
-                out.edits.truncate(first_edit);
-                let start = out.events.len() as u32;
+                out.truncate_edits(first_edit);
+                let start = out.events.ids.len();
                 for event in &events {
                     out.push_event(event);
                 }
-                wit::Outcome::Split(wit::Range {
-                    start,
-                    len: events.len() as u32,
-                })
+                (layout::SPLIT, layout::pack(start, events.len()))
             }
         };
-        outcomes.push(outcome);
+        kinds.push(kind);
+        args.push(arg);
     }
+    let mut output = out.events;
+    output.text = out.text.into_bytes();
     wit::Processed {
-        outcomes,
-        edits: out.edits,
-        output: wit::Batch {
-            text: out.text.into_bytes(),
-            events: out.events,
-            properties: out.properties,
-        },
+        outcome_kinds: kinds,
+        outcome_args: args,
+        edit_keys: out.edit_keys,
+        edit_kinds: out.edit_kinds,
+        edit_values: out.edit_values,
+        output,
     }
 }
 
-/// Encode owned events into the flat layout (used by [`crate::testing`]).
+/// Encode owned events into the columnar layout (used by [`crate::testing`]).
 pub(crate) fn encode(events: &[NewEvent]) -> wit::Batch {
-    let mut out = Output::default();
+    let mut out = Output::new();
     for e in events {
         out.push_event(e);
     }
-    wit::Batch {
-        text: out.text.into_bytes(),
-        events: out.events,
-        properties: out.properties,
-    }
+    let mut batch = out.events;
+    batch.text = out.text.into_bytes();
+    batch
 }
 
-/// Decode a flat batch into owned events (used by [`crate::testing`]).
-pub(crate) fn decode_event(text: &str, props: &[wit::Property], e: &wit::Event) -> NewEvent {
-    let start = e.properties.start as usize;
-    let end = start + e.properties.len as usize;
-    NewEvent {
-        id: slice(text, e.id).to_owned(),
-        name: slice(text, e.name).to_owned(),
-        timestamp: e.timestamp,
-        distinct_id: slice(text, e.distinct_id).to_owned(),
-        session_id: e.session_id.map(|s| slice(text, s).to_owned()),
-        properties: props
-            .get(start..end)
-            .unwrap_or(&[])
-            .iter()
-            .map(|p| {
-                (
-                    slice(text, p.key).to_owned(),
-                    read(text, p.value).to_owned_value(),
-                )
-            })
-            .collect(),
+/// Apply a processed result to the events it came from, the way the host
+/// does (used by [`crate::testing`]).
+pub(crate) fn apply(
+    events: Vec<NewEvent>,
+    result: wit::Processed,
+) -> Result<Vec<NewEvent>, String> {
+    let output = Input::new(result.output)?;
+    let decode = |i: usize| -> Result<NewEvent, String> {
+        if i >= output.len() {
+            return Err(format!("output event {i} out of range"));
+        }
+        let c = &output.columns;
+        let text = &output.text;
+        Ok(NewEvent {
+            id: slice(text, c.ids[i]).to_owned(),
+            name: slice(text, c.names[i]).to_owned(),
+            timestamp: c.timestamps[i],
+            distinct_id: slice(text, c.distinct_ids[i]).to_owned(),
+            session_id: (c.session_ids[i] != ABSENT)
+                .then(|| slice(text, c.session_ids[i]).to_owned()),
+            properties: output
+                .property_range(i)
+                .map(|p| {
+                    (
+                        slice(text, c.keys[p]).to_owned(),
+                        read(text, c.kinds[p], c.values[p]).to_owned_value(),
+                    )
+                })
+                .collect(),
+        })
+    };
+    let mut out = Vec::new();
+    for (i, mut e) in events.into_iter().enumerate() {
+        let arg = result.outcome_args[i];
+        match result.outcome_kinds[i] {
+            layout::KEEP => out.push(e),
+            layout::DROP => {}
+            layout::MODIFY => {
+                let (start, end) = layout::bounds(arg);
+                for j in start..end {
+                    apply_edit(
+                        &mut e,
+                        &output.text,
+                        result.edit_keys[j],
+                        result.edit_kinds[j],
+                        result.edit_values[j],
+                    );
+                }
+                out.push(e);
+            }
+            layout::REPLACE => out.push(decode(arg as usize)?),
+            layout::SPLIT => {
+                let (start, end) = layout::bounds(arg);
+                for j in start..end {
+                    out.push(decode(j)?);
+                }
+            }
+            other => return Err(format!("unknown outcome kind {other}")),
+        }
     }
-}
-
-/// Read an edit's key and value (used by [`crate::testing`]).
-pub(crate) fn read_edit(text: &str, edit: &wit::Edit) -> (String, Option<OwnedValue>) {
-    match *edit {
-        wit::Edit::Set(p) => (
-            slice(text, p.key).to_owned(),
-            Some(read(text, p.value).to_owned_value()),
-        ),
-        wit::Edit::Remove(k) => (slice(text, k).to_owned(), None),
-    }
+    Ok(out)
 }

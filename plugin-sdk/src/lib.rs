@@ -54,10 +54,11 @@ extern crate self as eddy_plugin_sdk;
 pub mod bindings;
 mod event;
 mod host;
+mod layout;
 pub mod testing;
 mod value;
 
-pub use event::{Event, NewEvent, Outcome};
+pub use event::{Event, NewEvent, Outcome, ValueArg};
 pub use host::{log, metrics, state};
 pub use value::{OwnedValue, Value};
 

@@ -1,18 +1,52 @@
-//! Translation between host [`Event`]s and the WIT contract's flat batch
+//! Translation between host [`Event`]s and the WIT contract's columnar batch
 //! layout (see `wit/types.wit`), in both directions.
 //!
-//! Everything a plugin returns is checked here: outcome count, list ranges,
-//! span bounds and UTF-8 boundaries. A plugin bug becomes a failed batch with
-//! a message, never a host panic.
+//! Everything a plugin returns is checked before any event moves: column
+//! lengths, outcome kinds, ranges, span bounds and UTF-8 boundaries. A plugin
+//! bug becomes a failed batch with a message, never a host panic, and the
+//! failed batch's events come back untouched.
 
 use compact_str::CompactString;
 
 use super::bindings::eddy::plugin::types as wit;
 use crate::event::{Event, Value};
 
+/// A span or range that is not there.
+const ABSENT: u64 = u64::MAX;
+
+mod kind {
+    pub const NULL: u8 = 0;
+    pub const BOOL: u8 = 1;
+    pub const INT: u8 = 2;
+    pub const FLOAT: u8 = 3;
+    pub const TEXT: u8 = 4;
+    pub const JSON: u8 = 5;
+    pub const REMOVE: u8 = 6;
+}
+
+mod outcome {
+    pub const KEEP: u8 = 0;
+    pub const DROP: u8 = 1;
+    pub const MODIFY: u8 = 2;
+    pub const REPLACE: u8 = 3;
+    pub const SPLIT: u8 = 4;
+}
+
+fn pack(start: usize, len: usize) -> u64 {
+    ((start as u64) << 32) | (len as u64 & 0xffff_ffff)
+}
+
+fn bounds(v: u64) -> (usize, usize) {
+    let start = (v >> 32) as usize;
+    (start, start + (v & 0xffff_ffff) as usize)
+}
+
 /// A plugin result that breaks the contract.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AbiError {
+    /// Columns that must be the same length are not.
+    #[error("plugin returned columns of different lengths ({0})")]
+    ColumnLengths(&'static str),
     /// Wrong number of outcomes.
     #[error("plugin returned {got} outcomes for {expected} events")]
     OutcomeCount {
@@ -21,94 +55,116 @@ pub enum AbiError {
         /// Outcomes returned.
         got: usize,
     },
-    /// A range or index past the end of a list.
-    #[error("plugin returned an out-of-range {what} ({start}+{len} of {available})")]
+    /// An outcome or value kind the contract does not define.
+    #[error("plugin returned unknown {what} kind {kind}")]
+    UnknownKind {
+        /// Outcome, value or edit.
+        what: &'static str,
+        /// The code.
+        kind: u8,
+    },
+    /// A range or index past the end of a column.
+    #[error("plugin returned an out-of-range {what} ({start}..{end} of {available})")]
     BadRange {
-        /// Which list.
+        /// Which column.
         what: &'static str,
         /// Start index.
-        start: u32,
-        /// Length.
-        len: u32,
-        /// List length.
+        start: usize,
+        /// End index.
+        end: usize,
+        /// Column length.
         available: usize,
     },
     /// A span outside the text or not on a character boundary.
     #[error(
-        "plugin returned a text span {start}+{len} that is out of bounds or splits a UTF-8 character"
+        "plugin returned a text span {start}..{end} that is out of bounds or splits a UTF-8 character"
     )]
     BadSpan {
         /// Start byte.
-        start: u32,
-        /// Length.
-        len: u32,
+        start: usize,
+        /// End byte.
+        end: usize,
     },
     /// The output text is not UTF-8.
     #[error("plugin returned text that is not UTF-8")]
     NotUtf8,
 }
 
-/// Reusable buffers for encoding batches, so a stage allocates nothing per
-/// batch once warmed up.
-#[derive(Default)]
-pub struct Encoder {
-    batch: Option<wit::Batch>,
-}
-
-fn push_span(text: &mut Vec<u8>, s: &str) -> wit::Span {
-    let start = text.len() as u32;
-    text.extend_from_slice(s.as_bytes());
-    wit::Span {
-        start,
-        len: s.len() as u32,
+fn empty_batch() -> wit::Batch {
+    wit::Batch {
+        text: Vec::new(),
+        ids: Vec::new(),
+        names: Vec::new(),
+        timestamps: Vec::new(),
+        distinct_ids: Vec::new(),
+        session_ids: Vec::new(),
+        properties: Vec::new(),
+        keys: Vec::new(),
+        kinds: Vec::new(),
+        values: Vec::new(),
     }
 }
 
-impl Encoder {
-    /// Lay `events` out as one flat batch.
-    pub fn encode(&mut self, events: &[Event]) -> &wit::Batch {
-        let batch = self.batch.get_or_insert_with(|| wit::Batch {
-            text: Vec::new(),
-            events: Vec::new(),
-            properties: Vec::new(),
-        });
-        batch.text.clear();
-        batch.events.clear();
-        batch.properties.clear();
-        for e in events {
-            let start = batch.properties.len() as u32;
-            for (k, v) in &e.properties {
-                let key = push_span(&mut batch.text, k);
-                let value = match v {
-                    Value::Null => wit::Value::Null,
-                    Value::Bool(b) => wit::Value::Boolean(*b),
-                    Value::Int(i) => wit::Value::Integer(*i),
-                    Value::Float(f) => wit::Value::Float(*f),
-                    Value::Str(s) => wit::Value::Text(push_span(&mut batch.text, s)),
-                    Value::Json(s) => wit::Value::Json(push_span(&mut batch.text, s)),
-                };
-                batch.properties.push(wit::Property { key, value });
-            }
-            let id = push_span(&mut batch.text, &e.id);
-            let name = push_span(&mut batch.text, &e.name);
-            let distinct_id = push_span(&mut batch.text, &e.distinct_id);
-            let session_id = e
-                .session_id
-                .as_deref()
-                .map(|s| push_span(&mut batch.text, s));
-            batch.events.push(wit::Event {
-                id,
-                name,
-                timestamp: e.timestamp,
-                distinct_id,
-                session_id,
-                properties: wit::Range {
-                    start,
-                    len: e.properties.len() as u32,
-                },
-            });
+/// Reusable columns for encoding batches, so a stage allocates nothing per
+/// batch once warmed up.
+pub struct Encoder {
+    batch: wit::Batch,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Encoder {
+            batch: empty_batch(),
         }
-        batch
+    }
+}
+
+fn push_span(text: &mut Vec<u8>, s: &str) -> u64 {
+    let start = text.len();
+    text.extend_from_slice(s.as_bytes());
+    pack(start, s.len())
+}
+
+impl Encoder {
+    /// Lay `events` out as one columnar batch.
+    pub fn encode(&mut self, events: &[Event]) -> &wit::Batch {
+        let b = &mut self.batch;
+        b.text.clear();
+        b.ids.clear();
+        b.names.clear();
+        b.timestamps.clear();
+        b.distinct_ids.clear();
+        b.session_ids.clear();
+        b.properties.clear();
+        b.keys.clear();
+        b.kinds.clear();
+        b.values.clear();
+        for e in events {
+            b.properties.push(pack(b.keys.len(), e.properties.len()));
+            for (k, v) in &e.properties {
+                b.keys.push(push_span(&mut b.text, k));
+                let (kind, value) = match v {
+                    Value::Null => (kind::NULL, 0),
+                    Value::Bool(x) => (kind::BOOL, u64::from(*x)),
+                    Value::Int(i) => (kind::INT, *i as u64),
+                    Value::Float(f) => (kind::FLOAT, f.to_bits()),
+                    Value::Str(s) => (kind::TEXT, push_span(&mut b.text, s)),
+                    Value::Json(s) => (kind::JSON, push_span(&mut b.text, s)),
+                };
+                b.kinds.push(kind);
+                b.values.push(value);
+            }
+            b.ids.push(push_span(&mut b.text, &e.id));
+            b.names.push(push_span(&mut b.text, &e.name));
+            b.timestamps.push(e.timestamp);
+            b.distinct_ids.push(push_span(&mut b.text, &e.distinct_id));
+            let session = match e.session_id.as_deref() {
+                Some(s) => push_span(&mut b.text, s),
+                None => ABSENT,
+            };
+            b.session_ids.push(session);
+        }
+        &self.batch
     }
 }
 
@@ -123,204 +179,325 @@ pub struct Applied {
     pub created: u64,
 }
 
-struct Output<'a> {
-    text: &'a str,
-    out: &'a wit::Batch,
-}
+/// A checked view of a result's text.
+struct Text<'a>(&'a str);
 
-impl Output<'_> {
-    fn str(&self, s: wit::Span) -> Result<CompactString, AbiError> {
-        let start = s.start as usize;
-        self.text
-            .get(start..start + s.len as usize)
-            .map(CompactString::from)
-            .ok_or(AbiError::BadSpan {
-                start: s.start,
-                len: s.len,
-            })
-    }
-
-    fn check(&self, s: wit::Span) -> Result<(), AbiError> {
-        let start = s.start as usize;
-        match self.text.get(start..start.saturating_add(s.len as usize)) {
+impl Text<'_> {
+    fn check(&self, span: u64) -> Result<(), AbiError> {
+        let (start, end) = bounds(span);
+        match self.0.get(start..end) {
             Some(_) => Ok(()),
-            None => Err(AbiError::BadSpan {
-                start: s.start,
-                len: s.len,
-            }),
+            None => Err(AbiError::BadSpan { start, end }),
         }
     }
 
-    fn check_value(&self, v: wit::Value) -> Result<(), AbiError> {
-        match v {
-            wit::Value::Text(s) | wit::Value::Json(s) => self.check(s),
-            _ => Ok(()),
+    fn check_value(&self, k: u8, value: u64, what: &'static str) -> Result<(), AbiError> {
+        match k {
+            kind::NULL | kind::BOOL | kind::INT | kind::FLOAT => Ok(()),
+            kind::TEXT | kind::JSON => self.check(value),
+            other => Err(AbiError::UnknownKind { what, kind: other }),
         }
     }
 
-    fn check_event(&self, index: usize) -> Result<(), AbiError> {
-        let raw = self.raw_event(index)?;
-        for p in slice(&self.out.properties, raw.properties, "property range")? {
-            self.check(p.key)?;
-            self.check_value(p.value)?;
+    /// Only called on checked spans; an unchecked bad span reads as "".
+    fn str(&self, span: u64) -> CompactString {
+        let (start, end) = bounds(span);
+        CompactString::from(self.0.get(start..end).unwrap_or(""))
+    }
+
+    fn value(&self, k: u8, value: u64) -> Value {
+        match k {
+            kind::BOOL => Value::Bool(value != 0),
+            kind::INT => Value::Int(value as i64),
+            kind::FLOAT => {
+                let f = f64::from_bits(value);
+                if f.is_finite() {
+                    Value::Float(f)
+                } else {
+                    Value::Null
+                }
+            }
+            kind::TEXT => Value::Str(self.str(value)),
+            kind::JSON => Value::Json(self.str(value).into()),
+            _ => Value::Null,
         }
-        self.check(raw.id)?;
-        self.check(raw.name)?;
-        self.check(raw.distinct_id)?;
-        raw.session_id.map(|s| self.check(s)).transpose()?;
-        Ok(())
-    }
-
-    fn raw_event(&self, index: usize) -> Result<&wit::Event, AbiError> {
-        self.out.events.get(index).ok_or(AbiError::BadRange {
-            what: "event index",
-            start: index as u32,
-            len: 1,
-            available: self.out.events.len(),
-        })
-    }
-
-    fn value(&self, v: wit::Value) -> Result<Value, AbiError> {
-        Ok(match v {
-            wit::Value::Null => Value::Null,
-            wit::Value::Boolean(b) => Value::Bool(b),
-            wit::Value::Integer(i) => Value::Int(i),
-            wit::Value::Float(f) if f.is_finite() => Value::Float(f),
-            wit::Value::Float(_) => Value::Null,
-            wit::Value::Text(s) => Value::Str(self.str(s)?),
-            wit::Value::Json(s) => Value::Json(self.str(s)?.into()),
-        })
-    }
-
-    fn event(&self, index: usize, fallback_id: CompactString) -> Result<Event, AbiError> {
-        let raw = self.raw_event(index)?;
-        let props = slice(&self.out.properties, raw.properties, "property range")?;
-        let mut properties = Vec::with_capacity(props.len());
-        for p in props {
-            properties.push((self.str(p.key)?, self.value(p.value)?));
-        }
-        let id = self.str(raw.id)?;
-        Ok(Event {
-            id: if id.is_empty() { fallback_id } else { id },
-            name: self.str(raw.name)?,
-            timestamp: raw.timestamp,
-            distinct_id: self.str(raw.distinct_id)?,
-            session_id: raw.session_id.map(|s| self.str(s)).transpose()?,
-            properties,
-        })
     }
 }
 
-fn slice<'a, T>(items: &'a [T], r: wit::Range, what: &'static str) -> Result<&'a [T], AbiError> {
-    let start = r.start as usize;
-    items
-        .get(start..start.saturating_add(r.len as usize))
-        .ok_or(AbiError::BadRange {
+fn range(v: u64, available: usize, what: &'static str) -> Result<std::ops::Range<usize>, AbiError> {
+    let (start, end) = bounds(v);
+    if end > available {
+        return Err(AbiError::BadRange {
             what,
-            start: r.start,
-            len: r.len,
-            available: items.len(),
-        })
+            start,
+            end,
+            available,
+        });
+    }
+    Ok(start..end)
 }
 
-/// Apply a processor's result to the batch it was given. On error nothing
-/// is lost: the input events come back untouched with the error.
+fn check_lengths(r: &wit::Processed, n: usize) -> Result<(), AbiError> {
+    if r.outcome_kinds.len() != n || r.outcome_args.len() != n {
+        return Err(AbiError::OutcomeCount {
+            expected: n,
+            got: r.outcome_kinds.len(),
+        });
+    }
+    let e = r.edit_keys.len();
+    if r.edit_kinds.len() != e || r.edit_values.len() != e {
+        return Err(AbiError::ColumnLengths("edits"));
+    }
+    let o = &r.output;
+    let m = o.ids.len();
+    let events = [
+        o.names.len(),
+        o.timestamps.len(),
+        o.distinct_ids.len(),
+        o.session_ids.len(),
+        o.properties.len(),
+    ];
+    if events.iter().any(|&l| l != m) {
+        return Err(AbiError::ColumnLengths("output events"));
+    }
+    let p = o.keys.len();
+    if o.kinds.len() != p || o.values.len() != p {
+        return Err(AbiError::ColumnLengths("output properties"));
+    }
+    Ok(())
+}
+
+fn check_event(text: &Text<'_>, o: &wit::Batch, i: usize) -> Result<(), AbiError> {
+    if i >= o.ids.len() {
+        return Err(AbiError::BadRange {
+            what: "output event index",
+            start: i,
+            end: i + 1,
+            available: o.ids.len(),
+        });
+    }
+    for p in range(o.properties[i], o.keys.len(), "property range")? {
+        text.check(o.keys[p])?;
+        text.check_value(o.kinds[p], o.values[p], "value")?;
+    }
+    text.check(o.ids[i])?;
+    text.check(o.names[i])?;
+    text.check(o.distinct_ids[i])?;
+    if o.session_ids[i] != ABSENT {
+        text.check(o.session_ids[i])?;
+    }
+    Ok(())
+}
+
+fn validate(text: &Text<'_>, r: &wit::Processed) -> Result<(), AbiError> {
+    for (&k, &arg) in r.outcome_kinds.iter().zip(&r.outcome_args) {
+        match k {
+            outcome::KEEP | outcome::DROP => {}
+            outcome::MODIFY => {
+                for j in range(arg, r.edit_keys.len(), "edit range")? {
+                    text.check(r.edit_keys[j])?;
+                    if r.edit_kinds[j] != kind::REMOVE {
+                        text.check_value(r.edit_kinds[j], r.edit_values[j], "edit")?;
+                    }
+                }
+            }
+            outcome::REPLACE => {
+                check_event(text, &r.output, usize::try_from(arg).unwrap_or(usize::MAX))?
+            }
+            outcome::SPLIT => {
+                for j in range(arg, r.output.ids.len(), "split range")? {
+                    check_event(text, &r.output, j)?;
+                }
+            }
+            other => {
+                return Err(AbiError::UnknownKind {
+                    what: "outcome",
+                    kind: other,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn new_event(text: &Text<'_>, o: &wit::Batch, i: usize, fallback_id: CompactString) -> Event {
+    let (start, end) = bounds(o.properties[i]);
+    let properties = (start..end)
+        .map(|p| (text.str(o.keys[p]), text.value(o.kinds[p], o.values[p])))
+        .collect();
+    let id = text.str(o.ids[i]);
+    Event {
+        id: if id.is_empty() { fallback_id } else { id },
+        name: text.str(o.names[i]),
+        timestamp: o.timestamps[i],
+        distinct_id: text.str(o.distinct_ids[i]),
+        session_id: (o.session_ids[i] != ABSENT).then(|| text.str(o.session_ids[i])),
+        properties,
+    }
+}
+
+/// Apply a processor's result to the batch it was given, appending the
+/// events that come out to `out`. On error nothing has moved: the input
+/// events come back untouched with the error.
 pub fn apply(
     events: Vec<Event>,
     result: &wit::Processed,
     out: &mut Vec<Event>,
 ) -> Result<Applied, (AbiError, Vec<Event>)> {
-    if result.outcomes.len() != events.len() {
-        let err = AbiError::OutcomeCount {
-            expected: events.len(),
-            got: result.outcomes.len(),
-        };
-        return Err((err, events));
+    if let Err(e) = check_lengths(result, events.len()) {
+        return Err((e, events));
     }
     let Ok(text) = std::str::from_utf8(&result.output.text) else {
         return Err((AbiError::NotUtf8, events));
     };
-    let output = Output {
-        text,
-        out: &result.output,
-    };
-    // Validate fully before moving any event, so a bad result loses nothing.
-    if let Err(e) = validate(&output, result) {
+    let text = Text(text);
+    if let Err(e) = validate(&text, result) {
         return Err((e, events));
     }
+    // Everything below reads only what `validate` checked.
     let mut applied = Applied::default();
-    let start_len = out.len();
-    for (mut event, outcome) in events.into_iter().zip(&result.outcomes) {
-        let step = (|| -> Result<(), AbiError> {
-            match *outcome {
-                wit::Outcome::Keep => out.push(event),
-                wit::Outcome::Drop => applied.dropped += 1,
-                wit::Outcome::Modify(r) => {
-                    for edit in slice(&result.edits, r, "edit range")? {
-                        match *edit {
-                            wit::Edit::Set(p) => {
-                                event.set(output.str(p.key)?, output.value(p.value)?)
-                            }
-                            wit::Edit::Remove(k) => event.remove(&output.str(k)?),
-                        }
+    let o = &result.output;
+    for ((mut event, &k), &arg) in events
+        .into_iter()
+        .zip(&result.outcome_kinds)
+        .zip(&result.outcome_args)
+    {
+        match k {
+            outcome::DROP => applied.dropped += 1,
+            outcome::MODIFY => {
+                let (start, end) = bounds(arg);
+                for j in start..end {
+                    let key = text.str(result.edit_keys[j]);
+                    match result.edit_kinds[j] {
+                        kind::REMOVE => event.remove(&key),
+                        k => event.set(key, text.value(k, result.edit_values[j])),
                     }
-                    applied.modified += 1;
-                    out.push(event);
                 }
-                wit::Outcome::Replace(i) => {
-                    let id = event.id.clone();
-                    out.push(output.event(i as usize, id)?);
-                    applied.created += 1;
-                }
-                wit::Outcome::Split(r) => {
-                    slice(&result.output.events, r, "split range")?;
-                    for k in 0..r.len {
-                        let id = compact_str::format_compact!("{}-{}", event.id, k);
-                        out.push(output.event((r.start + k) as usize, id)?);
-                    }
-                    if r.len == 0 {
-                        applied.dropped += 1;
-                    }
-                    applied.created += u64::from(r.len);
-                }
+                applied.modified += 1;
+                out.push(event);
             }
-            Ok(())
-        })();
-        if let Err(e) = step {
-            // Unreachable: `validate` checked every range and span this loop
-            // reads. Should it ever happen, undo this batch's partial output
-            // rather than emit half a batch; the caller counts the batch as
-            // failed.
-            out.truncate(start_len);
-            return Err((e, Vec::new()));
+            outcome::REPLACE => {
+                let id = event.id.clone();
+                out.push(new_event(&text, o, arg as usize, id));
+                applied.created += 1;
+            }
+            outcome::SPLIT => {
+                let (start, end) = bounds(arg);
+                for (n, j) in (start..end).enumerate() {
+                    let id = compact_str::format_compact!("{}-{}", event.id, n);
+                    out.push(new_event(&text, o, j, id));
+                }
+                if start == end {
+                    applied.dropped += 1;
+                }
+                applied.created += (end - start) as u64;
+            }
+            _ => out.push(event),
         }
     }
     Ok(applied)
 }
 
-fn validate(output: &Output<'_>, result: &wit::Processed) -> Result<(), AbiError> {
-    for outcome in &result.outcomes {
-        match *outcome {
-            wit::Outcome::Keep | wit::Outcome::Drop => {}
-            wit::Outcome::Modify(r) => {
-                for edit in slice(&result.edits, r, "edit range")? {
-                    match *edit {
-                        wit::Edit::Set(p) => {
-                            output.check(p.key)?;
-                            output.check_value(p.value)?;
-                        }
-                        wit::Edit::Remove(k) => output.check(k)?,
-                    }
-                }
-            }
-            wit::Outcome::Replace(i) => output.check_event(i as usize)?,
-            wit::Outcome::Split(r) => {
-                slice(&result.output.events, r, "split range")?;
-                for k in 0..r.len {
-                    output.check_event((r.start + k) as usize)?;
-                }
-            }
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str) -> Event {
+        Event {
+            id: id.into(),
+            name: "n".into(),
+            timestamp: 1,
+            distinct_id: "u".into(),
+            session_id: None,
+            properties: vec![("a".into(), Value::Int(1))],
         }
     }
-    Ok(())
+
+    fn processed(kinds: Vec<u8>, args: Vec<u64>) -> wit::Processed {
+        wit::Processed {
+            outcome_kinds: kinds,
+            outcome_args: args,
+            edit_keys: Vec::new(),
+            edit_kinds: Vec::new(),
+            edit_values: Vec::new(),
+            output: empty_batch(),
+        }
+    }
+
+    #[test]
+    fn bad_results_fail_without_losing_events() {
+        let cases = [
+            (
+                processed(vec![outcome::KEEP], vec![0]),
+                "outcomes for 2 events",
+            ),
+            (processed(vec![9, 0], vec![0, 0]), "unknown outcome kind 9"),
+            (
+                processed(vec![outcome::MODIFY, 0], vec![pack(0, 3), 0]),
+                "out-of-range edit range",
+            ),
+            (
+                processed(vec![outcome::REPLACE, 0], vec![4, 0]),
+                "out-of-range output event index",
+            ),
+        ];
+        for (result, needle) in cases {
+            let mut out = Vec::new();
+            let (err, back) = apply(vec![event("x"), event("y")], &result, &mut out).unwrap_err();
+            assert!(
+                err.to_string().contains(needle),
+                "{err} should mention {needle}"
+            );
+            assert_eq!(back.len(), 2, "events come back");
+            assert!(out.is_empty());
+        }
+    }
+
+    #[test]
+    fn span_splitting_a_character_is_refused() {
+        let mut r = processed(vec![outcome::MODIFY], vec![pack(0, 1)]);
+        r.output.text = "é".as_bytes().to_vec();
+        r.edit_keys.push(pack(0, 1));
+        r.edit_kinds.push(kind::NULL);
+        r.edit_values.push(0);
+        let (err, back) = apply(vec![event("x")], &r, &mut Vec::new()).unwrap_err();
+        assert!(matches!(err, AbiError::BadSpan { .. }), "{err}");
+        assert_eq!(back[0].id, "x");
+    }
+
+    #[test]
+    fn modify_replace_and_split_apply() {
+        let mut r = processed(
+            vec![outcome::MODIFY, outcome::REPLACE, outcome::SPLIT],
+            vec![pack(0, 2), 0, pack(0, 2)],
+        );
+        r.output.text = b"bxyz".to_vec();
+        r.edit_keys = vec![pack(0, 1), pack(0, 0)];
+        r.edit_kinds = vec![kind::TEXT, kind::REMOVE];
+        r.edit_values = vec![pack(1, 3), 0];
+        let o = &mut r.output;
+        for _ in 0..2 {
+            o.ids.push(pack(0, 0));
+            o.names.push(pack(0, 1));
+            o.timestamps.push(7);
+            o.distinct_ids.push(pack(1, 1));
+            o.session_ids.push(ABSENT);
+            o.properties.push(pack(0, 0));
+        }
+        let mut out = Vec::new();
+        let applied = apply(vec![event("m"), event("r"), event("s")], &r, &mut out).unwrap();
+        assert_eq!(out[0].get("b"), Some(&Value::Str("xyz".into())));
+        assert_eq!(out[1].id, "r");
+        assert_eq!(out[1].name, "b");
+        assert_eq!((out[2].id.as_str(), out[3].id.as_str()), ("s-0", "s-1"));
+        assert_eq!(
+            applied,
+            Applied {
+                dropped: 0,
+                modified: 1,
+                created: 3
+            }
+        );
+    }
 }
