@@ -72,6 +72,26 @@ fn slice(text: &str, span: u64) -> &str {
     text.get(start..end).unwrap_or("")
 }
 
+/// A span of the input text, checked as UTF-8 when read: a plugin pays for
+/// validating the strings it looks at, not the whole batch.
+fn slice_bytes(text: &[u8], span: u64) -> &str {
+    if span == ABSENT {
+        return "";
+    }
+    let (start, end) = layout::bounds(span);
+    text.get(start..end)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or("")
+}
+
+fn read_bytes(text: &[u8], kind: u8, value: u64) -> Value<'_> {
+    match kind {
+        layout::TEXT => Value::Str(slice_bytes(text, value)),
+        layout::JSON => Value::Json(slice_bytes(text, value)),
+        _ => read("", kind, value),
+    }
+}
+
 fn read(text: &str, kind: u8, value: u64) -> Value<'_> {
     match kind {
         layout::BOOL => Value::Bool(value != 0),
@@ -98,17 +118,15 @@ fn empty_batch() -> wit::Batch {
     }
 }
 
-/// The input batch, decoded once: its text checked as UTF-8 and its
-/// columns checked for equal lengths.
+/// The input batch, its columns checked for equal lengths.
 pub(crate) struct Input {
-    text: String,
+    text: Vec<u8>,
     columns: wit::Batch,
 }
 
 impl Input {
     pub(crate) fn new(mut batch: wit::Batch) -> Result<Self, String> {
-        let text = String::from_utf8(std::mem::take(&mut batch.text))
-            .map_err(|e| format!("batch text is not UTF-8: {e}"))?;
+        let text = std::mem::take(&mut batch.text);
         let n = batch.ids.len();
         let events_ok = [
             batch.names.len(),
@@ -149,13 +167,20 @@ pub(crate) struct Output {
     events: wit::Batch,
 }
 
+thread_local! {
+    // Sizes of the previous batch's result, so the next one allocates its
+    // buffers once instead of growing them by doubling.
+    static LAST_SIZES: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
 impl Output {
     fn new() -> Self {
+        let (text, edits) = LAST_SIZES.with(|c| c.get());
         Output {
-            text: String::new(),
-            edit_keys: Vec::new(),
-            edit_kinds: Vec::new(),
-            edit_values: Vec::new(),
+            text: String::with_capacity(text),
+            edit_keys: Vec::with_capacity(edits),
+            edit_kinds: Vec::with_capacity(edits),
+            edit_values: Vec::with_capacity(edits),
             events: empty_batch(),
         }
     }
@@ -238,12 +263,12 @@ pub struct Event<'a> {
 impl<'a> Event<'a> {
     /// The event's unique id.
     pub fn id(&self) -> &'a str {
-        slice(&self.input.text, self.input.columns.ids[self.index])
+        slice_bytes(&self.input.text, self.input.columns.ids[self.index])
     }
 
     /// The event name, e.g. `$pageview`.
     pub fn name(&self) -> &'a str {
-        slice(&self.input.text, self.input.columns.names[self.index])
+        slice_bytes(&self.input.text, self.input.columns.names[self.index])
     }
 
     /// Event time, milliseconds since the Unix epoch.
@@ -253,7 +278,7 @@ impl<'a> Event<'a> {
 
     /// The user this event belongs to.
     pub fn distinct_id(&self) -> &'a str {
-        slice(
+        slice_bytes(
             &self.input.text,
             self.input.columns.distinct_ids[self.index],
         )
@@ -262,7 +287,7 @@ impl<'a> Event<'a> {
     /// The session this event belongs to, if any.
     pub fn session_id(&self) -> Option<&'a str> {
         let span = self.input.columns.session_ids[self.index];
-        (span != ABSENT).then(|| slice(&self.input.text, span))
+        (span != ABSENT).then(|| slice_bytes(&self.input.text, span))
     }
 
     /// The value of property `key` as the event arrived, ignoring this
@@ -272,8 +297,8 @@ impl<'a> Event<'a> {
         let c = &input.columns;
         input
             .property_range(self.index)
-            .find(|&i| slice(&input.text, c.keys[i]) == key)
-            .map(|i| read(&input.text, c.kinds[i], c.values[i]))
+            .find(|&i| slice_bytes(&input.text, c.keys[i]) == key)
+            .map(|i| read_bytes(&input.text, c.kinds[i], c.values[i]))
     }
 
     /// The value of property `key`, including changes made by this plugin.
@@ -322,8 +347,8 @@ impl<'a> Event<'a> {
         let c = &input.columns;
         input.property_range(self.index).map(move |i| {
             (
-                slice(&input.text, c.keys[i]),
-                read(&input.text, c.kinds[i], c.values[i]),
+                slice_bytes(&input.text, c.keys[i]),
+                read_bytes(&input.text, c.kinds[i], c.values[i]),
             )
         })
     }
@@ -470,6 +495,7 @@ pub(crate) fn run_batch(
         kinds.push(kind);
         args.push(arg);
     }
+    LAST_SIZES.with(|c| c.set((out.text.len(), out.edits())));
     let mut output = out.events;
     output.text = out.text.into_bytes();
     wit::Processed {
@@ -500,12 +526,13 @@ pub(crate) fn apply(
     result: wit::Processed,
 ) -> Result<Vec<NewEvent>, String> {
     let output = Input::new(result.output)?;
+    let output_text = String::from_utf8(output.text.clone()).map_err(|e| e.to_string())?;
     let decode = |i: usize| -> Result<NewEvent, String> {
         if i >= output.len() {
             return Err(format!("output event {i} out of range"));
         }
         let c = &output.columns;
-        let text = &output.text;
+        let text = &output_text;
         Ok(NewEvent {
             id: slice(text, c.ids[i]).to_owned(),
             name: slice(text, c.names[i]).to_owned(),
@@ -535,7 +562,7 @@ pub(crate) fn apply(
                 for j in start..end {
                     apply_edit(
                         &mut e,
-                        &output.text,
+                        &output_text,
                         result.edit_keys[j],
                         result.edit_kinds[j],
                         result.edit_values[j],

@@ -366,6 +366,7 @@ pub fn apply(
             outcome::DROP => applied.dropped += 1,
             outcome::MODIFY => {
                 let (start, end) = bounds(arg);
+                event.properties.reserve(end - start);
                 for j in start..end {
                     let key = text.str(result.edit_keys[j]);
                     match result.edit_kinds[j] {
