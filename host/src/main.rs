@@ -1,8 +1,6 @@
 //! The `eddy` command line.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -38,31 +36,8 @@ enum Command {
     /// Run NDJSON events from stdin (or --input) through the pipeline to
     /// stdout; print a summary on stderr.
     Pipe {
-        /// Pipeline configuration (TOML); the embedded default if omitted.
-        #[arg(long, short, env = "EDDY_CONFIG")]
-        config: Option<PathBuf>,
-        /// Read events from this file instead of stdin.
-        #[arg(long, short)]
-        input: Option<PathBuf>,
-        /// Write events to this file instead of stdout.
-        #[arg(long, short)]
-        output: Option<PathBuf>,
-        /// Where events failed by a dead-letter stage are written (created on
-        /// first use).
-        #[arg(long, default_value = "dead-letter.ndjson")]
-        dead_letter: PathBuf,
-        /// Override the configuration's plugins_dir.
-        #[arg(long)]
-        plugins_dir: Option<PathBuf>,
-        /// Override the configuration's pipeline.batch_size.
-        #[arg(long)]
-        batch_size: Option<usize>,
-        /// Process a partial batch after waiting this many ms for more input.
-        #[arg(long, default_value_t = 20)]
-        linger_ms: u64,
-        /// Do not watch the plugins folder for new versions.
-        #[arg(long)]
-        no_watch: bool,
+        #[command(flatten)]
+        options: eddy::pipe::PipeOptions,
         /// Summary format on stderr.
         #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
         summary: SummaryFormat,
@@ -97,28 +72,8 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Pipe {
-            config,
-            input,
-            output,
-            dead_letter,
-            plugins_dir,
-            batch_size,
-            linger_ms,
-            no_watch,
-            summary,
-        } => {
-            let opts = eddy::pipe::PipeOptions {
-                config,
-                input,
-                output,
-                dead_letter,
-                plugins_dir,
-                batch_size,
-                linger: Duration::from_millis(linger_ms),
-                watch: !no_watch,
-            };
-            let result = eddy::pipe::run(&opts)?;
+        Command::Pipe { options, summary } => {
+            let result = eddy::pipe::run(&options)?;
             match summary {
                 SummaryFormat::Text => eprintln!("{}", result.to_text()),
                 SummaryFormat::Json => eprintln!("{}", serde_json::to_string(&result)?),

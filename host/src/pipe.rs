@@ -22,25 +22,34 @@ use crate::plugin::{PluginEngine, Registry, watch};
 /// individually, the rest only counted, so a wrong file cannot flood stderr.
 pub const MAX_REPORTED_BAD_LINES: u64 = 20;
 
-/// Options of `eddy pipe`.
-#[derive(Debug, Clone)]
+/// Options of `eddy pipe` (also its command-line arguments).
+#[derive(Debug, Clone, clap::Args)]
 pub struct PipeOptions {
-    /// Config file; the embedded default if `None`.
+    /// Pipeline configuration (TOML); the embedded default if omitted.
+    #[arg(long, short, env = "EDDY_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Input file; stdin if `None`.
+    /// Read events from this file instead of stdin.
+    #[arg(long, short)]
     pub input: Option<PathBuf>,
-    /// Output file; stdout if `None`.
+    /// Write events to this file instead of stdout.
+    #[arg(long, short)]
     pub output: Option<PathBuf>,
-    /// Dead-letter file, created when the first dead letter arrives.
+    /// Where events failed by a dead-letter stage are written (created on
+    /// first use).
+    #[arg(long, default_value = "dead-letter.ndjson")]
     pub dead_letter: PathBuf,
-    /// Overrides `plugins_dir`.
+    /// Override the configuration's plugins_dir.
+    #[arg(long)]
     pub plugins_dir: Option<PathBuf>,
-    /// Overrides `pipeline.batch_size`.
+    /// Override the configuration's pipeline.batch_size.
+    #[arg(long)]
     pub batch_size: Option<usize>,
-    /// A partial batch is processed after waiting this long for more input.
-    pub linger: Duration,
-    /// Watch the plugins folder for hot reload.
-    pub watch: bool,
+    /// Process a partial batch after waiting this many ms for more input.
+    #[arg(long, default_value_t = 20)]
+    pub linger_ms: u64,
+    /// Do not watch the plugins folder for new versions.
+    #[arg(long)]
+    pub no_watch: bool,
 }
 
 /// What a run did.
@@ -50,6 +59,10 @@ pub struct Summary {
     pub events_in: u64,
     /// Events written to the output.
     pub events_out: u64,
+    /// Events that plugins dropped (filters), all stages together.
+    pub dropped: u64,
+    /// Batches that failed in some stage, all stages together.
+    pub failed_batches: u64,
     /// Input lines that were not valid events.
     pub rejected_lines: u64,
     /// Events written to the dead-letter file.
@@ -105,7 +118,7 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
     registry
         .load_all()
         .with_context(|| format!("reading plugins folder {}", config.plugins_dir.display()))?;
-    let _watcher = if opts.watch {
+    let _watcher = if !opts.no_watch {
         Some(
             watch::watch(registry.clone(), config.runtime.reload_debounce)
                 .with_context(|| format!("watching {}", config.plugins_dir.display()))?,
@@ -136,6 +149,8 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
     let mut summary = Summary {
         events_in: 0,
         events_out: 0,
+        dropped: 0,
+        failed_batches: 0,
         rejected_lines: 0,
         dead_lettered: 0,
         dead_letter_file: None,
@@ -163,7 +178,7 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
                 eof = true;
                 break;
             };
-            deadline.get_or_insert_with(|| Instant::now() + opts.linger);
+            deadline.get_or_insert_with(|| Instant::now() + Duration::from_millis(opts.linger_ms));
             match line {
                 Line::Failed(e) => return Err(e).context("reading input"),
                 Line::Text(n, text) => {
@@ -213,6 +228,8 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     summary.peak_rss_bytes = peak_rss_bytes();
     summary.stages = pipeline.report();
+    summary.dropped = summary.stages.iter().map(|s| s.stats.dropped).sum();
+    summary.failed_batches = summary.stages.iter().map(|s| s.stats.failed_batches).sum();
     summary.plugins = registry.status();
     Ok(summary)
 }

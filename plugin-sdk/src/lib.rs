@@ -2,7 +2,7 @@
 //!
 //! Write eddy processor plugins in Rust. Implement [`Processor`] — a
 //! constructor from configuration and one method that looks at one event —
-//! and export it with [`processor!`]. The SDK turns eddy's flat batch layout
+//! and export it with [`processor!`]. The SDK turns eddy's columnar batch layout
 //! (see `wit/types.wit`) into [`Event`] views, collects your edits, and
 //! reports panics through the host log before the instance traps.
 //!

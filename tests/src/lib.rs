@@ -79,10 +79,7 @@ impl PipeRun {
 
     /// The status row of plugin `name`.
     pub fn plugin(&self, name: &str) -> &Value {
-        self.summary["plugins"]
-            .as_array()
-            .and_then(|s| s.iter().find(|s| s["name"] == name))
-            .unwrap_or_else(|| panic!("no plugin {name} in summary: {}", self.summary))
+        summary_plugin(&self.summary, name)
     }
 }
 
@@ -390,6 +387,14 @@ impl Drop for LivePipe {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The status row of plugin `name` in a pipe summary.
+pub fn summary_plugin<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["plugins"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no plugin {name} in summary: {summary}"))
 }
 
 /// Whether a JSON log record is the given message about plugin `plugin`.

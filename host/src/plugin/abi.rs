@@ -11,6 +11,10 @@ use compact_str::CompactString;
 use super::bindings::eddy::plugin::types as wit;
 use crate::event::{Event, Value};
 
+// The codes below are the contract's, documented in `wit/types.wit`. The
+// plugin SDK keeps its own copy on purpose: the WIT is the only thing the
+// host and plugins share, so each side implements it independently.
+
 /// A span or range that is not there.
 const ABSENT: u64 = u64::MAX;
 

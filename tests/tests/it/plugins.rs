@@ -42,6 +42,10 @@ fn bot_filter_drops_crawlers_and_keeps_people() {
         .collect();
     assert_eq!(ids, ["human", "no-ua", "phone"]);
     assert_eq!(run.stage("bot-filter")["dropped"], 3);
+    assert_eq!(run.summary["dropped"], 3);
+    assert_eq!(run.summary["events_in"], 6);
+    assert_eq!(run.summary["events_out"], 3);
+    assert_eq!(run.summary["failed_batches"], 0);
 }
 
 #[test]

@@ -23,6 +23,16 @@ fn watching(pipe: &mut LivePipe) {
     });
 }
 
+/// A running `eddy pipe` with the ua-enricher as its only stage.
+fn live_enricher(args: &[&str]) -> (Sandbox, LivePipe) {
+    let sb = Sandbox::new();
+    sb.install(UA_ENRICHER, "ua-enricher");
+    let cfg = sb.config("[[stages]]\nplugin = \"ua-enricher\"\n");
+    let mut pipe = sb.spawn_pipe(&cfg, args);
+    watching(&mut pipe);
+    (sb, pipe)
+}
+
 /// Send one event and return it as it comes out.
 fn probe(pipe: &mut LivePipe, id: &str) -> Value {
     pipe.send(&[event_line(
@@ -151,11 +161,7 @@ fn swap_under_load_loses_nothing_doubles_nothing_and_keeps_state() {
 
 #[test]
 fn torn_garbage_and_wrong_world_files_never_go_live() {
-    let sb = Sandbox::new();
-    sb.install(UA_ENRICHER, "ua-enricher");
-    let cfg = sb.config("[[stages]]\nplugin = \"ua-enricher\"\n");
-    let mut pipe = sb.spawn_pipe(&cfg, &["--batch-size", "1"]);
-    watching(&mut pipe);
+    let (sb, mut pipe) = live_enricher(&["--batch-size", "1"]);
     assert!(!has_version(&probe(&mut pipe, "p0")));
     let failed = |v: &Value| is_log(v, "plugin load failed", "ua-enricher");
     let path = sb.plugin_path("ua-enricher");
@@ -200,24 +206,14 @@ fn torn_garbage_and_wrong_world_files_never_go_live() {
     assert!(has_version(&probe(&mut pipe, "p4")), "v2 keeps serving");
 
     let (_, summary) = pipe.finish(SHORT);
-    let plugin = summary["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "ua-enricher")
-        .unwrap()
-        .clone();
+    let plugin = summary_plugin(&summary, "ua-enricher");
     assert!(plugin["load_failures"].as_u64().unwrap() >= 3, "{plugin}");
     assert_eq!(plugin["swaps"], 1);
 }
 
 #[test]
 fn rename_over_save_is_picked_up() {
-    let sb = Sandbox::new();
-    sb.install(UA_ENRICHER, "ua-enricher");
-    let cfg = sb.config("[[stages]]\nplugin = \"ua-enricher\"\n");
-    let mut pipe = sb.spawn_pipe(&cfg, &["--batch-size", "1"]);
-    watching(&mut pipe);
+    let (sb, mut pipe) = live_enricher(&["--batch-size", "1"]);
     assert!(!has_version(&probe(&mut pipe, "before")));
     sb.rename_over(UA_ENRICHER_V2, "ua-enricher");
     pipe.wait_log("swapped", SHORT, |v| {
@@ -228,11 +224,7 @@ fn rename_over_save_is_picked_up() {
 
 #[test]
 fn version_that_traps_is_rolled_back_and_its_batch_retried() {
-    let sb = Sandbox::new();
-    sb.install(UA_ENRICHER, "ua-enricher");
-    let cfg = sb.config("[[stages]]\nplugin = \"ua-enricher\"\n");
-    let mut pipe = sb.spawn_pipe(&cfg, &["--batch-size", "5", "--linger-ms", "5"]);
-    watching(&mut pipe);
+    let (sb, mut pipe) = live_enricher(&["--batch-size", "5", "--linger-ms", "5"]);
     assert_eq!(
         probe(&mut pipe, "before")["properties"]["$browser"],
         "Chrome"
@@ -261,13 +253,7 @@ fn version_that_traps_is_rolled_back_and_its_batch_retried() {
         "Chrome"
     );
     let (_, summary) = pipe.finish(SHORT);
-    let plugin = summary["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "ua-enricher")
-        .unwrap()
-        .clone();
+    let plugin = summary_plugin(&summary, "ua-enricher");
     assert_eq!(plugin["rollbacks"], 1, "{plugin}");
 }
 
