@@ -75,13 +75,16 @@ fn slice(text: &str, span: u64) -> &str {
 /// A span of the input text, checked as UTF-8 when read: a plugin pays for
 /// validating the strings it looks at, not the whole batch.
 fn slice_bytes(text: &[u8], span: u64) -> &str {
+    std::str::from_utf8(span_bytes(text, span)).unwrap_or("")
+}
+
+/// A span's raw bytes, for comparing without validating.
+fn span_bytes(text: &[u8], span: u64) -> &[u8] {
     if span == ABSENT {
-        return "";
+        return &[];
     }
     let (start, end) = layout::bounds(span);
-    text.get(start..end)
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .unwrap_or("")
+    text.get(start..end).unwrap_or(&[])
 }
 
 fn read_bytes(text: &[u8], kind: u8, value: u64) -> Value<'_> {
@@ -297,7 +300,7 @@ impl<'a> Event<'a> {
         let c = &input.columns;
         input
             .property_range(self.index)
-            .find(|&i| slice_bytes(&input.text, c.keys[i]) == key)
+            .find(|&i| span_bytes(&input.text, c.keys[i]) == key.as_bytes())
             .map(|i| read_bytes(&input.text, c.kinds[i], c.values[i]))
     }
 

@@ -78,6 +78,12 @@ pub trait Processor: Sized + 'static {
     /// Decide what happens to one event. Change properties in place with
     /// [`Event::set`] / [`Event::remove`] and return [`Outcome::Keep`].
     fn process(&mut self, event: &mut Event<'_>) -> Outcome;
+
+    /// Called once per batch, before its first event, with the batch size.
+    /// For per-batch work: refreshing a lookup table, sampling, metrics.
+    fn on_batch(&mut self, events: usize) {
+        let _ = events;
+    }
 }
 
 /// A plugin's configuration: the JSON object built from its stage's
@@ -240,6 +246,7 @@ pub mod __private {
                 .as_mut()
                 .and_then(|b| b.downcast_mut::<P>())
                 .ok_or_else(|| "process called before configure".to_owned())?;
+            instance.on_batch(input.len());
             Ok(event::run_batch(&input, |e| instance.process(e)))
         })
     }

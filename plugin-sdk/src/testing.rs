@@ -9,6 +9,7 @@ use crate::{Config, Processor};
 pub fn run<P: Processor>(config: &str, events: Vec<NewEvent>) -> Result<Vec<NewEvent>, String> {
     let mut instance = P::new(Config::from_json(config)?)?;
     let input = event::Input::new(event::encode(&events))?;
+    instance.on_batch(input.len());
     let result = event::run_batch(&input, |e| instance.process(e));
     event::apply(events, result)
 }

@@ -25,7 +25,8 @@ pub const SAFARI_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Ma
 pub const GOOGLEBOT: &str =
     "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 
-/// The `eddy` binary of this build (built by `cargo test --workspace`).
+/// The `eddy` binary of this build (`cargo build -p eddy`; scripts/test
+/// builds it before running the tests).
 pub fn eddy_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/it-<hash> -> target/<profile>/eddy
@@ -36,10 +37,44 @@ pub fn eddy_bin() -> PathBuf {
         .expect("target directory");
     assert!(
         bin.exists(),
-        "{} not found: run the suite with `cargo test --workspace` so the eddy binary is built",
+        "{} not found: build it first (`cargo build -p eddy`), as scripts/test does",
         bin.display()
     );
+    // `cargo test` builds the eddy library for these tests but not its
+    // binary (cargo builds a package's binaries only for that package's own
+    // integration tests): refuse to test a missing or stale one.
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .expect("binary mtime");
+    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/src");
+    if let Some(newer) = newest_file(&sources).filter(|(t, _)| *t > built) {
+        panic!(
+            "{} is older than {}: rebuild it (`cargo build -p eddy`), as scripts/test does",
+            bin.display(),
+            newer.1.display()
+        );
+    }
     bin
+}
+
+fn newest_file(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let candidate = if path.is_dir() {
+            newest_file(&path)
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| (t, path))
+        };
+        if let Some(c) = candidate.filter(|c| newest.as_ref().is_none_or(|n| c.0 > n.0)) {
+            newest = Some(c);
+        }
+    }
+    newest
 }
 
 /// One event as an NDJSON line.

@@ -43,12 +43,6 @@ fn default_drop() -> Vec<String> {
     vec!["$ip".to_owned()]
 }
 
-/// A scrubbed property: its new value, or `None` to remove it.
-struct Change {
-    key: String,
-    value: Option<OwnedValue>,
-}
-
 /// The scrubber.
 pub struct PiiScrubber {
     mode: Mode,
@@ -56,8 +50,6 @@ pub struct PiiScrubber {
     drop_properties: Vec<String>,
     /// Reused per property.
     matches: Vec<Match>,
-    /// Reused per event: changes found while reading the event.
-    changes: Vec<Change>,
 }
 
 impl PiiScrubber {
@@ -121,12 +113,16 @@ impl Processor for PiiScrubber {
             salt,
             drop_properties,
             matches: Vec::new(),
-            changes: Vec::new(),
         })
     }
 
     fn process(&mut self, event: &mut Event<'_>) -> Outcome {
-        self.changes.clear();
+        for key in &self.drop_properties {
+            if event.original(key).is_some() {
+                event.remove(key);
+            }
+        }
+        // Properties borrow the batch, so the event can be edited meanwhile.
         for (key, value) in event.properties() {
             let (text, json) = match value {
                 Value::Str(s) => (s, false),
@@ -140,34 +136,16 @@ impl Processor for PiiScrubber {
             let [first, ..] = self.matches[..] else {
                 continue;
             };
-            let trimmed = text.trim();
+            let leading = text.len() - text.trim_start().len();
             let whole = self.matches.len() == 1
-                && first.start == text.len() - text.trim_start().len()
-                && first.end - first.start == trimmed.len();
-            let value = if self.mode == Mode::Remove && whole && !json {
-                None
-            } else {
-                let text = self.rewrite(text);
-                Some(if json {
-                    OwnedValue::Json(text)
-                } else {
-                    OwnedValue::Str(text)
-                })
-            };
-            self.changes.push(Change {
-                key: key.to_owned(),
-                value,
-            });
-        }
-        for key in &self.drop_properties {
-            if event.has(key) {
+                && first.start == leading
+                && first.end == leading + text.trim().len();
+            if self.mode == Mode::Remove && whole && !json {
                 event.remove(key);
-            }
-        }
-        for Change { key, value } in self.changes.drain(..) {
-            match value {
-                Some(value) => event.set(&key, value),
-                None => event.remove(&key),
+            } else if json {
+                event.set(key, OwnedValue::Json(self.rewrite(text)));
+            } else {
+                event.set_str(key, &self.rewrite(text));
             }
         }
         Outcome::Keep

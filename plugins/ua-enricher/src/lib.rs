@@ -6,25 +6,20 @@
 //!   `$pathname` (no query or fragment; `/` if empty).
 //!
 //! Existing values of these properties are overwritten. Only what is
-//! recognised is set. Parsing is a single pass over bytes with no allocation;
-//! it is benchmarked per event.
+//! recognised is set. Parsing works on bytes, eight at a time where it can,
+//! and allocates nothing; it is benchmarked per event.
 
 use eddy_plugin_sdk::{Config, Event, Outcome, Processor};
 
+mod bytes;
 mod ua;
 mod url;
 
 pub use ua::{UserAgent, parse_user_agent};
 pub use url::split_url;
 
-/// The enricher. The buffers hold copies of borrowed results: an event's
-/// values borrow the event, which `set_str` needs mutably.
-pub struct UaEnricher {
-    #[cfg(feature = "browser-version")]
-    version: String,
-    host: String,
-    pathname: String,
-}
+/// The enricher (no state: everything it reads borrows the batch).
+pub struct UaEnricher;
 
 impl Processor for UaEnricher {
     const CONFIG_SCHEMA: &'static str =
@@ -32,55 +27,36 @@ impl Processor for UaEnricher {
 
     fn new(config: Config) -> Result<Self, String> {
         config.only(&[])?;
-        Ok(UaEnricher {
-            #[cfg(feature = "browser-version")]
-            version: String::with_capacity(32),
-            host: String::with_capacity(64),
-            pathname: String::with_capacity(128),
-        })
+        Ok(UaEnricher)
     }
 
     fn process(&mut self, event: &mut Event<'_>) -> Outcome {
-        // Read both inputs first (reads are cheapest before any edit), keep
-        // what borrows the event in our buffers, then write.
-        let (mut browser, mut os, mut device_type) = (None, None, None);
-        if let Some(ua) = event.str("$user_agent") {
+        // `original` borrows the batch, not the event, so the parsed slices
+        // can be written straight back without copies.
+        if let Some(ua) = event.original("$user_agent").and_then(|v| v.as_str()) {
             let parsed = parse_user_agent(ua);
-            #[cfg(feature = "browser-version")]
-            {
-                self.version.clear();
-                self.version.push_str(parsed.version);
+            if let Some(browser) = parsed.browser {
+                event.set_str("$browser", browser);
+                #[cfg(feature = "browser-version")]
+                if !parsed.version.is_empty() {
+                    event.set_str("$browser_version", parsed.version);
+                }
             }
-            (browser, os, device_type) = (parsed.browser, parsed.os, parsed.device_type);
-        }
-        let mut url = (false, false);
-        if let Some(current_url) = event.str("$current_url") {
-            let (host, pathname) = split_url(current_url);
-            url = (host.is_some(), pathname.is_some());
-            self.host.clear();
-            self.host.push_str(host.unwrap_or(""));
-            self.pathname.clear();
-            self.pathname.push_str(pathname.unwrap_or(""));
-        }
-
-        if let Some(browser) = browser {
-            event.set_str("$browser", browser);
-            #[cfg(feature = "browser-version")]
-            if !self.version.is_empty() {
-                event.set_str("$browser_version", &self.version);
+            if let Some(os) = parsed.os {
+                event.set_str("$os", os);
+            }
+            if let Some(device_type) = parsed.device_type {
+                event.set_str("$device_type", device_type);
             }
         }
-        if let Some(os) = os {
-            event.set_str("$os", os);
-        }
-        if let Some(device_type) = device_type {
-            event.set_str("$device_type", device_type);
-        }
-        if url.0 {
-            event.set_str("$host", &self.host);
-        }
-        if url.1 {
-            event.set_str("$pathname", &self.pathname);
+        if let Some(url) = event.original("$current_url").and_then(|v| v.as_str()) {
+            let (host, pathname) = split_url(url);
+            if let Some(host) = host {
+                event.set_str("$host", host);
+            }
+            if let Some(pathname) = pathname {
+                event.set_str("$pathname", pathname);
+            }
         }
         Outcome::Keep
     }

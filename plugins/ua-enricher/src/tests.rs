@@ -160,17 +160,34 @@ fn unknown_user_agents_set_nothing() {
 }
 
 #[test]
-fn find_byte_matches_naive_search() {
+fn find_matches_naive_search() {
     let hay = b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Firefox/121.0 end/";
-    for needle in [b'/', b'(', b')', b'z'] {
-        for from in 0..hay.len() {
+    for from in 0..=hay.len() {
+        for needle in [b'/', b'(', b')', b'z', b'#'] {
             let naive = hay[from..]
                 .iter()
                 .position(|&c| c == needle)
                 .map(|p| p + from);
-            assert_eq!(ua::find_byte(hay, needle, from), naive, "{needle} {from}");
+            assert_eq!(bytes::find(hay, [needle], from), naive, "{needle} {from}");
         }
+        let naive = hay[from..]
+            .iter()
+            .position(|&c| matches!(c, b';' | b'/' | b'x'))
+            .map(|p| p + from);
+        assert_eq!(bytes::find(hay, [b';', b'/', b'x'], from), naive, "{from}");
     }
+}
+
+#[test]
+fn prefixes() {
+    let b = b"Windows Phone 10.0; SamsungBrowser/23";
+    assert!(bytes::has!(b, 0, b"Windows"));
+    assert!(bytes::has!(b, 0, b"Windows Phone"));
+    assert!(!bytes::has!(b, 0, b"Windows Phone 8"));
+    assert!(bytes::has!(b, 20, b"SamsungBrowser/"));
+    // Past the end reads as zeros, which no prefix contains.
+    assert!(!bytes::has!(b, 34, b"/23 "));
+    assert!(bytes::has!(b, 34, b"/23"));
 }
 
 #[test]

@@ -11,6 +11,8 @@
 //! Edge > Opera > Samsung Internet and the like > Firefox > Chrome > Safari.
 //! Names follow PostHog's: Safari on iPhone and iPad is `Mobile Safari`.
 
+use crate::bytes::{find, has};
+
 /// What a user agent says about the browser, OS and device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct UserAgent<'a> {
@@ -23,54 +25,6 @@ pub struct UserAgent<'a> {
     pub os: Option<&'static str>,
     /// `Desktop`, `Mobile` or `Tablet`; `None` if nothing was recognised.
     pub device_type: Option<&'static str>,
-}
-
-/// Eight bytes of `b` from `at`, little-endian, zero-padded past the end.
-#[inline]
-fn load8(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    match b.get(at..at + 8) {
-        Some(chunk) => w.copy_from_slice(chunk),
-        None => {
-            let rest = b.get(at..).unwrap_or(&[]);
-            w[..rest.len()].copy_from_slice(rest);
-        }
-    }
-    u64::from_le_bytes(w)
-}
-
-/// Up to eight bytes of `s` from `from`, as [`load8`] reads them.
-const fn word(s: &[u8], from: usize) -> u64 {
-    let mut w = 0u64;
-    let mut i = from;
-    while i < s.len() && i < from + 8 {
-        w |= (s[i] as u64) << (8 * (i - from));
-        i += 1;
-    }
-    w
-}
-
-/// The low `n` bytes of a word.
-const fn mask(n: usize) -> u64 {
-    if n >= 8 {
-        u64::MAX
-    } else {
-        (1u64 << (8 * n)) - 1
-    }
-}
-
-/// Whether `b[at..]` starts with the literal `s` (up to 16 bytes), compared
-/// as one or two integers.
-macro_rules! has {
-    ($b:expr, $at:expr, $s:literal) => {{
-        const S: &[u8] = $s;
-        const { assert!(S.len() <= 16) };
-        let (b, at) = ($b, $at);
-        (load8(b, at) & const { mask(S.len()) }) == const { word(S, 0) }
-            && (S.len() <= 8
-                || (load8(b, at + 8) & const { mask(S.len().saturating_sub(8)) })
-                    == const { word(S, 8) })
-    }};
 }
 
 /// Parse state: the best browser and OS so far, by rank.
@@ -189,29 +143,6 @@ impl<'a> Scan<'a> {
     }
 }
 
-/// Index of the first `needle` (not NUL) in `hay[from..]`, eight bytes at a
-/// time.
-#[inline]
-pub(crate) fn find_byte(hay: &[u8], needle: u8, from: usize) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let pattern = LO * u64::from(needle);
-    let mut i = from;
-    while i < hay.len() {
-        // Zero padding past the end never matches a non-NUL needle.
-        let x = load8(hay, i) ^ pattern;
-        // High bit set in the bytes of `x` that are zero; the lowest set bit
-        // is always exact (borrows only propagate upwards).
-        let zero = x.wrapping_sub(LO) & !x & HI;
-        if zero != 0 {
-            let at = i + (zero.trailing_zeros() / 8) as usize;
-            return (at < hay.len()).then_some(at);
-        }
-        i += 8;
-    }
-    None
-}
-
 /// Parse a user agent string.
 pub fn parse_user_agent(ua: &str) -> UserAgent<'_> {
     let b = ua.as_bytes();
@@ -220,14 +151,14 @@ pub fn parse_user_agent(ua: &str) -> UserAgent<'_> {
     // The platform comment: the first `( ... )`. Its `;`-separated items
     // name the OS (and IE).
     let mut products_from = 0;
-    if let Some(open) = find_byte(b, b'(', 0) {
-        let close = find_byte(b, b')', open + 1).unwrap_or(b.len());
+    if let Some(open) = find(b, [b'('], 0) {
+        let close = find(b, [b')'], open + 1).unwrap_or(b.len());
         let mut item = open + 1;
         while item < close {
             while item < close && b[item] == b' ' {
                 item += 1;
             }
-            let end = find_byte(&b[..close], b';', item).unwrap_or(close);
+            let end = find(&b[..close], [b';'], item).unwrap_or(close);
             if item < end {
                 scan.comment_item(ua, item, end);
             }
@@ -236,7 +167,7 @@ pub fn parse_user_agent(ua: &str) -> UserAgent<'_> {
         products_from = close + 1;
         // Presto-era Opera puts its name first: `Opera/9.80 (Windows ...)`.
         if b.starts_with(b"Opera/") {
-            scan.product(ua, 0, find_byte(b, b' ', 0).unwrap_or(open));
+            scan.product(ua, 0, find(b, [b' '], 0).unwrap_or(open));
         }
     }
 
@@ -246,9 +177,9 @@ pub fn parse_user_agent(ua: &str) -> UserAgent<'_> {
     while at < b.len() {
         match b[at] {
             b' ' => at += 1,
-            b'(' => at = find_byte(b, b')', at).map_or(b.len(), |close| close + 1),
+            b'(' => at = find(b, [b')'], at).map_or(b.len(), |close| close + 1),
             _ => {
-                let end = find_byte(b, b' ', at).unwrap_or(b.len());
+                let end = find(b, [b' '], at).unwrap_or(b.len());
                 scan.product(ua, at, end);
                 at = end + 1;
             }

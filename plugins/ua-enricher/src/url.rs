@@ -1,6 +1,8 @@
 //! Split a URL into host and pathname by hand:
 //! `scheme://[user@]host[:port]/path?query#fragment`.
 
+use crate::bytes::find;
+
 /// The host (with port, like `location.host`) and pathname (no query or
 /// fragment, `/` if empty) of `url`. A URL without `scheme://` (or `//`) has
 /// no host; one that starts with `/` still has a pathname.
@@ -20,27 +22,22 @@ pub fn split_url(url: &str) -> (Option<&str>, Option<&str>) {
         return (None, None);
     };
     // `[user[:password]@]host[:port]`, up to the path, query or fragment.
-    let mut host_start = authority_start;
-    let mut i = authority_start;
-    while i < b.len() {
-        match b[i] {
-            b'/' | b'?' | b'#' => break,
-            b'@' => host_start = i + 1,
-            _ => {}
-        }
-        i += 1;
-    }
-    let host = (host_start < i).then(|| &url[host_start..i]);
-    (host, Some(pathname(url, i)))
+    let end = find(b, [b'/', b'?', b'#'], authority_start).unwrap_or(b.len());
+    let host_start = match find(&b[..end], [b'@'], authority_start) {
+        // The last `@` ends the user info.
+        Some(_) => b[..end]
+            .iter()
+            .rposition(|&c| c == b'@')
+            .map_or(end, |at| at + 1),
+        None => authority_start,
+    };
+    let host = (host_start < end).then(|| &url[host_start..end]);
+    (host, Some(pathname(url, end)))
 }
 
 /// The path starting at `url[from..]` (up to `?` or `#`), or `/` if there
 /// is none.
 fn pathname(url: &str, from: usize) -> &str {
-    let b = url.as_bytes();
-    let mut end = from;
-    while end < b.len() && b[end] != b'?' && b[end] != b'#' {
-        end += 1;
-    }
+    let end = find(url.as_bytes(), [b'?', b'#'], from).unwrap_or(url.len());
     if end == from { "/" } else { &url[from..end] }
 }

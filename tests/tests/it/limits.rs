@@ -152,3 +152,40 @@ fn trapping_plugin_is_quarantined_then_retried_after_backoff() {
         "the guest's panic message is logged"
     );
 }
+
+#[test]
+fn plugins_see_no_files_environment_or_sockets_but_do_see_the_clock() {
+    let sb = Sandbox::new();
+    sb.install(SANDBOX_PROBE, "sandbox-probe");
+    let cfg = sb.config("[[stages]]\nplugin = \"sandbox-probe\"\n");
+    // Give the host a secret in its environment and files around it: none of
+    // it may reach the plugin.
+    std::fs::write(sb.path().join("secret.txt"), "hunter2").unwrap();
+    let mut cmd = std::process::Command::new(eddy_bin());
+    cmd.args(["pipe", "--no-watch", "--summary", "none", "--config"])
+        .arg(&cfg)
+        .arg("--input")
+        .arg({
+            let p = sb.path().join("in.ndjson");
+            std::fs::write(&p, event_line("e", "u", 1, json!({}))).unwrap();
+            p
+        })
+        .env("EDDY_TEST_SECRET", "hunter2")
+        .current_dir(sb.path());
+    let out = run_with_timeout(cmd, std::time::Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = &e["properties"];
+    assert_eq!(p["read_root_dir"], false, "{p}");
+    assert_eq!(p["read_cwd"], false, "{p}");
+    assert_eq!(p["read_etc_passwd"], false, "{p}");
+    assert_eq!(p["env_vars"], 0, "{p}");
+    assert_eq!(p["args"], 0, "{p}");
+    assert_eq!(p["tcp_bind"], false, "{p}");
+    assert_eq!(p["udp_bind"], false, "{p}");
+    assert_eq!(p["clock_works"], true, "{p}");
+}

@@ -1,18 +1,10 @@
 //! Busy-waits for `ms` milliseconds (default 50) on every batch, then keeps
 //! all events: a plugin that is slow but well-behaved, for timeout and
 //! back-pressure tests.
-//!
-//! [`Processor`] works one event at a time, so the per-batch wait lives in a
-//! hand-written `processing` export that spins and then hands the batch to
-//! the SDK, instead of in `processor!`.
 
 use eddy_plugin_sdk::{Config, Event, Outcome, Processor};
 use serde::Deserialize;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-/// The configured wait, read by the `process` export before each batch.
-static WAIT_MS: AtomicU64 = AtomicU64::new(Settings::DEFAULT_MS);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,14 +37,19 @@ impl Processor for Slow {
 
     fn new(config: Config) -> Result<Self, String> {
         let Settings { ms } = config.parse()?;
-        WAIT_MS.store(ms, Ordering::Relaxed);
         Ok(Slow { ms })
+    }
+
+    fn on_batch(&mut self, _events: usize) {
+        busy_wait(self.ms);
     }
 
     fn process(&mut self, _event: &mut Event<'_>) -> Outcome {
         Outcome::Keep
     }
 }
+
+eddy_plugin_sdk::processor!(Slow);
 
 /// Spin (no sleeping: plugins get no timers) until `ms` milliseconds passed.
 pub fn busy_wait(ms: u64) {
@@ -62,37 +59,6 @@ pub fn busy_wait(ms: u64) {
         std::hint::spin_loop();
     }
 }
-
-#[cfg(target_arch = "wasm32")]
-const _: () = {
-    use eddy_plugin_sdk::__private;
-    use eddy_plugin_sdk::bindings::eddy::plugin::types::{Batch, Processed};
-    use eddy_plugin_sdk::bindings::exports::eddy::plugin::{plugin, processing};
-
-    struct Export;
-
-    impl plugin::Guest for Export {
-        fn describe() -> plugin::Info {
-            __private::describe::<Slow>(
-                env!("CARGO_PKG_NAME"),
-                env!("CARGO_PKG_VERSION"),
-                env!("CARGO_PKG_DESCRIPTION"),
-            )
-        }
-        fn configure(config: String) -> Result<(), String> {
-            __private::configure::<Slow>(&config)
-        }
-    }
-
-    impl processing::Guest for Export {
-        fn process(batch: Batch) -> Result<Processed, String> {
-            busy_wait(WAIT_MS.load(Ordering::Relaxed));
-            __private::process::<Slow>(batch)
-        }
-    }
-
-    eddy_plugin_sdk::bindings::__export_processor_world!(Export with_types_in eddy_plugin_sdk::bindings);
-};
 
 #[cfg(test)]
 mod tests {
