@@ -276,9 +276,11 @@ impl Summary {
             0.0
         };
         let mut s = format!(
-            "eddy pipe: {} in, {} out, {} dead-lettered, {} rejected lines, {} batches in {:.2} s ({:.0} events/s)",
+            "eddy pipe: {} in, {} out, {} dropped, {} failed batches, {} dead-lettered, {} rejected lines, {} batches in {:.2} s ({:.0} events/s)",
             self.events_in,
             self.events_out,
+            self.dropped,
+            self.failed_batches,
             self.dead_lettered,
             self.rejected_lines,
             self.batches,
