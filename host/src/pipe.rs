@@ -22,6 +22,9 @@ use crate::plugin::{PluginEngine, Registry, watch};
 /// individually, the rest only counted, so a wrong file cannot flood stderr.
 pub const MAX_REPORTED_BAD_LINES: u64 = 20;
 
+/// Largest `--batch-size`, the same bound as `pipeline.batch_size`.
+pub const MAX_BATCH_SIZE: usize = 100_000;
+
 /// Options of `eddy pipe` (also its command-line arguments).
 #[derive(Debug, Clone, clap::Args)]
 pub struct PipeOptions {
@@ -91,6 +94,7 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 enum Line {
     Text(u64, String),
+    NotUtf8(u64),
     Failed(io::Error),
 }
 
@@ -102,7 +106,10 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
         config.plugins_dir = dir.clone();
     }
     if let Some(n) = opts.batch_size {
-        anyhow::ensure!(n >= 1, "--batch-size must be at least 1");
+        anyhow::ensure!(
+            (1..=MAX_BATCH_SIZE).contains(&n),
+            "--batch-size {n} is out of range: must be between 1 and {MAX_BATCH_SIZE}"
+        );
         config.pipeline.batch_size = n;
     }
     let batch_size = config.pipeline.batch_size;
@@ -161,6 +168,7 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
         plugins: Vec::new(),
     };
     let mut eof = false;
+    let mut read_error = None;
     while !eof {
         let mut batch = Vec::with_capacity(batch_size);
         let mut deadline: Option<Instant> = None;
@@ -180,7 +188,18 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
             };
             deadline.get_or_insert_with(|| Instant::now() + Duration::from_millis(opts.linger_ms));
             match line {
-                Line::Failed(e) => return Err(e).context("reading input"),
+                Line::Failed(e) => {
+                    // Finish what was read, then report.
+                    read_error = Some(e);
+                    eof = true;
+                    break;
+                }
+                Line::NotUtf8(n) => {
+                    summary.rejected_lines += 1;
+                    if summary.rejected_lines <= MAX_REPORTED_BAD_LINES {
+                        tracing::warn!(line = n, "input line is not valid UTF-8");
+                    }
+                }
                 Line::Text(n, text) => {
                     if text.trim().is_empty() {
                         continue;
@@ -225,6 +244,12 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
     if let Some(f) = dead_file.as_mut() {
         f.flush().context("writing dead letters")?;
     }
+    if let Some(e) = read_error {
+        return Err(e).context(format!(
+            "reading input (the {} events read before the error were processed and written)",
+            summary.events_in
+        ));
+    }
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     summary.peak_rss_bytes = peak_rss_bytes();
     summary.stages = pipeline.report();
@@ -234,13 +259,30 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
-fn read_lines(reader: Box<dyn BufRead + Send>, tx: &mpsc::SyncSender<Line>) {
-    for (i, line) in reader.lines().enumerate() {
-        let msg = match line {
-            Ok(text) => Line::Text(i as u64 + 1, text),
+fn read_lines(mut reader: Box<dyn BufRead + Send>, tx: &mpsc::SyncSender<Line>) {
+    let mut buf = Vec::new();
+    let mut n = 0;
+    loop {
+        buf.clear();
+        let msg = match reader.read_until(b'\n', &mut buf) {
+            Ok(0) => return,
+            Ok(_) => {
+                n += 1;
+                if buf.ends_with(b"\n") {
+                    buf.pop();
+                    if buf.ends_with(b"\r") {
+                        buf.pop();
+                    }
+                }
+                match String::from_utf8(std::mem::take(&mut buf)) {
+                    Ok(text) => Line::Text(n, text),
+                    Err(_) => Line::NotUtf8(n),
+                }
+            }
             Err(e) => Line::Failed(e),
         };
-        if tx.send(msg).is_err() {
+        let failed = matches!(msg, Line::Failed(_));
+        if tx.send(msg).is_err() || failed {
             return;
         }
     }
@@ -252,8 +294,12 @@ fn write_dead_letters(
     letters: &[DeadLetter],
 ) -> anyhow::Result<()> {
     if file.is_none() {
-        let f = File::create(path)
-            .with_context(|| format!("creating dead-letter file {}", path.display()))?;
+        // Append: dead letters from earlier runs are not thrown away.
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening dead-letter file {}", path.display()))?;
         *file = Some(BufWriter::new(f));
     }
     if let Some(f) = file.as_mut() {

@@ -111,6 +111,8 @@ struct Active {
     instance: Option<Instance>,
     /// Batches left before the version is trusted; 0 = trusted.
     probation_left: u32,
+    /// Whether the slot knows this version proved itself.
+    confirmed: bool,
 }
 
 /// One pipeline stage.
@@ -163,18 +165,20 @@ impl Stage {
         if self.slot.generation() == self.seen_generation {
             return;
         }
-        let (generation, current) = self.slot.current();
-        let first = self.seen_generation == u64::MAX;
-        self.seen_generation = generation;
-        let probation = if first || !self.slot.has_previous() {
-            0
-        } else {
+        let view = self.slot.view();
+        self.seen_generation = view.generation;
+        // A version that has not proven itself is on probation when there is
+        // a known good one to fall back to.
+        let probation = if view.has_previous && !view.confirmed {
             self.registry.config().probation_batches
+        } else {
+            0
         };
-        self.active = current.map(|compiled| Active {
+        self.active = view.current.map(|compiled| Active {
             compiled,
             instance: None,
             probation_left: probation,
+            confirmed: view.confirmed,
         });
         // A new version starts with a clean record.
         self.consecutive_failures = 0;
@@ -271,6 +275,11 @@ impl Stage {
         out: &mut Vec<Event>,
         dead: &mut Vec<DeadLetter>,
     ) {
+        if events.is_empty() {
+            // Nothing to do, and nothing to learn about the plugin: an empty
+            // batch must not count towards probation or recovery.
+            return;
+        }
         self.sync_version();
         self.stats.batches += 1;
         self.stats.events_in += events.len() as u64;
@@ -292,30 +301,32 @@ impl Stage {
             self.stats.skipped_batches += 1;
             return self.fail_batch(events, "plugin quarantined", out, dead);
         }
-        let events = match self.call(events, out) {
+        let (reason, events) = match self.call(events, out) {
             Ok(()) => return self.succeeded(),
             Err((err, events)) => {
                 self.failed(&err);
-                events
+                (err.to_string(), events)
             }
         };
         // A version on probation that fails is rolled back, and the batch is
-        // retried on the version it replaced.
-        let on_probation = self.active.as_ref().filter(|a| a.probation_left > 0);
-        if let Some(bad) = on_probation.map(|a| a.compiled.clone()) {
-            let reason = self.slot.last_error().unwrap_or_default();
-            if self.registry.rollback(&self.cfg.plugin, &bad, &reason) {
-                self.stats.rollbacks += 1;
-                self.sync_version();
-                if let Err((err, events)) = self.call(events, out) {
-                    self.failed(&err);
-                    let reason = err.to_string();
-                    return self.fail_batch(events, &reason, out, dead);
-                }
-                return self.succeeded();
+        // retried on the last known good version.
+        let bad = self
+            .active
+            .as_ref()
+            .filter(|a| a.probation_left > 0)
+            .map(|a| a.compiled.clone());
+        let rolled_back =
+            bad.is_some_and(|bad| self.registry.rollback(&self.cfg.plugin, &bad, &reason));
+        if rolled_back {
+            self.stats.rollbacks += 1;
+            self.sync_version();
+            if let Err((err, events)) = self.call(events, out) {
+                self.failed(&err);
+                let reason = err.to_string();
+                return self.fail_batch(events, &reason, out, dead);
             }
+            return self.succeeded();
         }
-        let reason = self.slot.last_error().unwrap_or_default();
         self.fail_batch(events, &reason, out, dead);
     }
 
@@ -330,6 +341,10 @@ impl Stage {
         self.backoff = self.registry.config().quarantine_backoff;
         if let Some(a) = self.active.as_mut() {
             a.probation_left = a.probation_left.saturating_sub(1);
+            if a.probation_left == 0 && !a.confirmed {
+                a.confirmed = true;
+                self.slot.confirm(&a.compiled.hash);
+            }
         }
     }
 
@@ -423,15 +438,14 @@ impl Stage {
 
 /// A stage that cannot start.
 #[derive(Debug, thiserror::Error)]
-#[error("stage `{stage}` (plugin `{plugin}`): {source}")]
+#[error("stage `{stage}` (plugin `{plugin}`): {error}")]
 pub struct PipelineError {
     /// Stage name.
     pub stage: String,
     /// Plugin name.
     pub plugin: String,
-    /// What went wrong.
-    #[source]
-    pub source: PluginError,
+    /// What went wrong (part of this error's message, so not also a source).
+    pub error: PluginError,
 }
 
 /// Stages in order.
@@ -462,7 +476,7 @@ impl Pipeline {
                 return Err(PipelineError {
                     stage: cfg.name.clone(),
                     plugin: cfg.plugin.clone(),
-                    source,
+                    error: source,
                 });
             }
             stages.push(stage);

@@ -42,7 +42,7 @@ fn pack(start: usize, len: usize) -> u64 {
 
 fn bounds(v: u64) -> (usize, usize) {
     let start = (v >> 32) as usize;
-    (start, start + (v & 0xffff_ffff) as usize)
+    (start, start.saturating_add((v & 0xffff_ffff) as usize))
 }
 
 /// A plugin result that breaks the contract.
@@ -78,6 +78,16 @@ pub enum AbiError {
         end: usize,
         /// Column length.
         available: usize,
+    },
+    /// A range that reuses items an earlier outcome already used.
+    #[error(
+        "plugin returned a {what} starting at {start} that overlaps an earlier one; ranges must move forward"
+    )]
+    Overlap {
+        /// Which column.
+        what: &'static str,
+        /// Start index.
+        start: usize,
     },
     /// A span outside the text or not on a character boundary.
     #[error(
@@ -276,7 +286,7 @@ fn check_event(text: &Text<'_>, o: &wit::Batch, i: usize) -> Result<(), AbiError
         return Err(AbiError::BadRange {
             what: "output event index",
             start: i,
-            end: i + 1,
+            end: i.saturating_add(1),
             available: o.ids.len(),
         });
     }
@@ -293,12 +303,19 @@ fn check_event(text: &Text<'_>, o: &wit::Batch, i: usize) -> Result<(), AbiError
     Ok(())
 }
 
+/// Check every outcome. Ranges and indices must move forward without
+/// overlapping (the order the SDKs write them in): each edit and each output
+/// event is used at most once, so the host's work is bounded by the size of
+/// the result, which the guest's memory cap bounds in turn.
 fn validate(text: &Text<'_>, r: &wit::Processed) -> Result<(), AbiError> {
+    let mut next_edit = 0;
+    let mut next_output = 0;
     for (&k, &arg) in r.outcome_kinds.iter().zip(&r.outcome_args) {
         match k {
             outcome::KEEP | outcome::DROP => {}
             outcome::MODIFY => {
-                for j in range(arg, r.edit_keys.len(), "edit range")? {
+                let edits = forward(arg, &mut next_edit, r.edit_keys.len(), "edit range")?;
+                for j in edits {
                     text.check(r.edit_keys[j])?;
                     if r.edit_kinds[j] != kind::REMOVE {
                         text.check_value(r.edit_kinds[j], r.edit_values[j], "edit")?;
@@ -306,10 +323,19 @@ fn validate(text: &Text<'_>, r: &wit::Processed) -> Result<(), AbiError> {
                 }
             }
             outcome::REPLACE => {
-                check_event(text, &r.output, usize::try_from(arg).unwrap_or(usize::MAX))?
+                let index = usize::try_from(arg).unwrap_or(usize::MAX);
+                let one = forward(
+                    pack(index.min(u32::MAX as usize), 1),
+                    &mut next_output,
+                    r.output.ids.len(),
+                    "replace index",
+                )?;
+                for j in one {
+                    check_event(text, &r.output, j)?;
+                }
             }
             outcome::SPLIT => {
-                for j in range(arg, r.output.ids.len(), "split range")? {
+                for j in forward(arg, &mut next_output, r.output.ids.len(), "split range")? {
                     check_event(text, &r.output, j)?;
                 }
             }
@@ -322,6 +348,25 @@ fn validate(text: &Text<'_>, r: &wit::Processed) -> Result<(), AbiError> {
         }
     }
     Ok(())
+}
+
+/// A range that starts at or after `next` and ends within `available`;
+/// advances `next` past it.
+fn forward(
+    v: u64,
+    next: &mut usize,
+    available: usize,
+    what: &'static str,
+) -> Result<std::ops::Range<usize>, AbiError> {
+    let r = range(v, available, what)?;
+    if r.start < *next {
+        return Err(AbiError::Overlap {
+            what,
+            start: r.start,
+        });
+    }
+    *next = r.end;
+    Ok(r)
 }
 
 fn new_event(text: &Text<'_>, o: &wit::Batch, i: usize, fallback_id: CompactString) -> Event {
@@ -444,7 +489,7 @@ mod tests {
             ),
             (
                 processed(vec![outcome::REPLACE, 0], vec![4, 0]),
-                "out-of-range output event index",
+                "out-of-range replace index",
             ),
         ];
         for (result, needle) in cases {
@@ -457,6 +502,29 @@ mod tests {
             assert_eq!(back.len(), 2, "events come back");
             assert!(out.is_empty());
         }
+    }
+
+    #[test]
+    fn overlapping_ranges_are_refused() {
+        // Two events both claiming the same output events would let a plugin
+        // multiply the host's work without bound.
+        let mut r = processed(
+            vec![outcome::SPLIT, outcome::SPLIT],
+            vec![pack(0, 1), pack(0, 1)],
+        );
+        let o = &mut r.output;
+        o.ids.push(pack(0, 0));
+        o.names.push(pack(0, 0));
+        o.timestamps.push(1);
+        o.distinct_ids.push(pack(0, 0));
+        o.session_ids.push(ABSENT);
+        o.properties.push(pack(0, 0));
+        let (err, back) = apply(vec![event("x"), event("y")], &r, &mut Vec::new()).unwrap_err();
+        assert!(matches!(err, AbiError::Overlap { .. }), "{err}");
+        assert_eq!(back.len(), 2);
+        let absent = processed(vec![outcome::REPLACE], vec![u64::MAX]);
+        let (err, _) = apply(vec![event("z")], &absent, &mut Vec::new()).unwrap_err();
+        assert!(matches!(err, AbiError::BadRange { .. }), "{err}");
     }
 
     #[test]
@@ -475,14 +543,14 @@ mod tests {
     fn modify_replace_and_split_apply() {
         let mut r = processed(
             vec![outcome::MODIFY, outcome::REPLACE, outcome::SPLIT],
-            vec![pack(0, 2), 0, pack(0, 2)],
+            vec![pack(0, 2), 0, pack(1, 2)],
         );
         r.output.text = b"bxyz".to_vec();
         r.edit_keys = vec![pack(0, 1), pack(0, 0)];
         r.edit_kinds = vec![kind::TEXT, kind::REMOVE];
         r.edit_values = vec![pack(1, 3), 0];
         let o = &mut r.output;
-        for _ in 0..2 {
+        for _ in 0..3 {
             o.ids.push(pack(0, 0));
             o.names.push(pack(0, 1));
             o.timestamps.push(7);

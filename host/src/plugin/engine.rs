@@ -278,6 +278,14 @@ pub struct Instance {
     memory_limit: u64,
 }
 
+/// Longest error message taken from a plugin, in bytes: it is copied into
+/// logs and into every dead letter of the failed batch.
+pub const MAX_PLUGIN_MESSAGE_BYTES: usize = 1024;
+
+fn clip(msg: String) -> String {
+    super::host_api::truncated(&msg, MAX_PLUGIN_MESSAGE_BYTES).to_owned()
+}
+
 fn classify(
     err: wasmtime::Error,
     store: &Store<StoreData>,
@@ -311,7 +319,7 @@ impl Instance {
             .call_configure(&mut self.store, config);
         match r {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(msg)) => Err(PluginError::Config(msg)),
+            Ok(Err(msg)) => Err(PluginError::Config(clip(msg))),
             Err(e) => Err(classify(e, &self.store, deadline, self.memory_limit)),
         }
     }
@@ -331,7 +339,7 @@ impl Instance {
             .call_process(&mut self.store, batch);
         match r {
             Ok(Ok(p)) => Ok(p),
-            Ok(Err(msg)) => Err(PluginError::Returned(msg)),
+            Ok(Err(msg)) => Err(PluginError::Returned(clip(msg))),
             Err(e) => Err(classify(e, &self.store, deadline, self.memory_limit)),
         }
     }

@@ -11,6 +11,30 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::eddy::plugin::{log, metrics, state, types};
 
+/// Longest state key, in bytes. Keys name things ("seen:<distinct_id>"); a
+/// kilobyte is generous and keeps a plugin from storing data in keys.
+pub const STATE_MAX_KEY_BYTES: usize = 1024;
+/// Distinct custom metrics (counters plus gauges) one plugin may create.
+pub const MAX_METRICS_PER_PLUGIN: usize = 1000;
+/// Longest metric name, in bytes.
+pub const MAX_METRIC_NAME_BYTES: usize = 200;
+/// Longest log message kept, in bytes; longer ones are cut.
+pub const MAX_LOG_MESSAGE_BYTES: usize = 4096;
+/// Structured fields kept per log record.
+pub const MAX_LOG_FIELDS: usize = 32;
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub fn truncated(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Bounds on what one plugin may keep in its host-held state store.
 #[derive(Debug, Clone, Copy)]
 pub struct StateLimits {
@@ -32,6 +56,8 @@ pub struct PluginShared {
     gauges: Mutex<BTreeMap<String, f64>>,
     /// Log records the plugin emitted beyond its per-call budget.
     pub logs_suppressed: AtomicU64,
+    /// Metric updates refused by the name or count caps.
+    pub metrics_refused: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -51,6 +77,7 @@ impl PluginShared {
             counters: Mutex::new(BTreeMap::new()),
             gauges: Mutex::new(BTreeMap::new()),
             logs_suppressed: AtomicU64::new(0),
+            metrics_refused: AtomicU64::new(0),
         }
     }
 
@@ -69,7 +96,10 @@ impl PluginShared {
         lock(&self.gauges).clone()
     }
 
-    fn check_value(&self, value: &[u8]) -> Result<(), state::StateError> {
+    fn check_value(&self, key: &str, value: &[u8]) -> Result<(), state::StateError> {
+        if key.len() > STATE_MAX_KEY_BYTES {
+            return Err(state::StateError::ValueTooLarge(STATE_MAX_KEY_BYTES as u64));
+        }
         if value.len() as u64 > self.state_limits.max_value_bytes {
             return Err(state::StateError::ValueTooLarge(
                 self.state_limits.max_value_bytes,
@@ -97,6 +127,9 @@ pub struct StoreData {
     pub log_budget: u32,
     /// Set when the instance asked for more memory than its cap allows.
     pub memory_refused: bool,
+    memory_limit: u64,
+    /// Bytes of linear memory the instance holds, all memories together.
+    memory_total: usize,
 }
 
 impl StoreData {
@@ -121,6 +154,8 @@ impl StoreData {
             shared,
             log_budget: 0,
             memory_refused: false,
+            memory_limit: memory_limit_bytes,
+            memory_total: 0,
         }
     }
 }
@@ -141,8 +176,16 @@ impl ResourceLimiter for StoreData {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum)?;
-        if !allowed {
+        // The cap is per instance: a component with several linear memories
+        // (adapters, guest runtimes) shares one budget across all of them.
+        let total = self
+            .memory_total
+            .saturating_add(desired.saturating_sub(current));
+        let within = total as u64 <= self.memory_limit;
+        let allowed = within && self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_total = total;
+        } else {
             self.memory_refused = true;
         }
         Ok(allowed)
@@ -178,7 +221,8 @@ impl log::Host for StoreData {
         }
         self.log_budget -= 1;
         let plugin = self.shared.name.as_str();
-        let fields = FieldList(&fields);
+        let message = truncated(&message, MAX_LOG_MESSAGE_BYTES);
+        let fields = FieldList(fields.get(..MAX_LOG_FIELDS).unwrap_or(&fields));
         match level {
             log::Level::Trace => tracing::trace!(plugin, fields = %fields, "{message}"),
             log::Level::Debug => tracing::debug!(plugin, fields = %fields, "{message}"),
@@ -198,21 +242,41 @@ impl std::fmt::Display for FieldList<'_> {
             if i > 0 {
                 f.write_str(" ")?;
             }
-            write!(f, "{k}={v:?}")?;
+            let k = truncated(k, MAX_METRIC_NAME_BYTES);
+            write!(f, "{k}={:?}", truncated(v, MAX_LOG_MESSAGE_BYTES))?;
         }
         Ok(())
+    }
+}
+
+impl StoreData {
+    /// Whether a new metric called `name` fits the caps (`existing` of its
+    /// kind already exist); counts the refusal if not.
+    fn metric_allowed(&self, name: &str, existing: usize) -> bool {
+        let ok = name.len() <= MAX_METRIC_NAME_BYTES && existing < MAX_METRICS_PER_PLUGIN;
+        if !ok {
+            self.shared.metrics_refused.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
     }
 }
 
 impl metrics::Host for StoreData {
     fn counter_add(&mut self, name: String, delta: u64) {
         let mut counters = lock(&self.shared.counters);
+        if !counters.contains_key(&name) && !self.metric_allowed(&name, counters.len()) {
+            return;
+        }
         let c = counters.entry(name).or_insert(0);
         *c = c.saturating_add(delta);
     }
 
     fn gauge_set(&mut self, name: String, value: f64) {
-        lock(&self.shared.gauges).insert(name, value);
+        let mut gauges = lock(&self.shared.gauges);
+        if !gauges.contains_key(&name) && !self.metric_allowed(&name, gauges.len()) {
+            return;
+        }
+        gauges.insert(name, value);
     }
 }
 
@@ -222,7 +286,7 @@ impl state::Host for StoreData {
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), state::StateError> {
-        self.shared.check_value(&value)?;
+        self.shared.check_value(&key, &value)?;
         let mut map = lock(&self.shared.state);
         if !map.contains_key(&key) {
             self.shared.check_room(&map)?;
@@ -232,7 +296,7 @@ impl state::Host for StoreData {
     }
 
     fn set_if_absent(&mut self, key: String, value: Vec<u8>) -> Result<bool, state::StateError> {
-        self.shared.check_value(&value)?;
+        self.shared.check_value(&key, &value)?;
         let mut map = lock(&self.shared.state);
         if map.contains_key(&key) {
             return Ok(false);

@@ -85,6 +85,10 @@ pub struct Slot {
 #[derive(Default)]
 struct Versions {
     current: Option<Arc<Compiled>>,
+    /// Whether `current` has proven itself (finished probation in a stage).
+    current_confirmed: bool,
+    /// The last known good version: what a failing new version is rolled
+    /// back to.
     previous: Option<Arc<Compiled>>,
     /// Hashes that were rolled back: the same bytes are not retried.
     rejected: HashSet<String>,
@@ -102,11 +106,54 @@ pub fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
 
+impl Versions {
+    /// Make room for a new current version, keeping the last known good one.
+    fn retire_current(&mut self) {
+        let old = self.current.take();
+        if self.current_confirmed {
+            self.previous = old;
+        }
+        self.current_confirmed = false;
+    }
+}
+
+/// A consistent view of a slot, taken under one lock.
+pub struct SlotView {
+    /// Generation of this view.
+    pub generation: u64,
+    /// The live version.
+    pub current: Option<Arc<Compiled>>,
+    /// Whether it has proven itself.
+    pub confirmed: bool,
+    /// Whether a last known good version exists to roll back to.
+    pub has_previous: bool,
+}
+
 impl Slot {
     /// The live version and the generation it belongs to.
     pub fn current(&self) -> (u64, Option<Arc<Compiled>>) {
         let v = lock(&self.versions);
         (self.generation.load(Ordering::Acquire), v.current.clone())
+    }
+
+    /// Everything a stage needs to pick up a version, consistently.
+    pub fn view(&self) -> SlotView {
+        let v = lock(&self.versions);
+        SlotView {
+            generation: self.generation.load(Ordering::Acquire),
+            current: v.current.clone(),
+            confirmed: v.current_confirmed,
+            has_previous: v.previous.is_some(),
+        }
+    }
+
+    /// Record that the version with `hash` finished probation: it becomes
+    /// the one later versions are rolled back to.
+    pub fn confirm(&self, hash: &str) {
+        let mut v = lock(&self.versions);
+        if v.current.as_ref().is_some_and(|c| c.hash == hash) {
+            v.current_confirmed = true;
+        }
     }
 
     /// The generation counter alone (cheap check between batches).
@@ -345,7 +392,7 @@ impl Registry {
             } else {
                 LoadOutcome::Loaded
             };
-            v.previous = v.current.take();
+            v.retire_current();
             v.current = Some(compiled.clone());
             v.last_error = None;
             slot.generation.fetch_add(1, Ordering::AcqRel);
@@ -379,9 +426,9 @@ impl Registry {
         let slot = self.slot(name);
         let old = {
             let mut v = lock(&slot.versions);
-            let old = v.current.take();
+            let old = v.current.clone();
             if old.is_some() {
-                v.previous = old.clone();
+                v.retire_current();
                 slot.generation.fetch_add(1, Ordering::AcqRel);
             }
             old
@@ -397,8 +444,8 @@ impl Registry {
         }
     }
 
-    /// Put the previous version of `name` back in place of `bad` (if `bad`
-    /// is still the live one) and refuse `bad`'s bytes from now on.
+    /// Put the last known good version of `name` back in place of `bad` (if
+    /// `bad` is still the live one) and refuse `bad`'s bytes from now on.
     /// Returns false if there is nothing to roll back to.
     pub fn rollback(&self, name: &str, bad: &Compiled, reason: &str) -> bool {
         let slot = self.slot(name);
@@ -414,6 +461,7 @@ impl Registry {
             }
             v.rejected.insert(bad.hash.clone());
             v.current = Some(prev.clone());
+            v.current_confirmed = true;
             v.previous = None;
             v.last_error = Some(reason.to_owned());
             slot.generation.fetch_add(1, Ordering::AcqRel);

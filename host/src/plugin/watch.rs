@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Longest a change waits for the folder to go quiet before it is loaded
+/// anyway.
+pub const RELOAD_MAX_DELAY: Duration = Duration::from_secs(2);
 
 use notify::{RecursiveMode, Watcher as _};
 
@@ -41,11 +45,18 @@ pub fn watch(registry: Arc<Registry>, debounce: Duration) -> notify::Result<Watc
 }
 
 fn reload_loop(registry: &Registry, rx: &mpsc::Receiver<PathBuf>, debounce: Duration) {
-    // Block for the first change, then gather until the folder is quiet.
+    // Block for the first change, then gather until the folder is quiet —
+    // but no longer than RELOAD_MAX_DELAY, so a folder that never goes quiet
+    // (a busy neighbour file) cannot hold reloads back for ever.
     while let Ok(first) = rx.recv() {
         let mut changed = BTreeSet::from([first]);
+        let give_up = Instant::now() + RELOAD_MAX_DELAY.max(debounce);
         loop {
-            match rx.recv_timeout(debounce) {
+            let wait = debounce.min(give_up.saturating_duration_since(Instant::now()));
+            if wait.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(wait) {
                 Ok(p) => {
                     changed.insert(p);
                 }

@@ -287,3 +287,26 @@ fn removed_file_unloads_the_plugin_and_events_follow_the_failure_policy() {
         "Chrome"
     );
 }
+
+#[test]
+fn rollback_restores_the_last_proven_version_not_an_untested_one() {
+    let (sb, mut pipe) = live_enricher(&["--batch-size", "1"]);
+    // v1 serves (and so proves itself).
+    assert!(!has_version(&probe(&mut pipe, "v1")));
+    // v2 arrives but never serves a batch before v3 replaces it.
+    let swapped = |v: &Value| is_log(v, "plugin swapped", "ua-enricher");
+    sb.rename_over(UA_ENRICHER_V2, "ua-enricher");
+    pipe.wait_nth_log("v2 swapped in", 1, SHORT, swapped);
+    sb.rename_over(TRAP, "ua-enricher");
+    pipe.wait_nth_log("v3 swapped in", 2, SHORT, swapped);
+    // v3 traps: the batch is retried on v1, the last version that served.
+    let e = probe(&mut pipe, "after");
+    assert_eq!(e["properties"]["$browser"], "Chrome");
+    assert!(
+        !has_version(&e),
+        "rolled back to untested v2 instead of v1: {e}"
+    );
+    pipe.wait_log("rolled back", SHORT, |v| {
+        is_log(v, "plugin rolled back", "ua-enricher")
+    });
+}
