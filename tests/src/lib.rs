@@ -167,14 +167,15 @@ impl Sandbox {
         path
     }
 
-    fn pipe_command(&self, config: &Path, extra: &[&str]) -> Command {
+    fn pipe_command(&self, config: Option<&Path>, extra: &[&str]) -> Command {
         let mut cmd = Command::new(eddy_bin());
-        cmd.arg("--log-format")
-            .arg("json")
-            .arg("pipe")
-            .arg("--config")
-            .arg(config)
-            .arg("--summary")
+        cmd.arg("--log-format").arg("json").arg("pipe");
+        match config {
+            Some(c) => cmd.arg("--config").arg(c),
+            // The embedded default configuration, on this sandbox's plugins.
+            None => cmd.arg("--plugins-dir").arg(self.plugins_dir()),
+        };
+        cmd.arg("--summary")
             .arg("json")
             .arg("--dead-letter")
             .arg(self.dir.path().join("dead.ndjson"))
@@ -186,10 +187,25 @@ impl Sandbox {
 
     /// Run `eddy pipe` to completion over `input` (NDJSON), with a time limit.
     pub fn pipe(&self, config: &Path, input: &str, extra: &[&str]) -> PipeRun {
+        self.pipe_with(Some(config), input.as_bytes(), extra, &[])
+    }
+
+    /// Like [`Sandbox::pipe`], with raw input bytes, the embedded default
+    /// configuration when `config` is `None`, and extra environment.
+    pub fn pipe_with(
+        &self,
+        config: Option<&Path>,
+        input: &[u8],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> PipeRun {
         let input_path = self.dir.path().join("input.ndjson");
         std::fs::write(&input_path, input).expect("write input");
         let mut cmd = self.pipe_command(config, extra);
         cmd.arg("--input").arg(&input_path).arg("--no-watch");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let output = run_with_timeout(cmd, Duration::from_secs(120));
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -223,7 +239,7 @@ impl Sandbox {
 
     /// Start a long-running `eddy pipe` fed through stdin.
     pub fn spawn_pipe(&self, config: &Path, extra: &[&str]) -> LivePipe {
-        let mut cmd = self.pipe_command(config, extra);
+        let mut cmd = self.pipe_command(Some(config), extra);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

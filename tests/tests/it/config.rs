@@ -55,30 +55,18 @@ fn lines_that_are_not_events_are_counted_and_skipped() {
     let mut input = event_line("a", "u1", 1, serde_json::json!({})).into_bytes();
     input.extend_from_slice(b"\n\xff\xfe not utf-8\n{\"name\": 1}\nnot json\n");
     input.extend_from_slice(event_line("b", "u1", 2, serde_json::json!({})).as_bytes());
-    let path = sb.path().join("mixed.ndjson");
-    std::fs::write(&path, input).unwrap();
-    let mut cmd = std::process::Command::new(eddy_bin());
-    cmd.args(["pipe", "--no-watch", "--summary", "json", "--config"])
-        .arg(&cfg)
-        .arg("--input")
-        .arg(&path);
-    let out = run_with_timeout(cmd, std::time::Duration::from_secs(60));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+    let run = sb.pipe_with(Some(&cfg), &input, &[], &[]);
+    assert!(run.success, "{}", run.stderr);
+    let ids: Vec<&str> = run
+        .events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["a", "b"]);
-    let summary: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
-    assert_eq!(summary["rejected_lines"], 3);
-    assert!(
-        stderr.contains("line=2") || stderr.contains("\"line\":2"),
-        "{stderr}"
-    );
+    assert_eq!(run.summary["rejected_lines"], 3);
+    let reported = run.stderr.lines().any(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+        v["message"] == "input line is not valid UTF-8" && v["line"] == 2
+    });
+    assert!(reported, "line 2 reported: {}", run.stderr);
 }

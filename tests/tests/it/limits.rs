@@ -161,24 +161,15 @@ fn plugins_see_no_files_environment_or_sockets_but_do_see_the_clock() {
     // Give the host a secret in its environment and files around it: none of
     // it may reach the plugin.
     std::fs::write(sb.path().join("secret.txt"), "hunter2").unwrap();
-    let mut cmd = std::process::Command::new(eddy_bin());
-    cmd.args(["pipe", "--no-watch", "--summary", "none", "--config"])
-        .arg(&cfg)
-        .arg("--input")
-        .arg({
-            let p = sb.path().join("in.ndjson");
-            std::fs::write(&p, event_line("e", "u", 1, json!({}))).unwrap();
-            p
-        })
-        .env("EDDY_TEST_SECRET", "hunter2")
-        .current_dir(sb.path());
-    let out = run_with_timeout(cmd, std::time::Duration::from_secs(60));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let input = event_line("e", "u", 1, json!({}));
+    let run = sb.pipe_with(
+        Some(&cfg),
+        input.as_bytes(),
+        &[],
+        &[("EDDY_TEST_SECRET", "hunter2")],
     );
-    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(run.success, "{}", run.stderr);
+    let e = &run.events[0];
     let p = &e["properties"];
     assert_eq!(p["read_root_dir"], false, "{p}");
     assert_eq!(p["read_cwd"], false, "{p}");

@@ -203,26 +203,9 @@ fn default_pipeline_runs_all_example_plugins_in_order() {
     ]
     .join("\n");
     // No --config: the embedded default, pointed at our folder.
-    let mut cmd = std::process::Command::new(eddy_bin());
-    cmd.args(["pipe", "--no-watch", "--summary", "json", "--plugins-dir"])
-        .arg(sb.plugins_dir())
-        .arg("--input")
-        .arg({
-            let p = sb.path().join("in.ndjson");
-            std::fs::write(&p, &input).unwrap();
-            p
-        })
-        .current_dir(sb.path());
-    let out = run_with_timeout(cmd, std::time::Duration::from_secs(60));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let run = sb.pipe_with(None, input.as_bytes(), &[], &[]);
+    assert!(run.success, "{}", run.stderr);
+    let events = &run.events;
     assert_eq!(events.len(), 1, "the bot is filtered");
     let p = &events[0]["properties"];
     assert_eq!(p["$browser"], "Chrome");
