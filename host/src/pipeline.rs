@@ -260,9 +260,19 @@ impl Stage {
             Ok(()) => {
                 self.stats.busy_ns += elapsed;
                 self.stats.processed_events += n;
+                // The batch went through: its state writes become real.
+                if let Some(i) = active.instance.as_mut() {
+                    i.commit_state();
+                }
             }
+            // A failed batch leaves no state behind; a poisoned instance
+            // takes its pending writes with it.
             Err((e, _)) if e.poisons_instance() => active.instance = None,
-            Err(_) => {}
+            Err(_) => {
+                if let Some(i) = active.instance.as_mut() {
+                    i.discard_state();
+                }
+            }
         }
         outcome
     }

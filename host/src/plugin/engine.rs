@@ -260,6 +260,7 @@ impl PluginEngine {
         let mut instance = self.instantiate_raw(&compiled.pre, shared, memory_limit, deadline)?;
         instance.store.data_mut().log_budget = log_budget;
         instance.configure(config, deadline)?;
+        instance.commit_state();
         Ok(instance)
     }
 }
@@ -324,7 +325,18 @@ impl Instance {
         }
     }
 
+    /// Make the last call's state writes permanent (its batch succeeded).
+    pub fn commit_state(&mut self) {
+        self.store.data_mut().commit_state();
+    }
+
+    /// Forget the last call's state writes (its batch failed).
+    pub fn discard_state(&mut self) {
+        self.store.data_mut().discard_state();
+    }
+
     /// Process one batch under `deadline`, allowing `log_budget` log records.
+    /// State writes stay pending until [`Instance::commit_state`].
     pub fn process(
         &mut self,
         batch: &wit::Batch,

@@ -107,13 +107,6 @@ impl PluginShared {
         }
         Ok(())
     }
-
-    fn check_room(&self, map: &HashMap<String, Vec<u8>>) -> Result<(), state::StateError> {
-        if map.len() as u64 >= self.state_limits.max_keys {
-            return Err(state::StateError::TooManyKeys(self.state_limits.max_keys));
-        }
-        Ok(())
-    }
 }
 
 /// Per-instance store data.
@@ -127,6 +120,8 @@ pub struct StoreData {
     pub log_budget: u32,
     /// Set when the instance asked for more memory than its cap allows.
     pub memory_refused: bool,
+    /// State writes of the current call, not yet committed.
+    pending: PendingState,
     memory_limit: u64,
     /// Bytes of linear memory the instance holds, all memories together.
     memory_total: usize,
@@ -154,6 +149,7 @@ impl StoreData {
             shared,
             log_budget: 0,
             memory_refused: false,
+            pending: PendingState::new(),
             memory_limit: memory_limit_bytes,
             memory_total: 0,
         }
@@ -280,33 +276,75 @@ impl metrics::Host for StoreData {
     }
 }
 
-impl state::Host for StoreData {
-    fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        lock(&self.shared.state).get(&key).cloned()
+/// A call's state writes, applied to the shared store only if the call's
+/// batch succeeds: a batch that fails (trap, deadline, error, bad result)
+/// leaves no trace in plugin state, so its retry or pass-through sees the
+/// state as it was. `None` marks a deletion.
+pub type PendingState = HashMap<String, Option<Vec<u8>>>;
+
+impl StoreData {
+    /// The value of `key` as this call sees it: its own writes first.
+    fn state_lookup(&self, key: &str) -> Option<Vec<u8>> {
+        match self.pending.get(key) {
+            Some(v) => v.clone(),
+            None => lock(&self.shared.state).get(key).cloned(),
+        }
     }
 
-    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), state::StateError> {
+    fn state_write(&mut self, key: String, value: Vec<u8>) -> Result<(), state::StateError> {
         self.shared.check_value(&key, &value)?;
-        let mut map = lock(&self.shared.state);
-        if !map.contains_key(&key) {
-            self.shared.check_room(&map)?;
+        if self.state_lookup(&key).is_none() {
+            let new_keys = self.pending.values().filter(|v| v.is_some()).count();
+            let held = lock(&self.shared.state).len() + new_keys;
+            if held as u64 >= self.shared.state_limits.max_keys {
+                return Err(state::StateError::TooManyKeys(
+                    self.shared.state_limits.max_keys,
+                ));
+            }
         }
-        map.insert(key, value);
+        self.pending.insert(key, Some(value));
         Ok(())
     }
 
-    fn set_if_absent(&mut self, key: String, value: Vec<u8>) -> Result<bool, state::StateError> {
-        self.shared.check_value(&key, &value)?;
+    /// Apply this call's writes to the plugin's shared state.
+    pub fn commit_state(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
         let mut map = lock(&self.shared.state);
-        if map.contains_key(&key) {
+        for (k, v) in self.pending.drain() {
+            match v {
+                Some(v) => map.insert(k, v),
+                None => map.remove(&k),
+            };
+        }
+    }
+
+    /// Forget this call's writes.
+    pub fn discard_state(&mut self) {
+        self.pending.clear();
+    }
+}
+
+impl state::Host for StoreData {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.state_lookup(&key)
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), state::StateError> {
+        self.state_write(key, value)
+    }
+
+    fn set_if_absent(&mut self, key: String, value: Vec<u8>) -> Result<bool, state::StateError> {
+        if self.state_lookup(&key).is_some() {
             return Ok(false);
         }
-        self.shared.check_room(&map)?;
-        map.insert(key, value);
-        Ok(true)
+        self.state_write(key, value).map(|()| true)
     }
 
     fn delete(&mut self, key: String) -> bool {
-        lock(&self.shared.state).remove(&key).is_some()
+        let existed = self.state_lookup(&key).is_some();
+        self.pending.insert(key, None);
+        existed
     }
 }

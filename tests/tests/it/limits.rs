@@ -180,3 +180,32 @@ fn plugins_see_no_files_environment_or_sockets_but_do_see_the_clock() {
     assert_eq!(p["udp_bind"], false, "{p}");
     assert_eq!(p["clock_works"], true, "{p}");
 }
+
+#[test]
+fn state_written_by_a_failed_batch_is_discarded() {
+    let sb = Sandbox::new();
+    sb.install(STATE_THEN_TRAP, "state-then-trap");
+    let cfg = sb.config("[[stages]]\nplugin = \"state-then-trap\"\n");
+    let input = [
+        // Records u1, then traps: the record must not survive.
+        event_line("boom", "u1", 1, json!({"boom": true})),
+        event_line("first", "u1", 2, json!({})),
+        event_line("second", "u1", 3, json!({})),
+    ]
+    .join("\n");
+    let run = sb.pipe(&cfg, &input, &["--batch-size", "1"]);
+    assert!(run.success, "{}", run.stderr);
+    let seen: Vec<&serde_json::Value> = run
+        .events
+        .iter()
+        .map(|e| &e["properties"]["seen_before"])
+        .collect();
+    // The trapped batch passed through unchanged; the next call found no
+    // trace of u1; the one after found the committed record.
+    assert_eq!(
+        seen,
+        [&serde_json::Value::Null, &json!(false), &json!(true)]
+    );
+    assert_eq!(run.stage("state-then-trap")["failed_batches"], 1);
+    assert_eq!(run.plugin("state-then-trap")["state_keys"], 1);
+}
