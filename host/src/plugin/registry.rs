@@ -170,11 +170,6 @@ impl Slot {
     pub fn set_last_error(&self, error: String) {
         lock(&self.versions).last_error = Some(error);
     }
-
-    /// The last error (load or call).
-    pub fn last_error(&self) -> Option<String> {
-        lock(&self.versions).last_error.clone()
-    }
 }
 
 /// All plugins of one plugins folder.
