@@ -116,12 +116,9 @@ fn ns_per_event(dir: &Path, plugin: &str) -> (f64, f64) {
 /// work, lifting), applying the result.
 fn breakdown(dir: &Path, plugin: &str) -> (f64, f64, f64) {
     use eddy::plugin::abi::{Encoder, apply};
-    use eddy::plugin::host_api::{PluginShared, StateLimits};
+    use eddy::plugin::host_api::{PluginLimits, PluginShared};
     let engine = PluginEngine::new().unwrap();
-    let limits = StateLimits {
-        max_keys: 1 << 20,
-        max_value_bytes: 1 << 16,
-    };
+    let limits = PluginLimits::from(&eddy::config::RuntimeConfig::default());
     let shared = std::sync::Arc::new(PluginShared::new(plugin, limits));
     let bytes = std::fs::read(dir.join(format!("{plugin}.wasm"))).unwrap();
     let timeout = Duration::from_secs(30);

@@ -61,6 +61,13 @@ const DEFAULT_RELOAD_DEBOUNCE_MS: u64 = 50;
 const DEFAULT_MAX_LOG_RECORDS_PER_CALL: u32 = 100;
 const DEFAULT_STATE_MAX_KEYS: u64 = 1_000_000;
 const DEFAULT_STATE_MAX_VALUE_BYTES: u64 = 65_536;
+// Keys name things ("seen:<distinct_id>"); a kilobyte is generous and stops
+// a plugin from storing data in keys.
+const DEFAULT_STATE_MAX_KEY_BYTES: u64 = 1024;
+// Counters plus gauges: enough for any dashboard, small enough to export.
+const DEFAULT_MAX_METRICS: u64 = 1000;
+// A log line a person reads; longer messages are cut.
+const DEFAULT_MAX_LOG_MESSAGE_BYTES: u64 = 4096;
 
 // ---------------------------------------------------------------------------
 // Public types
@@ -134,6 +141,14 @@ pub struct RuntimeConfig {
     /// Largest single state value, in bytes (`state_max_value_bytes`, at
     /// least 1).
     pub state_max_value_bytes: u64,
+    /// Longest state key, in bytes (`state_max_key_bytes`, at least 1).
+    pub state_max_key_bytes: u64,
+    /// Custom metrics (counters plus gauges) one plugin may create
+    /// (`max_metrics`).
+    pub max_metrics: u64,
+    /// Longest log message kept from a plugin, in bytes; longer ones are cut
+    /// (`max_log_message_bytes`, at least 1).
+    pub max_log_message_bytes: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -151,6 +166,9 @@ impl Default for RuntimeConfig {
             max_log_records_per_call: DEFAULT_MAX_LOG_RECORDS_PER_CALL,
             state_max_keys: DEFAULT_STATE_MAX_KEYS,
             state_max_value_bytes: DEFAULT_STATE_MAX_VALUE_BYTES,
+            state_max_key_bytes: DEFAULT_STATE_MAX_KEY_BYTES,
+            max_metrics: DEFAULT_MAX_METRICS,
+            max_log_message_bytes: DEFAULT_MAX_LOG_MESSAGE_BYTES,
         }
     }
 }

@@ -11,9 +11,10 @@ use serde::de::{self, Deserializer, Unexpected, Visitor};
 
 use super::{
     Config, ConfigError, DEFAULT_BATCH_SIZE, DEFAULT_COMPILE_TIMEOUT_MS, DEFAULT_DEADLINE_MS,
-    DEFAULT_MAX_LOG_RECORDS_PER_CALL, DEFAULT_MEMORY_LIMIT_MB, DEFAULT_PLUGINS_DIR,
-    DEFAULT_PROBATION_BATCHES, DEFAULT_QUARANTINE_AFTER, DEFAULT_QUARANTINE_BACKOFF_MAX_MS,
-    DEFAULT_QUARANTINE_BACKOFF_MS, DEFAULT_RELOAD_DEBOUNCE_MS, DEFAULT_STATE_MAX_KEYS,
+    DEFAULT_MAX_LOG_MESSAGE_BYTES, DEFAULT_MAX_LOG_RECORDS_PER_CALL, DEFAULT_MAX_METRICS,
+    DEFAULT_MEMORY_LIMIT_MB, DEFAULT_PLUGINS_DIR, DEFAULT_PROBATION_BATCHES,
+    DEFAULT_QUARANTINE_AFTER, DEFAULT_QUARANTINE_BACKOFF_MAX_MS, DEFAULT_QUARANTINE_BACKOFF_MS,
+    DEFAULT_RELOAD_DEBOUNCE_MS, DEFAULT_STATE_MAX_KEY_BYTES, DEFAULT_STATE_MAX_KEYS,
     DEFAULT_STATE_MAX_VALUE_BYTES, FailurePolicy, MIB, PLUGINS_DIR_VAR, PipelineConfig,
     RuntimeConfig, StageConfig,
 };
@@ -86,6 +87,21 @@ const STATE_MAX_KEYS: Range = Range {
 const STATE_MAX_VALUE_BYTES: Range = Range {
     min: 1,
     max: None,
+    unit: "bytes",
+};
+const STATE_MAX_KEY_BYTES: Range = Range {
+    min: 1,
+    max: Some(65_536),
+    unit: "bytes",
+};
+const MAX_METRICS: Range = Range {
+    min: 0,
+    max: Some(1_000_000),
+    unit: "metrics",
+};
+const MAX_LOG_MESSAGE_BYTES: Range = Range {
+    min: 1,
+    max: Some(1_048_576),
     unit: "bytes",
 };
 
@@ -163,6 +179,9 @@ struct RawRuntime {
     max_log_records_per_call: Int,
     state_max_keys: Int,
     state_max_value_bytes: Int,
+    state_max_key_bytes: Int,
+    max_metrics: Int,
+    max_log_message_bytes: Int,
 }
 
 impl Default for RawRuntime {
@@ -179,6 +198,9 @@ impl Default for RawRuntime {
             max_log_records_per_call: int(u64::from(DEFAULT_MAX_LOG_RECORDS_PER_CALL)),
             state_max_keys: int(DEFAULT_STATE_MAX_KEYS),
             state_max_value_bytes: int(DEFAULT_STATE_MAX_VALUE_BYTES),
+            state_max_key_bytes: int(DEFAULT_STATE_MAX_KEY_BYTES),
+            max_metrics: int(DEFAULT_MAX_METRICS),
+            max_log_message_bytes: int(DEFAULT_MAX_LOG_MESSAGE_BYTES),
         }
     }
 }
@@ -313,6 +335,17 @@ impl Validator<'_> {
                 "runtime.state_max_value_bytes",
                 raw.state_max_value_bytes,
                 STATE_MAX_VALUE_BYTES,
+            )?,
+            state_max_key_bytes: self.range(
+                "runtime.state_max_key_bytes",
+                raw.state_max_key_bytes,
+                STATE_MAX_KEY_BYTES,
+            )?,
+            max_metrics: self.range("runtime.max_metrics", raw.max_metrics, MAX_METRICS)?,
+            max_log_message_bytes: self.range(
+                "runtime.max_log_message_bytes",
+                raw.max_log_message_bytes,
+                MAX_LOG_MESSAGE_BYTES,
             )?,
         })
     }

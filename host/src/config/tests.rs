@@ -99,13 +99,16 @@ fn default_toml_sets_every_key() {
         "max_log_records_per_call",
         "state_max_keys",
         "state_max_value_bytes",
+        "state_max_key_bytes",
+        "max_metrics",
+        "max_log_message_bytes",
     ] {
         assert!(
             runtime.contains_key(key),
             "default.toml lacks runtime.{key}"
         );
     }
-    assert_eq!(runtime.len(), 11);
+    assert_eq!(runtime.len(), 14);
 }
 
 #[test]
@@ -431,6 +434,27 @@ fn range_rules() {
             &[1],
             "at least 1 (bytes)",
         ),
+        (
+            "runtime",
+            "state_max_key_bytes",
+            &[0, 65_537],
+            &[1, 65_536],
+            "between 1 and 65536 (bytes)",
+        ),
+        (
+            "runtime",
+            "max_metrics",
+            &[-1, 1_000_001],
+            &[0, 1_000_000],
+            "between 0 and 1000000 (metrics)",
+        ),
+        (
+            "runtime",
+            "max_log_message_bytes",
+            &[0, 1_048_577],
+            &[1, 1_048_576],
+            "between 1 and 1048576 (bytes)",
+        ),
     ];
     for (section, key, bad, good, allowed) in cases {
         for value in *bad {
@@ -466,7 +490,8 @@ fn runtime_values_are_converted() {
     let text = "[runtime]\ndeadline_ms = 250\nmemory_limit_mb = 2\ncompile_timeout_ms = 100\n\
                 quarantine_after = 5\nquarantine_backoff_ms = 10\nquarantine_backoff_max_ms = 10\n\
                 probation_batches = 0\nreload_debounce_ms = 0\nmax_log_records_per_call = 0\n\
-                state_max_keys = 9\nstate_max_value_bytes = 8\n";
+                state_max_keys = 9\nstate_max_value_bytes = 8\nstate_max_key_bytes = 7\n\
+                max_metrics = 6\nmax_log_message_bytes = 5\n";
     let r = parse(text).unwrap().runtime;
     assert_eq!(
         r,
@@ -482,6 +507,9 @@ fn runtime_values_are_converted() {
             max_log_records_per_call: 0,
             state_max_keys: 9,
             state_max_value_bytes: 8,
+            state_max_key_bytes: 7,
+            max_metrics: 6,
+            max_log_message_bytes: 5,
         }
     );
 }

@@ -11,16 +11,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::eddy::plugin::{log, metrics, state, types};
 
-/// Longest state key, in bytes. Keys name things ("seen:<distinct_id>"); a
-/// kilobyte is generous and keeps a plugin from storing data in keys.
-pub const STATE_MAX_KEY_BYTES: usize = 1024;
-/// Distinct custom metrics (counters plus gauges) one plugin may create.
-pub const MAX_METRICS_PER_PLUGIN: usize = 1000;
-/// Longest metric name, in bytes.
+/// Longest metric name or log field name, in bytes: names, not data.
 pub const MAX_METRIC_NAME_BYTES: usize = 200;
-/// Longest log message kept, in bytes; longer ones are cut.
-pub const MAX_LOG_MESSAGE_BYTES: usize = 4096;
-/// Structured fields kept per log record.
+/// Structured fields kept per log record; a record is for a person to read.
 pub const MAX_LOG_FIELDS: usize = 32;
 
 /// `s` cut to at most `max` bytes, on a character boundary.
@@ -35,13 +28,31 @@ pub fn truncated(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Bounds on what one plugin may keep in its host-held state store.
+/// Bounds on what one plugin may keep in the host: state, metrics, logs.
 #[derive(Debug, Clone, Copy)]
-pub struct StateLimits {
+pub struct PluginLimits {
     /// `runtime.state_max_keys`.
     pub max_keys: u64,
     /// `runtime.state_max_value_bytes`.
     pub max_value_bytes: u64,
+    /// `runtime.state_max_key_bytes`.
+    pub max_key_bytes: u64,
+    /// `runtime.max_metrics`.
+    pub max_metrics: u64,
+    /// `runtime.max_log_message_bytes`.
+    pub max_log_message_bytes: u64,
+}
+
+impl From<&crate::config::RuntimeConfig> for PluginLimits {
+    fn from(c: &crate::config::RuntimeConfig) -> Self {
+        PluginLimits {
+            max_keys: c.state_max_keys,
+            max_value_bytes: c.state_max_value_bytes,
+            max_key_bytes: c.state_max_key_bytes,
+            max_metrics: c.max_metrics,
+            max_log_message_bytes: c.max_log_message_bytes,
+        }
+    }
 }
 
 /// Everything the host keeps for a plugin *name*, across instances, traps and
@@ -51,7 +62,7 @@ pub struct PluginShared {
     /// The plugin's name (its file stem).
     pub name: String,
     state: Mutex<HashMap<String, Vec<u8>>>,
-    state_limits: StateLimits,
+    limits: PluginLimits,
     counters: Mutex<BTreeMap<String, u64>>,
     gauges: Mutex<BTreeMap<String, f64>>,
     /// Log records the plugin emitted beyond its per-call budget.
@@ -69,11 +80,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl PluginShared {
     /// Fresh shared state for plugin `name`.
-    pub fn new(name: &str, state_limits: StateLimits) -> Self {
+    pub fn new(name: &str, limits: PluginLimits) -> Self {
         PluginShared {
             name: name.to_owned(),
             state: Mutex::new(HashMap::new()),
-            state_limits,
+            limits,
             counters: Mutex::new(BTreeMap::new()),
             gauges: Mutex::new(BTreeMap::new()),
             logs_suppressed: AtomicU64::new(0),
@@ -97,12 +108,12 @@ impl PluginShared {
     }
 
     fn check_value(&self, key: &str, value: &[u8]) -> Result<(), state::StateError> {
-        if key.len() > STATE_MAX_KEY_BYTES {
-            return Err(state::StateError::ValueTooLarge(STATE_MAX_KEY_BYTES as u64));
+        if key.len() as u64 > self.limits.max_key_bytes {
+            return Err(state::StateError::ValueTooLarge(self.limits.max_key_bytes));
         }
-        if value.len() as u64 > self.state_limits.max_value_bytes {
+        if value.len() as u64 > self.limits.max_value_bytes {
             return Err(state::StateError::ValueTooLarge(
-                self.state_limits.max_value_bytes,
+                self.limits.max_value_bytes,
             ));
         }
         Ok(())
@@ -217,8 +228,9 @@ impl log::Host for StoreData {
         }
         self.log_budget -= 1;
         let plugin = self.shared.name.as_str();
-        let message = truncated(&message, MAX_LOG_MESSAGE_BYTES);
-        let fields = FieldList(fields.get(..MAX_LOG_FIELDS).unwrap_or(&fields));
+        let max = usize::try_from(self.shared.limits.max_log_message_bytes).unwrap_or(usize::MAX);
+        let message = truncated(&message, max);
+        let fields = FieldList(fields.get(..MAX_LOG_FIELDS).unwrap_or(&fields), max);
         match level {
             log::Level::Trace => tracing::trace!(plugin, fields = %fields, "{message}"),
             log::Level::Debug => tracing::debug!(plugin, fields = %fields, "{message}"),
@@ -230,7 +242,7 @@ impl log::Host for StoreData {
 }
 
 /// Plugin-supplied fields, rendered `k=v k=v`.
-struct FieldList<'a>(&'a [(String, String)]);
+struct FieldList<'a>(&'a [(String, String)], usize);
 
 impl std::fmt::Display for FieldList<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -239,7 +251,7 @@ impl std::fmt::Display for FieldList<'_> {
                 f.write_str(" ")?;
             }
             let k = truncated(k, MAX_METRIC_NAME_BYTES);
-            write!(f, "{k}={:?}", truncated(v, MAX_LOG_MESSAGE_BYTES))?;
+            write!(f, "{k}={:?}", truncated(v, self.1))?;
         }
         Ok(())
     }
@@ -249,7 +261,8 @@ impl StoreData {
     /// Whether a new metric called `name` fits the caps (`existing` of its
     /// kind already exist); counts the refusal if not.
     fn metric_allowed(&self, name: &str, existing: usize) -> bool {
-        let ok = name.len() <= MAX_METRIC_NAME_BYTES && existing < MAX_METRICS_PER_PLUGIN;
+        let ok = name.len() <= MAX_METRIC_NAME_BYTES
+            && (existing as u64) < self.shared.limits.max_metrics;
         if !ok {
             self.shared.metrics_refused.fetch_add(1, Ordering::Relaxed);
         }
@@ -296,10 +309,8 @@ impl StoreData {
         if self.state_lookup(&key).is_none() {
             let new_keys = self.pending.values().filter(|v| v.is_some()).count();
             let held = lock(&self.shared.state).len() + new_keys;
-            if held as u64 >= self.shared.state_limits.max_keys {
-                return Err(state::StateError::TooManyKeys(
-                    self.shared.state_limits.max_keys,
-                ));
+            if held as u64 >= self.shared.limits.max_keys {
+                return Err(state::StateError::TooManyKeys(self.shared.limits.max_keys));
             }
         }
         self.pending.insert(key, Some(value));
@@ -346,5 +357,86 @@ impl state::Host for StoreData {
         let existed = self.state_lookup(&key).is_some();
         self.pending.insert(key, None);
         existed
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn store(limits: PluginLimits) -> StoreData {
+        StoreData::new(Arc::new(PluginShared::new("p", limits)), 1 << 20)
+    }
+
+    const LIMITS: PluginLimits = PluginLimits {
+        max_keys: 2,
+        max_value_bytes: 4,
+        max_key_bytes: 8,
+        max_metrics: 1,
+        max_log_message_bytes: 16,
+    };
+
+    #[test]
+    fn state_bounds_are_enforced() {
+        use state::StateError::{TooManyKeys, ValueTooLarge};
+        let mut s = store(LIMITS);
+        let long_key = "k".repeat(9);
+        assert!(matches!(
+            state::Host::set(&mut s, long_key, vec![1]),
+            Err(ValueTooLarge(8))
+        ));
+        assert!(matches!(
+            state::Host::set(&mut s, "a".into(), vec![0; 5]),
+            Err(ValueTooLarge(4))
+        ));
+        assert!(state::Host::set(&mut s, "a".into(), vec![1]).is_ok());
+        assert!(state::Host::set(&mut s, "b".into(), vec![1]).is_ok());
+        assert!(matches!(
+            state::Host::set(&mut s, "c".into(), vec![1]),
+            Err(TooManyKeys(2))
+        ));
+        // Overwriting an existing key needs no room.
+        assert!(state::Host::set(&mut s, "a".into(), vec![2]).is_ok());
+    }
+
+    #[test]
+    fn writes_reach_shared_state_only_on_commit() {
+        let mut s = store(LIMITS);
+        state::Host::set(&mut s, "a".into(), vec![1]).unwrap();
+        assert_eq!(
+            state::Host::get(&mut s, "a".into()),
+            Some(vec![1]),
+            "a call sees its own writes"
+        );
+        assert_eq!(s.shared.state_keys(), 0);
+        s.discard_state();
+        assert_eq!(state::Host::get(&mut s, "a".into()), None);
+        state::Host::set(&mut s, "a".into(), vec![1]).unwrap();
+        s.commit_state();
+        assert_eq!(s.shared.state_keys(), 1);
+        assert!(state::Host::delete(&mut s, "a".into()));
+        s.commit_state();
+        assert_eq!(s.shared.state_keys(), 0);
+    }
+
+    #[test]
+    fn metric_count_and_name_caps_are_enforced() {
+        let mut s = store(LIMITS);
+        metrics::Host::counter_add(&mut s, "ok".into(), 1);
+        metrics::Host::counter_add(&mut s, "second".into(), 1);
+        metrics::Host::counter_add(&mut s, "ok".into(), 2);
+        metrics::Host::gauge_set(&mut s, "n".repeat(MAX_METRIC_NAME_BYTES + 1), 1.0);
+        assert_eq!(s.shared.counters().get("ok"), Some(&3));
+        assert_eq!(s.shared.counters().len(), 1);
+        assert!(s.shared.gauges().is_empty());
+        assert_eq!(s.shared.metrics_refused.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn truncation_respects_character_boundaries() {
+        assert_eq!(truncated("héllo", 2), "h");
+        assert_eq!(truncated("héllo", 3), "hé");
+        assert_eq!(truncated("abc", 10), "abc");
     }
 }

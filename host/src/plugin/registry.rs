@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::engine::{Compiled, PluginEngine, PluginError};
-use super::host_api::{PluginShared, StateLimits};
+use super::host_api::{PluginLimits, PluginShared};
 use crate::config::RuntimeConfig;
 
 /// A lifecycle change, published to subscribers (the `plugins` channel),
@@ -243,13 +243,7 @@ impl Registry {
             .entry(name.to_owned())
             .or_insert_with(|| {
                 Arc::new(Slot {
-                    shared: Arc::new(PluginShared::new(
-                        name,
-                        StateLimits {
-                            max_keys: self.config.state_max_keys,
-                            max_value_bytes: self.config.state_max_value_bytes,
-                        },
-                    )),
+                    shared: Arc::new(PluginShared::new(name, PluginLimits::from(&self.config))),
                     versions: Mutex::new(Versions::default()),
                     generation: AtomicU64::new(0),
                     counters: SlotCounters::default(),
