@@ -66,7 +66,9 @@ fn events() -> Vec<Event> {
         .collect()
 }
 
-fn pipeline_for(dir: &Path, plugin: &str) -> Pipeline {
+/// A config with one stage running `plugin` from `dir`, and an empty
+/// registry for that folder.
+fn single_stage(dir: &Path, plugin: &str) -> (Config, std::sync::Arc<Registry>) {
     let text = format!(
         "plugins_dir = {:?}\n[[stages]]\nplugin = \"{plugin}\"\n",
         dir.display().to_string()
@@ -77,6 +79,11 @@ fn pipeline_for(dir: &Path, plugin: &str) -> Pipeline {
         config.runtime.clone(),
         dir.to_path_buf(),
     );
+    (config, registry)
+}
+
+fn pipeline_for(dir: &Path, plugin: &str) -> Pipeline {
+    let (config, registry) = single_stage(dir, plugin);
     registry
         .load_file(&dir.join(format!("{plugin}.wasm")))
         .unwrap();
@@ -160,16 +167,7 @@ fn swap_latency(src: &Path) -> Vec<f64> {
     let v1 = std::fs::read(src.join("ua-enricher.wasm")).unwrap();
     let v2 = std::fs::read(src.join("ua-enricher-v2.wasm")).unwrap();
     std::fs::write(dir.join("ua-enricher.wasm"), &v1).unwrap();
-    let text = format!(
-        "plugins_dir = {:?}\n[[stages]]\nplugin = \"ua-enricher\"\n",
-        dir.display().to_string()
-    );
-    let config = Config::parse(&text, "bench", &|_| None).unwrap();
-    let registry = Registry::new(
-        PluginEngine::new().unwrap(),
-        config.runtime.clone(),
-        dir.clone(),
-    );
+    let (config, registry) = single_stage(&dir, "ua-enricher");
     registry.load_all().unwrap();
     let _watcher = watch::watch(registry.clone(), config.runtime.reload_debounce).unwrap();
     let mut pipeline = Pipeline::new(&config, registry.clone()).unwrap();

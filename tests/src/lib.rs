@@ -112,6 +112,14 @@ impl PipeRun {
             .unwrap_or_else(|| panic!("no stage {name} in summary: {}", self.summary))
     }
 
+    /// The ids of the output events, in order.
+    pub fn ids(&self) -> Vec<&str> {
+        self.events
+            .iter()
+            .map(|e| e["id"].as_str().expect("event id"))
+            .collect()
+    }
+
     /// The status row of plugin `name`.
     pub fn plugin(&self, name: &str) -> &Value {
         summary_plugin(&self.summary, name)

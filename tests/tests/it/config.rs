@@ -57,11 +57,7 @@ fn lines_that_are_not_events_are_counted_and_skipped() {
     input.extend_from_slice(event_line("b", "u1", 2, serde_json::json!({})).as_bytes());
     let run = sb.pipe_with(Some(&cfg), &input, &[], &[]);
     assert!(run.success, "{}", run.stderr);
-    let ids: Vec<&str> = run
-        .events
-        .iter()
-        .map(|e| e["id"].as_str().unwrap())
-        .collect();
+    let ids = run.ids();
     assert_eq!(ids, ["a", "b"]);
     assert_eq!(run.summary["rejected_lines"], 3);
     let reported = run.stderr.lines().any(|l| {

@@ -35,11 +35,7 @@ fn bot_filter_drops_crawlers_and_keeps_people() {
     .join("\n");
     let run = sb.pipe(&cfg, &input, &[]);
     assert!(run.success, "{}", run.stderr);
-    let ids: Vec<&str> = run
-        .events
-        .iter()
-        .map(|e| e["id"].as_str().unwrap())
-        .collect();
+    let ids = run.ids();
     assert_eq!(ids, ["human", "no-ua", "phone"]);
     assert_eq!(run.stage("bot-filter")["dropped"], 3);
     assert_eq!(run.summary["dropped"], 3);
