@@ -26,11 +26,15 @@ use std::time::Duration;
 
 mod interpolate;
 mod raw;
+mod service;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
 
 pub use interpolate::interpolate;
+pub use service::{
+    AuthConfig, DEFAULT_LISTEN, IngestConfig, InvalidPolicy, ServerConfig, StreamsConfig,
+};
 
 use interpolate::{interpolate_text, parse_message};
 use raw::RawConfig;
@@ -87,6 +91,14 @@ pub struct Config {
     /// `[[stages]]`, in pipeline order. May be empty: events then pass
     /// through unchanged.
     pub stages: Vec<StageConfig>,
+    /// `[server]`: the HTTP listener of `eddy serve`.
+    pub server: ServerConfig,
+    /// `[ingest]`: validation bounds and the ingest queue.
+    pub ingest: IngestConfig,
+    /// `[streams]`: WebSocket / SSE fan-out.
+    pub streams: StreamsConfig,
+    /// `[auth]`: API keys (none: open).
+    pub auth: AuthConfig,
 }
 
 /// `[pipeline]` settings.

@@ -25,11 +25,11 @@ use super::{
 
 /// An allowed range for an integer key, with the unit shown in errors.
 #[derive(Debug, Clone, Copy)]
-struct Range {
-    min: i64,
+pub(super) struct Range {
+    pub(super) min: i64,
     /// `None`: no upper bound.
-    max: Option<i64>,
-    unit: &'static str,
+    pub(super) max: Option<i64>,
+    pub(super) unit: &'static str,
 }
 
 const U32_MAX: i64 = u32::MAX as i64;
@@ -112,7 +112,7 @@ const MAX_LOG_MESSAGE_BYTES: Range = Range {
 /// An integer as written in the file; range checks come later, so negative
 /// values get a range error rather than a type error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Int(i64);
+pub(super) struct Int(pub(super) i64);
 
 impl<'de> Deserialize<'de> for Int {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -135,7 +135,7 @@ impl<'de> Deserialize<'de> for Int {
     }
 }
 
-fn int(v: u64) -> Int {
+pub(super) fn int(v: u64) -> Int {
     Int(i64::try_from(v).unwrap_or(i64::MAX))
 }
 
@@ -149,6 +149,14 @@ pub(super) struct RawConfig {
     runtime: RawRuntime,
     #[serde(default)]
     stages: Vec<RawStage>,
+    #[serde(default)]
+    server: super::service::RawServer,
+    #[serde(default)]
+    ingest: super::service::RawIngest,
+    #[serde(default)]
+    streams: super::service::RawStreams,
+    #[serde(default)]
+    auth: super::service::RawAuth,
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,12 +236,16 @@ struct RawStage {
 // ---------------------------------------------------------------------------
 
 /// Checks values of one source, building errors that name it.
-struct Validator<'a> {
-    origin: &'a str,
+pub(super) struct Validator<'a> {
+    pub(super) origin: &'a str,
 }
 
 impl Validator<'_> {
-    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    pub(super) fn invalid(
+        &self,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError::Invalid {
             origin: self.origin.to_owned(),
             key: key.into(),
@@ -242,7 +254,7 @@ impl Validator<'_> {
     }
 
     /// `value` if it lies in `range`, else an error naming `key`.
-    fn range(&self, key: &str, value: Int, range: Range) -> Result<u64, ConfigError> {
+    pub(super) fn range(&self, key: &str, value: Int, range: Range) -> Result<u64, ConfigError> {
         let Int(v) = value;
         let in_range = v >= range.min && range.max.is_none_or(|max| v <= max);
         match u64::try_from(v) {
@@ -260,7 +272,12 @@ impl Validator<'_> {
         }
     }
 
-    fn millis(&self, key: &str, value: Int, range: Range) -> Result<Duration, ConfigError> {
+    pub(super) fn millis(
+        &self,
+        key: &str,
+        value: Int,
+        range: Range,
+    ) -> Result<Duration, ConfigError> {
         self.range(key, value, range).map(Duration::from_millis)
     }
 
@@ -483,6 +500,10 @@ impl RawConfig {
             )
         })?;
         let runtime = v.runtime(&self.runtime)?;
+        let server = v.server(&self.server)?;
+        let ingest = v.ingest(&self.ingest)?;
+        let streams = v.streams(&self.streams)?;
+        let auth = v.auth(self.auth)?;
 
         let mut stages = Vec::with_capacity(self.stages.len());
         let mut seen: HashMap<String, usize> = HashMap::new();
@@ -512,6 +533,10 @@ impl RawConfig {
             pipeline: PipelineConfig { batch_size },
             runtime,
             stages,
+            server,
+            ingest,
+            streams,
+            auth,
         })
     }
 }

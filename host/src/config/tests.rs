@@ -725,3 +725,66 @@ fn stage_config_rejects_nan() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[test]
+fn service_sections_default_to_the_embedded_values() {
+    let config = Config::parse(DEFAULT_CONFIG, EMBEDDED_ORIGIN, &no_env).unwrap();
+    assert_eq!(config.server, ServerConfig::default());
+    assert_eq!(config.ingest, IngestConfig::default());
+    assert_eq!(config.streams, StreamsConfig::default());
+    assert_eq!(config.auth, AuthConfig::default());
+    // A file without the sections gets the same values.
+    let empty = parse("").unwrap();
+    assert_eq!(empty.server, config.server);
+    assert_eq!(empty.ingest, config.ingest);
+    assert_eq!(empty.streams, config.streams);
+    assert_eq!(config.server.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(config.ingest.on_invalid, InvalidPolicy::AcceptValid);
+}
+
+#[test]
+fn default_toml_shows_every_service_key() {
+    let table: toml::Table =
+        toml::from_str(&interpolate(DEFAULT_CONFIG, &no_env).unwrap()).unwrap();
+    // Every key a section accepts must be shown (and so documented) in the
+    // default file: parse each key alone to prove it is accepted, and count.
+    for (section, keys) in [("server", 5), ("ingest", 12), ("streams", 8), ("auth", 3)] {
+        let shown = table[section].as_table().unwrap();
+        assert_eq!(shown.len(), keys, "[{section}] in default.toml");
+        for (key, value) in shown {
+            let text = format!("[{section}]\n{key} = {value}\n");
+            parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+    }
+}
+
+#[test]
+fn service_values_are_checked() {
+    let listen = err("[server]\nlisten = \"localhost\"").to_string();
+    assert!(listen.contains("server.listen"), "{listen}");
+    assert!(listen.contains("IP:PORT"), "{listen}");
+    let queue = err("[streams]\nreplay_capacity = 10\nclient_queue = 20").to_string();
+    assert!(queue.contains("streams.client_queue"), "{queue}");
+    assert!(queue.contains("replay_capacity = 10"), "{queue}");
+    let zero = err("[ingest]\nqueue_events = 0").to_string();
+    assert!(zero.contains("ingest.queue_events"), "{zero}");
+    assert!(zero.contains("(events)"), "{zero}");
+    let policy = err("[ingest]\non_invalid = \"drop\"").to_string();
+    assert!(policy.contains("accept-valid"), "{policy}");
+    let key = err("[auth]\nwrite_keys = [\"short\"]").to_string();
+    assert!(key.contains("auth.write_keys[0]"), "{key}");
+    let unknown = err("[streams]\nclient_queu = 5").to_string();
+    assert!(unknown.contains("client_queu"), "{unknown}");
+
+    let ok = parse(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[ingest]\non_invalid = \"reject-request\"\n\
+         future_skew_ms = 0\n[auth]\nadmin_keys = [\"0123456789\"]",
+    )
+    .unwrap();
+    assert_eq!(ok.server.listen.port(), 0);
+    assert_eq!(ok.ingest.on_invalid, InvalidPolicy::RejectRequest);
+    assert_eq!(ok.ingest.future_skew, Duration::ZERO);
+    assert_eq!(ok.auth.admin_keys, ["0123456789"]);
+    // Keys never show in debug output.
+    assert!(!format!("{:?}", ok.auth).contains("0123456789"));
+}
