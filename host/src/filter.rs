@@ -565,15 +565,9 @@ impl Filter {
     /// Check that every predicate's path can resolve on an event, for a
     /// channel of events (on which another path would silently never match).
     pub fn check_event_fields(&self) -> Result<(), FilterError> {
-        for (i, p) in self.predicates().enumerate() {
-            if !p.path.is_event_field() {
-                return Err(FilterError::NotEventField {
-                    at: format!("where[{i}].field"),
-                    path: p.path.as_str().to_owned(),
-                });
-            }
-        }
-        Ok(())
+        check_event_paths(self.predicates().map(|p| &p.path), |i| {
+            format!("where[{i}].field")
+        })
     }
 
     /// Parse the JSON form: `{"names": [...], "where": [{"field", "op",
@@ -610,7 +604,7 @@ impl Filter {
                         .filter(|n| !n.is_empty())
                         .map(CompactString::from),
                 ),
-                "name" => names.push(CompactString::from(value.as_str())),
+                "name" if !value.is_empty() => names.push(CompactString::from(value.as_str())),
                 "where" => predicates.push(parse_where_text(predicates.len(), value)?),
                 _ => {}
             }
@@ -626,6 +620,19 @@ fn check_count(what: &'static str, count: usize, max: usize) -> Result<(), Filte
         return Err(FilterError::TooMany { what, count, max });
     }
     Ok(())
+}
+
+fn check_event_paths<'p>(
+    paths: impl Iterator<Item = &'p FieldPath>,
+    at: impl Fn(usize) -> String,
+) -> Result<(), FilterError> {
+    match paths.enumerate().find(|(_, p)| !p.is_event_field()) {
+        Some((i, p)) => Err(FilterError::NotEventField {
+            at: at(i),
+            path: p.as_str().to_owned(),
+        }),
+        None => Ok(()),
+    }
 }
 
 fn wrong_type(at: impl Into<String>, expected: &'static str) -> FilterError {
@@ -884,6 +891,12 @@ impl Projection {
         &self.fields
     }
 
+    /// Check that every path can resolve on an event, as
+    /// [`Filter::check_event_fields`].
+    pub fn check_event_fields(&self) -> Result<(), FilterError> {
+        check_event_paths(self.fields.iter(), |i| format!("fields[{i}]"))
+    }
+
     /// A JSON object with only the projected fields that are present.
     /// `properties.<key>` nests as `{"properties": {"<key>": ...}}` (the key
     /// kept whole); other dotted paths nest at every dot.
@@ -1090,6 +1103,8 @@ mod tests {
         let f = q(&[
             ("names", "$pageview,signup"),
             ("name", "a,b"),
+            ("name", ""),
+            ("names", "signup,,"),
             ("since", "7"),
             ("where", "properties.$browser:equals:Chrome"),
             ("where", "properties.price:gt:9"),
@@ -1251,6 +1266,16 @@ mod tests {
             "fields[1]: expected a string"
         );
         assert_eq!(Projection::from_query("a,").unwrap().fields().len(), 1);
+        assert_eq!(
+            Projection::from_query("name,properties")
+                .unwrap()
+                .check_event_fields()
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "fields[1]: `properties` is not an event field; event fields are {EVENT_FIELDS}"
+            )
+        );
     }
 
     #[test]
