@@ -28,6 +28,8 @@
 
 pub mod config;
 pub mod event;
+pub mod filter;
+pub mod hub;
 pub mod pipe;
 pub mod pipeline;
 pub mod plugin;

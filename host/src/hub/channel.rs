@@ -1,0 +1,211 @@
+//! One channel: its ring of recent messages, its publisher and its wake-up
+//! signal.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use tokio::sync::watch;
+
+use super::HubConfig;
+use crate::event::Event;
+use crate::filter::{FieldPath, FieldRef, Record};
+
+/// What a channel carries: events, or JSON documents (window results, plugin
+/// notices, statistics, ...).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// An analytics event.
+    Event(Event),
+    /// Any other JSON document.
+    Json(serde_json::Value),
+}
+
+/// Filters apply to either kind; see [`Record`] for how each resolves paths.
+impl Record for Payload {
+    fn field(&self, path: &FieldPath) -> Option<FieldRef<'_>> {
+        match self {
+            Payload::Event(e) => e.field(path),
+            Payload::Json(v) => v.field(path),
+        }
+    }
+
+    fn name(&self) -> Option<&str> {
+        match self {
+            Payload::Event(e) => Record::name(e),
+            Payload::Json(v) => v.name(),
+        }
+    }
+}
+
+/// One published message. Shared (`Arc`) between the ring and every
+/// subscriber that reads it.
+#[derive(Debug)]
+pub struct Message {
+    /// Position in its channel: 1 for the first message, then contiguous.
+    pub seq: u64,
+    /// The content.
+    pub payload: Payload,
+    /// The payload's JSON, built by the first subscriber that needs it.
+    json: OnceLock<String>,
+}
+
+impl Message {
+    /// A message with sequence number `seq`.
+    pub fn new(seq: u64, payload: Payload) -> Message {
+        Message {
+            seq,
+            payload,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The payload as compact JSON: [`Event::to_json`] for events. Serialized
+    /// once, on first use, and shared by every subscriber.
+    pub fn payload_json(&self) -> &str {
+        self.json.get_or_init(|| match &self.payload {
+            Payload::Event(e) => e.to_json(),
+            Payload::Json(v) => v.to_string(),
+        })
+    }
+}
+
+/// The recent messages of a channel, oldest first, ending at `head`.
+#[derive(Debug, Default)]
+pub(super) struct Ring {
+    pub(super) messages: VecDeque<Arc<Message>>,
+    /// Sequence number of the newest message; 0 before the first.
+    pub(super) head: u64,
+}
+
+impl Ring {
+    /// Sequence number of the oldest message kept; `head + 1` when empty.
+    pub(super) fn oldest(&self) -> u64 {
+        // `messages.len() <= head` always: the ring holds only published seqs.
+        self.head + 1 - self.messages.len() as u64
+    }
+}
+
+/// A named stream of messages.
+#[derive(Debug)]
+pub(super) struct Channel {
+    pub(super) name: String,
+    pub(super) config: HubConfig,
+    pub(super) ring: Mutex<Ring>,
+    /// Serializes publishers and holds the last assigned seq, so messages are
+    /// built (allocated) outside the ring lock yet pushed in seq order.
+    publishing: Mutex<u64>,
+    /// Carries the head seq; each batch sends once, waking every waiting
+    /// subscriber. Only a wake-up signal: subscribers read the ring.
+    pub(super) head_tx: watch::Sender<u64>,
+    pub(super) subscribers: AtomicUsize,
+}
+
+impl Channel {
+    pub(super) fn new(name: String, config: HubConfig) -> Channel {
+        Channel {
+            name,
+            config,
+            ring: Mutex::new(Ring::default()),
+            publishing: Mutex::new(0),
+            head_tx: watch::Sender::new(0),
+            subscribers: AtomicUsize::new(0),
+        }
+    }
+
+    /// The ring, locked. Never held across an await. A panic elsewhere while
+    /// holding it cannot leave it inconsistent (pushes and pops are single
+    /// calls), so a poisoned lock is simply taken over.
+    pub(super) fn ring(&self) -> MutexGuard<'_, Ring> {
+        self.ring.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The oldest seq a new subscription may resume from: kept in the ring,
+    /// and no more than `client_queue` behind the head, since a larger
+    /// backlog would make it lagged on its first read.
+    pub(super) fn oldest_resumable(&self, ring: &Ring) -> u64 {
+        let within_queue = (ring.head + 1).saturating_sub(self.config.client_queue as u64);
+        ring.oldest().max(within_queue)
+    }
+
+    /// The last `limit` messages, oldest first.
+    pub(super) fn recent(&self, limit: usize) -> Vec<Arc<Message>> {
+        let ring = self.ring();
+        let skip = ring.messages.len().saturating_sub(limit);
+        ring.messages.range(skip..).cloned().collect()
+    }
+
+    /// Append the payloads; returns the first and last seq assigned (last <
+    /// first when there were none).
+    fn append(&self, payloads: impl IntoIterator<Item = Payload>) -> (u64, u64) {
+        let mut last = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let first = *last + 1;
+        // Allocating the messages is most of a publish; doing it before taking
+        // the ring lock keeps readers from waiting on it.
+        let fresh: Vec<Arc<Message>> = payloads
+            .into_iter()
+            .zip(first..)
+            .map(|(p, seq)| Arc::new(Message::new(seq, p)))
+            .collect();
+        if fresh.is_empty() {
+            return (first, first - 1);
+        }
+        *last += fresh.len() as u64;
+        let evicted: Vec<Arc<Message>> = {
+            let mut ring = self.ring();
+            ring.messages.extend(fresh);
+            ring.head = *last;
+            let excess = ring
+                .messages
+                .len()
+                .saturating_sub(self.config.replay_capacity);
+            ring.messages.drain(..excess).collect()
+        };
+        self.head_tx.send_replace(*last);
+        let range = (first, *last);
+        drop(last);
+        // Freeing old events (their strings and property vectors) happens
+        // here, outside both locks.
+        drop(evicted);
+        range
+    }
+}
+
+/// Publishes into one channel. Cheap to clone; every clone publishes into the
+/// same sequence.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    pub(super) channel: Arc<Channel>,
+}
+
+impl Publisher {
+    /// Publish one message; returns its seq.
+    pub fn publish(&self, payload: Payload) -> u64 {
+        self.channel.append(std::iter::once(payload)).0
+    }
+
+    /// Publish several messages with one lock and one wake-up; returns the
+    /// first and last seq, or `None` for an empty batch.
+    pub fn publish_batch(&self, payloads: impl IntoIterator<Item = Payload>) -> Option<(u64, u64)> {
+        let (first, last) = self.channel.append(payloads);
+        (last >= first).then_some((first, last))
+    }
+
+    /// The last `limit` messages still in the ring, oldest first.
+    pub fn recent(&self, limit: usize) -> Vec<Arc<Message>> {
+        self.channel.recent(limit)
+    }
+
+    /// The channel's name.
+    pub fn channel(&self) -> &str {
+        &self.channel.name
+    }
+
+    /// How many subscriptions are open on the channel.
+    pub fn subscribers(&self) -> usize {
+        self.channel.subscribers.load(Ordering::Relaxed)
+    }
+}
