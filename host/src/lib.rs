@@ -28,6 +28,7 @@
 
 pub mod config;
 pub mod event;
+pub mod ingest;
 pub mod pipe;
 pub mod pipeline;
 pub mod plugin;
