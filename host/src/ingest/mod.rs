@@ -21,7 +21,9 @@ mod body;
 mod error;
 pub mod fuzzing;
 mod native;
+mod nested;
 mod posthog;
+mod posthog_parse;
 mod props;
 mod validate;
 mod value;
@@ -30,6 +32,8 @@ mod value;
 mod native_tests;
 #[cfg(test)]
 mod posthog_tests;
+#[cfg(test)]
+mod request_tests;
 
 use serde::Serialize;
 
