@@ -40,6 +40,10 @@ pub(crate) fn decode_json(
     .and_then(|shape| de.end().map(|()| shape))
     .map_err(|e| ctx.whole_error(&e, trimmed))?;
     match root {
+        // Arrays are counted while parsing; a single object only here.
+        Shape::Object if limits.max_events_per_request == 0 => {
+            return Err(DecodeError::TooManyEvents { limit: 0 });
+        }
         Shape::Object if trimmed.len() > limits.max_event_bytes => {
             out.events.clear();
             out.errors = vec![ItemError {

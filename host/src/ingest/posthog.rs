@@ -89,6 +89,12 @@ pub fn decode_posthog(
     if events.is_empty() {
         return Err(DecodeError::EmptyBody);
     }
+    // Arrays are counted while parsing; this catches a single event.
+    if events.len() > limits.max_events_per_request {
+        return Err(DecodeError::TooManyEvents {
+            limit: limits.max_events_per_request,
+        });
+    }
     finish_all(wrapper, events, &ctx)
 }
 

@@ -96,6 +96,14 @@ fn event_count_limit_is_413_only_beyond_the_limit() {
     let four = format!("[{GOOD},{GOOD},{GOOD},5]");
     let e = json_with(four.as_bytes(), &limits).unwrap_err();
     assert_eq!((e.code(), e.status()), ("too_many_events", 413));
+    let zero = Limits {
+        max_events_per_request: 0,
+        ..Limits::default()
+    };
+    for format in [Format::Json, Format::Ndjson, Format::PostHog] {
+        let e = decode(GOOD.as_bytes(), format, Encoding::Identity, &zero, NOW).unwrap_err();
+        assert_eq!(e.code(), "too_many_events", "{format:?}");
+    }
     let lines = format!("{GOOD}\n\n{GOOD}\n{GOOD}\nx\n");
     let e = decode(
         lines.as_bytes(),
