@@ -30,6 +30,7 @@ pub mod config;
 pub mod event;
 pub mod filter;
 pub mod hub;
+pub mod ingest;
 pub mod pipe;
 pub mod pipeline;
 pub mod plugin;
