@@ -26,6 +26,7 @@
 //! # }
 //! ```
 
+pub mod client;
 pub mod config;
 pub mod event;
 pub mod filter;
@@ -34,3 +35,5 @@ pub mod ingest;
 pub mod pipe;
 pub mod pipeline;
 pub mod plugin;
+pub mod runner;
+pub mod server;

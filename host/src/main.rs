@@ -15,7 +15,7 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "EDDY_LOG_FORMAT")]
     log_format: LogFormat,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -41,6 +41,31 @@ enum Command {
         /// Summary format on stderr.
         #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
         summary: SummaryFormat,
+    },
+    /// Serve HTTP ingest, WebSocket/SSE streams and the REST API (the
+    /// default when no command is given).
+    Serve {
+        /// Configuration file; the embedded default when left out.
+        #[arg(long, short, env = "EDDY_CONFIG")]
+        config: Option<std::path::PathBuf>,
+        /// Address to listen on, overriding server.listen.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Post NDJSON events from a file (or `-` for stdin) to a running
+    /// server, in batches; print accepted/rejected and the rate.
+    Send {
+        #[command(flatten)]
+        options: eddy::client::SendOptions,
+        /// Summary format on stderr.
+        #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
+        summary: SummaryFormat,
+    },
+    /// Subscribe to a channel of a running server and print its messages,
+    /// one JSON line each.
+    Tail {
+        #[command(flatten)]
+        options: eddy::client::TailOptions,
     },
     /// Print the embedded default configuration.
     DefaultConfig,
@@ -73,8 +98,41 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn run(command: Option<Command>) -> anyhow::Result<()> {
+    let command = command.unwrap_or(Command::Serve {
+        config: None,
+        listen: None,
+    });
     match command {
+        Command::Serve { config, listen } => {
+            let config = eddy::config::Config::load(config.as_deref())?;
+            let options = eddy::server::ServeOptions { listen };
+            tokio_runtime()?.block_on(eddy::server::run(config, options))
+        }
+        Command::Send { options, summary } => {
+            let result = tokio_runtime()?.block_on(eddy::client::send(&options))?;
+            match summary {
+                SummaryFormat::Text => eprintln!(
+                    "sent: {} accepted, {} rejected, {} requests ({} retried after 429), {:.2} s, {:.0} events/s",
+                    result.accepted,
+                    result.rejected,
+                    result.requests,
+                    result.retries,
+                    result.seconds,
+                    result.rate()
+                ),
+                SummaryFormat::Json => eprintln!("{}", serde_json::to_string(&result)?),
+                SummaryFormat::None => {}
+            }
+            Ok(())
+        }
+        Command::Tail { options } => tokio_runtime()?.block_on(eddy::client::tail(&options)),
         Command::Pipe { options, summary } => {
             let result = eddy::pipe::run(&options)?;
             match summary {

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod server;
+
 /// Paths of every plugin built by build.rs.
 pub mod plugins {
     include!(concat!(env!("OUT_DIR"), "/plugins.rs"));

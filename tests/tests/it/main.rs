@@ -7,3 +7,4 @@ mod config;
 mod limits;
 mod plugins;
 mod reload;
+mod serve;

@@ -1,0 +1,296 @@
+//! Ingest endpoints: eddy's own JSON and NDJSON, and PostHog's capture API.
+//!
+//! Every handler goes through the same steps: check the key, the content
+//! type and the encoding; read the body within its size and time bounds;
+//! decode and validate (see [`crate::ingest`]); apply the partial-acceptance
+//! policy; then reserve room in the ingest queue for every valid event or
+//! answer 429. A 2xx is only sent for events that are in the queue.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Limited};
+use serde_json::json;
+
+use super::auth::{Access, presented_key};
+use super::error::ApiError;
+use super::{AppState, now_ms};
+use crate::config::{IngestConfig, InvalidPolicy};
+use crate::ingest::{self, Decoded, Encoding, Format, Limits, PostHogRequest};
+use crate::runner::PushError;
+
+/// `POST /v1/events`: one JSON event or a JSON array of events.
+pub async fn events(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    native(state, query, headers, body, Format::Json).await
+}
+
+/// `POST /v1/batch`: NDJSON, one event per line.
+pub async fn batch(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    native(state, query, headers, body, Format::Ndjson).await
+}
+
+async fn native(
+    state: AppState,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    body: Body,
+    format: Format,
+) -> Response {
+    let result = async {
+        let key = presented_key(&headers, query.get("api_key").map(String::as_str));
+        state.keys.check(Access::Write, key)?;
+        check_content_type(&headers, format)?;
+        let encoding = encoding(&headers)?;
+        let bytes = read_body(&state, body, &headers).await?;
+        let decoded = ingest::decode(
+            &bytes,
+            format,
+            encoding,
+            &limits(&state.config.ingest),
+            now_ms(),
+        )
+        .map_err(decode_error)?;
+        accept(&state, decoded).map(|(status, body)| (status, Json(body)).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// PostHog's `/capture/`, `/batch/`, `/e/` and `/i/v0/e/`. PostHog clients
+/// expect `200` on success; the body adds eddy's counts to PostHog's
+/// `{"status": 1}`.
+pub async fn posthog(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        let header_key =
+            presented_key(&headers, query.get("api_key").map(String::as_str)).map(str::to_owned);
+        // Refuse early when a key is needed and the header carries a wrong
+        // one; a missing header key may still be made up by the body.
+        if let Some(key) = &header_key {
+            state.keys.check(Access::Write, Some(key))?;
+        }
+        let encoding = encoding(&headers)?;
+        let bytes = read_body(&state, body, &headers).await?;
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let request = PostHogRequest {
+            content_type,
+            compression: query.get("compression").map(String::as_str),
+        };
+        let decoded = ingest::decode_posthog(
+            &bytes,
+            encoding,
+            &request,
+            &limits(&state.config.ingest),
+            now_ms(),
+        )
+        .map_err(decode_error)?;
+        if header_key.is_none() {
+            state
+                .keys
+                .check(Access::Write, decoded.api_key.as_deref())?;
+        }
+        let (_, mut body) = accept(&state, decoded)?;
+        body["status"] = json!(1);
+        Ok::<_, ApiError>((StatusCode::OK, Json(body)).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Apply the partial-acceptance policy and queue the valid events.
+fn accept(state: &AppState, decoded: Decoded) -> Result<(StatusCode, serde_json::Value), ApiError> {
+    let Decoded { events, errors, .. } = decoded;
+    let rejected = errors.len();
+    let stats = &state.stats;
+    stats
+        .invalid
+        .fetch_add(rejected as u64, std::sync::atomic::Ordering::Relaxed);
+    metrics::counter!("eddy_ingest_invalid_events_total").increment(rejected as u64);
+    if rejected > 0
+        && (events.is_empty() || state.config.ingest.on_invalid == InvalidPolicy::RejectRequest)
+    {
+        let message = if events.is_empty() {
+            format!("no valid events: {rejected} rejected; see `errors`")
+        } else {
+            format!(
+                "{rejected} of {} events are invalid and ingest.on_invalid is \"reject-request\": \
+                 nothing was accepted; see `errors`",
+                rejected + events.len()
+            )
+        };
+        return Err(ApiError::bad_request("invalid_events", message)
+            .with("accepted", 0)
+            .with("rejected", rejected + events.len())
+            .with("errors", json!(errors)));
+    }
+    let accepted = events.len();
+    match state.queue.try_push(events) {
+        Ok(()) => {}
+        Err(e @ PushError::Full { .. }) => {
+            metrics::counter!("eddy_ingest_refused_requests_total").increment(1);
+            return Err(
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", e.to_string())
+                    .retry_after(state.config.ingest.retry_after)
+                    .with("accepted", 0),
+            );
+        }
+        Err(e @ PushError::Closed) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                e.to_string(),
+            )
+            .retry_after(state.config.ingest.retry_after)
+            .with("accepted", 0));
+        }
+    }
+    metrics::counter!("eddy_ingest_events_total").increment(accepted as u64);
+    Ok((
+        StatusCode::ACCEPTED,
+        json!({ "accepted": accepted, "rejected": rejected, "errors": errors }),
+    ))
+}
+
+/// The ingest bounds of `[ingest]`.
+pub fn limits(c: &IngestConfig) -> Limits {
+    let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    Limits {
+        max_events_per_request: size(c.max_events_per_request),
+        max_event_bytes: size(c.max_event_bytes),
+        max_properties: size(c.max_properties),
+        max_key_bytes: size(c.max_key_bytes),
+        max_string_bytes: size(c.max_string_bytes),
+        max_depth: size(c.max_depth),
+        future_skew_ms: ms(c.future_skew),
+        max_age_ms: ms(c.max_age),
+        max_decompressed_bytes: size(c.max_decompressed_bytes),
+    }
+}
+
+fn decode_error(e: ingest::DecodeError) -> ApiError {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    ApiError::new(status, e.code(), e.to_string()).with("accepted", 0)
+}
+
+/// The media type without parameters, lower-cased.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+}
+
+fn check_content_type(headers: &HeaderMap, format: Format) -> Result<(), ApiError> {
+    let media = media_type(headers);
+    let ok = match (&format, media.as_deref()) {
+        (Format::Json, Some(m)) => m == "application/json" || m.ends_with("+json"),
+        (Format::Ndjson, Some(m)) => {
+            matches!(
+                m,
+                "application/x-ndjson" | "application/jsonl" | "application/x-jsonlines"
+            )
+        }
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    let expected = match format {
+        Format::Ndjson => "application/x-ndjson",
+        _ => "application/json",
+    };
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!(
+            "Content-Type must be {expected}, not {}",
+            media.map_or_else(|| "missing".to_owned(), |m| format!("`{m}`"))
+        ),
+    ))
+}
+
+fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+    let value = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    match value.as_deref() {
+        None | Some("" | "identity") => Ok(Encoding::Identity),
+        Some("gzip" | "x-gzip") => Ok(Encoding::Gzip),
+        Some(other) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            format!("Content-Encoding `{other}` is not supported; send gzip or no encoding"),
+        )),
+    }
+}
+
+/// Read the whole body within `server.max_body_bytes` and
+/// `server.body_timeout_ms`.
+async fn read_body(state: &AppState, body: Body, headers: &HeaderMap) -> Result<Vec<u8>, ApiError> {
+    let limit = usize::try_from(state.config.server.max_body_bytes).unwrap_or(usize::MAX);
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than server.max_body_bytes = {limit} bytes"),
+        )
+        .with("accepted", 0)
+    };
+    // Refuse a declared oversize body without reading it.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let timeout = state.config.server.body_timeout;
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within server.body_timeout_ms = {} ms",
+                timeout.as_millis()
+            ),
+        )),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Ok(Err(e)) => Err(ApiError::bad_request(
+            "body_read_failed",
+            format!("the request body could not be read: {e}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes().to_vec()),
+    }
+}

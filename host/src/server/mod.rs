@@ -1,0 +1,357 @@
+//! `eddy serve`: HTTP ingest, WebSocket and SSE streams, and the REST API.
+//!
+//! [`app`] builds the router from an [`AppState`] (tests drive it without a
+//! socket); [`run`] wires everything together — plugins, the pipeline thread,
+//! the hub, the listener — and serves until SIGINT or SIGTERM, then drains.
+//!
+//! Connections are served by hyper directly rather than `axum::serve`, for
+//! the one setting axum does not expose: a header read timeout, so
+//! connections that dribble their headers (slowloris) are dropped instead of
+//! piling up.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+mod auth;
+mod error;
+mod ingest;
+mod rest;
+mod sse;
+mod streams;
+mod ws;
+
+pub use auth::{Access, Keys};
+pub use error::ApiError;
+
+use crate::config::Config;
+use crate::hub::{Hub, HubConfig, Payload};
+use crate::pipeline::{Pipeline, StageReport};
+use crate::plugin::{PluginEngine, Registry, watch as plugin_watch};
+use crate::runner::{IngestQueue, Outputs, Runner, Stats};
+
+/// Channels every server has.
+pub mod channels {
+    /// Events after the pipeline.
+    pub const EVENTS: &str = "events";
+    /// Plugin lifecycle notices.
+    pub const PLUGINS: &str = "plugins";
+    /// Pipeline counters, once per `streams.stats_interval_ms`.
+    pub const STATS: &str = "stats";
+    /// Events a failing stage sent to the dead-letter output.
+    pub const DEAD_LETTERS: &str = "dead-letters";
+}
+
+/// Everything a request handler may need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Channels.
+    pub hub: Hub,
+    /// The ingest queue.
+    pub queue: IngestQueue,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Latest stage reports from the pipeline thread.
+    pub reports: Arc<Mutex<Vec<StageReport>>>,
+    /// Plugins.
+    pub registry: Arc<Registry>,
+    /// API keys.
+    pub keys: Keys,
+    /// Open WebSocket and SSE connections.
+    pub connections: Arc<AtomicU64>,
+    /// Flips to `true` when the server starts shutting down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Prometheus exposition.
+    pub metrics: Option<PrometheusHandle>,
+    /// When the server started.
+    pub started: Instant,
+    /// Next WebSocket connection number.
+    pub next_connection: Arc<AtomicU64>,
+}
+
+/// The router: every route eddy serves.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/events", post(ingest::events))
+        .route("/v1/batch", post(ingest::batch))
+        .route("/capture", post(ingest::posthog))
+        .route("/capture/", post(ingest::posthog))
+        .route("/batch", post(ingest::posthog))
+        .route("/batch/", post(ingest::posthog))
+        .route("/e", post(ingest::posthog))
+        .route("/e/", post(ingest::posthog))
+        .route("/i/v0/e", post(ingest::posthog))
+        .route("/i/v0/e/", post(ingest::posthog))
+        .route("/v1/ws", get(ws::upgrade))
+        .route("/v1/sse", get(sse::stream))
+        .route("/v1/events/recent", get(rest::recent_events))
+        .route("/v1/channels", get(rest::channels))
+        .route("/v1/plugins", get(rest::plugins))
+        .route("/v1/plugins/{name}/reload", post(rest::reload_plugin))
+        .route("/v1/plugins/{name}/rollback", post(rest::rollback_plugin))
+        .route("/v1/stats", get(rest::stats))
+        .route("/metrics", get(rest::metrics))
+        .route("/healthz", get(rest::healthz))
+        .route("/readyz", get(rest::readyz))
+        .route("/openapi.json", get(rest::openapi))
+        .fallback(rest::not_found)
+        .method_not_allowed_fallback(rest::method_not_allowed)
+        .with_state(state)
+}
+
+/// The routes in [`app`], as (method, path) — the OpenAPI document is tested
+/// against this list.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/events"),
+    ("post", "/v1/batch"),
+    ("post", "/capture/"),
+    ("post", "/batch/"),
+    ("post", "/e/"),
+    ("post", "/i/v0/e/"),
+    ("get", "/v1/ws"),
+    ("get", "/v1/sse"),
+    ("get", "/v1/events/recent"),
+    ("get", "/v1/channels"),
+    ("get", "/v1/plugins"),
+    ("post", "/v1/plugins/{name}/reload"),
+    ("post", "/v1/plugins/{name}/rollback"),
+    ("get", "/v1/stats"),
+    ("get", "/metrics"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/openapi.json"),
+];
+
+/// Options of `eddy serve` that override the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+}
+
+/// Load plugins, start the pipeline and serve until SIGINT/SIGTERM; then
+/// stop accepting, drain queued events through the pipeline to subscribers,
+/// and return.
+pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()> {
+    if let Some(listen) = options.listen {
+        config.server.listen = listen;
+    }
+    let config = Arc::new(config);
+    let metrics = install_metrics();
+
+    let engine = PluginEngine::new().context("starting the plugin engine")?;
+    let registry = Registry::new(engine, config.runtime.clone(), config.plugins_dir.clone());
+    let loaded = registry
+        .load_all()
+        .with_context(|| format!("reading plugins folder {}", config.plugins_dir.display()))?;
+    tracing::info!(plugins = loaded, dir = %config.plugins_dir.display(), "plugins loaded");
+
+    let hub = Hub::new(HubConfig {
+        replay_capacity: usize::try_from(config.streams.replay_capacity).unwrap_or(usize::MAX),
+        client_queue: usize::try_from(config.streams.client_queue).unwrap_or(usize::MAX),
+    });
+    let plugins_channel = hub.register(channels::PLUGINS);
+    let notices = registry.subscribe();
+    std::thread::Builder::new()
+        .name("eddy-notices".into())
+        .spawn(move || {
+            for notice in notices {
+                match serde_json::to_value(&notice) {
+                    Ok(v) => {
+                        plugins_channel.publish(Payload::Json(v));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "plugin notice not serializable"),
+                }
+            }
+        })
+        .context("starting the notice thread")?;
+    let _watcher = plugin_watch::watch(registry.clone(), config.runtime.reload_debounce)
+        .with_context(|| format!("watching {}", config.plugins_dir.display()))?;
+
+    let pipeline = Pipeline::new(&config, registry.clone())?;
+    let stats = Arc::new(Stats::default());
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let outputs = Outputs {
+        events: hub.register(channels::EVENTS),
+        dead_letters: hub.register(channels::DEAD_LETTERS),
+    };
+    let (queue, runner) = Runner::start(
+        pipeline,
+        config.pipeline.batch_size,
+        config.ingest.queue_events,
+        stats.clone(),
+        reports.clone(),
+        outputs,
+    )
+    .context("starting the pipeline thread")?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = AppState {
+        config: config.clone(),
+        hub: hub.clone(),
+        queue: queue.clone(),
+        stats: stats.clone(),
+        reports,
+        registry,
+        keys: Keys::new(config.auth.clone()),
+        connections: Arc::new(AtomicU64::new(0)),
+        shutdown: shutdown_rx.clone(),
+        metrics,
+        started: Instant::now(),
+        next_connection: Arc::new(AtomicU64::new(1)),
+    };
+    tokio::spawn(rest::publish_stats(
+        hub.register(channels::STATS),
+        state.clone(),
+    ));
+
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    // One line on stdout for people and scripts (tests read the port here).
+    println!("eddy listening on http://{addr}");
+
+    let router = app(state.clone());
+    accept_loop(listener, router, &config, shutdown_signal()).await;
+
+    // Stop taking events, let the pipeline drain what was accepted, then let
+    // streaming clients catch up and close.
+    tracing::info!("shutting down: draining the ingest queue");
+    queue.close();
+    drop(queue);
+    drop(state);
+    let grace = config.server.shutdown_grace;
+    let drained = tokio::time::timeout(grace, tokio::task::spawn_blocking(move || runner.join()))
+        .await
+        .is_ok();
+    if !drained {
+        tracing::warn!(
+            ?grace,
+            "the pipeline did not drain within the shutdown grace"
+        );
+    }
+    let _ = shutdown_tx.send(true);
+    // Streaming connections close themselves once caught up.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tracing::info!(stats = ?stats.snapshot(), "stopped");
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    config: &Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.server.header_read_timeout);
+    let builder = builder.http1_only();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let grace = config.server.shutdown_grace;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "some requests were still running at the end of the grace"
+        );
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// Resolves once the server is shutting down (or its state is gone).
+pub(crate) async fn shutting_down(rx: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns must not live across an await.
+    let _ = rx.wait_for(|down| *down).await.map(|_| ());
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn install_metrics() -> Option<PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+                Ok(handle) => Some(handle),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed");
+                    None
+                }
+            }
+        })
+        .clone()
+}

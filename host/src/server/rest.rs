@@ -1,0 +1,426 @@
+//! REST reads and plugin operations, health, metrics and the OpenAPI
+//! document.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::{Access, presented_key};
+use super::error::ApiError;
+use crate::hub::{Payload, Publisher};
+use crate::plugin::registry::LoadOutcome;
+
+/// The OpenAPI document, written by hand next to the routes it describes
+/// (a test checks that the two agree).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+const DEFAULT_RECENT: usize = 100;
+
+type Params = Query<HashMap<String, String>>;
+
+fn read_access(
+    state: &AppState,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+) -> Result<(), ApiError> {
+    state.keys.check(
+        Access::Read,
+        presented_key(headers, q.get("api_key").map(String::as_str)),
+    )
+}
+
+/// `GET /v1/events/recent?limit=N`: the last N events after the pipeline,
+/// oldest first.
+pub async fn recent_events(
+    State(state): State<AppState>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Response {
+    let result = (|| {
+        read_access(&state, &headers, &q)?;
+        let max = usize::try_from(state.config.streams.replay_capacity).unwrap_or(usize::MAX);
+        let limit = match q.get("limit") {
+            None => DEFAULT_RECENT.min(max),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=max).contains(&n) => n,
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "bad_limit",
+                        format!(
+                            "`limit` must be a whole number from 1 to {max} (streams.replay_capacity), not `{v}`"
+                        ),
+                    ));
+                }
+            },
+        };
+        let messages = state
+            .hub
+            .recent(super::channels::EVENTS, limit)
+            .map_err(|e| ApiError::not_found(e.to_string()))?;
+        let events: Vec<Value> = messages
+            .iter()
+            .filter_map(|m| match &m.payload {
+                Payload::Event(e) => serde_json::to_value(e).ok().map(|mut v| {
+                    v["seq"] = json!(m.seq);
+                    v
+                }),
+                Payload::Json(v) => Some(v.clone()),
+            })
+            .collect();
+        Ok(Json(json!({ "events": events })).into_response())
+    })();
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /v1/channels`: channels with their sequence range and subscribers.
+pub async fn channels(
+    State(state): State<AppState>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = read_access(&state, &headers, &q) {
+        return e.into_response();
+    }
+    let channels: Vec<Value> = state
+        .hub
+        .channels()
+        .into_iter()
+        .map(|c| json!({"name": c.name, "head_seq": c.head_seq, "oldest_seq": c.oldest_seq, "subscribers": c.subscribers}))
+        .collect();
+    Json(json!({ "channels": channels })).into_response()
+}
+
+/// `GET /v1/plugins`: every plugin with its live version and, per stage
+/// that uses it, calls, errors and mean cost.
+pub async fn plugins(
+    State(state): State<AppState>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = read_access(&state, &headers, &q) {
+        return e.into_response();
+    }
+    let reports = state.reports.lock().map(|r| r.clone()).unwrap_or_default();
+    let plugins: Vec<Value> = state
+        .registry
+        .status()
+        .into_iter()
+        .map(|p| {
+            let stages: Vec<Value> = reports
+                .iter()
+                .filter(|r| r.plugin == p.name)
+                .map(|r| {
+                    json!({
+                        "stage": r.name,
+                        "status": r.status,
+                        "calls": r.stats.batches,
+                        "errors": r.stats.failed_batches,
+                        "events_in": r.stats.events_in,
+                        "events_out": r.stats.events_out,
+                        "ns_per_event": r.ns_per_event,
+                        "consecutive_failures": r.consecutive_failures,
+                    })
+                })
+                .collect();
+            let status = if !p.live {
+                "unloaded"
+            } else if stages.iter().any(|s| s["status"] == "quarantined") {
+                "quarantined"
+            } else {
+                "live"
+            };
+            let calls: u64 = stages.iter().filter_map(|s| s["calls"].as_u64()).sum();
+            let mut v = serde_json::to_value(&p).unwrap_or_else(|_| json!({}));
+            v["status"] = json!(status);
+            v["calls"] = json!(calls);
+            v["errors"] = json!(p.failures);
+            v["mean_ns_per_event"] = json!(
+                stages
+                    .iter()
+                    .filter_map(|s| s["ns_per_event"].as_f64())
+                    .fold(0.0, f64::max)
+            );
+            v["stages"] = Value::Array(stages);
+            v
+        })
+        .collect();
+    Json(json!({ "plugins": plugins })).into_response()
+}
+
+fn admin(
+    state: &AppState,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+) -> Result<(), ApiError> {
+    state.keys.check(
+        Access::Admin,
+        presented_key(headers, q.get("api_key").map(String::as_str)),
+    )
+}
+
+fn known_plugin(state: &AppState, name: &str) -> Result<(), ApiError> {
+    if state.registry.names().iter().any(|n| n == name) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!(
+            "no plugin `{name}`; plugins are: {}",
+            state.registry.names().join(", ")
+        )))
+    }
+}
+
+/// `POST /v1/plugins/{name}/reload`: load `{name}.wasm` from the plugins
+/// folder again (admin).
+pub async fn reload_plugin(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        admin(&state, &headers, &q)?;
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || name.is_empty()
+        {
+            return Err(ApiError::bad_request(
+                "bad_plugin_name",
+                format!("`{name}` is not a plugin name"),
+            ));
+        }
+        let path = state.registry.dir().join(format!("{name}.wasm"));
+        if !path.is_file() {
+            return Err(ApiError::not_found(format!("no file {}", path.display())));
+        }
+        let registry = state.registry.clone();
+        let outcome = tokio::task::spawn_blocking(move || registry.load_file(&path))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "reload_failed",
+                    e.to_string(),
+                )
+            })?;
+        match outcome {
+            Ok(LoadOutcome::Unchanged) => Ok(Json(json!({"plugin": name, "result": "unchanged"}))),
+            Ok(other) => Ok(Json(
+                json!({"plugin": name, "result": format!("{other:?}").to_lowercase()}),
+            )),
+            Err(e) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "load_failed",
+                e.to_string(),
+            )
+            .with("plugin", name.clone())),
+        }
+    }
+    .await;
+    result
+        .map(IntoResponse::into_response)
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /v1/plugins/{name}/rollback`: put the previous version back
+/// (admin).
+pub async fn rollback_plugin(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Response {
+    let result = (|| {
+        admin(&state, &headers, &q)?;
+        known_plugin(&state, &name)?;
+        let slot = state.registry.slot(&name);
+        let view = slot.view();
+        let Some(current) = view.current else {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_live",
+                format!("plugin `{name}` has no live version"),
+            ));
+        };
+        if !view.has_previous {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "no_previous_version",
+                format!("plugin `{name}` has no previous version to roll back to"),
+            ));
+        }
+        if state
+            .registry
+            .rollback(&name, &current, "rolled back through the API")
+        {
+            Ok(Json(json!({"plugin": name, "result": "rolled_back"})))
+        } else {
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "rollback_failed",
+                format!("plugin `{name}` could not be rolled back"),
+            ))
+        }
+    })();
+    result
+        .map(IntoResponse::into_response)
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+fn stats_body(state: &AppState) -> Value {
+    let s = state.stats.snapshot();
+    let mut v = serde_json::to_value(s).unwrap_or_else(|_| json!({}));
+    v["queue_capacity"] = json!(state.queue.capacity());
+    v["uptime_s"] = json!(state.started.elapsed().as_secs());
+    v["stream_connections"] = json!(state.connections.load(Ordering::Relaxed));
+    v["time"] = json!(super::now_ms());
+    v
+}
+
+/// `GET /v1/stats`.
+pub async fn stats(
+    State(state): State<AppState>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = read_access(&state, &headers, &q) {
+        return e.into_response();
+    }
+    Json(stats_body(&state)).into_response()
+}
+
+/// Publish [`stats_body`] on the `stats` channel every
+/// `streams.stats_interval_ms`, with rates over the interval; also update
+/// the gauges.
+pub async fn publish_stats(publisher: Publisher, state: AppState) {
+    let interval = state.config.streams.stats_interval;
+    let mut ticker = tokio::time::interval(interval);
+    let mut shutdown = state.shutdown.clone();
+    let mut previous = state.stats.snapshot();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = super::shutting_down(&mut shutdown) => return,
+        }
+        let now = state.stats.snapshot();
+        let secs = interval.as_secs_f64().max(1e-3);
+        let mut body = stats_body(&state);
+        body["accepted_per_s"] = json!((now.accepted - previous.accepted) as f64 / secs);
+        body["published_per_s"] = json!((now.published - previous.published) as f64 / secs);
+        metrics::gauge!("eddy_ingest_queue_depth").set(now.queue_depth as f64);
+        metrics::gauge!("eddy_events_published").set(now.published as f64);
+        previous = now;
+        publisher.publish(Payload::Json(body));
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let s = state.stats.snapshot();
+    metrics::gauge!("eddy_ingest_queue_depth").set(s.queue_depth as f64);
+    metrics::gauge!("eddy_ingest_queue_capacity").set(state.queue.capacity() as f64);
+    metrics::gauge!("eddy_stream_connections")
+        .set(state.connections.load(Ordering::Relaxed) as f64);
+    let text = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: ready to take events (not shutting down, queue not full).
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let s = state.stats.snapshot();
+    if *state.shutdown.borrow() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down",
+        )
+        .into_response();
+    }
+    if s.queue_depth >= state.queue.capacity() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_full",
+            "the ingest queue is full",
+        )
+        .retry_after(state.config.ingest.retry_after)
+        .into_response();
+    }
+    Json(json!({"status": "ready", "queue_depth": s.queue_depth})).into_response()
+}
+
+/// `GET /openapi.json`.
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// Unknown path: 404 with a JSON body.
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route {}; see /openapi.json", uri.path()))
+}
+
+/// Known path, wrong method: 405 with a JSON body.
+pub async fn method_not_allowed(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} does not support this method; see /openapi.json",
+            uri.path()
+        ),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_document_lists_exactly_the_routes() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut documented: Vec<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, ops)| {
+                ops.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |m| (m.clone(), path.clone()))
+            })
+            .collect();
+        let mut routes: Vec<(String, String)> = super::super::ROUTES
+            .iter()
+            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
+        documented.sort();
+        routes.sort();
+        assert_eq!(documented, routes);
+        // Every operation documents its success response.
+        for (method, path) in &routes {
+            let responses = &doc["paths"][path][method]["responses"];
+            assert!(
+                responses
+                    .as_object()
+                    .is_some_and(|r| r.keys().any(|k| k.starts_with('2') || k == "101")),
+                "{method} {path} has no success response"
+            );
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! What WebSocket and SSE subscriptions share: the subscribe request (from a
+//! JSON message or query parameters), the connection limit, and [`Feed`],
+//! which turns a hub subscription into filtered, projected message frames.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::http::StatusCode;
+use futures_util::FutureExt as _;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::filter::{Filter, Projection};
+use crate::hub::{Lagged, Message, Payload, SubscribeError, Subscription};
+
+/// Hub messages taken per read.
+const READ_BATCH: usize = 256;
+
+/// A parsed subscribe request.
+#[derive(Debug)]
+pub struct SubscribeRequest {
+    /// Channel name.
+    pub channel: String,
+    /// Which messages.
+    pub filter: Filter,
+    /// Which fields of each message, if not all.
+    pub fields: Option<Projection>,
+    /// Resume after this sequence number.
+    pub since: Option<u64>,
+}
+
+impl SubscribeRequest {
+    /// From a WebSocket `subscribe` message.
+    pub fn from_json(msg: &Value) -> Result<Self, String> {
+        let channel = match msg.get("channel") {
+            Some(Value::String(c)) if !c.is_empty() => c.clone(),
+            Some(_) => return Err("`channel` must be a non-empty string".into()),
+            None => return Err("missing `channel`".into()),
+        };
+        let filter = match msg.get("filter") {
+            None | Some(Value::Null) => Filter::default(),
+            Some(f) => Filter::from_json(f).map_err(|e| format!("filter: {e}"))?,
+        };
+        let fields = match msg.get("fields") {
+            None | Some(Value::Null) => None,
+            Some(f) => Some(Projection::from_json(f).map_err(|e| format!("fields: {e}"))?),
+        };
+        let since = match msg.get("since") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .ok_or("`since` must be a sequence number (a whole number ≥ 0)")?,
+            ),
+        };
+        for key in msg.as_object().into_iter().flat_map(|o| o.keys()) {
+            if !matches!(
+                key.as_str(),
+                "type" | "channel" | "filter" | "fields" | "since" | "id"
+            ) {
+                return Err(format!(
+                    "unknown field `{key}`; a subscribe message has channel, filter, fields, since"
+                ));
+            }
+        }
+        Ok(Self {
+            channel,
+            filter,
+            fields,
+            since,
+        })
+    }
+
+    /// From SSE query parameters (`channel`, `since`, the filter's `names` /
+    /// `name` / `where`, and `fields`), with `Last-Event-ID` as `since`.
+    pub fn from_query(
+        pairs: &[(String, String)],
+        last_event_id: Option<&str>,
+    ) -> Result<Self, String> {
+        let mut channel = None;
+        let mut since = None;
+        let mut fields = None;
+        let mut filter_pairs = Vec::new();
+        for (k, v) in pairs {
+            match k.as_str() {
+                "channel" => channel = Some(v.clone()),
+                "since" => {
+                    since = Some(
+                        v.parse::<u64>()
+                            .map_err(|_| format!("`since` must be a sequence number, not `{v}`"))?,
+                    )
+                }
+                "fields" => {
+                    fields = Some(Projection::from_query(v).map_err(|e| format!("fields: {e}"))?)
+                }
+                "api_key" => {}
+                _ => filter_pairs.push((k.clone(), v.clone())),
+            }
+        }
+        if let Some(id) = last_event_id {
+            since = Some(
+                id.trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("Last-Event-ID must be a sequence number, not `{id}`"))?,
+            );
+        }
+        let channel = channel
+            .filter(|c| !c.is_empty())
+            .ok_or("missing query parameter `channel`, e.g. ?channel=events")?;
+        let filter = Filter::from_query(&filter_pairs).map_err(|e| format!("filter: {e}"))?;
+        Ok(Self {
+            channel,
+            filter,
+            fields,
+            since,
+        })
+    }
+}
+
+/// Holds one of `streams.max_connections`; released on drop.
+pub struct ConnectionGuard {
+    count: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ConnectionGuard {
+    /// Take a connection slot, or 503 when all are taken.
+    pub fn acquire(state: &AppState) -> Result<Self, ApiError> {
+        let max = state.config.streams.max_connections;
+        let taken = state
+            .connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => {
+                metrics::gauge!("eddy_stream_connections").increment(1.0);
+                Ok(Self {
+                    count: state.connections.clone(),
+                })
+            }
+            Err(_) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                format!("all streams.max_connections = {max} stream connections are in use"),
+            )
+            .retry_after(state.config.ingest.retry_after)),
+        }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("eddy_stream_connections").decrement(1.0);
+    }
+}
+
+/// Why a subscription could not start.
+#[derive(Debug)]
+pub struct OpenError {
+    /// HTTP status for SSE.
+    pub status: StatusCode,
+    /// Machine code.
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
+    /// Extra fields (`available`, `oldest_available`, `head`).
+    pub details: Value,
+}
+
+impl From<OpenError> for ApiError {
+    fn from(e: OpenError) -> Self {
+        let mut err = ApiError::new(e.status, e.code, e.message);
+        if let Value::Object(extra) = e.details {
+            err.extra = Box::new(extra);
+        }
+        err
+    }
+}
+
+/// How a feed ended.
+pub enum FeedEnd {
+    /// The client fell behind; everything up to `last_delivered` was handed
+    /// out.
+    Lagged {
+        /// Last sequence handed out.
+        last_delivered: u64,
+    },
+    /// Shutdown: these were the last frames.
+    Drained {
+        /// (seq, frame) pairs.
+        frames: Vec<(u64, String)>,
+    },
+}
+
+/// A subscription turned into ready-to-send frames.
+pub struct Feed {
+    sub: Subscription,
+    filter: Filter,
+    fields: Option<Projection>,
+    /// `"channel"` as a JSON string, escaped once.
+    channel_json: String,
+    head: u64,
+    buf: Vec<Arc<Message>>,
+}
+
+impl Feed {
+    /// Subscribe to the hub.
+    pub fn open(state: &AppState, req: &SubscribeRequest) -> Result<Feed, OpenError> {
+        let head_now = state
+            .hub
+            .channels()
+            .into_iter()
+            .find(|c| c.name == req.channel)
+            .map_or(0, |c| c.head_seq);
+        let sub = state
+            .hub
+            .subscribe(&req.channel, req.since)
+            .map_err(|e| match e {
+                SubscribeError::UnknownChannel { name, available } => OpenError {
+                    status: StatusCode::NOT_FOUND,
+                    code: "unknown_channel",
+                    message: format!(
+                        "no channel `{name}`; channels are: {}",
+                        available.join(", ")
+                    ),
+                    details: json!({ "available": available }),
+                },
+                SubscribeError::TooOld {
+                    since,
+                    oldest_available,
+                } => OpenError {
+                    status: StatusCode::GONE,
+                    code: "since_too_old",
+                    message: format!(
+                        "messages after {since} are no longer kept; the oldest kept is \
+                         {oldest_available}: subscribe with since ≥ {} or without since",
+                        oldest_available.saturating_sub(1)
+                    ),
+                    details: json!({ "oldest_available": oldest_available }),
+                },
+                SubscribeError::InFuture { since, head } => OpenError {
+                    status: StatusCode::BAD_REQUEST,
+                    code: "since_in_future",
+                    message: format!(
+                        "since = {since} is ahead of the channel, whose last message is {head}"
+                    ),
+                    details: json!({ "head": head }),
+                },
+            })?;
+        Ok(Feed {
+            sub,
+            filter: req.filter.clone(),
+            fields: req.fields.clone(),
+            channel_json: Value::String(req.channel.clone()).to_string(),
+            head: head_now,
+            buf: Vec::with_capacity(READ_BATCH),
+        })
+    }
+
+    /// The channel's last sequence number when the feed opened.
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// The channel's name.
+    pub fn channel(&self) -> &str {
+        self.sub.channel()
+    }
+
+    /// Last sequence number handed out (filtered-out messages included).
+    pub fn last_delivered(&self) -> u64 {
+        self.sub.last_delivered()
+    }
+
+    /// Wait for messages; return the frames of those that pass the filter
+    /// (at least one). Cancel-safe.
+    pub async fn next_frames(&mut self) -> Result<Vec<(u64, String)>, FeedEnd> {
+        loop {
+            self.buf.clear();
+            if let Err(Lagged { last_delivered, .. }) =
+                self.sub.next_batch(READ_BATCH, &mut self.buf).await
+            {
+                return Err(FeedEnd::Lagged { last_delivered });
+            }
+            let frames = self.frames();
+            if !frames.is_empty() {
+                return Ok(frames);
+            }
+        }
+    }
+
+    /// Everything available right now, without waiting (for shutdown).
+    pub fn drain_now(&mut self) -> Result<Vec<(u64, String)>, FeedEnd> {
+        let mut frames = Vec::new();
+        loop {
+            self.buf.clear();
+            match self
+                .sub
+                .next_batch(READ_BATCH, &mut self.buf)
+                .now_or_never()
+            {
+                Some(Ok(())) => frames.extend(self.frames()),
+                Some(Err(Lagged { last_delivered, .. })) => {
+                    return Err(FeedEnd::Lagged { last_delivered });
+                }
+                None => return Err(FeedEnd::Drained { frames }),
+            }
+        }
+    }
+
+    fn frames(&self) -> Vec<(u64, String)> {
+        let mut frames = Vec::with_capacity(self.buf.len());
+        for m in &self.buf {
+            let data = match (&m.payload, &self.fields) {
+                (Payload::Event(e), f) => {
+                    if !self.filter.matches(e) {
+                        continue;
+                    }
+                    f.as_ref().map(|p| p.apply(e).to_string())
+                }
+                (Payload::Json(v), f) => {
+                    if !self.filter.matches(v) {
+                        continue;
+                    }
+                    f.as_ref().map(|p| p.apply(v).to_string())
+                }
+            };
+            let data = data.as_deref().unwrap_or_else(|| m.payload_json());
+            let mut frame = String::with_capacity(data.len() + 64);
+            frame.push_str(r#"{"type":"message","channel":"#);
+            frame.push_str(&self.channel_json);
+            // Writing to a String cannot fail.
+            let _ = write!(frame, r#","seq":{},"data":{data}}}"#, m.seq);
+            frames.push((m.seq, frame));
+        }
+        frames
+    }
+}

@@ -1,0 +1,304 @@
+//! A running `eddy serve` on an ephemeral loopback port, and real HTTP,
+//! WebSocket and SSE clients for it. Every wait has a time limit.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::{Sandbox, eddy_bin};
+
+/// How long the server may take to start (it compiles every plugin).
+const START_LIMIT: Duration = Duration::from_secs(120);
+
+/// A running `eddy serve`.
+pub struct Server {
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    logs: mpsc::Receiver<String>,
+    seen_logs: Vec<String>,
+}
+
+impl Sandbox {
+    /// Start `eddy serve --config CONFIG --listen 127.0.0.1:0` and wait until
+    /// it listens.
+    pub fn serve(&self, config: &Path) -> Server {
+        let mut child = Command::new(eddy_bin())
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--config",
+            ])
+            .arg(config)
+            .env_remove("EDDY_LOG")
+            .current_dir(self.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn eddy serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, logs) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (addr_tx, addr_rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("eddy listening on http://") {
+                    let _ = addr_tx.send(addr.to_owned());
+                }
+            }
+        });
+        let mut server = Server {
+            child: Some(child),
+            addr: String::new(),
+            logs,
+            seen_logs: Vec::new(),
+        };
+        match addr_rx.recv_timeout(START_LIMIT) {
+            Ok(addr) => server.addr = addr,
+            Err(_) => {
+                let logs = server.drain_logs().join("\n");
+                panic!("eddy serve did not start within {START_LIMIT:?}; logs:\n{logs}");
+            }
+        }
+        server
+    }
+}
+
+impl Server {
+    /// `http://ADDR{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `ws://ADDR/v1/ws`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    /// Log lines so far.
+    pub fn drain_logs(&mut self) -> &[String] {
+        while let Ok(l) = self.logs.try_recv() {
+            self.seen_logs.push(l);
+        }
+        &self.seen_logs
+    }
+
+    /// Send SIGTERM and wait for exit.
+    pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("server already stopped");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                panic!("eddy serve did not exit within {limit:?} of SIGTERM");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An HTTP client for tests (no proxy, short timeouts).
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client")
+}
+
+/// A WebSocket client that speaks eddy's protocol.
+pub struct Ws {
+    pub inner: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub connection_id: String,
+}
+
+/// How a WebSocket ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Closed {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl Ws {
+    /// Connect and read the `welcome`.
+    pub async fn connect(url: &str) -> Ws {
+        let (inner, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+        let mut ws = Ws {
+            inner,
+            connection_id: String::new(),
+        };
+        let welcome = ws.recv(Duration::from_secs(10)).await.expect("welcome");
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        ws.connection_id = welcome["connection_id"].as_str().unwrap_or("").to_owned();
+        ws
+    }
+
+    /// Send a JSON message.
+    pub async fn send(&mut self, v: Value) {
+        self.inner
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .expect("ws send");
+    }
+
+    /// The next JSON message that is not a heartbeat; `Err` when the
+    /// connection closed.
+    pub async fn recv(&mut self, limit: Duration) -> Result<Value, Closed> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let frame = tokio::time::timeout(left, self.inner.next())
+                .await
+                .unwrap_or_else(|_| panic!("no WebSocket message within {limit:?}"));
+            match frame {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).expect("server sends JSON");
+                    if v["type"] != "heartbeat" {
+                        return Ok(v);
+                    }
+                }
+                Some(Ok(Message::Close(f))) => {
+                    return Err(f.map_or(
+                        Closed {
+                            code: 1005,
+                            reason: String::new(),
+                        },
+                        |f| Closed {
+                            code: u16::from(f.code),
+                            reason: f.reason.to_string(),
+                        },
+                    ));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    return Err(Closed {
+                        code: 1006,
+                        reason: "connection dropped".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Subscribe and wait for the ack (returned).
+    pub async fn subscribe(&mut self, channel: &str, extra: Value) -> Value {
+        let mut msg = json!({"type": "subscribe", "channel": channel});
+        if let Value::Object(m) = extra {
+            for (k, v) in m {
+                msg[k] = v;
+            }
+        }
+        self.send(msg).await;
+        let ack = self.recv(Duration::from_secs(10)).await.expect("ack");
+        assert_eq!(ack["type"], "subscribed", "{ack}");
+        ack
+    }
+
+    /// Receive `n` channel messages (anything else is a test failure).
+    pub async fn messages(&mut self, n: usize, limit: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + limit;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!("only {} of {n} messages within {limit:?}", out.len());
+            }
+            match self.recv(left).await {
+                Ok(m) if m["type"] == "message" => out.push(m),
+                Ok(other) => panic!("expected a message, got {other}"),
+                Err(c) => panic!("closed after {} of {n} messages: {c:?}", out.len()),
+            }
+        }
+        out
+    }
+}
+
+/// Read an SSE stream until `n` data events (or an `error` event) arrive:
+/// returns (id, event type, data) triples.
+pub async fn sse_events(
+    resp: reqwest::Response,
+    n: usize,
+    limit: Duration,
+) -> Vec<(Option<String>, String, Value)> {
+    let mut stream = resp.bytes_stream();
+    let deadline = Instant::now() + limit;
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} SSE events within {limit:?}", out.len()));
+        let Some(Ok(chunk)) = chunk else { break };
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut id, mut kind, mut data) = (None, "message".to_owned(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    kind = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+            if data.is_empty() {
+                continue; // keep-alive comment
+            }
+            let is_error = kind == "error";
+            out.push((
+                id,
+                kind,
+                serde_json::from_str(&data).expect("SSE data is JSON"),
+            ));
+            if is_error {
+                return out;
+            }
+        }
+    }
+    out
+}
