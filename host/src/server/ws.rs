@@ -41,6 +41,8 @@ use super::streams::{ConnectionGuard, Feed, FeedEnd, SubscribeRequest};
 pub const CLOSE_SLOW: u16 = 4008;
 /// Close code: the client sent nothing for `streams.idle_timeout_ms`.
 pub const CLOSE_IDLE: u16 = 4001;
+/// Close code: a client message exceeded `streams.max_message_bytes`.
+pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code: the server is shutting down.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 
@@ -121,7 +123,18 @@ async fn connection(state: AppState, socket: WebSocket, _guard: ConnectionGuard)
                         }).await;
                         break;
                     }
-                    Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => break,
+                    Ok(Some(Err(e))) => {
+                        // Tell a client whose message was over the limit why
+                        // it is being closed; other read errors mean it is gone.
+                        if is_too_big(e) {
+                            let _ = tx.send(Out::Close {
+                                code: CLOSE_TOO_BIG,
+                                reason: format!("message larger than {} bytes", streams.max_message_bytes),
+                            }).await;
+                        }
+                        break;
+                    }
+                    Ok(None | Some(Ok(Message::Close(_)))) => break,
                     Ok(Some(Ok(frame))) => frame,
                 };
                 let reply = match frame {
@@ -155,6 +168,14 @@ async fn connection(state: AppState, socket: WebSocket, _guard: ConnectionGuard)
     }
     drop(tx);
     let _ = writer.await;
+}
+
+fn is_too_big(e: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    matches!(
+        e.into_inner().downcast::<Error>().map(|b| *b),
+        Ok(Error::Capacity(_))
+    )
 }
 
 fn error(code: &str, message: impl Into<String>, request: Option<&Value>) -> Value {

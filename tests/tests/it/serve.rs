@@ -864,6 +864,22 @@ async fn websocket_protocol_errors_do_not_drop_the_connection() {
         }
         assert_eq!(m["type"], "message");
     }
+    // A message over streams.max_message_bytes (64 KiB) closes with 1009.
+    ws.inner
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            "x".repeat(70_000).into(),
+        ))
+        .await
+        .unwrap();
+    loop {
+        match ws.recv(WAIT).await {
+            Ok(m) => assert_eq!(m["type"], "message", "{m}"),
+            Err(closed) => {
+                assert_eq!(closed.code, 1009, "{closed:?}");
+                break;
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
