@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ConfigError;
+use crate::ingest;
 use super::raw::{Int, Range, Validator, int};
 
 const KIB: u64 = 1024;
@@ -32,22 +33,16 @@ const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 // holding more than a few hundred MB of events.
 const DEFAULT_QUEUE_EVENTS: u64 = 200_000;
 const DEFAULT_RETRY_AFTER_S: u64 = 1;
-const DEFAULT_MAX_EVENTS_PER_REQUEST: u64 = 10_000;
-// PostHog rejects events over 1 MB; a typical web event is under 2 KiB.
-// 64 KiB keeps a single event from dominating a batch.
-const DEFAULT_MAX_EVENT_BYTES: u64 = 64 * KIB;
-const DEFAULT_MAX_PROPERTIES: u64 = 512;
-const DEFAULT_MAX_KEY_BYTES: u64 = 256;
-const DEFAULT_MAX_STRING_BYTES: u64 = 16 * KIB;
-const DEFAULT_MAX_DEPTH: u64 = 16;
-// Clients with skewed clocks are common; five minutes is what PostHog-style
-// pipelines tolerate before they start trusting the server clock instead.
-const DEFAULT_FUTURE_SKEW_MS: u64 = 5 * 60 * 1000;
-// A week: mobile SDKs flush events queued while offline for days.
-const DEFAULT_MAX_AGE_MS: u64 = 7 * 24 * 60 * 60 * 1000;
-// A gzip body expands 5-20x; 64 MiB is ample for a 10 MiB body and stops a
-// zip bomb long before memory is in danger.
-const DEFAULT_MAX_DECOMPRESSED_BYTES: u64 = 64 * MIB;
+// The validation bounds' defaults live with the decoder that applies them.
+const DEFAULT_MAX_EVENTS_PER_REQUEST: u64 = ingest::DEFAULT_MAX_EVENTS_PER_REQUEST as u64;
+const DEFAULT_MAX_EVENT_BYTES: u64 = ingest::DEFAULT_MAX_EVENT_BYTES as u64;
+const DEFAULT_MAX_PROPERTIES: u64 = ingest::DEFAULT_MAX_PROPERTIES as u64;
+const DEFAULT_MAX_KEY_BYTES: u64 = ingest::DEFAULT_MAX_KEY_BYTES as u64;
+const DEFAULT_MAX_STRING_BYTES: u64 = ingest::DEFAULT_MAX_STRING_BYTES as u64;
+const DEFAULT_MAX_DEPTH: u64 = ingest::DEFAULT_MAX_DEPTH as u64;
+const DEFAULT_FUTURE_SKEW_MS: u64 = ingest::DEFAULT_FUTURE_SKEW_MS as u64;
+const DEFAULT_MAX_AGE_MS: u64 = ingest::DEFAULT_MAX_AGE_MS as u64;
+const DEFAULT_MAX_DECOMPRESSED_BYTES: u64 = ingest::DEFAULT_MAX_DECOMPRESSED_BYTES as u64;
 
 // Half a second to a second of traffic at the target rate: a reconnecting
 // client resumes without a gap; ~300 bytes each, about 30 MB per channel.
