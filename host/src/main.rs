@@ -113,7 +113,11 @@ fn run(command: Option<Command>) -> anyhow::Result<()> {
         Command::Serve { config, listen } => {
             let config = eddy::config::Config::load(config.as_deref())?;
             let options = eddy::server::ServeOptions { listen };
-            tokio_runtime()?.block_on(eddy::server::run(config, options))
+            let runtime = tokio_runtime()?;
+            let result = runtime.block_on(eddy::server::run(config, options));
+            // Whatever is still running past the shutdown grace is not waited for.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            result
         }
         Command::Send { options, summary } => {
             let result = tokio_runtime()?.block_on(eddy::client::send(&options))?;

@@ -47,6 +47,8 @@ pub struct Stats {
     pub batches: AtomicU64,
     /// Events in the queue or in the pipeline right now.
     pub queued: AtomicU64,
+    /// Events lost to a panic in the host's pipeline code (a bug).
+    pub lost: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`], as published on the `stats` channel and
@@ -71,6 +73,8 @@ pub struct StatsSnapshot {
     pub batches: u64,
     /// Events accepted but not yet published.
     pub queue_depth: u64,
+    /// Events lost to a host panic (should stay 0).
+    pub lost: u64,
 }
 
 impl Stats {
@@ -87,6 +91,7 @@ impl Stats {
             dead_lettered: get(&self.dead_lettered),
             batches: get(&self.batches),
             queue_depth: get(&self.queued),
+            lost: get(&self.lost),
         }
     }
 }
@@ -182,6 +187,7 @@ pub struct Outputs {
 /// The running pipeline thread.
 pub struct Runner {
     handle: thread::JoinHandle<()>,
+    done: std::sync::mpsc::Receiver<()>,
 }
 
 impl Runner {
@@ -205,15 +211,22 @@ impl Runner {
         if let Ok(mut r) = reports.lock() {
             *r = pipeline.report();
         }
+        let (done_tx, done) = std::sync::mpsc::channel();
         let handle = thread::Builder::new()
             .name("eddy-pipeline".into())
             .spawn(move || {
                 let mut pending: Option<Msg> = None;
-                let mut draining = false;
-                while !draining {
-                    let Some(Msg::Events(first)) = pending.take().or_else(|| rx.blocking_recv())
-                    else {
-                        break;
+                loop {
+                    let first = match pending.take().or_else(|| rx.blocking_recv()) {
+                        None => break,
+                        // Closing the receiver makes later sends fail (so
+                        // they are answered 503, never 202) while whatever
+                        // is already buffered is still received below.
+                        Some(Msg::Drain) => {
+                            rx.close();
+                            continue;
+                        }
+                        Some(Msg::Events(events)) => events,
                     };
                     // Merge what is already waiting, up to one batch; a
                     // request larger than a batch is split.
@@ -223,10 +236,7 @@ impl Runner {
                             Ok(Msg::Events(more)) if batch.len() + more.len() <= batch_size => {
                                 batch.extend(more)
                             }
-                            Ok(Msg::Drain) => {
-                                draining = true;
-                                break;
-                            }
+                            Ok(Msg::Drain) => rx.close(),
                             Ok(more) => {
                                 pending = Some(more);
                                 break;
@@ -236,26 +246,49 @@ impl Runner {
                     }
                     while batch.len() > batch_size {
                         let rest = batch.split_off(batch_size);
-                        run_batch(&mut pipeline, batch, &stats, &outputs);
+                        guarded_batch(&mut pipeline, batch, &stats, &outputs);
                         batch = rest;
                     }
-                    run_batch(&mut pipeline, batch, &stats, &outputs);
+                    guarded_batch(&mut pipeline, batch, &stats, &outputs);
                     if let Ok(mut r) = reports.lock() {
                         *r = pipeline.report();
                     }
                 }
+                let _ = done_tx.send(());
                 tracing::info!("ingest queue drained; pipeline stopped");
             })?;
-        Ok((queue, Runner { handle }))
+        Ok((queue, Runner { handle, done }))
     }
 
-    /// Wait for the thread to drain the queue and stop (after every queue
-    /// handle is dropped).
-    pub fn join(self) {
-        if self.handle.join().is_err() {
-            tracing::error!("the pipeline thread panicked");
+    /// Wait up to `limit` for the thread to drain the queue and stop (after
+    /// [`IngestQueue::close`]). False if it is still running.
+    pub fn join_within(self, limit: std::time::Duration) -> bool {
+        match self.done.recv_timeout(limit) {
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                if self.handle.join().is_err() {
+                    tracing::error!("the pipeline thread panicked");
+                }
+                true
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
         }
     }
+}
+
+/// Run one batch; a panic in the host (a bug: plugin failures are errors,
+/// not panics) costs that batch, counted in `lost` and logged, instead of
+/// the pipeline thread.
+fn guarded_batch(pipeline: &mut Pipeline, batch: Vec<Event>, stats: &Stats, outputs: &Outputs) {
+    let n = batch.len() as u64;
+    let run = std::panic::AssertUnwindSafe(|| run_batch(pipeline, batch, stats, outputs));
+    if std::panic::catch_unwind(run).is_err() {
+        stats.lost.fetch_add(n, Ordering::Relaxed);
+        tracing::error!(
+            events = n,
+            "the pipeline panicked on a batch; its events are lost (a bug: please report it)"
+        );
+    }
+    stats.queued.fetch_sub(n, Ordering::AcqRel);
 }
 
 fn run_batch(pipeline: &mut Pipeline, batch: Vec<Event>, stats: &Stats, outputs: &Outputs) {
@@ -285,6 +318,5 @@ fn run_batch(pipeline: &mut Pipeline, batch: Vec<Event>, stats: &Stats, outputs:
         .dropped
         .fetch_add(n.saturating_sub(published + dead), Ordering::Relaxed);
     stats.batches.fetch_add(1, Ordering::Relaxed);
-    stats.queued.fetch_sub(n, Ordering::AcqRel);
     metrics::histogram!("eddy_pipeline_batch_seconds").record(started.elapsed().as_secs_f64());
 }

@@ -75,11 +75,27 @@ impl Sandbox {
             logs,
             seen_logs: Vec::new(),
         };
-        match addr_rx.recv_timeout(START_LIMIT) {
-            Ok(addr) => server.addr = addr,
-            Err(_) => {
+        let started = Instant::now();
+        loop {
+            if let Ok(addr) = addr_rx.recv_timeout(Duration::from_millis(50)) {
+                server.addr = addr;
+                break;
+            }
+            let exited = server
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || started.elapsed() > START_LIMIT {
+                thread::sleep(Duration::from_millis(100));
                 let logs = server.drain_logs().join("\n");
-                panic!("eddy serve did not start within {START_LIMIT:?}; logs:\n{logs}");
+                match exited {
+                    Some(status) => {
+                        panic!("eddy serve exited ({status}) before listening; logs:\n{logs}")
+                    }
+                    None => {
+                        panic!("eddy serve did not start within {START_LIMIT:?}; logs:\n{logs}")
+                    }
+                }
             }
         }
         server

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ConfigError;
-use crate::ingest;
 use super::raw::{Int, Range, Validator, int};
+use crate::ingest;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
@@ -33,6 +33,10 @@ const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 // holding more than a few hundred MB of events.
 const DEFAULT_QUEUE_EVENTS: u64 = 200_000;
 const DEFAULT_RETRY_AFTER_S: u64 = 1;
+// Each request holds its whole body (up to max_body_bytes, and up to
+// max_decompressed_bytes inflated) while it is decoded: 64 of them bound
+// that memory, and on 2 cores more would only queue for the CPU anyway.
+const DEFAULT_MAX_CONCURRENT_REQUESTS: u64 = 64;
 // The validation bounds' defaults live with the decoder that applies them.
 const DEFAULT_MAX_EVENTS_PER_REQUEST: u64 = ingest::DEFAULT_MAX_EVENTS_PER_REQUEST as u64;
 const DEFAULT_MAX_EVENT_BYTES: u64 = ingest::DEFAULT_MAX_EVENT_BYTES as u64;
@@ -122,6 +126,9 @@ pub struct IngestConfig {
     pub queue_events: u64,
     /// `Retry-After` seconds on a 429 (`retry_after_s`).
     pub retry_after: Duration,
+    /// Ingest requests handled at once, at most; more get 503
+    /// (`max_concurrent_requests`).
+    pub max_concurrent_requests: u64,
     /// Partial acceptance policy (`on_invalid`).
     pub on_invalid: InvalidPolicy,
     /// `max_events_per_request`.
@@ -214,6 +221,7 @@ raw_section!(RawServer {
 raw_section!(RawIngest {
     queue_events: Int = int(DEFAULT_QUEUE_EVENTS),
     retry_after_s: Int = int(DEFAULT_RETRY_AFTER_S),
+    max_concurrent_requests: Int = int(DEFAULT_MAX_CONCURRENT_REQUESTS),
     on_invalid: RawInvalidPolicy = RawInvalidPolicy::AcceptValid,
     max_events_per_request: Int = int(DEFAULT_MAX_EVENTS_PER_REQUEST),
     max_event_bytes: Int = int(DEFAULT_MAX_EVENT_BYTES),
@@ -288,22 +296,40 @@ impl Validator<'_> {
     }
 
     pub(super) fn ingest(&self, raw: &RawIngest) -> Result<IngestConfig, ConfigError> {
+        let queue_events = self.count("ingest.queue_events", raw.queue_events, "events")?;
+        let max_events_per_request = self.count(
+            "ingest.max_events_per_request",
+            raw.max_events_per_request,
+            "events",
+        )?;
+        if queue_events < max_events_per_request {
+            // A request that can never fit would get 429 forever.
+            return Err(self.invalid(
+                "ingest.queue_events",
+                format!(
+                    "{queue_events} is less than ingest.max_events_per_request = \
+                     {max_events_per_request}: a full-size request could never be queued; raise \
+                     queue_events or lower max_events_per_request"
+                ),
+            ));
+        }
         Ok(IngestConfig {
-            queue_events: self.count("ingest.queue_events", raw.queue_events, "events")?,
+            queue_events,
             retry_after: Duration::from_secs(self.range(
                 "ingest.retry_after_s",
                 raw.retry_after_s,
                 RETRY_AFTER_S,
             )?),
+            max_concurrent_requests: self.count(
+                "ingest.max_concurrent_requests",
+                raw.max_concurrent_requests,
+                "requests",
+            )?,
             on_invalid: match raw.on_invalid {
                 RawInvalidPolicy::AcceptValid => InvalidPolicy::AcceptValid,
                 RawInvalidPolicy::RejectRequest => InvalidPolicy::RejectRequest,
             },
-            max_events_per_request: self.count(
-                "ingest.max_events_per_request",
-                raw.max_events_per_request,
-                "events",
-            )?,
+            max_events_per_request,
             max_event_bytes: self.bytes("ingest.max_event_bytes", raw.max_event_bytes)?,
             max_properties: self.count(
                 "ingest.max_properties",
@@ -401,6 +427,7 @@ impl Default for IngestConfig {
         Self {
             queue_events: DEFAULT_QUEUE_EVENTS,
             retry_after: Duration::from_secs(DEFAULT_RETRY_AFTER_S),
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             on_invalid: InvalidPolicy::AcceptValid,
             max_events_per_request: DEFAULT_MAX_EVENTS_PER_REQUEST,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,

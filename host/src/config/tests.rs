@@ -748,7 +748,7 @@ fn default_toml_shows_every_service_key() {
         toml::from_str(&interpolate(DEFAULT_CONFIG, &no_env).unwrap()).unwrap();
     // Every key a section accepts must be shown (and so documented) in the
     // default file: parse each key alone to prove it is accepted, and count.
-    for (section, keys) in [("server", 5), ("ingest", 12), ("streams", 8), ("auth", 3)] {
+    for (section, keys) in [("server", 5), ("ingest", 13), ("streams", 8), ("auth", 3)] {
         let shown = table[section].as_table().unwrap();
         assert_eq!(shown.len(), keys, "[{section}] in default.toml");
         for (key, value) in shown {
@@ -766,6 +766,8 @@ fn service_values_are_checked() {
     let queue = err("[streams]\nreplay_capacity = 10\nclient_queue = 20").to_string();
     assert!(queue.contains("streams.client_queue"), "{queue}");
     assert!(queue.contains("replay_capacity = 10"), "{queue}");
+    let small = err("[ingest]\nqueue_events = 10\nmax_events_per_request = 20").to_string();
+    assert!(small.contains("max_events_per_request = 20"), "{small}");
     let zero = err("[ingest]\nqueue_events = 0").to_string();
     assert!(zero.contains("ingest.queue_events"), "{zero}");
     assert!(zero.contains("(events)"), "{zero}");

@@ -51,6 +51,7 @@ async fn native(
     format: Format,
 ) -> Response {
     let result = async {
+        let _in_flight = InFlight::enter(&state)?;
         let key = presented_key(&headers, query.get("api_key").map(String::as_str));
         state.keys.check(Access::Write, key)?;
         check_content_type(&headers, format)?;
@@ -115,6 +116,42 @@ pub async fn posthog(
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// One of `ingest.max_concurrent_requests`; also what shutdown waits for.
+struct InFlight(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl InFlight {
+    fn enter(state: &AppState) -> Result<Self, ApiError> {
+        use std::sync::atomic::Ordering;
+        let max = state.config.ingest.max_concurrent_requests;
+        state
+            .ingest_requests
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map(|_| InFlight(state.ingest_requests.clone()))
+            .map_err(|_| {
+                // Bodies are buffered whole, so this bound is what keeps the
+                // memory of concurrent uploads bounded.
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too_many_requests",
+                    format!(
+                        "{max} ingest requests are already in progress \
+                         (ingest.max_concurrent_requests); retry later"
+                    ),
+                )
+                .retry_after(state.config.ingest.retry_after)
+                .with("accepted", 0)
+            })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// Apply the partial-acceptance policy and queue the valid events.

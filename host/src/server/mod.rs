@@ -10,7 +10,7 @@
 //! piling up.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,8 @@ pub struct AppState {
     pub started: Instant,
     /// Next WebSocket connection number.
     pub next_connection: Arc<AtomicU64>,
+    /// Requests inside an ingest handler right now.
+    pub ingest_requests: Arc<AtomicU64>,
 }
 
 /// The router: every route eddy serves.
@@ -212,6 +214,7 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
         metrics,
         started: Instant::now(),
         next_connection: Arc::new(AtomicU64::new(1)),
+        ingest_requests: Arc::new(AtomicU64::new(0)),
     };
     tokio::spawn(rest::publish_stats(
         hub.register(channels::STATS),
@@ -227,29 +230,57 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
     println!("eddy listening on http://{addr}");
 
     let router = app(state.clone());
-    accept_loop(listener, router, &config, shutdown_signal()).await;
+    let graceful = accept_loop(listener, router, &config, shutdown_signal()).await;
 
-    // Stop taking events, let the pipeline drain what was accepted, then let
-    // streaming clients catch up and close.
-    tracing::info!("shutting down: draining the ingest queue");
+    // One deadline for the whole shutdown. First let requests already
+    // inside an ingest handler finish (they may still be accepted), then
+    // close the queue, let the pipeline drain it to the channels, and only
+    // then tell streaming clients to catch up and close.
+    let grace = config.server.shutdown_grace;
+    let deadline = tokio::time::Instant::now() + grace;
+    tracing::info!(
+        ?grace,
+        "shutting down: finishing requests, then draining the ingest queue"
+    );
+    wait_until(deadline, || {
+        state.ingest_requests.load(Ordering::Acquire) == 0
+    })
+    .await;
     queue.close();
     drop(queue);
-    drop(state);
-    let grace = config.server.shutdown_grace;
-    let drained = tokio::time::timeout(grace, tokio::task::spawn_blocking(move || runner.join()))
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let drained = tokio::task::spawn_blocking(move || runner.join_within(left))
         .await
-        .is_ok();
+        .unwrap_or(false);
     if !drained {
         tracing::warn!(
             ?grace,
+            queued = stats.snapshot().queue_depth,
             "the pipeline did not drain within the shutdown grace"
         );
     }
     let _ = shutdown_tx.send(true);
-    // Streaming connections close themselves once caught up.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until(deadline, || state.connections.load(Ordering::Acquire) == 0).await;
+    drop(state);
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if tokio::time::timeout(left, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "some connections were still open at the end of the grace"
+        );
+    }
     tracing::info!(stats = ?stats.snapshot(), "stopped");
     Ok(())
+}
+
+/// Poll `done` until it holds or `deadline` passes.
+async fn wait_until(deadline: tokio::time::Instant, done: impl Fn() -> bool) {
+    while !done() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn accept_loop(
@@ -257,7 +288,7 @@ async fn accept_loop(
     router: Router,
     config: &Config,
     shutdown: impl std::future::Future<Output = ()>,
-) {
+) -> hyper_util::server::graceful::GracefulShutdown {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -292,16 +323,7 @@ async fn accept_loop(
         });
     }
     drop(listener);
-    let grace = config.server.shutdown_grace;
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            ?grace,
-            "some requests were still running at the end of the grace"
-        );
-    }
+    graceful
 }
 
 async fn shutdown_signal() {

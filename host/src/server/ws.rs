@@ -48,6 +48,10 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 
 /// Frames queued for the writer; small, since the hub is the real buffer.
 const WRITER_QUEUE: usize = 1024;
+/// Time allowed for the goodbye (error message, close frame) once a client
+/// is being closed: short, since a stalled client already had its
+/// `send_timeout`.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Frames written per flush: one syscall for many small messages.
 const FLUSH_EVERY: usize = 256;
 
@@ -108,22 +112,27 @@ async fn connection(state: AppState, socket: WebSocket, _guard: ConnectionGuard)
         ))
         .await;
 
-    let mut subs: HashMap<String, (JoinHandle<()>, Arc<AtomicU64>)> = HashMap::new();
+    let mut subs: Subs = HashMap::new();
     let mut heartbeat = tokio::time::interval(streams.heartbeat);
     heartbeat.tick().await;
     let mut shutdown = state.shutdown.clone();
+    // One deadline, pushed back only when the client sends something: the
+    // heartbeat must not reset it.
+    let idle = tokio::time::sleep(streams.idle_timeout);
+    tokio::pin!(idle);
     loop {
         tokio::select! {
-            incoming = tokio::time::timeout(streams.idle_timeout, stream.next()) => {
+            () = &mut idle => {
+                let _ = tx.send(Out::Close {
+                    code: CLOSE_IDLE,
+                    reason: format!("idle for {} ms", streams.idle_timeout.as_millis()),
+                }).await;
+                break;
+            }
+            incoming = stream.next() => {
+                idle.as_mut().reset(tokio::time::Instant::now() + streams.idle_timeout);
                 let frame = match incoming {
-                    Err(_) => {
-                        let _ = tx.send(Out::Close {
-                            code: CLOSE_IDLE,
-                            reason: format!("idle for {} ms", streams.idle_timeout.as_millis()),
-                        }).await;
-                        break;
-                    }
-                    Ok(Some(Err(e))) => {
+                    Some(Err(e)) => {
                         // Tell a client whose message was over the limit why
                         // it is being closed; other read errors mean it is gone.
                         if is_too_big(e) {
@@ -134,11 +143,11 @@ async fn connection(state: AppState, socket: WebSocket, _guard: ConnectionGuard)
                         }
                         break;
                     }
-                    Ok(None | Some(Ok(Message::Close(_)))) => break,
-                    Ok(Some(Ok(frame))) => frame,
+                    None | Some(Ok(Message::Close(_))) => break,
+                    Some(Ok(frame)) => frame,
                 };
                 let reply = match frame {
-                    Message::Text(text) => handle(&state, &tx, &mut subs, text.as_str()),
+                    Message::Text(text) => handle(&state, &tx, &mut subs, text.as_str()).await,
                     Message::Binary(_) => Some(error("bad_request", "binary frames are not supported; send JSON text", None)),
                     Message::Ping(_) | Message::Pong(_) | Message::Close(_) => None,
                 };
@@ -147,7 +156,14 @@ async fn connection(state: AppState, socket: WebSocket, _guard: ConnectionGuard)
                 }
             }
             _ = heartbeat.tick() => {
-                let beat = json!({"type": "heartbeat", "time": super::now_ms()}).to_string();
+                // The heartbeat carries each subscription's position, so a
+                // client with a selective filter can resume from there
+                // rather than from its last matching message.
+                let positions: serde_json::Map<String, Value> = subs
+                    .iter()
+                    .map(|(c, (_, sent))| (c.clone(), json!(sent.load(Ordering::Relaxed))))
+                    .collect();
+                let beat = json!({"type": "heartbeat", "time": super::now_ms(), "last_seq": positions}).to_string();
                 if tx.send(Out::Text(beat)).await.is_err() || tx.send(Out::Ping).await.is_err() {
                     break;
                 }
@@ -170,6 +186,10 @@ async fn connection(state: AppState, socket: WebSocket, _guard: ConnectionGuard)
     let _ = writer.await;
 }
 
+/// Live subscriptions of a connection: the forwarder and the last sequence
+/// number it handed to the writer.
+type Subs = HashMap<String, (JoinHandle<()>, Arc<AtomicU64>)>;
+
 fn is_too_big(e: axum::Error) -> bool {
     use tokio_tungstenite::tungstenite::Error;
     matches!(
@@ -188,10 +208,10 @@ fn error(code: &str, message: impl Into<String>, request: Option<&Value>) -> Val
 
 /// Handle one client message; the reply, if any, goes out after anything
 /// the handler already queued.
-fn handle(
+async fn handle(
     state: &AppState,
     tx: &mpsc::Sender<Out>,
-    subs: &mut HashMap<String, (JoinHandle<()>, Arc<AtomicU64>)>,
+    subs: &mut Subs,
     text: &str,
 ) -> Option<Value> {
     let msg: Value = match serde_json::from_str(text) {
@@ -215,9 +235,8 @@ fn handle(
                 Ok(r) => r,
                 Err(e) => return Some(error("bad_request", e, Some(&msg))),
             };
-            if subs
-                .get(&req.channel)
-                .is_some_and(|(t, _)| !t.is_finished())
+            if let Some((task, _)) = subs.get(&req.channel)
+                && !task.is_finished()
             {
                 return Some(error(
                     "already_subscribed",
@@ -246,11 +265,12 @@ fn handle(
                 "head": feed.head(),
                 "since": req.since,
             });
-            // The ack must precede the first message: queue it now.
-            if tx.try_send(Out::Text(ack.to_string())).is_err() {
+            // The ack must precede the first message: queue it before the
+            // forwarder exists.
+            if tx.send(Out::Text(ack.to_string())).await.is_err() {
                 return None;
             }
-            let sent = Arc::new(AtomicU64::new(req.since.unwrap_or(feed.head())));
+            let sent = Arc::new(AtomicU64::new(feed.last_delivered()));
             let task = tokio::spawn(forward(
                 feed,
                 tx.clone(),
@@ -264,7 +284,10 @@ fn handle(
             let channel = msg.get("channel").and_then(Value::as_str).unwrap_or("");
             match subs.remove(channel) {
                 Some((task, sent)) => {
+                    // Wait until the forwarder has really stopped, so no
+                    // message of this channel follows the ack.
                     task.abort();
+                    let _ = task.await;
                     Some(
                         json!({"type": "unsubscribed", "channel": channel, "last_seq": sent.load(Ordering::Relaxed)}),
                     )
@@ -310,7 +333,8 @@ async fn forward(
                 let mut msg = error(
                     "slow_consumer",
                     format!(
-                        "this client fell more than streams.client_queue messages behind on                          `{channel}`; closing. Resubscribe with since = last_seq to resume"
+                        "this client fell more than streams.client_queue messages behind on \
+                         `{channel}`; closing. Resubscribe with since = last_seq to resume"
                     ),
                     None,
                 );
@@ -432,7 +456,7 @@ async fn write_loop(
             code,
             reason: Utf8Bytes::from(reason),
         };
-        let _ = tokio::time::timeout(send_timeout, sink.send(Message::Close(Some(frame)))).await;
+        let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
     }
-    let _ = tokio::time::timeout(send_timeout, sink.close()).await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
 }

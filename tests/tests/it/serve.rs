@@ -612,7 +612,7 @@ async fn a_full_queue_answers_429_and_every_accepted_event_is_delivered() {
     // 20 ms per batch of at most 100 events: ~5k events/s, far below the
     // burst below; the queue holds 1,000.
     let config = sandbox.config(
-        "[pipeline]\nbatch_size = 100\n[ingest]\nqueue_events = 1000\nretry_after_s = 2\n\
+        "[pipeline]\nbatch_size = 100\n[ingest]\nqueue_events = 1000\nmax_events_per_request = 100\nretry_after_s = 2\n\
          [streams]\nreplay_capacity = 100000\nclient_queue = 100000\n\
          [[stages]]\nplugin = \"slow\"\n[stages.config]\nms = 20\n",
     );
