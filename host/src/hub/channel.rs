@@ -74,7 +74,8 @@ impl Message {
 #[derive(Debug, Default)]
 pub(super) struct Ring {
     pub(super) messages: VecDeque<Arc<Message>>,
-    /// Sequence number of the newest message; 0 before the first.
+    /// Sequence number of the newest message; `first_seq - 1` before the
+    /// first.
     pub(super) head: u64,
 }
 
@@ -103,12 +104,16 @@ pub(super) struct Channel {
 
 impl Channel {
     pub(super) fn new(name: String, config: HubConfig) -> Channel {
+        let before_first = config.first_seq.saturating_sub(1);
         Channel {
             name,
             config,
-            ring: Mutex::new(Ring::default()),
-            publishing: Mutex::new(0),
-            head_tx: watch::Sender::new(0),
+            ring: Mutex::new(Ring {
+                messages: VecDeque::new(),
+                head: before_first,
+            }),
+            publishing: Mutex::new(before_first),
+            head_tx: watch::Sender::new(before_first),
             subscribers: AtomicUsize::new(0),
         }
     }
@@ -120,12 +125,14 @@ impl Channel {
         self.ring.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The oldest seq a new subscription may resume from: kept in the ring,
-    /// and no more than `client_queue` behind the head, since a larger
-    /// backlog would make it lagged on its first read.
+    /// The oldest seq a new subscription may resume from: anything still in
+    /// the ring. A subscription that starts further back than `client_queue`
+    /// gets that backlog as its allowance, shrinking as it catches up (see
+    /// [`Subscription`](super::Subscription)), so a client cut off for
+    /// lagging can always resume from the `last_seq` it was given while
+    /// that is still kept.
     pub(super) fn oldest_resumable(&self, ring: &Ring) -> u64 {
-        let within_queue = (ring.head + 1).saturating_sub(self.config.client_queue as u64);
-        ring.oldest().max(within_queue)
+        ring.oldest()
     }
 
     /// The last `limit` messages, oldest first.

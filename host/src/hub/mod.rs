@@ -42,12 +42,19 @@ pub struct HubConfig {
     /// At least 1.
     pub replay_capacity: usize,
     /// Largest backlog (messages published but not yet read) a subscriber
-    /// may have before it is [`Lagged`]; also how far behind the head a new
-    /// subscription may resume. Default 65,536 (2^16): about six seconds at
+    /// may have before it is [`Lagged`]. A subscription that resumes from
+    /// further back may keep the backlog it started with, but never fall
+    /// further behind than that. Default 65,536 (2^16): about six seconds at
     /// 10,000 events/s, long enough for a burst or a slow network, short
     /// enough that a client that cannot keep up is told so quickly.
     /// At least 1.
     pub client_queue: usize,
+    /// Sequence number of each channel's first message. Default 1. A server
+    /// starts its channels above anything an earlier run could have
+    /// reached, so a client resuming with a sequence number from before a
+    /// restart is told it is too old rather than silently handed a
+    /// different history under the same numbers.
+    pub first_seq: u64,
 }
 
 impl Default for HubConfig {
@@ -55,6 +62,7 @@ impl Default for HubConfig {
         HubConfig {
             replay_capacity: 100_000,
             client_queue: 65_536,
+            first_seq: 1,
         }
     }
 }
@@ -66,6 +74,7 @@ impl HubConfig {
         HubConfig {
             replay_capacity: self.replay_capacity.max(1),
             client_queue: self.client_queue.max(1),
+            first_seq: self.first_seq.max(1),
         }
     }
 }
@@ -97,7 +106,7 @@ pub enum SubscribeError {
         available: Vec<String>,
     },
     /// `since` is older than what can be replayed: the ring no longer holds
-    /// `since + 1`, or it is more than `client_queue` behind the head.
+    /// `since + 1`.
     #[error(
         "since={since} is too old: the oldest message that can be replayed is seq {oldest_available}"
     )]

@@ -35,6 +35,11 @@ pub struct Subscription {
     cursor: u64,
     head_rx: watch::Receiver<u64>,
     lagged: Option<Lagged>,
+    /// Backlog allowed before [`Lagged`]: the channel's `client_queue`, or
+    /// the backlog the subscription started with if that was larger (a
+    /// resume from far back), ratcheting down as it catches up so it can
+    /// never fall further behind than where it started.
+    allowance: u64,
 }
 
 impl Subscription {
@@ -43,11 +48,14 @@ impl Subscription {
     pub(super) fn new(channel: Arc<Channel>, cursor: u64) -> Subscription {
         channel.subscribers.fetch_add(1, Ordering::Relaxed);
         let head_rx = channel.head_tx.subscribe();
+        let queue = channel.config.client_queue as u64;
+        let start_backlog = channel.ring().head.saturating_sub(cursor.saturating_sub(1));
         Subscription {
             channel,
             cursor,
             head_rx,
             lagged: None,
+            allowance: queue.max(start_backlog),
         }
     }
 
@@ -98,7 +106,9 @@ impl Subscription {
         let ring = self.channel.ring();
         let last_delivered = self.cursor - 1;
         let backlog = ring.head - last_delivered;
-        if self.cursor < ring.oldest() || backlog > self.channel.config.client_queue as u64 {
+        let queue = self.channel.config.client_queue as u64;
+        self.allowance = self.allowance.min(backlog.max(queue));
+        if self.cursor < ring.oldest() || backlog > self.allowance {
             let lagged = Lagged {
                 last_delivered,
                 head: ring.head,

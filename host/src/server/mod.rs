@@ -164,6 +164,7 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
     let hub = Hub::new(HubConfig {
         replay_capacity: usize::try_from(config.streams.replay_capacity).unwrap_or(usize::MAX),
         client_queue: usize::try_from(config.streams.client_queue).unwrap_or(usize::MAX),
+        first_seq: first_seq(),
     });
     let plugins_channel = hub.register(channels::PLUGINS);
     let notices = registry.subscribe();
@@ -347,6 +348,14 @@ async fn shutdown_signal() {
         () = ctrl_c => tracing::info!("SIGINT received"),
         () = terminate => tracing::info!("SIGTERM received"),
     }
+}
+
+/// Where this run's sequence numbers start: the start time in
+/// microseconds. A later run starts above everything an earlier one
+/// published unless the earlier one averaged over a million messages a
+/// second on a channel for its whole life.
+fn first_seq() -> u64 {
+    u64::try_from(now_ms()).unwrap_or(0).saturating_mul(1000) + 1
 }
 
 /// Resolves once the server is shutting down (or its state is gone).
