@@ -17,6 +17,8 @@ use crate::hub::{Lagged, Message, Payload, SubscribeError, Subscription};
 
 /// Hub messages taken per read.
 const READ_BATCH: usize = 256;
+/// Frames a feed hands over at shutdown, at most.
+const DRAIN_MAX: usize = 16_384;
 
 /// A parsed subscribe request.
 #[derive(Debug)]
@@ -249,12 +251,19 @@ impl Feed {
                     details: json!({ "head": head }),
                 },
             })?;
+        let head = if req.since.is_none() {
+            head_now.max(sub.last_delivered())
+        } else {
+            head_now
+        };
         Ok(Feed {
             sub,
             filter: req.filter.clone(),
             fields: req.fields.clone(),
             channel_json: Value::String(req.channel.clone()).to_string(),
-            head: head_now,
+            // A live subscription starts after the head the hub saw when it
+            // subscribed, which may be later than the look above.
+            head,
             buf: Vec::with_capacity(READ_BATCH),
         })
     }
@@ -288,13 +297,18 @@ impl Feed {
             if !frames.is_empty() {
                 return Ok(frames);
             }
+            // A filter that matches nothing over a long backlog must not
+            // hold the worker: give other tasks their turn.
+            tokio::task::consume_budget().await;
         }
     }
 
     /// Everything available right now, without waiting (for shutdown).
     pub fn drain_now(&mut self) -> Result<Vec<(u64, String)>, FeedEnd> {
         let mut frames = Vec::new();
-        loop {
+        // Bounded, so shutdown cannot build an arbitrarily large batch; the
+        // client resumes from the last frame it got.
+        while frames.len() < DRAIN_MAX {
             self.buf.clear();
             match self
                 .sub
@@ -302,12 +316,16 @@ impl Feed {
                 .now_or_never()
             {
                 Some(Ok(())) => frames.extend(self.frames()),
+                // Frames already taken are sent first; reporting the lag
+                // now would claim messages the client never got.
+                Some(Err(Lagged { .. })) if !frames.is_empty() => break,
                 Some(Err(Lagged { last_delivered, .. })) => {
                     return Err(FeedEnd::Lagged { last_delivered });
                 }
-                None => return Err(FeedEnd::Drained { frames }),
+                None => break,
             }
         }
+        Err(FeedEnd::Drained { frames })
     }
 
     fn frames(&self) -> Vec<(u64, String)> {
