@@ -1003,6 +1003,14 @@ async fn sigterm_drains_accepted_events_to_subscribers() {
     let client = http();
     let mut ws = Ws::connect(&server.ws_url()).await;
     ws.subscribe("events", json!({"fields": ["id"]})).await;
+    // An SSE client too: its open stream must not hold shutdown up, and it
+    // gets everything before the stream ends.
+    let sse = client
+        .get(server.url("/v1/sse?channel=events&fields=id"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
     // 1,000 events at 50 per 25 ms batch: about half a second of work queued.
     let body: String = (0..1000)
         .map(|i| format!("{{\"id\":\"e{i}\",\"name\":\"x\",\"distinct_id\":\"u\"}}\n"))
@@ -1027,6 +1035,21 @@ async fn sigterm_drains_accepted_events_to_subscribers() {
     assert_eq!(ids, (0..1000).map(|i| format!("e{i}")).collect::<Vec<_>>());
     let closed = ws.recv(WAIT).await.unwrap_err();
     assert_eq!(closed.code, 1001, "{closed:?}");
+    // Asking for one more than was sent: the stream must end after 1,000.
+    let sse = sse_events(sse, 1001, WAIT).await;
+    let sse_ids: Vec<String> = sse
+        .iter()
+        .map(|(_, _, d)| d["data"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        sse_ids, ids,
+        "SSE gets the same 1,000, then the stream ends"
+    );
+    let started = std::time::Instant::now();
     let (status, _server) = status.await.unwrap();
     assert!(status.success(), "exit status {status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the server exits once streams are drained, not at the end of the grace"
+    );
 }
