@@ -20,6 +20,7 @@
 //! The interpolation lives in `interpolate`, the raw structs and their
 //! validation in `raw`; this module holds the public types and the loader.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -161,6 +162,20 @@ pub struct RuntimeConfig {
     /// Longest log message kept from a plugin, in bytes; longer ones are cut
     /// (`max_log_message_bytes`, at least 1).
     pub max_log_message_bytes: u64,
+    /// Capability grants by plugin name (file stem), gathered from the
+    /// stages' `allow` lists: what a plugin's component may import beyond
+    /// the default (see [`crate::plugin::capabilities`]). A plugin missing
+    /// here gets the default only. Not a `[runtime]` key: it lives here
+    /// because the registry, which checks plugins as their files load,
+    /// receives the runtime settings.
+    pub grants: BTreeMap<String, Vec<String>>,
+}
+
+impl RuntimeConfig {
+    /// The grants of plugin `name` (empty: the default policy only).
+    pub fn grants_for(&self, name: &str) -> &[String] {
+        self.grants.get(name).map_or(&[], Vec::as_slice)
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -181,6 +196,7 @@ impl Default for RuntimeConfig {
             state_max_key_bytes: DEFAULT_STATE_MAX_KEY_BYTES,
             max_metrics: DEFAULT_MAX_METRICS,
             max_log_message_bytes: DEFAULT_MAX_LOG_MESSAGE_BYTES,
+            grants: BTreeMap::new(),
         }
     }
 }
@@ -206,6 +222,11 @@ pub struct StageConfig {
     /// object (empty when the table is absent); TOML dates and times are
     /// converted to RFC 3339 strings.
     pub config: serde_json::Value,
+    /// Capabilities granted to the plugin beyond the default (`allow`):
+    /// package or interface names such as `wasi:filesystem`, sorted, without
+    /// duplicates. Every stage of one plugin grants the same list; the
+    /// registry reads it from [`RuntimeConfig::grants`].
+    pub allow: Vec<String>,
 }
 
 /// What a stage does with a batch's events when it fails on that batch.

@@ -1,7 +1,7 @@
 //! The raw form of `eddy.toml` as serde reads it (unknown keys and wrong
 //! types rejected), and its validation into the public configuration types.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -228,6 +228,7 @@ struct RawStage {
     on_failure: Option<RawFailurePolicy>,
     deadline_ms: Option<Int>,
     memory_limit_mb: Option<Int>,
+    allow: Option<Vec<String>>,
     config: Option<toml::Table>,
 }
 
@@ -364,6 +365,8 @@ impl Validator<'_> {
                 raw.max_log_message_bytes,
                 MAX_LOG_MESSAGE_BYTES,
             )?,
+            // Filled in from the stages by `RawConfig::validate`.
+            grants: BTreeMap::new(),
         })
     }
 
@@ -410,6 +413,14 @@ impl Validator<'_> {
             .memory_limit_mb
             .map(|v| self.mebibytes(&key("memory_limit_mb"), v))
             .transpose()?;
+        let mut allow = Vec::new();
+        for (i, grant) in raw.allow.unwrap_or_default().iter().enumerate() {
+            let grant = crate::plugin::capabilities::validate_grant(grant)
+                .map_err(|message| self.invalid(format!("{}[{i}]", key("allow")), message))?;
+            allow.push(grant);
+        }
+        allow.sort();
+        allow.dedup();
         let config = self.json_table(&key("config"), raw.config.unwrap_or_default())?;
         Ok(StageConfig {
             name,
@@ -418,7 +429,40 @@ impl Validator<'_> {
             deadline,
             memory_limit_bytes,
             config,
+            allow,
         })
+    }
+
+    /// Each plugin's grants, from its stages' `allow` lists. A grant belongs
+    /// to the plugin file, which all its stages share (it is loaded once),
+    /// so stages of the same plugin must grant the same list: a second
+    /// stage must not silently receive a grant it does not show.
+    fn grants(&self, stages: &[StageConfig]) -> Result<BTreeMap<String, Vec<String>>, ConfigError> {
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        let mut grants = BTreeMap::new();
+        for (index, stage) in stages.iter().enumerate() {
+            match first.get(stage.plugin.as_str()) {
+                None => {
+                    first.insert(&stage.plugin, index);
+                    if !stage.allow.is_empty() {
+                        grants.insert(stage.plugin.clone(), stage.allow.clone());
+                    }
+                }
+                Some(&f) if stages[f].allow != stage.allow => {
+                    return Err(self.invalid(
+                        format!("stages[{index}].allow"),
+                        format!(
+                            "{:?} differs from stages[{f}].allow = {:?}, which uses the same plugin \
+                             `{}`: a grant applies to the plugin file, which its stages share, so \
+                             give every stage with plugin = \"{}\" the same `allow` list",
+                            stage.allow, stages[f].allow, stage.plugin, stage.plugin
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(grants)
     }
 
     fn json_table(&self, key: &str, table: toml::Table) -> Result<serde_json::Value, ConfigError> {
@@ -499,7 +543,7 @@ impl RawConfig {
                 format!("{batch_size} is too large for this platform"),
             )
         })?;
-        let runtime = v.runtime(&self.runtime)?;
+        let mut runtime = v.runtime(&self.runtime)?;
         let server = v.server(&self.server)?;
         let ingest = v.ingest(&self.ingest)?;
         let streams = v.streams(&self.streams)?;
@@ -527,6 +571,7 @@ impl RawConfig {
             seen.insert(stage.name.clone(), index);
             stages.push(stage);
         }
+        runtime.grants = v.grants(&stages)?;
 
         Ok(Config {
             plugins_dir: PathBuf::from(plugins_dir),

@@ -510,6 +510,7 @@ fn runtime_values_are_converted() {
             state_max_key_bytes: 7,
             max_metrics: 6,
             max_log_message_bytes: 5,
+            grants: Default::default(),
         }
     );
 }
@@ -789,4 +790,97 @@ fn service_values_are_checked() {
     assert_eq!(ok.auth.admin_keys, ["0123456789"]);
     // Keys never show in debug output.
     assert!(!format!("{:?}", ok.auth).contains("0123456789"));
+}
+
+#[test]
+fn stage_allow_grants_capabilities_to_its_plugin() {
+    let text = "[[stages]]\nplugin = \"reader\"\n\
+                allow = [\"wasi:sockets\", \"wasi:filesystem\", \"wasi:sockets\"]\n\
+                [[stages]]\nplugin = \"reader\"\nname = \"again\"\n\
+                allow = [\"wasi:filesystem\", \"wasi:sockets\"]\n\
+                [[stages]]\nplugin = \"other\"\nallow = [\"wasi:filesystem/types\"]\n\
+                [[stages]]\nplugin = \"plain\"\n";
+    let config = parse(text).unwrap();
+    let both = vec!["wasi:filesystem".to_owned(), "wasi:sockets".to_owned()];
+    assert_eq!(config.stages[0].allow, both, "sorted, without duplicates");
+    assert_eq!(config.runtime.grants_for("reader"), both.as_slice());
+    assert_eq!(
+        config.runtime.grants_for("other"),
+        ["wasi:filesystem/types".to_owned()]
+    );
+    assert!(config.stages[3].allow.is_empty());
+    assert!(config.runtime.grants_for("plain").is_empty());
+    assert!(config.runtime.grants_for("not-a-stage").is_empty());
+    assert_eq!(config.runtime.grants.len(), 2);
+    // The embedded default grants nothing.
+    let default = Config::parse(DEFAULT_CONFIG, EMBEDDED_ORIGIN, &no_env).unwrap();
+    assert!(default.runtime.grants.is_empty());
+    assert!(default.stages.iter().all(|s| s.allow.is_empty()));
+}
+
+#[test]
+fn unknown_grants_are_rejected_with_the_valid_names() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "allow = [\"wasi:sockets\", \"wasi:filesytem\"]",
+            "stages[0].allow[1]",
+            &[
+                "\"wasi:filesytem\" is not a capability eddy can grant",
+                "use \"wasi:filesystem\", \"wasi:sockets\"",
+                "eddy plugin inspect",
+            ],
+        ),
+        (
+            "allow = [\"wasi:filesystem@0.2.6\"]",
+            "stages[0].allow[0]",
+            &["leave out the version: \"wasi:filesystem\""],
+        ),
+        (
+            "allow = [\"wasi:clocks\"]",
+            "stages[0].allow[0]",
+            &["allowed by default and needs no grant"],
+        ),
+        (
+            "allow = [\"wasi:http\"]",
+            "stages[0].allow[0]",
+            &["not a capability eddy can grant"],
+        ),
+    ];
+    for (body, want_key, wants) in cases {
+        let e = err(&stage(body));
+        assert!(
+            e.to_string().starts_with("eddy.toml: stages[0].allow["),
+            "{e}"
+        );
+        match &e {
+            ConfigError::Invalid { key, message, .. } => {
+                assert_eq!(key, want_key, "{e}");
+                for want in *wants {
+                    assert!(message.contains(want), "{body}: {message}");
+                }
+            }
+            other => panic!("{body}: unexpected {other:?}"),
+        }
+    }
+    // Not a list: toml's type error names the key.
+    let msg = err(&stage("allow = \"wasi:filesystem\"")).to_string();
+    assert!(msg.contains("allow"), "{msg}");
+}
+
+#[test]
+fn stages_of_one_plugin_must_grant_the_same() {
+    let text = "[[stages]]\nplugin = \"x\"\nallow = [\"wasi:filesystem\"]\n\
+                [[stages]]\nplugin = \"x\"\nname = \"x2\"\n";
+    match err(text) {
+        ConfigError::Invalid { key, message, .. } => {
+            assert_eq!(key, "stages[1].allow");
+            assert!(
+                message.contains("differs from stages[0].allow = [\"wasi:filesystem\"]")
+                    && message
+                        .contains("give every stage with plugin = \"x\" the same `allow` list"),
+                "{message}"
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
 }

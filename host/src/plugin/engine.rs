@@ -15,6 +15,7 @@ use wasmtime::{Config as WasmConfig, Engine, Store, Trap};
 use super::bindings::eddy::plugin::types as wit;
 use super::bindings::exports::eddy::plugin::plugin::Info;
 use super::bindings::{Processor, ProcessorPre};
+use super::capabilities::{self, CapabilityError};
 use super::host_api::{PluginShared, StoreData};
 
 /// How often the epoch advances. Deadlines are whole ticks, so a call is cut
@@ -41,6 +42,10 @@ pub enum PluginError {
     /// provide.
     #[error("component does not fit the eddy:plugin/processor world: {0}")]
     WrongWorld(String),
+    /// The component imports capabilities (files, sockets, ...) that its
+    /// stages do not grant; see [`super::capabilities`].
+    #[error("refused by the capability policy: {0}")]
+    NotGranted(#[from] CapabilityError),
     /// The call ran past its deadline and was interrupted.
     #[error("call exceeded its {0:?} deadline and was interrupted")]
     Deadline(Duration),
@@ -104,6 +109,23 @@ impl std::fmt::Debug for Compiled {
     }
 }
 
+/// What [`PluginEngine::inspect`] found out about a component.
+#[derive(Debug)]
+pub struct Inspection {
+    /// The component's size in bytes.
+    pub size: usize,
+    /// Hex SHA-256 of its bytes.
+    pub hash: String,
+    /// Its import names, in the component's order
+    /// (e.g. `wasi:cli/environment@0.2.6`).
+    pub imports: Vec<String>,
+    /// Its export names (e.g. `eddy:plugin/processing@0.1.0`).
+    pub exports: Vec<String>,
+    /// What `describe()` answered, or why it could not be called (the
+    /// component is not an eddy processor, it trapped, ...).
+    pub describe: Result<Info, PluginError>,
+}
+
 /// Hex SHA-256 of `bytes`: the identity of a plugin version.
 pub fn content_hash(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
@@ -149,7 +171,8 @@ impl PluginEngine {
 
     /// Compile `bytes` on a worker thread, giving up after `timeout`, then
     /// check it is a processor by instantiating it once and calling
-    /// `describe()` under `timeout` too.
+    /// `describe()` under `timeout` too. Only imports allowed by default are
+    /// accepted: see [`PluginEngine::compile_granted`].
     pub fn compile(
         self: &Arc<Self>,
         bytes: Vec<u8>,
@@ -157,18 +180,30 @@ impl PluginEngine {
         shared: Arc<PluginShared>,
         memory_limit: u64,
     ) -> Result<Arc<Compiled>, PluginError> {
+        self.compile_granted(bytes, timeout, shared, memory_limit, &[])
+    }
+
+    /// [`PluginEngine::compile`], with the component's imports checked
+    /// against the default policy plus `grants` (the plugin's `allow` list)
+    /// before it is linked or any of its code runs.
+    pub fn compile_granted(
+        self: &Arc<Self>,
+        bytes: Vec<u8>,
+        timeout: Duration,
+        shared: Arc<PluginShared>,
+        memory_limit: u64,
+        grants: &[String],
+    ) -> Result<Arc<Compiled>, PluginError> {
         let started = Instant::now();
         let hash = content_hash(&bytes);
         let size = bytes.len();
-        let cached = self.cached(&hash);
-        let component = match cached {
-            Some(c) => c,
-            None => {
-                let c = self.compile_on_thread(bytes, timeout)?;
-                self.remember(&hash, &c);
-                c
-            }
-        };
+        let component = self.component(bytes, &hash, timeout)?;
+        let ty = component.component_type();
+        capabilities::check(
+            &shared.name,
+            ty.imports(&self.engine).map(|(name, _)| name),
+            grants,
+        )?;
         let compile_time = started.elapsed();
         let pre = self
             .linker
@@ -185,6 +220,65 @@ impl PluginEngine {
             loaded_at: SystemTime::now(),
             compile_time,
         }))
+    }
+
+    /// The compiled component for `bytes` (whose hash is `hash`), from the
+    /// cache or compiled now.
+    fn component(
+        &self,
+        bytes: Vec<u8>,
+        hash: &str,
+        timeout: Duration,
+    ) -> Result<Component, PluginError> {
+        if let Some(c) = self.cached(hash) {
+            return Ok(c);
+        }
+        let c = self.compile_on_thread(bytes, timeout)?;
+        self.remember(hash, &c);
+        Ok(c)
+    }
+
+    /// Everything `eddy plugin inspect` shows about a component: its size,
+    /// hash, imports and exports, and what `describe()` answers. The imports
+    /// are not checked against any policy here (the caller reports the
+    /// verdicts), so `describe()` runs even for a component that would need
+    /// a grant to load, in the same sandbox a loaded plugin gets: no files,
+    /// no network, `timeout` and `memory_limit` apply.
+    pub fn inspect(
+        self: &Arc<Self>,
+        bytes: Vec<u8>,
+        timeout: Duration,
+        memory_limit: u64,
+        shared: Arc<PluginShared>,
+    ) -> Result<Inspection, PluginError> {
+        let hash = content_hash(&bytes);
+        let size = bytes.len();
+        let component = self.component(bytes, &hash, timeout)?;
+        let ty = component.component_type();
+        let imports = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let exports = ty
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let describe = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| PluginError::WrongWorld(format!("{e:#}")))
+            .and_then(|pre| {
+                ProcessorPre::new(pre).map_err(|e| PluginError::WrongWorld(format!("{e:#}")))
+            })
+            .and_then(|pre| self.instantiate_raw(&pre, shared, memory_limit, timeout))
+            .and_then(|mut probe| probe.describe(timeout));
+        Ok(Inspection {
+            size,
+            hash,
+            imports,
+            exports,
+            describe,
+        })
     }
 
     fn cached(&self, hash: &str) -> Option<Component> {

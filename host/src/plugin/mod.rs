@@ -6,6 +6,7 @@
 
 pub mod abi;
 pub mod bindings;
+pub mod capabilities;
 pub mod engine;
 pub mod host_api;
 pub mod registry;

@@ -318,9 +318,10 @@ impl Registry {
     }
 
     /// Load (or reload) the plugin stored at `path`. The new version goes
-    /// live only if it compiles, links as a processor and answers
-    /// `describe()`; otherwise the live version stays and the error is
-    /// reported with the file name.
+    /// live only if it compiles, imports nothing beyond the default policy
+    /// and the plugin's grants (`runtime.grants`, from the stages' `allow`),
+    /// links as a processor and answers `describe()`; otherwise the live
+    /// version stays and the error is reported with the file name.
     pub fn load_file(&self, path: &Path) -> Result<LoadOutcome, PluginError> {
         let Some(name) = plugin_name(path) else {
             return Err(PluginError::Compile(format!(
@@ -365,11 +366,12 @@ impl Registry {
                 return Ok(LoadOutcome::Rejected);
             }
         }
-        let compiled = match self.engine.compile(
+        let compiled = match self.engine.compile_granted(
             bytes,
             self.config.compile_timeout,
             slot.shared.clone(),
             self.config.memory_limit_bytes,
+            self.config.grants_for(name),
         ) {
             Ok(c) => c,
             Err(e) => return Err(fail(e, Some(hash))),

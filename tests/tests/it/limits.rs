@@ -157,7 +157,12 @@ fn trapping_plugin_is_quarantined_then_retried_after_backoff() {
 fn plugins_see_no_files_environment_or_sockets_but_do_see_the_clock() {
     let sb = Sandbox::new();
     sb.install(SANDBOX_PROBE, "sandbox-probe");
-    let cfg = sb.config("[[stages]]\nplugin = \"sandbox-probe\"\n");
+    // The probe imports the filesystem and sockets interfaces, which need a
+    // grant to load (see capabilities.rs). Granted, they must still reach
+    // nothing: a grant only lets the component link.
+    let cfg = sb.config(
+        "[[stages]]\nplugin = \"sandbox-probe\"\nallow = [\"wasi:filesystem\", \"wasi:sockets\"]\n",
+    );
     // Give the host a secret in its environment and files around it: none of
     // it may reach the plugin.
     std::fs::write(sb.path().join("secret.txt"), "hunter2").unwrap();
