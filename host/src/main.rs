@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod inspect;
+
 #[derive(Parser)]
 #[command(
     name = "eddy",
@@ -67,8 +69,21 @@ enum Command {
         #[command(flatten)]
         options: eddy::client::TailOptions,
     },
+    /// Work with plugin components.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Print the embedded default configuration.
     DefaultConfig,
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Show a component's world, describe() answer, config schema, imports
+    /// (as capabilities: allowed by default or needing a grant), exports and
+    /// size, and whether eddy would load it.
+    Inspect(inspect::InspectOptions),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -146,6 +161,9 @@ fn run(command: Option<Command>) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Plugin {
+            command: PluginCommand::Inspect(options),
+        } => inspect::run(&options),
         Command::DefaultConfig => {
             print!("{}", eddy::config::DEFAULT_CONFIG);
             Ok(())
