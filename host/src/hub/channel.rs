@@ -2,9 +2,11 @@
 //! signal.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
+use axum::extract::ws::Utf8Bytes;
 use tokio::sync::watch;
 
 use super::HubConfig;
@@ -46,8 +48,12 @@ pub struct Message {
     pub seq: u64,
     /// The content.
     pub payload: Payload,
-    /// The payload's JSON, built by the first subscriber that needs it.
+    /// The payload's JSON, built by the first caller of
+    /// [`Message::payload_json`].
     json: OnceLock<String>,
+    /// The message as stream clients receive it unchanged; see
+    /// [`Message::shared_frame`].
+    frame: OnceLock<Utf8Bytes>,
 }
 
 impl Message {
@@ -57,6 +63,31 @@ impl Message {
             seq,
             payload,
             json: OnceLock::new(),
+            frame: OnceLock::new(),
+        }
+    }
+
+    /// The message as every subscriber that takes it unchanged sends it to
+    /// its client (the server's envelope around the payload's JSON): built
+    /// by `build` for the first such subscriber, then shared by all of them,
+    /// since a clone of a [`Utf8Bytes`] is a reference count, not a copy.
+    /// Every caller must pass a `build` that makes the same frame.
+    pub fn shared_frame(&self, build: impl FnOnce(&Message) -> String) -> Utf8Bytes {
+        self.frame
+            .get_or_init(|| Utf8Bytes::from(build(self)))
+            .clone()
+    }
+
+    /// Append the payload's compact JSON (what [`Message::payload_json`]
+    /// returns) to `out`, without keeping a copy of it in the message.
+    pub fn write_payload_json(&self, out: &mut String) {
+        match (self.json.get(), &self.payload) {
+            (Some(json), _) => out.push_str(json),
+            (None, Payload::Event(e)) => out.push_str(&e.to_json()),
+            // Writing to a String cannot fail.
+            (None, Payload::Json(v)) => {
+                let _ = write!(out, "{v}");
+            }
         }
     }
 

@@ -346,6 +346,28 @@ fn payload_json_is_the_compact_json_of_the_payload() {
 }
 
 #[test]
+fn a_shared_frame_is_built_once_and_shared() {
+    let m = Message::new(7, Payload::Json(json!({"a": 1})));
+    let mut builds = 0;
+    let mut build = |m: &Message| {
+        builds += 1;
+        let mut out = format!("<{}:", m.seq);
+        m.write_payload_json(&mut out);
+        out.push('>');
+        out
+    };
+    let first = m.shared_frame(&mut build);
+    let second = m.shared_frame(&mut build);
+    assert_eq!(first.as_str(), r#"<7:{"a":1}>"#);
+    assert_eq!(builds, 1, "built once");
+    assert_eq!(
+        first.as_str().as_ptr(),
+        second.as_str().as_ptr(),
+        "shared, not copied"
+    );
+}
+
+#[test]
 fn filters_apply_to_payloads() {
     let f = Filter::from_json(&json!({"names": ["$pageview", "window"],
         "where": [{"field": "properties.$browser", "op": "equals", "value": "Chrome"}]}))

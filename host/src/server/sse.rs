@@ -9,6 +9,7 @@
 
 use std::convert::Infallible;
 
+use axum::extract::ws::Utf8Bytes;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -98,9 +99,9 @@ fn events(
     .flatten()
 }
 
-fn frames_to_events(frames: Vec<(u64, String)>) -> Vec<Result<Event, Infallible>> {
+fn frames_to_events(frames: Vec<(u64, Utf8Bytes)>) -> Vec<Result<Event, Infallible>> {
     frames
         .into_iter()
-        .map(|(seq, frame)| Ok(Event::default().id(seq.to_string()).data(frame)))
+        .map(|(seq, frame)| Ok(Event::default().id(seq.to_string()).data(frame.as_str())))
         .collect()
 }

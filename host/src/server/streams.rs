@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use axum::extract::ws::Utf8Bytes;
 use axum::http::StatusCode;
 use futures_util::FutureExt as _;
 use serde_json::{Value, json};
@@ -192,7 +193,7 @@ pub enum FeedEnd {
     /// Shutdown: these were the last frames.
     Drained {
         /// (seq, frame) pairs.
-        frames: Vec<(u64, String)>,
+        frames: Vec<(u64, Utf8Bytes)>,
     },
 }
 
@@ -285,7 +286,7 @@ impl Feed {
 
     /// Wait for messages; return the frames of those that pass the filter
     /// (at least one). Cancel-safe.
-    pub async fn next_frames(&mut self) -> Result<Vec<(u64, String)>, FeedEnd> {
+    pub async fn next_frames(&mut self) -> Result<Vec<(u64, Utf8Bytes)>, FeedEnd> {
         loop {
             self.buf.clear();
             if let Err(Lagged { last_delivered, .. }) =
@@ -304,7 +305,7 @@ impl Feed {
     }
 
     /// Everything available right now, without waiting (for shutdown).
-    pub fn drain_now(&mut self) -> Result<Vec<(u64, String)>, FeedEnd> {
+    pub fn drain_now(&mut self) -> Result<Vec<(u64, Utf8Bytes)>, FeedEnd> {
         let mut frames = Vec::new();
         // Bounded, so shutdown cannot build an arbitrarily large batch; the
         // client resumes from the last frame it got.
@@ -328,31 +329,47 @@ impl Feed {
         Err(FeedEnd::Drained { frames })
     }
 
-    fn frames(&self) -> Vec<(u64, String)> {
+    fn frames(&self) -> Vec<(u64, Utf8Bytes)> {
         let mut frames = Vec::with_capacity(self.buf.len());
         for m in &self.buf {
-            let data = match (&m.payload, &self.fields) {
+            let projected = match (&m.payload, &self.fields) {
                 (Payload::Event(e), f) => {
                     if !self.filter.matches(e) {
                         continue;
                     }
-                    f.as_ref().map(|p| p.apply(e).to_string())
+                    f.as_ref().map(|p| p.apply(e))
                 }
                 (Payload::Json(v), f) => {
                     if !self.filter.matches(v) {
                         continue;
                     }
-                    f.as_ref().map(|p| p.apply(v).to_string())
+                    f.as_ref().map(|p| p.apply(v))
                 }
             };
-            let data = data.as_deref().unwrap_or_else(|| m.payload_json());
-            let mut frame = String::with_capacity(data.len() + 64);
-            frame.push_str(r#"{"type":"message","channel":"#);
-            frame.push_str(&self.channel_json);
-            // Writing to a String cannot fail.
-            let _ = write!(frame, r#","seq":{},"data":{data}}}"#, m.seq);
+            let frame = match projected {
+                // Projected: this subscriber's own frame.
+                Some(data) => Utf8Bytes::from(self.frame(m.seq, |out| {
+                    let _ = write!(out, "{data}");
+                })),
+                // Whole: built once per message, shared by every subscriber
+                // of the channel.
+                None => m.shared_frame(|m| self.frame(m.seq, |out| m.write_payload_json(out))),
+            };
             frames.push((m.seq, frame));
         }
         frames
+    }
+
+    /// `{"type":"message","channel":..,"seq":..,"data":..}`, with the data
+    /// written by `data`.
+    fn frame(&self, seq: u64, data: impl FnOnce(&mut String)) -> String {
+        let mut frame = String::with_capacity(384);
+        frame.push_str(r#"{"type":"message","channel":"#);
+        frame.push_str(&self.channel_json);
+        // Writing to a String cannot fail.
+        let _ = write!(frame, r#","seq":{seq},"data":"#);
+        data(&mut frame);
+        frame.push('}');
+        frame
     }
 }

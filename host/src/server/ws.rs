@@ -19,10 +19,20 @@
 //! channel, so the client can resume with `since`), [`CLOSE_IDLE`] when the
 //! client was silent for `streams.idle_timeout_ms`, 1001 when the server
 //! shuts down, 1009 when a client message exceeds `streams.max_message_bytes`.
+//!
+//! A stalled client's socket buffers are full, so its error message and close
+//! frame can only reach it once it reads again. The server stops sending it
+//! messages and drops its subscriptions at once, but keeps the connection
+//! open for up to `streams.idle_timeout_ms` (the time after which a silent
+//! client is given up anyway) with the error and the close queued behind the
+//! messages already sent: a client that resumes reading within that time
+//! gets every message it was sent, then the error and the close naming the
+//! last of them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -46,26 +56,38 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code: the server is shutting down.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 
-/// Frames queued for the writer; small, since the hub is the real buffer.
-const WRITER_QUEUE: usize = 1024;
+/// Items queued for the writer. Small, since the hub is the real buffer:
+/// channel messages travel in batches of up to a hub read, so a connection
+/// holds at most a few batches outside the hub.
+const WRITER_QUEUE: usize = 8;
 /// Time allowed for the goodbye (error message, close frame) once a client
-/// is being closed: short, since a stalled client already had its
-/// `send_timeout`.
-const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-/// Frames written per flush: one syscall for many small messages.
+/// is being closed, unless it stalled.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Frames written per flush, at least: one syscall for many small messages.
 const FLUSH_EVERY: usize = 256;
 
 enum Out {
-    /// A control message (ack, error, pong, heartbeat).
+    /// A control message (error, pong, heartbeat).
     Text(String),
-    /// A channel message.
-    Message {
+    /// A subscription's ack. Until its first message, the client has
+    /// everything on `channel` up to `after`.
+    Subscribed {
+        ack: String,
         channel: Arc<str>,
-        seq: u64,
-        frame: String,
+        after: u64,
+    },
+    /// The reply to an unsubscribe, built by the writer, which knows the
+    /// last seq it wrote on `channel`.
+    Unsubscribed {
+        channel: String,
+    },
+    /// Channel messages, in seq order.
+    Messages {
+        channel: Arc<str>,
+        frames: Vec<(u64, Utf8Bytes)>,
     },
     Ping,
-    /// Close with this code; `lagged` adds the slow-consumer error first.
+    /// Close with this code and reason.
     Close {
         code: u16,
         reason: String,
@@ -97,8 +119,13 @@ async fn connection(state: AppState, socket: WebSocket, _guard: ConnectionGuard)
     let id = format!("c{}", state.next_connection.fetch_add(1, Ordering::Relaxed));
     let (sink, mut stream) = socket.split();
     let (tx, rx) = mpsc::channel::<Out>(WRITER_QUEUE);
-    let writer = tokio::spawn(write_loop(sink, rx, state.config.streams.send_timeout));
     let streams = &state.config.streams;
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        streams.send_timeout,
+        streams.idle_timeout,
+    ));
     let _ = tx
         .send(Out::Text(
             json!({
@@ -183,7 +210,19 @@ async fn connection(state: AppState, socket: WebSocket, _guard: ConnectionGuard)
         task.abort();
     }
     drop(tx);
+    // The writer ends after the close frame (or when the client is gone).
     let _ = writer.await;
+    // Then read until the client answers the close (or goes), so that the
+    // connection ends after the client has read everything, rather than with
+    // a reset that could discard what it has not read yet.
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(Ok(frame)) = stream.next().await {
+            if matches!(frame, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Live subscriptions of a connection: the forwarder and the last sequence
@@ -267,7 +306,12 @@ async fn handle(
             });
             // The ack must precede the first message: queue it before the
             // forwarder exists.
-            if tx.send(Out::Text(ack.to_string())).await.is_err() {
+            let subscribed = Out::Subscribed {
+                ack: ack.to_string(),
+                channel: Arc::from(req.channel.as_str()),
+                after: feed.last_delivered(),
+            };
+            if tx.send(subscribed).await.is_err() {
                 return None;
             }
             let sent = Arc::new(AtomicU64::new(feed.last_delivered()));
@@ -283,14 +327,19 @@ async fn handle(
         "unsubscribe" => {
             let channel = msg.get("channel").and_then(Value::as_str).unwrap_or("");
             match subs.remove(channel) {
-                Some((task, sent)) => {
-                    // Wait until the forwarder has really stopped, so no
-                    // message of this channel follows the ack.
+                Some((task, _)) => {
+                    // Wait until the forwarder has stopped, so that nothing
+                    // of this subscription follows the reply.
                     task.abort();
                     let _ = task.await;
-                    Some(
-                        json!({"type": "unsubscribed", "channel": channel, "last_seq": sent.load(Ordering::Relaxed)}),
-                    )
+                    // The writer answers, after the messages already queued,
+                    // with the last seq it wrote.
+                    let _ = tx
+                        .send(Out::Unsubscribed {
+                            channel: channel.to_owned(),
+                        })
+                        .await;
+                    None
                 }
                 None => Some(error(
                     "not_subscribed",
@@ -351,19 +400,16 @@ async fn forward(
                 return;
             }
         };
-        for (seq, frame) in frames {
-            if tx
-                .send(Out::Message {
-                    channel: channel.clone(),
-                    seq,
-                    frame,
-                })
-                .await
-                .is_err()
-            {
+        // One queue item per batch: a wake-up of the writer per batch, not
+        // per message.
+        if !frames.is_empty() {
+            let batch = Out::Messages {
+                channel: channel.clone(),
+                frames,
+            };
+            if tx.send(batch).await.is_err() {
                 return;
             }
-            sent.store(seq, Ordering::Relaxed);
         }
         // Filtered-out messages count as seen: resuming skips them too.
         sent.store(feed.last_delivered(), Ordering::Relaxed);
@@ -373,34 +419,67 @@ async fn forward(
     }
 }
 
-/// Own the socket: write what is queued, a batch per flush, each flush
-/// within `send_timeout`. A stalled client is closed with [`CLOSE_SLOW`]
-/// after the last message it was sent.
+/// Own the socket: write what is queued, flushing after every
+/// [`FLUSH_EVERY`] frames or when the queue is empty, each flush within
+/// `send_timeout`.
+///
+/// A client whose socket accepts nothing for that long is stalled: the
+/// writer stops taking from its queue (which ends the connection's
+/// subscriptions) and queues the slow-consumer error and a [`CLOSE_SLOW`]
+/// close naming the last seq written per channel, behind everything already
+/// written, then waits up to `stall_linger` for the client to read them.
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Out>,
-    send_timeout: std::time::Duration,
+    send_timeout: Duration,
+    stall_linger: Duration,
 ) {
-    // Last sequence fully handed to the socket, per channel.
+    // Last seq written (handed to the socket, in order), per channel.
     let mut last: Vec<(Arc<str>, u64)> = Vec::new();
     let mut close: Option<(u16, String)> = None;
+    let mut goodbye: Option<String> = None;
+    let mut linger = CLOSE_GRACE;
     'outer: while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         let written = tokio::time::timeout(send_timeout, async {
             let mut n = 0;
             while let Some(out) = next.take() {
                 match out {
-                    Out::Text(t) => sink.feed(Message::Text(t.into())).await?,
-                    Out::Ping => sink.feed(Message::Ping(Default::default())).await?,
-                    Out::Message {
+                    Out::Text(t) => {
+                        sink.feed(Message::Text(t.into())).await?;
+                        n += 1;
+                    }
+                    Out::Ping => {
+                        sink.feed(Message::Ping(Default::default())).await?;
+                        n += 1;
+                    }
+                    Out::Subscribed {
+                        ack,
                         channel,
-                        seq,
-                        frame,
+                        after,
                     } => {
-                        sink.feed(Message::Text(frame.into())).await?;
-                        match last.iter_mut().find(|(c, _)| *c == channel) {
-                            Some(entry) => entry.1 = seq,
-                            None => last.push((channel, seq)),
+                        sink.feed(Message::Text(ack.into())).await?;
+                        let i = set_last(&mut last, channel, after);
+                        last[i].1 = after;
+                        n += 1;
+                    }
+                    Out::Unsubscribed { channel } => {
+                        let at = last.iter().position(|(c, _)| **c == *channel);
+                        let seq = at.map(|i| last.swap_remove(i).1);
+                        let reply =
+                            json!({"type": "unsubscribed", "channel": channel, "last_seq": seq});
+                        sink.feed(Message::Text(reply.to_string().into())).await?;
+                        n += 1;
+                    }
+                    Out::Messages { channel, frames } => {
+                        let i = set_last(&mut last, channel, 0);
+                        for (seq, frame) in frames {
+                            sink.feed(Message::Text(frame)).await?;
+                            // Fed means queued in order behind everything
+                            // before it: the client gets it before any
+                            // later error or close.
+                            last[i].1 = seq;
+                            n += 1;
                         }
                     }
                     Out::Close { code, reason } => {
@@ -408,7 +487,6 @@ async fn write_loop(
                         break;
                     }
                 }
-                n += 1;
                 if n < FLUSH_EVERY {
                     next = rx.try_recv().ok();
                 }
@@ -417,10 +495,13 @@ async fn write_loop(
         })
         .await;
         match written {
-            Ok(Ok(())) if close.is_none() => continue,
+            Ok(Ok(())) if close.is_none() => {}
             Ok(Ok(())) => break 'outer,
             Ok(Err(_)) => return, // the client went away
             Err(_) => {
+                // Stalled. Stop taking messages: the forwarders see the queue
+                // closed and end, and so does the connection's reader.
+                rx.close();
                 let seqs: Vec<String> = last.iter().map(|(c, s)| format!("{c}={s}")).collect();
                 close = Some((
                     CLOSE_SLOW,
@@ -430,33 +511,50 @@ async fn write_loop(
                     .iter()
                     .map(|(c, s)| (c.to_string(), json!(s)))
                     .collect();
-                let msg = error(
+                let mut msg = error(
                     "slow_consumer",
-                    "a write to this client stalled; closing",
+                    format!(
+                        "a write to this client did not complete within {} ms; closing. \
+                         Resubscribe with since = last_seq to resume",
+                        send_timeout.as_millis()
+                    ),
                     None,
                 );
-                let mut msg = msg;
                 msg["last_seq"] = Value::Object(detail);
-                let _ = tokio::time::timeout(
-                    send_timeout,
-                    sink.send(Message::Text(msg.to_string().into())),
-                )
-                .await;
+                goodbye = Some(msg.to_string());
+                linger = stall_linger;
                 break 'outer;
             }
         }
     }
-    if let Some((code, reason)) = close {
-        // A close reason is at most 123 bytes.
-        let mut reason = reason;
-        while reason.len() > 123 {
-            reason.pop();
+    let _ = tokio::time::timeout(linger, async {
+        if let Some(text) = goodbye {
+            sink.send(Message::Text(text.into())).await?;
         }
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from(reason),
-        };
-        let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
+        if let Some((code, mut reason)) = close {
+            // A close reason is at most 123 bytes.
+            while reason.len() > 123 {
+                reason.pop();
+            }
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from(reason),
+            };
+            sink.send(Message::Close(Some(frame))).await?;
+        }
+        sink.close().await
+    })
+    .await;
+}
+
+/// Record `seq` as the last written on `channel` if the channel is new, and
+/// return the channel's index in `last`.
+fn set_last(last: &mut Vec<(Arc<str>, u64)>, channel: Arc<str>, seq: u64) -> usize {
+    match last.iter().position(|(c, _)| *c == channel) {
+        Some(i) => i,
+        None => {
+            last.push((channel, seq));
+            last.len() - 1
+        }
     }
-    let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
 }
