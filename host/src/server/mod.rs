@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
 mod auth;
@@ -222,8 +222,7 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
         state.clone(),
     ));
 
-    let listener = TcpListener::bind(config.server.listen)
-        .await
+    let listener = bind(config.server.listen)
         .with_context(|| format!("listening on {}", config.server.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
@@ -282,6 +281,37 @@ async fn wait_until(deadline: tokio::time::Instant, done: impl Fn() -> bool) {
     while !done() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Kernel send buffer of every connection, requested on the listening
+/// socket (accepted connections inherit it; Linux reserves twice this).
+///
+/// Left to autotuning, each connection's send buffer grows to
+/// `net.ipv4.tcp_wmem`'s maximum (4 MiB by default) while a stream client
+/// falls behind. Then 500 stalled WebSocket clients can pin 2 GiB of kernel
+/// memory (1.5 GiB measured, past the default `tcp_mem` pressure mark),
+/// which slows every other connection of the host, ingest included; a
+/// client is up to 4 MiB (some 16,000 small messages) behind without the
+/// hub's `client_queue` seeing it; and Linux wakes a blocked writer only
+/// once about half of the buffer has drained, so a client that keeps
+/// reading, just slowly, can look stalled to `streams.send_timeout_ms`.
+/// 256 KiB still lets one connection
+/// carry about 5 MB/s at 100 ms round trip, 500 MB/s on a LAN.
+const SEND_BUFFER_BYTES: u32 = 256 * 1024;
+
+/// Listen on `addr` like [`TcpListener::bind`] (address reuse, a backlog of
+/// 1024), with [`SEND_BUFFER_BYTES`].
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.set_send_buffer_size(SEND_BUFFER_BYTES)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 async fn accept_loop(
