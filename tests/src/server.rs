@@ -318,3 +318,172 @@ pub async fn sse_events(
     }
     out
 }
+
+/// A realistic `$pageview` of about 200 bytes as an NDJSON line (no
+/// newline), with id `{prefix}{i}`.
+pub fn pageview_line(prefix: &str, i: usize, ts: i64) -> String {
+    format!(
+        "{{\"id\":\"{prefix}{i}\",\"name\":\"$pageview\",\"distinct_id\":\"user-{}\",\
+         \"timestamp\":{ts},\"session_id\":\"s-{}\",\"properties\":{{\
+         \"$current_url\":\"https://shop.example.com/products/{}?ref=home\",\
+         \"$referrer\":\"https://www.google.com/\",\"$screen_width\":1920,\"$lib\":\"web\"}}}}",
+        i % 5000,
+        i % 2000,
+        i % 300
+    )
+}
+
+/// POST an NDJSON body to `/v1/batch`, retrying after `Retry-After` while
+/// the server answers 429, for at most `limit`. Returns the 202 body.
+pub async fn post_ndjson(
+    client: &reqwest::Client,
+    server_url: &str,
+    body: String,
+    limit: Duration,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let resp = client
+            .post(format!("{server_url}/v1/batch"))
+            .header("content-type", "application/x-ndjson")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("POST /v1/batch");
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let text = resp.text().await.expect("response body");
+        match status {
+            202 => return serde_json::from_str(&text).expect("JSON body"),
+            429 if Instant::now() < deadline => {
+                let wait = Duration::from_secs(retry_after.unwrap_or(1));
+                tokio::time::sleep(wait.min(deadline.saturating_duration_since(Instant::now())))
+                    .await;
+            }
+            _ => panic!("POST /v1/batch answered {status}: {text}"),
+        }
+    }
+}
+
+/// What a client read from a WebSocket until the server closed it.
+#[derive(Debug)]
+pub struct Drained {
+    /// The seqs of the channel messages (`"type":"message"`), in order.
+    pub seqs: Vec<u64>,
+    /// Every other message but heartbeats, with the number of channel
+    /// messages read before it.
+    pub others: Vec<(usize, Value)>,
+    /// How the connection ended.
+    pub closed: Closed,
+}
+
+impl Ws {
+    /// Read until the server closes the connection, keeping only the seq of
+    /// each channel message (found without parsing the whole message, so
+    /// that draining many large backlogs stays cheap). Fails after `limit`.
+    pub async fn drain_seqs(&mut self, limit: Duration) -> Drained {
+        let mut seqs = Vec::new();
+        let mut others = Vec::new();
+        let read = async {
+            loop {
+                match self.inner.next().await {
+                    Some(Ok(Message::Text(t))) => match scan_message(&t) {
+                        Ok((seq, _)) => seqs.push(seq),
+                        Err(v) if v["type"] == "heartbeat" => {}
+                        Err(v) => others.push((seqs.len(), v)),
+                    },
+                    Some(Ok(Message::Close(f))) => {
+                        return f.map_or(
+                            Closed {
+                                code: 1005,
+                                reason: String::new(),
+                            },
+                            |f| Closed {
+                                code: u16::from(f.code),
+                                reason: f.reason.to_string(),
+                            },
+                        );
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => {
+                        return Closed {
+                            code: 1006,
+                            reason: "connection dropped".into(),
+                        };
+                    }
+                }
+            }
+        };
+        let closed = tokio::time::timeout(limit, read)
+            .await
+            .unwrap_or_else(|_| panic!("not closed within {limit:?}"));
+        Drained {
+            seqs,
+            others,
+            closed,
+        }
+    }
+}
+
+/// A channel message's seq and `data.id` (empty when it has none), read
+/// without building the whole JSON value where the message has the server's
+/// usual layout; anything that is not a channel message, parsed.
+fn scan_message(text: &str) -> Result<(u64, String), Value> {
+    let fast = || {
+        let rest = text.strip_prefix(r#"{"type":"message","#)?;
+        let at = rest.find(r#""seq":"#)? + 6;
+        let end = rest[at..].find(|c: char| !c.is_ascii_digit())? + at;
+        let seq = rest[at..end].parse::<u64>().ok()?;
+        let rest = rest[end..].strip_prefix(r#","data":"#)?;
+        let id = match rest.strip_prefix(r#"{"id":""#) {
+            Some(r) if !r[..r.find('"')?].contains('\\') => r[..r.find('"')?].to_owned(),
+            Some(_) => return None,
+            None => String::new(),
+        };
+        Some((seq, id))
+    };
+    if let Some(found) = fast() {
+        return Ok(found);
+    }
+    let v: Value = serde_json::from_str(text).expect("server sends JSON");
+    if v["type"] == "message" {
+        let seq = v["seq"].as_u64().expect("a message has a seq");
+        let id = v["data"]["id"].as_str().unwrap_or_default().to_owned();
+        return Ok((seq, id));
+    }
+    Err(v)
+}
+
+impl Ws {
+    /// Receive `n` channel messages and return each one's seq and
+    /// `data.id`, without keeping the messages (cheap for large bursts).
+    /// Anything else but heartbeats is a failure.
+    pub async fn message_ids(&mut self, n: usize, limit: Duration) -> Vec<(u64, String)> {
+        let mut out = Vec::with_capacity(n);
+        let read = async {
+            while out.len() < n {
+                match self.inner.next().await {
+                    Some(Ok(Message::Text(t))) => match scan_message(&t) {
+                        Ok(found) => out.push(found),
+                        Err(v) if v["type"] == "heartbeat" => {}
+                        Err(v) => panic!("expected a message, got {v} after {}", out.len()),
+                    },
+                    Some(Ok(Message::Close(f))) => {
+                        panic!("closed after {} of {n} messages: {f:?}", out.len())
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => panic!("dropped after {} of {n} messages: {e}", out.len()),
+                    None => panic!("dropped after {} of {n} messages", out.len()),
+                }
+            }
+        };
+        if tokio::time::timeout(limit, read).await.is_err() {
+            panic!("only {} of {n} messages within {limit:?}", out.len());
+        }
+        out
+    }
+}

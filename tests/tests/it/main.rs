@@ -9,3 +9,4 @@ mod limits;
 mod plugins;
 mod reload;
 mod serve;
+mod streams;
