@@ -1053,3 +1053,90 @@ async fn sigterm_drains_accepted_events_to_subscribers() {
         "the server exits once streams are drained, not at the end of the grace"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eddy_tail_prints_filtered_messages_of_a_channel() {
+    let sandbox = Sandbox::new();
+    sandbox.install(PASS_THROUGH, "pass-through");
+    let server = sandbox.serve(&sandbox.config("[[stages]]\nplugin = \"pass-through\"\n"));
+    let mut tail = std::process::Command::new(eddy_tests::eddy_bin())
+        .args([
+            "tail", "events", "--count", "2", "--fields", "id,name", "--url",
+        ])
+        .arg(server.url(""))
+        .args(["--filter", r#"{"names":["keep"]}"#])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the tail's subscription is live before sending.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let ch: Value = http()
+            .get(server.url("/v1/channels"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let subs = ch["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "events")
+            .map_or(0, |c| c["subscribers"].as_u64().unwrap());
+        if subs == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tail never subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = ["keep", "skip", "keep"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("{{\"id\":\"t{i}\",\"name\":\"{n}\",\"distinct_id\":\"u\"}}\n"))
+        .collect::<String>();
+    let r = http()
+        .post(server.url("/v1/batch"))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let out = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + WAIT;
+        while tail.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "eddy tail did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tail.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            json!({"id": "t0", "name": "keep"}),
+            json!({"id": "t2", "name": "keep"})
+        ],
+        "the filtered, projected data of each message, one JSON line each"
+    );
+}
