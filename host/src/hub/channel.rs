@@ -2,7 +2,6 @@
 //! signal.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
@@ -72,22 +71,27 @@ impl Message {
     /// by `build` for the first such subscriber, then shared by all of them,
     /// since a clone of a [`Utf8Bytes`] is a reference count, not a copy.
     /// Every caller must pass a `build` that makes the same frame.
-    pub fn shared_frame(&self, build: impl FnOnce(&Message) -> String) -> Utf8Bytes {
-        self.frame
-            .get_or_init(|| Utf8Bytes::from(build(self)))
-            .clone()
+    pub fn shared_frame(&self, build: impl FnOnce(&Message) -> Utf8Bytes) -> Utf8Bytes {
+        self.frame.get_or_init(|| build(self)).clone()
     }
 
     /// Append the payload's compact JSON (what [`Message::payload_json`]
-    /// returns) to `out`, without keeping a copy of it in the message.
-    pub fn write_payload_json(&self, out: &mut String) {
-        match (self.json.get(), &self.payload) {
-            (Some(json), _) => out.push_str(json),
-            (None, Payload::Event(e)) => out.push_str(&e.to_json()),
-            // Writing to a String cannot fail.
-            (None, Payload::Json(v)) => {
-                let _ = write!(out, "{v}");
+    /// returns) to `out`, serialized in place: no copy of it is made or kept
+    /// in the message.
+    pub fn write_payload_json(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        let written = match (self.json.get(), &self.payload) {
+            (Some(json), _) => {
+                out.extend_from_slice(json.as_bytes());
+                Ok(())
             }
+            (None, Payload::Event(e)) => serde_json::to_writer(&mut *out, e),
+            (None, Payload::Json(v)) => serde_json::to_writer(&mut *out, v),
+        };
+        if written.is_err() {
+            // As `payload_json` has it (which cannot fail part-way).
+            out.truncate(start);
+            out.extend_from_slice(self.payload_json().as_bytes());
         }
     }
 

@@ -2,7 +2,7 @@
 //! JSON message or query parameters), the connection limit, and [`Feed`],
 //! which turns a hub subscription into filtered, projected message frames.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -18,6 +18,9 @@ use crate::hub::{Lagged, Message, Payload, SubscribeError, Subscription};
 
 /// Hub messages taken per read.
 const READ_BATCH: usize = 256;
+/// Room reserved for a frame at first: a typical event and its envelope
+/// fit, so most frames are built without growing.
+const FRAME_CAPACITY: usize = 512;
 /// Frames a feed hands over at shutdown, at most.
 const DRAIN_MAX: usize = 16_384;
 
@@ -348,9 +351,10 @@ impl Feed {
             };
             let frame = match projected {
                 // Projected: this subscriber's own frame.
-                Some(data) => Utf8Bytes::from(self.frame(m.seq, |out| {
-                    let _ = write!(out, "{data}");
-                })),
+                Some(data) => self.frame(m.seq, |out| {
+                    // Writing a JSON value into a Vec cannot fail.
+                    let _ = serde_json::to_writer(out, &data);
+                }),
                 // Whole: built once per message, shared by every subscriber
                 // of the channel.
                 None => m.shared_frame(|m| self.frame(m.seq, |out| m.write_payload_json(out))),
@@ -361,15 +365,20 @@ impl Feed {
     }
 
     /// `{"type":"message","channel":..,"seq":..,"data":..}`, with the data
-    /// written by `data`.
-    fn frame(&self, seq: u64, data: impl FnOnce(&mut String)) -> String {
-        let mut frame = String::with_capacity(384);
-        frame.push_str(r#"{"type":"message","channel":"#);
-        frame.push_str(&self.channel_json);
-        // Writing to a String cannot fail.
-        let _ = write!(frame, r#","seq":{seq},"data":"#);
+    /// written in place by `data`.
+    fn frame(&self, seq: u64, data: impl FnOnce(&mut Vec<u8>)) -> Utf8Bytes {
+        let mut frame = Vec::with_capacity(FRAME_CAPACITY);
+        frame.extend_from_slice(br#"{"type":"message","channel":"#);
+        frame.extend_from_slice(self.channel_json.as_bytes());
+        frame.extend_from_slice(br#","seq":"#);
+        // Writing to a Vec cannot fail.
+        let _ = write!(frame, "{seq}");
+        frame.extend_from_slice(br#","data":"#);
         data(&mut frame);
-        frame.push('}');
-        frame
+        frame.push(b'}');
+        // Only JSON text went in: valid UTF-8.
+        let frame = String::from_utf8(frame)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        Utf8Bytes::from(frame)
     }
 }
