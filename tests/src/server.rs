@@ -279,44 +279,77 @@ pub async fn sse_events(
     n: usize,
     limit: Duration,
 ) -> Vec<(Option<String>, String, Value)> {
-    let mut stream = resp.bytes_stream();
-    let deadline = Instant::now() + limit;
-    let mut buf = String::new();
-    let mut out = Vec::new();
-    while out.len() < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let chunk = tokio::time::timeout(left, stream.next())
-            .await
-            .unwrap_or_else(|_| panic!("only {} of {n} SSE events within {limit:?}", out.len()));
-        let Some(Ok(chunk)) = chunk else { break };
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            let (mut id, mut kind, mut data) = (None, "message".to_owned(), String::new());
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = Some(v.trim().to_owned());
-                } else if let Some(v) = line.strip_prefix("event:") {
-                    kind = v.trim().to_owned();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                }
-            }
-            if data.is_empty() {
-                continue; // keep-alive comment
-            }
-            let is_error = kind == "error";
-            out.push((
-                id,
-                kind,
-                serde_json::from_str(&data).expect("SSE data is JSON"),
-            ));
-            if is_error {
-                return out;
-            }
+    Sse::new(resp).events(n, limit).await
+}
+
+/// An SSE stream read a few events at a time.
+pub struct Sse {
+    stream: futures_util::stream::BoxStream<'static, reqwest::Result<Vec<u8>>>,
+    buf: String,
+    done: bool,
+}
+
+impl Sse {
+    pub fn new(resp: reqwest::Response) -> Sse {
+        Sse {
+            stream: resp.bytes_stream().map(|c| c.map(|b| b.to_vec())).boxed(),
+            buf: String::new(),
+            done: false,
         }
     }
-    out
+
+    /// The next `n` data events, or fewer if an `error` event (the last one
+    /// returned) or the end of the stream comes first.
+    pub async fn events(
+        &mut self,
+        n: usize,
+        limit: Duration,
+    ) -> Vec<(Option<String>, String, Value)> {
+        let deadline = Instant::now() + limit;
+        let mut out = Vec::new();
+        while out.len() < n && !self.done {
+            while let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut id, mut kind, mut data) = (None, "message".to_owned(), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        kind = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                if data.is_empty() {
+                    continue; // keep-alive comment
+                }
+                let is_error = kind == "error";
+                out.push((
+                    id,
+                    kind,
+                    serde_json::from_str(&data).expect("SSE data is JSON"),
+                ));
+                if is_error {
+                    self.done = true;
+                    return out;
+                }
+                if out.len() == n {
+                    return out;
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, self.stream.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("only {} of {n} SSE events within {limit:?}", out.len())
+                });
+            match chunk {
+                Some(Ok(chunk)) => self.buf.push_str(&String::from_utf8_lossy(&chunk)),
+                _ => self.done = true,
+            }
+        }
+        out
+    }
 }
 
 /// A realistic `$pageview` of about 200 bytes as an NDJSON line (no

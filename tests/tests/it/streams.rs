@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use eddy_tests::plugins::{PASS_THROUGH, UA_ENRICHER, UA_ENRICHER_V2};
-use eddy_tests::server::{Closed, Drained, Ws, http, pageview_line, post_ndjson, sse_events};
+use eddy_tests::server::{Closed, Drained, Sse, Ws, http, pageview_line, post_ndjson};
 use eddy_tests::{CHROME_WIN, Sandbox, eddy_bin};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -440,9 +440,9 @@ async fn a_hot_swap_while_eddy_send_streams_loses_and_repeats_nothing() {
     eprintln!("v2 output from event {k} of {TOTAL}");
 }
 
-/// An SSE client that stops reading falls behind; when it reads again it
-/// gets an unbroken run of events and then a final `event: error` naming
-/// the last seq it got, and the stream ends.
+/// An SSE client reads, then stops reading and falls behind; when it reads
+/// again it gets an unbroken run of events and then a final `event: error`
+/// naming the last seq it got, and the stream ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_sse_client_gets_an_error_naming_its_last_seq() {
     const EVENTS: usize = 30_000;
@@ -478,10 +478,20 @@ async fn a_stalled_sse_client_gets_an_error_naming_its_last_seq() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    let mut sse = Sse::new(resp);
 
+    // A first batch, read as it comes: the client is live.
     let ts = now_ms();
+    let first: String = (0..100)
+        .map(|i| pageview_line("s-", i, ts) + "\n")
+        .collect();
+    post_ndjson(&client, &server.url(""), first, Duration::from_secs(30)).await;
+    let mut events = sse.events(100, Duration::from_secs(30)).await;
+    assert_eq!(events.len(), 100);
+
+    // Then it stops reading while the burst arrives.
     for b in 0..EVENTS / 1000 {
-        let body: String = (b * 1000..(b + 1) * 1000)
+        let body: String = (100 + b * 1000..100 + (b + 1) * 1000)
             .map(|i| pageview_line("s-", i, ts) + "\n")
             .collect();
         let reply = post_ndjson(&client, &server.url(""), body, Duration::from_secs(30)).await;
@@ -497,26 +507,22 @@ async fn a_stalled_sse_client_gets_an_error_naming_its_last_seq() {
             .json()
             .await
             .unwrap();
-        if stats["published"] == EVENTS {
+        if stats["published"] == 100 + EVENTS {
             break;
         }
         assert!(Instant::now() < deadline, "not all published: {stats}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // Now read: events from the head on without a gap, then the error.
-    let got = sse_events(resp, usize::MAX, Duration::from_secs(30)).await;
-    let ((_, kind, error), events) = got.split_last().expect("something");
+    // Now read again: more events without a gap, then the error.
+    events.extend(sse.events(usize::MAX, Duration::from_secs(30)).await);
+    let (_, kind, error) = events.pop().expect("an error event");
     assert_eq!(
         kind, "error",
         "the stream ends with an error event: {error}"
     );
     assert_eq!(error["code"], "slow_consumer", "{error}");
-    assert!(
-        !events.is_empty() && events.len() < EVENTS,
-        "{}",
-        events.len()
-    );
+    assert!(events.len() < 100 + EVENTS, "{}", events.len());
     for (i, (id, kind, data)) in events.iter().enumerate() {
         let seq = head + 1 + i as u64;
         assert_eq!(kind, "message");
@@ -530,7 +536,8 @@ async fn a_stalled_sse_client_gets_an_error_naming_its_last_seq() {
         "the error names the last seq received"
     );
     eprintln!(
-        "the stalled SSE client got {} of {EVENTS} events, then the error",
-        events.len()
+        "the stalled SSE client got {} of {} events, then the error",
+        events.len(),
+        100 + EVENTS
     );
 }
