@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -290,7 +290,7 @@ fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
 
 /// Read the whole body within `server.max_body_bytes` and
 /// `server.body_timeout_ms`.
-async fn read_body(state: &AppState, body: Body, headers: &HeaderMap) -> Result<Vec<u8>, ApiError> {
+async fn read_body(state: &AppState, body: Body, headers: &HeaderMap) -> Result<Bytes, ApiError> {
     let limit = usize::try_from(state.config.server.max_body_bytes).unwrap_or(usize::MAX);
     let too_large = || {
         ApiError::new(
@@ -328,6 +328,7 @@ async fn read_body(state: &AppState, body: Body, headers: &HeaderMap) -> Result<
             "body_read_failed",
             format!("the request body could not be read: {e}"),
         )),
-        Ok(Ok(collected)) => Ok(collected.to_bytes().to_vec()),
+        // The body as received, without another copy.
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
     }
 }
