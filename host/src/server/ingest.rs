@@ -13,7 +13,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use serde_json::json;
 
 use super::auth::{Access, presented_key};
@@ -300,16 +300,44 @@ async fn read_body(state: &AppState, body: Body, headers: &HeaderMap) -> Result<
         )
         .with("accepted", 0)
     };
-    // Refuse a declared oversize body without reading it.
+    // A declared oversize body is refused without being kept. It is still
+    // read (and dropped) up to a bound, because closing a connection while
+    // the client is still sending makes its TCP stack reset the connection,
+    // which can destroy the 413 before the client reads it.
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut body = body;
     if declared.is_some_and(|n| n > limit as u64) {
+        discard(&mut body).await;
         return Err(too_large());
     }
     let timeout = state.config.server.body_timeout;
-    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+    let read = async {
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::bad_request(
+                    "body_read_failed",
+                    format!("the request body could not be read: {e}"),
+                )
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > limit {
+                    discard(&mut body).await;
+                    return Err(too_large());
+                }
+                if buf.is_empty() && data.len() == declared.unwrap_or(0) as usize {
+                    // The whole body in one frame: keep it without a copy.
+                    return Ok(data);
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(Bytes::from(buf))
+    };
+    match tokio::time::timeout(timeout, read).await {
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "body_timeout",
@@ -318,17 +346,26 @@ async fn read_body(state: &AppState, body: Body, headers: &HeaderMap) -> Result<
                 timeout.as_millis()
             ),
         )),
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large())
-        }
-        Ok(Err(e)) => Err(ApiError::bad_request(
-            "body_read_failed",
-            format!("the request body could not be read: {e}"),
-        )),
-        // The body as received, without another copy.
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(result) => result,
     }
+}
+
+/// Most of a refused body read and dropped before answering, and how long
+/// that may take: enough for an ordinary oversize upload to finish sending,
+/// so the client reads the 413 instead of a reset; anything larger or
+/// slower is cut off.
+const DISCARD_MAX_BYTES: usize = 64 * 1024 * 1024;
+const DISCARD_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn discard(body: &mut Body) {
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > DISCARD_MAX_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_MAX_TIME, drain).await;
 }
