@@ -77,7 +77,13 @@ pub(crate) fn decode_ndjson(
     let ctx = Ctx::new(limits, now_ms);
     let mut out = Decoded::default();
     let mut count = 0usize;
-    for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
+    let lines: Box<dyn Iterator<Item = &[u8]>> = match std::str::from_utf8(body) {
+        // `str::split(char)` finds newlines with the standard library's
+        // word-at-a-time memchr, several times faster than a byte loop.
+        Ok(text) => Box::new(text.split('\n').map(str::as_bytes)),
+        Err(_) => Box::new(body.split(|&b| b == b'\n')),
+    };
+    for (i, raw) in lines.enumerate() {
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
