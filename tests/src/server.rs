@@ -113,6 +113,30 @@ impl Server {
         format!("ws://{}/v1/ws", self.addr)
     }
 
+    /// Wait until `/v1/stats` says `n` events have been published.
+    pub async fn wait_published(&self, n: u64, limit: Duration) {
+        let client = http();
+        let deadline = Instant::now() + limit;
+        loop {
+            let stats: Value = client
+                .get(self.url("/v1/stats"))
+                .send()
+                .await
+                .expect("GET /v1/stats")
+                .json()
+                .await
+                .expect("stats JSON");
+            if stats["published"] == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not all {n} published within {limit:?}: {stats}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Log lines so far.
     pub fn drain_logs(&mut self) -> &[String] {
         while let Ok(l) = self.logs.try_recv() {

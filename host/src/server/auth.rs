@@ -87,6 +87,22 @@ impl Keys {
     }
 }
 
+impl Keys {
+    /// [`Keys::check`] with the key a request presents: its bearer token,
+    /// else its `api_key` query parameter.
+    pub fn check_request(
+        &self,
+        access: Access,
+        headers: &HeaderMap,
+        query: &std::collections::HashMap<String, String>,
+    ) -> Result<(), ApiError> {
+        self.check(
+            access,
+            presented_key(headers, query.get("api_key").map(String::as_str)),
+        )
+    }
+}
+
 /// The key in `Authorization: Bearer KEY`, else in the `api_key` query
 /// parameter.
 pub fn presented_key<'a>(headers: &'a HeaderMap, query_key: Option<&'a str>) -> Option<&'a str> {

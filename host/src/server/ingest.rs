@@ -52,8 +52,7 @@ async fn native(
 ) -> Response {
     let result = async {
         let _in_flight = InFlight::enter(&state)?;
-        let key = presented_key(&headers, query.get("api_key").map(String::as_str));
-        state.keys.check(Access::Write, key)?;
+        state.keys.check_request(Access::Write, &headers, &query)?;
         check_content_type(&headers, format)?;
         let encoding = encoding(&headers)?;
         let bytes = read_body(&state, body, &headers).await?;

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::auth::{Access, presented_key};
+use super::auth::Access;
 use super::error::ApiError;
 use crate::hub::{Payload, Publisher};
 use crate::plugin::registry::LoadOutcome;
@@ -24,17 +24,6 @@ const DEFAULT_RECENT: usize = 100;
 
 type Params = Query<HashMap<String, String>>;
 
-fn read_access(
-    state: &AppState,
-    headers: &HeaderMap,
-    q: &HashMap<String, String>,
-) -> Result<(), ApiError> {
-    state.keys.check(
-        Access::Read,
-        presented_key(headers, q.get("api_key").map(String::as_str)),
-    )
-}
-
 /// `GET /v1/events/recent?limit=N`: the last N events after the pipeline,
 /// oldest first.
 pub async fn recent_events(
@@ -43,7 +32,7 @@ pub async fn recent_events(
     headers: HeaderMap,
 ) -> Response {
     let result = (|| {
-        read_access(&state, &headers, &q)?;
+        state.keys.check_request(Access::Read, &headers, &q)?;
         let max = usize::try_from(state.config.streams.replay_capacity).unwrap_or(usize::MAX);
         let limit = match q.get("limit") {
             None => DEFAULT_RECENT.min(max),
@@ -84,7 +73,7 @@ pub async fn channels(
     Query(q): Params,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = read_access(&state, &headers, &q) {
+    if let Err(e) = state.keys.check_request(Access::Read, &headers, &q) {
         return e.into_response();
     }
     let channels: Vec<Value> = state
@@ -103,7 +92,7 @@ pub async fn plugins(
     Query(q): Params,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = read_access(&state, &headers, &q) {
+    if let Err(e) = state.keys.check_request(Access::Read, &headers, &q) {
         return e.into_response();
     }
     let reports = state.reports.lock().map(|r| r.clone()).unwrap_or_default();
@@ -153,17 +142,6 @@ pub async fn plugins(
     Json(json!({ "plugins": plugins })).into_response()
 }
 
-fn admin(
-    state: &AppState,
-    headers: &HeaderMap,
-    q: &HashMap<String, String>,
-) -> Result<(), ApiError> {
-    state.keys.check(
-        Access::Admin,
-        presented_key(headers, q.get("api_key").map(String::as_str)),
-    )
-}
-
 fn known_plugin(state: &AppState, name: &str) -> Result<(), ApiError> {
     if state.registry.names().iter().any(|n| n == name) {
         Ok(())
@@ -184,7 +162,7 @@ pub async fn reload_plugin(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        admin(&state, &headers, &q)?;
+        state.keys.check_request(Access::Admin, &headers, &q)?;
         if !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -237,7 +215,7 @@ pub async fn rollback_plugin(
     headers: HeaderMap,
 ) -> Response {
     let result = (|| {
-        admin(&state, &headers, &q)?;
+        state.keys.check_request(Access::Admin, &headers, &q)?;
         known_plugin(&state, &name)?;
         let slot = state.registry.slot(&name);
         let view = slot.view();
@@ -289,7 +267,7 @@ pub async fn stats(
     Query(q): Params,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = read_access(&state, &headers, &q) {
+    if let Err(e) = state.keys.check_request(Access::Read, &headers, &q) {
         return e.into_response();
     }
     Json(stats_body(&state)).into_response()

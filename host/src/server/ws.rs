@@ -44,7 +44,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::AppState;
-use super::auth::{Access, presented_key};
+use super::auth::Access;
 use super::streams::{ConnectionGuard, Feed, FeedEnd, SubscribeRequest};
 
 /// Close code: the client could not keep up.
@@ -101,8 +101,7 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let key = presented_key(&headers, query.get("api_key").map(String::as_str));
-    if let Err(e) = state.keys.check(Access::Read, key) {
+    if let Err(e) = state.keys.check_request(Access::Read, &headers, &query) {
         return e.into_response();
     }
     let guard = match ConnectionGuard::acquire(&state) {

@@ -733,23 +733,7 @@ async fn resubscribing_with_since_gets_exactly_the_missed_messages() {
     drop(ws);
 
     send(10, 25).await; // missed while away
-    // Wait until the pipeline has published them.
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let s: Value = client
-            .get(server.url("/v1/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if s["published"] == 25 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{s}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_published(25, WAIT).await;
     let mut ws = Ws::connect(&server.ws_url()).await;
     ws.subscribe("events", json!({"since": last_seq})).await;
     send(25, 30).await; // and live ones after
@@ -780,22 +764,7 @@ async fn resubscribing_with_since_gets_exactly_the_missed_messages() {
 
     // Too old: the ring keeps 50.
     send(30, 100).await;
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let s: Value = client
-            .get(server.url("/v1/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if s["published"] == 100 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{s}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_published(100, WAIT).await;
     let mut ws = Ws::connect(&server.ws_url()).await;
     ws.send(json!({"type": "subscribe", "channel": "events", "since": 1}))
         .await;

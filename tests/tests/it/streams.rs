@@ -497,22 +497,9 @@ async fn a_stalled_sse_client_gets_an_error_naming_its_last_seq() {
         let reply = post_ndjson(&client, &server.url(""), body, Duration::from_secs(30)).await;
         assert_eq!(reply["accepted"], 1000, "{reply}");
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let stats: Value = client
-            .get(server.url("/v1/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if stats["published"] == 100 + EVENTS {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not all published: {stats}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server
+        .wait_published(100 + EVENTS as u64, Duration::from_secs(30))
+        .await;
 
     // Now read again: more events without a gap, then the error.
     events.extend(sse.events(usize::MAX, Duration::from_secs(30)).await);
