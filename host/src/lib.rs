@@ -37,3 +37,4 @@ pub mod pipeline;
 pub mod plugin;
 pub mod runner;
 pub mod server;
+pub mod window;

@@ -1,0 +1,1 @@
+//! Window aggregates (to be written).

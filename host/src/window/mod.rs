@@ -1,0 +1,3 @@
+//! Event-time windows and their aggregations.
+
+pub mod agg;
