@@ -1,0 +1,202 @@
+//! Grouping: the key an event is aggregated under, and the per-window table
+//! of groups with its cardinality cap.
+
+use std::collections::HashMap;
+
+use compact_str::CompactString;
+use serde_json::{Map, Value as Json};
+
+use super::agg::{Acc, Aggregates};
+use crate::event::Event;
+use crate::filter::{FieldPath, FieldRef, Record};
+
+/// The value every dimension of the overflow group shows.
+pub const OVERFLOW: &str = "__overflow__";
+
+/// One dimension's value in a group key. Typed, so `"1"` and `1` are
+/// different groups, as they are different JSON values.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyPart {
+    /// The field is absent.
+    Missing,
+    /// JSON `null`.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A whole number.
+    Int(i64),
+    /// Another number, by its bits (`-0.0` normalised to `0.0`).
+    Float(u64),
+    /// A string.
+    Str(CompactString),
+    /// A nested object or array, as compact JSON text.
+    Json(CompactString),
+    /// The group that collects everything past the cardinality cap.
+    Overflow,
+}
+
+impl KeyPart {
+    fn of(field: Option<FieldRef<'_>>) -> KeyPart {
+        match field {
+            None => KeyPart::Missing,
+            Some(FieldRef::Null) => KeyPart::Null,
+            Some(FieldRef::Bool(b)) => KeyPart::Bool(b),
+            Some(FieldRef::Int(i)) => KeyPart::Int(i),
+            Some(FieldRef::Float(f)) => KeyPart::Float(if f == 0.0 { 0 } else { f.to_bits() }),
+            Some(FieldRef::Str(s)) => KeyPart::Str(s.into()),
+            Some(FieldRef::JsonText(t)) => KeyPart::Json(t.into()),
+            Some(FieldRef::Node(n)) => KeyPart::Json(n.to_string().into()),
+        }
+    }
+
+    fn to_json(&self) -> Json {
+        match self {
+            KeyPart::Missing | KeyPart::Null => Json::Null,
+            KeyPart::Bool(b) => Json::Bool(*b),
+            KeyPart::Int(i) => Json::from(*i),
+            KeyPart::Float(bits) => Json::from(f64::from_bits(*bits)),
+            KeyPart::Str(s) => Json::from(s.as_str()),
+            KeyPart::Json(t) => serde_json::from_str(t).unwrap_or_else(|_| Json::from(t.as_str())),
+            KeyPart::Overflow => Json::from(OVERFLOW),
+        }
+    }
+}
+
+/// A group: one [`KeyPart`] per `group_by` path (empty when the window is
+/// not grouped).
+pub type GroupKey = Box<[KeyPart]>;
+
+/// How a window groups events: its `group_by` paths.
+#[derive(Debug, Clone, Default)]
+pub struct Grouping {
+    paths: Vec<FieldPath>,
+}
+
+impl Grouping {
+    /// Group by these paths, in order.
+    pub fn new(paths: Vec<FieldPath>) -> Grouping {
+        Grouping { paths }
+    }
+
+    /// The group `ev` belongs to.
+    pub fn key(&self, ev: &Event) -> GroupKey {
+        self.paths
+            .iter()
+            .map(|p| KeyPart::of(ev.field(p)))
+            .collect()
+    }
+
+    /// The overflow group.
+    pub fn overflow(&self) -> GroupKey {
+        self.paths.iter().map(|_| KeyPart::Overflow).collect()
+    }
+
+    /// The group as results show it: `{"<path>": value, ...}`.
+    pub fn to_json(&self, key: &[KeyPart]) -> Json {
+        let map: Map<String, Json> = self
+            .paths
+            .iter()
+            .zip(key)
+            .map(|(p, k)| (p.as_str().to_owned(), k.to_json()))
+            .collect();
+        Json::Object(map)
+    }
+}
+
+/// One group's state in one window (or pane).
+#[derive(Debug, Clone)]
+pub struct Slot {
+    /// The aggregates so far.
+    pub acc: Acc,
+    /// Changed since the last early firing.
+    pub dirty: bool,
+    /// Corrections published for this group so far.
+    pub revision: u32,
+}
+
+type Hasher = foldhash::fast::RandomState;
+
+/// The groups of one window instance (or pane), at most `cap` of them plus
+/// the overflow group.
+#[derive(Debug, Clone, Default)]
+pub struct GroupTable {
+    groups: HashMap<GroupKey, Slot, Hasher>,
+}
+
+impl GroupTable {
+    /// The group `key` is counted in: itself, unless the table already
+    /// holds `cap` groups and not this one, in which case the overflow
+    /// group (and `overflowed` is incremented).
+    pub fn resolve(
+        &self,
+        key: GroupKey,
+        cap: usize,
+        grouping: &Grouping,
+        overflowed: &mut u64,
+    ) -> GroupKey {
+        if self.groups.len() < cap || self.groups.contains_key(&key) {
+            key
+        } else {
+            *overflowed += 1;
+            grouping.overflow()
+        }
+    }
+
+    /// The slot of `key` (from [`GroupTable::resolve`]), created empty if new.
+    pub fn slot(&mut self, key: GroupKey, aggs: &Aggregates) -> &mut Slot {
+        self.groups.entry(key).or_insert_with(|| Slot {
+            acc: aggs.new_acc(),
+            dirty: false,
+            revision: 0,
+        })
+    }
+
+    /// The slot of an existing group.
+    pub fn get_mut(&mut self, key: &[KeyPart]) -> Option<&mut Slot> {
+        self.groups.get_mut(key)
+    }
+
+    /// The slot of an existing group.
+    pub fn get(&self, key: &[KeyPart]) -> Option<&Slot> {
+        self.groups.get(key)
+    }
+
+    /// Number of groups (including overflow).
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Whether there are no groups.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Every group, sorted by key, so results come out in a stable order.
+    pub fn sorted(&self) -> Vec<(&GroupKey, &Slot)> {
+        let mut all: Vec<_> = self.groups.iter().collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        all
+    }
+
+    /// Every group, unordered, mutably.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&GroupKey, &mut Slot)> {
+        self.groups.iter_mut()
+    }
+
+    /// Every group, unordered.
+    pub fn iter(&self) -> impl Iterator<Item = (&GroupKey, &Slot)> {
+        self.groups.iter()
+    }
+
+    /// Approximate bytes held (keys, slots and accumulators).
+    pub fn approx_bytes(&self, aggs: &Aggregates) -> usize {
+        self.groups
+            .iter()
+            .map(|(k, s)| {
+                std::mem::size_of::<(GroupKey, Slot)>()
+                    + k.len() * std::mem::size_of::<KeyPart>()
+                    + aggs.approx_bytes(&s.acc)
+            })
+            .sum()
+    }
+}

@@ -1,0 +1,249 @@
+//! Built-in live views: who is on the site now, and what they look at.
+//!
+//! - **Live users**: every `distinct_id` seen in the last `users_window` of
+//!   event time, with the `$current_url` of their latest event that had one.
+//! - **Top pages**: `$pageview` counts per `$current_url` over the last
+//!   `pages_window`, in one-second buckets, top-k on request.
+//!
+//! "Now" is event time: the newest timestamp seen, moved on with wall time
+//! once the stream is idle (as window watermarks are), so a replay of old
+//! data shows the users of its own moment. Both views are bounded:
+//! `max_users` users (further new users are counted, not tracked, until
+//! older ones expire) and `max_pages` distinct pages per bucket (the rest
+//! count as `__overflow__`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use compact_str::CompactString;
+use serde_json::{Value as Json, json};
+
+use super::groups::OVERFLOW;
+use super::time::{Admit, Clock};
+use super::{DEFAULT_FUTURE_SKEW_MS, DEFAULT_IDLE_TIMEOUT_MS, OnFuture, TimeConfig};
+use crate::event::{Event, Value};
+
+/// `[live]` settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveConfig {
+    /// A user is live when seen within this much event time (ms). Default 5
+    /// minutes, the usual "active now" span of product analytics tools.
+    pub users_window_ms: i64,
+    /// Most users tracked. Default 100,000 (about 10 MB).
+    pub max_users: usize,
+    /// Top pages are counted over this much event time (ms). Default 1
+    /// minute.
+    pub pages_window_ms: i64,
+    /// Most distinct pages counted per one-second bucket. Default 10,000.
+    pub max_pages: usize,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            users_window_ms: 300_000,
+            max_users: 100_000,
+            pages_window_ms: 60_000,
+            max_pages: 10_000,
+        }
+    }
+}
+
+const CURRENT_URL: &str = "$current_url";
+const PAGEVIEW: &str = "$pageview";
+const BUCKET_MS: i64 = 1_000;
+
+#[derive(Debug)]
+struct User {
+    last_seen: i64,
+    url: Option<CompactString>,
+}
+
+/// The live views' state.
+#[derive(Debug)]
+pub struct LiveViews {
+    config: LiveConfig,
+    clock: Clock,
+    now: i64,
+    users: HashMap<CompactString, User, foldhash::fast::RandomState>,
+    users_untracked: u64,
+    /// Event time of the last pruning by [`LiveViews::make_room`].
+    pruned_at: i64,
+    pages: BTreeMap<i64, HashMap<CompactString, u64, foldhash::fast::RandomState>>,
+}
+
+impl LiveViews {
+    /// Empty views.
+    pub fn new(config: LiveConfig) -> LiveViews {
+        let time = TimeConfig {
+            out_of_orderness_ms: 0,
+            allowed_lateness_ms: 0,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            future_skew_ms: DEFAULT_FUTURE_SKEW_MS,
+            on_future: OnFuture::Reject,
+            early_every_ms: None,
+        };
+        LiveViews {
+            config,
+            clock: Clock::new(&time),
+            now: i64::MIN,
+            users: HashMap::default(),
+            users_untracked: 0,
+            pruned_at: i64::MIN,
+            pages: BTreeMap::new(),
+        }
+    }
+
+    /// Take in events arriving at wall time `now`.
+    pub fn observe(&mut self, events: &[Event], now: i64) {
+        for ev in events {
+            let Admit::At(ts) = self.clock.admit(ev.timestamp, now) else {
+                continue;
+            };
+            self.clock.observe(ts, now);
+            let url = match ev.get(CURRENT_URL) {
+                Some(Value::Str(u)) => Some(u),
+                _ => None,
+            };
+            self.see_user(ev, ts, url);
+            if ev.name == PAGEVIEW
+                && let Some(url) = url
+            {
+                self.count_page(ts, url);
+            }
+        }
+        self.expire(now);
+    }
+
+    fn see_user(&mut self, ev: &Event, ts: i64, url: Option<&CompactString>) {
+        if let Some(user) = self.users.get_mut(&ev.distinct_id) {
+            if ts >= user.last_seen {
+                user.last_seen = ts;
+                if let Some(u) = url {
+                    user.url = Some(u.clone());
+                }
+            } else if user.url.is_none() {
+                user.url = url.cloned();
+            }
+            return;
+        }
+        if self.users.len() >= self.config.max_users && !self.make_room() {
+            self.users_untracked += 1;
+            return;
+        }
+        self.users.insert(
+            ev.distinct_id.clone(),
+            User {
+                last_seen: ts,
+                url: url.cloned(),
+            },
+        );
+    }
+
+    /// Forget users who left the window, if event time moved since the
+    /// last time this was done (so a full table costs one scan per step of
+    /// event time, not one per new user). True if there is room now.
+    fn make_room(&mut self) -> bool {
+        let now = self.clock.max_ts().unwrap_or(i64::MIN);
+        if now > self.pruned_at {
+            self.pruned_at = now;
+            let from = now.saturating_sub(self.config.users_window_ms);
+            self.users.retain(|_, u| u.last_seen > from);
+        }
+        self.users.len() < self.config.max_users
+    }
+
+    fn count_page(&mut self, ts: i64, url: &CompactString) {
+        let bucket = ts.div_euclid(BUCKET_MS);
+        let pages = self.pages.entry(bucket).or_default();
+        let max = self.config.max_pages;
+        if pages.len() < max || pages.contains_key(url) {
+            *pages.entry(url.clone()).or_insert(0) += 1;
+        } else {
+            *pages.entry(CompactString::from(OVERFLOW)).or_insert(0) += 1;
+        }
+    }
+
+    /// Wall time is `now`: forget what left the windows.
+    pub fn tick(&mut self, now: i64) {
+        self.clock.tick(now);
+        self.expire(now);
+    }
+
+    fn expire(&mut self, now: i64) {
+        let Some(event_now) = self.clock.event_now(now) else {
+            return;
+        };
+        self.now = event_now;
+        let users_from = event_now.saturating_sub(self.config.users_window_ms);
+        self.users.retain(|_, u| u.last_seen > users_from);
+        let first_bucket = event_now
+            .saturating_sub(self.config.pages_window_ms)
+            .div_euclid(BUCKET_MS);
+        while let Some(entry) = self.pages.first_entry() {
+            if *entry.key() > first_bucket {
+                break;
+            }
+            entry.remove();
+        }
+    }
+
+    /// `GET /v1/live/users`: the live users, most recently seen first, at
+    /// most `limit` of them (`count` is all of them).
+    pub fn users(&self, limit: usize) -> Json {
+        let mut users: Vec<(&CompactString, &User)> = self.users.iter().collect();
+        users.sort_unstable_by(|a, b| b.1.last_seen.cmp(&a.1.last_seen).then(a.0.cmp(b.0)));
+        let list: Vec<Json> = users
+            .into_iter()
+            .take(limit)
+            .map(|(id, u)| {
+                json!({"distinct_id": id.as_str(), "last_seen": u.last_seen, "current_url": u.url.as_deref()})
+            })
+            .collect();
+        json!({
+            "window_ms": self.config.users_window_ms,
+            "now": self.now_json(),
+            "count": self.users.len(),
+            "untracked": self.users_untracked,
+            "users": list,
+        })
+    }
+
+    /// `GET /v1/live/pages`: the `limit` most viewed pages of the last
+    /// `pages_window`, most viewed first (ties by URL).
+    pub fn pages(&self, limit: usize) -> Json {
+        let mut totals: HashMap<&str, u64> = HashMap::new();
+        for bucket in self.pages.values() {
+            for (url, n) in bucket {
+                *totals.entry(url.as_str()).or_insert(0) += n;
+            }
+        }
+        let views: u64 = totals.values().sum();
+        let mut top: Vec<(&str, u64)> = totals.into_iter().collect();
+        top.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let list: Vec<Json> = top
+            .into_iter()
+            .take(limit)
+            .map(|(url, n)| json!({"url": url, "views": n}))
+            .collect();
+        json!({
+            "window_ms": self.config.pages_window_ms,
+            "now": self.now_json(),
+            "views": views,
+            "pages": list,
+        })
+    }
+
+    fn now_json(&self) -> Json {
+        if self.now == i64::MIN {
+            Json::Null
+        } else {
+            Json::from(self.now)
+        }
+    }
+
+    /// Set the live-view gauges.
+    pub fn record_metrics(&self) {
+        metrics::gauge!("eddy_live_users").set(self.users.len() as f64);
+        metrics::counter!("eddy_live_users_untracked_total").absolute(self.users_untracked);
+    }
+}

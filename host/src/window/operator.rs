@@ -1,0 +1,201 @@
+//! The operator trait every window kind implements, and the context it
+//! reports results and late events through.
+
+use serde_json::{Map, Value as Json};
+
+use super::agg::Acc;
+use super::groups::KeyPart;
+use super::{WindowSpec, WindowStats};
+use crate::event::Event;
+
+/// The kind of a published window result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultKind {
+    /// A partial result of a window still open (`early_every`).
+    Early,
+    /// The result when the watermark passes the window's end.
+    Final,
+    /// A new result for a window already published as final, after an
+    /// event arrived late but within `allowed_lateness`.
+    Correction,
+}
+
+impl ResultKind {
+    /// The name results carry in their `kind` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultKind::Early => "early",
+            ResultKind::Final => "final",
+            ResultKind::Correction => "correction",
+        }
+    }
+}
+
+/// Something an operator produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Emitted {
+    /// A window result, for `windows/<name>` (and, unless early, history).
+    Result {
+        /// Its kind.
+        kind: ResultKind,
+        /// Window start (ms, inclusive).
+        start: i64,
+        /// Window end (ms, exclusive).
+        end: i64,
+        /// The message.
+        payload: Json,
+    },
+    /// An event the window could not take, for the `late` channel.
+    Late(Json),
+}
+
+/// What an operator reports through.
+pub struct Ctx<'a> {
+    pub(super) spec: &'a WindowSpec,
+    pub(super) out: &'a mut Vec<Emitted>,
+    pub(super) stats: &'a mut WindowStats,
+}
+
+/// A correction that also supersedes earlier results (a session merge):
+/// the `[start, end)` of each.
+pub type Replaces = Vec<(i64, i64)>;
+
+impl Ctx<'_> {
+    /// The window's definition.
+    pub fn spec(&self) -> &WindowSpec {
+        self.spec
+    }
+
+    /// Counters of this window.
+    pub fn stats(&mut self) -> &mut WindowStats {
+        self.stats
+    }
+
+    /// Publish the result of one group of window `[start, end)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn emit(
+        &mut self,
+        kind: ResultKind,
+        start: i64,
+        end: i64,
+        key: &[KeyPart],
+        acc: &Acc,
+        revision: u32,
+        replaces: Option<&Replaces>,
+    ) {
+        let spec = self.spec;
+        let mut m = Map::new();
+        m.insert("window".into(), Json::from(spec.name.as_str()));
+        m.insert("kind".into(), Json::from(kind.as_str()));
+        m.insert("start".into(), Json::from(start));
+        m.insert("end".into(), Json::from(end));
+        m.insert("group".into(), spec.grouping.to_json(key));
+        m.insert(
+            "values".into(),
+            Json::Object(spec.aggregates.finish(acc, end.saturating_sub(start))),
+        );
+        if kind == ResultKind::Correction {
+            m.insert("revision".into(), Json::from(revision));
+        }
+        if let Some(r) = replaces.filter(|r| !r.is_empty()) {
+            let list = r
+                .iter()
+                .map(|(s, e)| serde_json::json!({"start": s, "end": e}))
+                .collect();
+            m.insert("replaces".into(), Json::Array(list));
+        }
+        match kind {
+            ResultKind::Early => self.stats.early_results += 1,
+            ResultKind::Final => self.stats.final_results += 1,
+            ResultKind::Correction => self.stats.corrections += 1,
+        }
+        self.out.push(Emitted::Result {
+            kind,
+            start,
+            end,
+            payload: Json::Object(m),
+        });
+    }
+
+    /// Report `ev` (at event time `ts`) as too late for this window: its
+    /// window closed more than `allowed_lateness` before the watermark.
+    pub fn late(&mut self, ev: &Event, ts: i64, watermark: i64) {
+        self.stats.late_events += 1;
+        let payload = serde_json::json!({
+            "window": self.spec.name,
+            "reason": "late",
+            "watermark": watermark,
+            "lateness_ms": watermark.saturating_sub(ts),
+            "event": ev,
+        });
+        self.out.push(Emitted::Late(payload));
+    }
+}
+
+/// One kind of window. The driver ([`super::Windows`]) owns the clock,
+/// the filter and the grouping; an operator only places events into
+/// windows and fires them.
+///
+/// Only [`WindowOperator::on_event`] is required; the hooks default to
+/// doing nothing.
+pub trait WindowOperator: Send {
+    /// Fold in `ev`, which passed the window's filter, at (possibly clamped)
+    /// event time `ts`, in group `key`. `watermark` is the watermark before
+    /// this event: an event whose window has closed more than the allowed
+    /// lateness ago goes to [`Ctx::late`]; one whose window already fired
+    /// but is within the lateness is folded in and published as a
+    /// [`ResultKind::Correction`].
+    fn on_event(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ev: &Event,
+        ts: i64,
+        key: Box<[KeyPart]>,
+        arrival: u64,
+        watermark: i64,
+    );
+
+    /// The watermark moved to `watermark`: fire the windows it completes
+    /// and forget those past their allowed lateness.
+    fn on_watermark(&mut self, _ctx: &mut Ctx<'_>, _watermark: i64) {}
+
+    /// Wall time passed; `early` is true when an early firing is due:
+    /// publish [`ResultKind::Early`] results of open windows whose groups
+    /// changed since the last one.
+    fn on_tick(&mut self, _ctx: &mut Ctx<'_>, _now: i64, _early: bool) {}
+
+    /// The state to persist with a checkpoint. Durability is a later
+    /// issue; until then nothing is saved.
+    fn on_checkpoint(&mut self) -> Option<Json> {
+        None
+    }
+
+    /// The input ended: fire whatever is open. The default does nothing
+    /// because the driver first raises the watermark to the end of time,
+    /// which fires every window through [`WindowOperator::on_watermark`].
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>) {}
+
+    /// The current values of open windows (not yet final), for the REST
+    /// view: `(start, end, key, acc)`, at most `limit` of them.
+    fn open(&self, _spec: &WindowSpec, _limit: usize) -> Vec<OpenGroup> {
+        Vec::new()
+    }
+
+    /// Open window instances (or sessions) and groups held, for gauges.
+    fn sizes(&self) -> (usize, usize) {
+        (0, 0)
+    }
+}
+
+/// One group of an open window, as the REST view shows it.
+#[derive(Debug, Clone)]
+pub struct OpenGroup {
+    /// Window start.
+    pub start: i64,
+    /// Window end.
+    pub end: i64,
+    /// The group.
+    pub key: Box<[KeyPart]>,
+    /// Its aggregates so far (merged from panes for sliding windows).
+    pub acc: Acc,
+}
