@@ -31,6 +31,10 @@ mod service;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
+mod windows;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod windows_tests;
 
 pub use interpolate::interpolate;
 pub use service::{
@@ -100,6 +104,10 @@ pub struct Config {
     pub streams: StreamsConfig,
     /// `[auth]`: API keys (none: open).
     pub auth: AuthConfig,
+    /// `[[windows]]`: event-time windows, in configuration order.
+    pub windows: Vec<crate::window::WindowConfig>,
+    /// `[live]`: the live users and top pages views.
+    pub live: crate::window::LiveConfig,
 }
 
 /// `[pipeline]` settings.

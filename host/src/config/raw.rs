@@ -157,6 +157,10 @@ pub(super) struct RawConfig {
     streams: super::service::RawStreams,
     #[serde(default)]
     auth: super::service::RawAuth,
+    #[serde(default)]
+    windows: Vec<super::windows::RawWindow>,
+    #[serde(default)]
+    live: super::windows::RawLive,
 }
 
 #[derive(Debug, Deserialize)]
@@ -572,6 +576,8 @@ impl RawConfig {
             stages.push(stage);
         }
         runtime.grants = v.grants(&stages)?;
+        let windows = v.windows(self.windows)?;
+        let live = v.live(&self.live)?;
 
         Ok(Config {
             plugins_dir: PathBuf::from(plugins_dir),
@@ -582,6 +588,8 @@ impl RawConfig {
             ingest,
             streams,
             auth,
+            windows,
+            live,
         })
     }
 }

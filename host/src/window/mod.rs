@@ -286,8 +286,17 @@ impl WindowSpec {
                 filter
             }
         };
-        let aggregates = Aggregates::parse_all(&config.aggregates, "aggregates")
-            .map_err(|e| err("aggregates".into(), e.to_string()))?;
+        let aggregates = Aggregates::parse_all(&config.aggregates, "aggregates").map_err(|e| {
+            // The message starts with the entry it names
+            // (`aggregates[1]: ...`): make that the key.
+            let text = e.to_string();
+            match text.split_once(": ") {
+                Some((key, message)) if key.starts_with("aggregates") => {
+                    err(key.to_owned(), message.to_owned())
+                }
+                _ => err("aggregates".into(), text),
+            }
+        })?;
         Ok(WindowSpec {
             name: config.name.clone(),
             kind: config.kind,
