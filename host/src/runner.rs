@@ -182,6 +182,8 @@ pub struct Outputs {
     pub events: Publisher,
     /// `dead-letters`: events a failing stage sent there, with the reason.
     pub dead_letters: Publisher,
+    /// The windows, fed with the events before they are published.
+    pub windows: Option<crate::window::LiveWindows>,
 }
 
 /// The running pipeline thread.
@@ -297,6 +299,9 @@ fn run_batch(pipeline: &mut Pipeline, batch: Vec<Event>, stats: &Stats, outputs:
     let out = pipeline.process(batch);
     let published = out.events.len() as u64;
     let dead = out.dead_letters.len() as u64;
+    if let Some(windows) = &outputs.windows {
+        windows.process(&out.events);
+    }
     outputs
         .events
         .publish_batch(out.events.into_iter().map(Payload::Event));

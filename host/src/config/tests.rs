@@ -749,7 +749,13 @@ fn default_toml_shows_every_service_key() {
         toml::from_str(&interpolate(DEFAULT_CONFIG, &no_env).unwrap()).unwrap();
     // Every key a section accepts must be shown (and so documented) in the
     // default file: parse each key alone to prove it is accepted, and count.
-    for (section, keys) in [("server", 5), ("ingest", 13), ("streams", 8), ("auth", 3)] {
+    for (section, keys) in [
+        ("server", 5),
+        ("ingest", 13),
+        ("streams", 8),
+        ("auth", 3),
+        ("live", 4),
+    ] {
         let shown = table[section].as_table().unwrap();
         assert_eq!(shown.len(), keys, "[{section}] in default.toml");
         for (key, value) in shown {

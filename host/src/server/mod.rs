@@ -30,6 +30,7 @@ mod ingest;
 mod rest;
 mod sse;
 mod streams;
+mod windows;
 mod ws;
 
 pub use auth::{Access, Keys};
@@ -40,6 +41,7 @@ use crate::hub::{Hub, HubConfig, Payload};
 use crate::pipeline::{Pipeline, StageReport};
 use crate::plugin::{PluginEngine, Registry, watch as plugin_watch};
 use crate::runner::{IngestQueue, Outputs, Runner, Stats};
+use crate::window::{LiveWindows, Windows};
 
 /// Channels every server has.
 pub mod channels {
@@ -82,6 +84,8 @@ pub struct AppState {
     pub next_connection: Arc<AtomicU64>,
     /// Requests inside an ingest handler right now.
     pub ingest_requests: Arc<AtomicU64>,
+    /// Event-time windows and live views.
+    pub windows: LiveWindows,
 }
 
 /// The router: every route eddy serves.
@@ -105,6 +109,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/plugins/{name}/reload", post(rest::reload_plugin))
         .route("/v1/plugins/{name}/rollback", post(rest::rollback_plugin))
         .route("/v1/stats", get(rest::stats))
+        .route("/v1/windows", get(windows::list))
+        .route("/v1/windows/{name}", get(windows::open))
+        .route("/v1/windows/{name}/history", get(windows::history))
+        .route("/v1/live/users", get(windows::live_users))
+        .route("/v1/live/pages", get(windows::live_pages))
         .route("/metrics", get(rest::metrics))
         .route("/healthz", get(rest::healthz))
         .route("/readyz", get(rest::readyz))
@@ -131,6 +140,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/plugins/{name}/reload"),
     ("post", "/v1/plugins/{name}/rollback"),
     ("get", "/v1/stats"),
+    ("get", "/v1/windows"),
+    ("get", "/v1/windows/{name}"),
+    ("get", "/v1/windows/{name}/history"),
+    ("get", "/v1/live/users"),
+    ("get", "/v1/live/pages"),
     ("get", "/metrics"),
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -187,9 +201,16 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
     let pipeline = Pipeline::new(&config, registry.clone())?;
     let stats = Arc::new(Stats::default());
     let reports = Arc::new(Mutex::new(Vec::new()));
+    let windows =
+        Windows::with_live(&config.windows, config.live).context("starting the windows")?;
+    let windows = LiveWindows::register(&hub, windows);
+    windows
+        .spawn_ticker()
+        .context("starting the window ticker thread")?;
     let outputs = Outputs {
         events: hub.register(channels::EVENTS),
         dead_letters: hub.register(channels::DEAD_LETTERS),
+        windows: Some(windows.clone()),
     };
     let (queue, runner) = Runner::start(
         pipeline,
@@ -216,6 +237,7 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
         started: Instant::now(),
         next_connection: Arc::new(AtomicU64::new(1)),
         ingest_requests: Arc::new(AtomicU64::new(0)),
+        windows,
     };
     tokio::spawn(rest::publish_stats(
         hub.register(channels::STATS),

@@ -62,6 +62,7 @@ pub mod groups;
 pub mod history;
 pub mod live;
 pub mod operator;
+pub mod publish;
 pub mod replay;
 pub mod session;
 pub mod sliding;
@@ -76,6 +77,7 @@ pub use groups::Grouping;
 pub use history::{History, HistoryQuery};
 pub use live::{LiveConfig, LiveViews};
 pub use operator::{Emitted, ResultKind, WindowOperator};
+pub use publish::LiveWindows;
 
 use crate::event::Event;
 use crate::filter::{FieldPath, Filter};

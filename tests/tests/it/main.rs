@@ -10,3 +10,4 @@ mod plugins;
 mod reload;
 mod serve;
 mod streams;
+mod windows;

@@ -1,0 +1,163 @@
+//! REST views of the windows and the live views: `GET /v1/windows`,
+//! `/v1/windows/{name}`, `/v1/windows/{name}/history`, `/v1/live/users`,
+//! `/v1/live/pages`.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::Access;
+use super::error::ApiError;
+use crate::window::HistoryQuery;
+
+type Params = Query<HashMap<String, String>>;
+
+/// Default and largest `limit` of the group and history lists: a
+/// dashboard table's worth by default; the cap bounds one response to a few
+/// MB.
+const DEFAULT_LIMIT: usize = 1_000;
+const MAX_LIMIT: usize = 100_000;
+/// Default `limit` of the live views (a dashboard panel).
+const DEFAULT_LIVE_LIMIT: usize = 10;
+
+fn limit(q: &HashMap<String, String>, default: usize) -> Result<usize, ApiError> {
+    match q.get("limit") {
+        None => Ok(default),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(
+                "bad_limit",
+                format!("`limit` must be a whole number from 1 to {MAX_LIMIT}, not `{v}`"),
+            )),
+        },
+    }
+}
+
+/// A time bound: milliseconds since the epoch, or RFC 3339.
+fn time(q: &HashMap<String, String>, key: &str) -> Result<Option<i64>, ApiError> {
+    let Some(v) = q.get(key) else { return Ok(None) };
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(Some(ms));
+    }
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| Some(t.timestamp_millis()))
+        .map_err(|_| {
+            ApiError::bad_request(
+                "bad_time",
+                format!(
+                    "`{key}` must be milliseconds since the Unix epoch or an RFC 3339 time (2026-11-23T10:00:00Z), not `{v}`"
+                ),
+            )
+        })
+}
+
+fn unknown_window(state: &AppState, name: &str) -> ApiError {
+    let available: Vec<Value> = state
+        .config
+        .windows
+        .iter()
+        .map(|w| Value::from(w.name.as_str()))
+        .collect();
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "unknown_window",
+        format!("no window is named `{name}`"),
+    )
+    .with("available", available)
+}
+
+fn respond(result: Result<Value, ApiError>) -> Response {
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /v1/windows`: every window's definition, watermark and counters.
+pub async fn list(State(state): State<AppState>, Query(q): Params, headers: HeaderMap) -> Response {
+    respond((|| {
+        state.keys.check_request(Access::Read, &headers, &q)?;
+        Ok(json!({ "windows": state.windows.lock().list() }))
+    })())
+}
+
+/// `GET /v1/windows/{name}?limit=N`: current values of the open windows.
+pub async fn open(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Response {
+    respond((|| {
+        state.keys.check_request(Access::Read, &headers, &q)?;
+        let limit = limit(&q, DEFAULT_LIMIT)?;
+        let view = state.windows.lock().open(&name, limit);
+        view.ok_or_else(|| unknown_window(&state, &name))
+    })())
+}
+
+/// `GET /v1/windows/{name}/history?from=&to=&group=&group.<dim>=&limit=`:
+/// the latest result of each closed window within retention.
+pub async fn history(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Response {
+    respond((|| {
+        state.keys.check_request(Access::Read, &headers, &q)?;
+        let mut group: Vec<(String, String)> = q
+            .iter()
+            .filter_map(|(k, v)| {
+                if k == "group" {
+                    Some((String::new(), v.clone()))
+                } else {
+                    k.strip_prefix("group.")
+                        .map(|dim| (dim.to_owned(), v.clone()))
+                }
+            })
+            .collect();
+        group.sort();
+        let query = HistoryQuery {
+            from: time(&q, "from")?,
+            to: time(&q, "to")?,
+            group,
+            limit: limit(&q, DEFAULT_LIMIT)?,
+        };
+        let results = state.windows.lock().history(&name, &query);
+        let results = results.ok_or_else(|| unknown_window(&state, &name))?;
+        let results: Vec<Value> = results.iter().map(|r| (**r).clone()).collect();
+        Ok(json!({ "window": name, "results": results }))
+    })())
+}
+
+/// `GET /v1/live/users?limit=N`: users seen recently, most recent first.
+pub async fn live_users(
+    State(state): State<AppState>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Response {
+    respond((|| {
+        state.keys.check_request(Access::Read, &headers, &q)?;
+        let limit = limit(&q, DEFAULT_LIVE_LIMIT)?;
+        Ok(state.windows.lock().live().users(limit))
+    })())
+}
+
+/// `GET /v1/live/pages?limit=N`: the most viewed pages of the last minute.
+pub async fn live_pages(
+    State(state): State<AppState>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Response {
+    respond((|| {
+        state.keys.check_request(Access::Read, &headers, &q)?;
+        let limit = limit(&q, DEFAULT_LIVE_LIMIT)?;
+        Ok(state.windows.lock().live().pages(limit))
+    })())
+}

@@ -1,0 +1,264 @@
+//! Windows end to end: events posted over HTTP to the real binary produce
+//! the expected `windows/<name>` results (final, correction) and `late`
+//! messages on WebSocket subscriptions, and the REST views agree with them.
+
+use std::time::Duration;
+
+use eddy_tests::Sandbox;
+use eddy_tests::server::{Ws, http};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+const SIZE: i64 = 10_000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn pageview(user: &str, ts: i64, path: &str, ms: i64) -> Value {
+    json!({
+        "name": "$pageview",
+        "distinct_id": user,
+        "timestamp": ts,
+        "properties": {"$current_url": format!("https://shop.example{path}"), "path": path, "ms": ms},
+    })
+}
+
+/// The data of each message, as (kind, start offset, group path, count,
+/// sum, revision).
+fn summary(msgs: &[Value], t0: i64) -> Vec<(String, i64, String, i64, i64, i64)> {
+    msgs.iter()
+        .map(|m| {
+            let d = &m["data"];
+            (
+                d["kind"].as_str().unwrap().to_owned(),
+                d["start"].as_i64().unwrap() - t0,
+                d["group"]["properties.path"].as_str().unwrap().to_owned(),
+                d["values"]["count"].as_i64().unwrap(),
+                d["values"]["sum(properties.ms)"].as_i64().unwrap(),
+                d["revision"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn posted_events_produce_window_results_corrections_and_late_messages_that_rest_agrees_with()
+{
+    let sandbox = Sandbox::new();
+    let config = sandbox.config(
+        r#"
+[[windows]]
+name = "per_page"
+kind = "tumbling"
+size = "10s"
+group_by = ["properties.path"]
+aggregates = ["count", "sum(properties.ms)"]
+out_of_orderness = "0s"
+allowed_lateness = "20s"
+idle_timeout = "1h"
+"#,
+    );
+    let server = sandbox.serve(&config);
+    let mut results = Ws::connect(&server.ws_url()).await;
+    results.subscribe("windows/per_page", json!({})).await;
+    let mut late = Ws::connect(&server.ws_url()).await;
+    late.subscribe("late", json!({})).await;
+
+    // A window boundary a minute ago: recent enough for ingest's bounds.
+    let t0 = (now_ms() / SIZE - 6) * SIZE;
+    let batch = json!([
+        pageview("u1", t0 + 1_000, "/a", 5),
+        pageview("u2", t0 + 2_000, "/b", 7),
+        pageview("u1", t0 + 3_000, "/a", 11),
+        pageview("u3", t0 + 15_000, "/a", 1), // watermark t0+15s: [t0, t0+10s) fires
+        pageview("u2", t0 + 4_000, "/b", 100), // late, within lateness: correction
+        pageview("u4", t0 + 50_000, "/c", 2), // watermark t0+50s: [t0+10s, t0+20s) fires
+        pageview("u5", t0 + 5_000, "/b", 1_000), // beyond lateness: `late`
+    ]);
+    let resp = http()
+        .post(server.url("/v1/events"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+
+    let msgs = results.messages(4, WAIT).await;
+    assert_eq!(
+        summary(&msgs, t0),
+        vec![
+            ("final".into(), 0, "/a".into(), 2, 16, 0),
+            ("final".into(), 0, "/b".into(), 1, 7, 0),
+            ("correction".into(), 0, "/b".into(), 2, 107, 1),
+            ("final".into(), SIZE, "/a".into(), 1, 1, 0),
+        ]
+    );
+    for m in &msgs {
+        assert_eq!(m["channel"], "windows/per_page");
+        assert_eq!(m["data"]["window"], "per_page");
+        assert_eq!(
+            m["data"]["end"].as_i64().unwrap() - m["data"]["start"].as_i64().unwrap(),
+            SIZE
+        );
+    }
+    let seqs: Vec<u64> = msgs.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    let too_late = late.messages(1, WAIT).await;
+    let d = &too_late[0]["data"];
+    assert_eq!(d["window"], "per_page");
+    assert_eq!(d["reason"], "late");
+    assert_eq!(d["event"]["timestamp"], t0 + 5_000);
+    assert_eq!(d["event"]["properties"]["ms"], 1_000);
+    assert_eq!(d["watermark"], t0 + 50_000);
+
+    // History: the latest revision of each closed window, as on the socket.
+    let get = |path: String| {
+        let url = server.url(&path);
+        async move {
+            let resp = http().get(url).send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, history) = get("/v1/windows/per_page/history".into()).await;
+    assert_eq!(status, 200, "{history}");
+    let latest: Vec<Value> = [&msgs[0], &msgs[2], &msgs[3]]
+        .iter()
+        .map(|m| m["data"].clone())
+        .collect();
+    assert_eq!(history["results"], json!(latest));
+    let (_, only_b) = get(format!(
+        "/v1/windows/per_page/history?group.properties.path=/b&from={t0}&to={}",
+        t0 + SIZE
+    ))
+    .await;
+    assert_eq!(only_b["results"], json!([msgs[2]["data"]]));
+
+    // The open window holds the last on-time event.
+    let (status, open) = get("/v1/windows/per_page".into()).await;
+    assert_eq!(status, 200);
+    assert_eq!(open["watermark"], t0 + 50_000);
+    assert_eq!(
+        open["groups"],
+        json!([{"start": t0 + 50_000, "end": t0 + 60_000, "group": {"properties.path": "/c"},
+                "values": {"count": 1, "sum(properties.ms)": 2}}])
+    );
+
+    let (_, list) = get("/v1/windows".into()).await;
+    let w = &list["windows"][0];
+    assert_eq!(w["name"], "per_page");
+    assert_eq!(w["channel"], "windows/per_page");
+    assert_eq!(w["stats"]["events"], 7);
+    assert_eq!(w["stats"]["late_events"], 1);
+    assert_eq!(w["stats"]["final_results"], 3);
+    assert_eq!(w["stats"]["corrections"], 1);
+
+    // Live views: everyone within five minutes; /a is the top page.
+    let (_, users) = get("/v1/live/users?limit=2".into()).await;
+    assert_eq!(users["count"], 5);
+    assert_eq!(users["users"].as_array().unwrap().len(), 2);
+    assert_eq!(users["users"][0]["distinct_id"], "u4");
+    assert_eq!(users["users"][0]["current_url"], "https://shop.example/c");
+    let (_, pages) = get("/v1/live/pages".into()).await;
+    assert_eq!(
+        pages["pages"][0],
+        json!({"url": "https://shop.example/a", "views": 3})
+    );
+
+    // Mistakes get clear errors.
+    let (status, body) = get("/v1/windows/nope".into()).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["code"], "unknown_window");
+    assert_eq!(body["available"], json!(["per_page"]));
+    let (status, body) = get("/v1/windows/per_page/history?from=yesterday".into()).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["code"], "bad_time");
+    assert!(body["error"].as_str().unwrap().contains("`from`"), "{body}");
+    let (status, body) = get("/v1/live/users?limit=0".into()).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["code"], "bad_limit");
+
+    // Metrics carry the window gauges and counters (set once a second).
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let text = http()
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains(r#"eddy_window_late_events_total{window="per_page"} 1"#) {
+            assert!(
+                text.contains(r#"eddy_window_open{window="per_page"}"#),
+                "{text}"
+            );
+            assert!(text.contains("eddy_live_users 5"), "{text}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no window metrics: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_idle_stream_closes_its_window_and_a_bad_window_config_is_refused() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.config(
+        r#"
+[[windows]]
+name = "quiet"
+kind = "tumbling"
+size = "1s"
+aggregates = ["count", "p95(properties.ms)", "distinct(distinct_id)"]
+out_of_orderness = "0s"
+idle_timeout = "500ms"
+"#,
+    );
+    let server = sandbox.serve(&config);
+    let mut ws = Ws::connect(&server.ws_url()).await;
+    ws.subscribe("windows/quiet", json!({})).await;
+    let t = now_ms();
+    let resp = http()
+        .post(server.url("/v1/events"))
+        .json(&json!([
+            pageview("u1", t, "/a", 10),
+            pageview("u2", t, "/a", 20)
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    // Nothing else arrives: wall time alone closes the window.
+    let msg = ws.messages(1, Duration::from_secs(10)).await;
+    let d = &msg[0]["data"];
+    assert_eq!(d["kind"], "final");
+    assert_eq!(d["values"]["count"], 2);
+    assert_eq!(d["values"]["distinct(distinct_id)"], 2);
+    let p95 = d["values"]["p95(properties.ms)"].as_f64().unwrap();
+    // DDSketch's quantile is the value at rank floor(q * (n - 1)): of two
+    // values, p95 is the lower one, within 1 %.
+    assert!((p95 - 10.0).abs() <= 0.1, "{p95}");
+    drop(server);
+
+    let bad = sandbox.config(
+        "[[windows]]\nname = \"w\"\nkind = \"sliding\"\nsize = \"10m\"\nslide = \"3m\"\naggregates = [\"count\"]\n",
+    );
+    let out = std::process::Command::new(eddy_tests::eddy_bin())
+        .args(["serve", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("windows[0].slide"), "{stderr}");
+    assert!(stderr.contains("must divide size evenly"), "{stderr}");
+}
