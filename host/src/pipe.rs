@@ -17,6 +17,7 @@ use crate::event::Event;
 use crate::pipeline::{DeadLetter, Pipeline, StageReport};
 use crate::plugin::registry::PluginStatus;
 use crate::plugin::{PluginEngine, Registry, watch};
+use crate::window::{LATE_CHANNEL, Output, Stream, Windows, channel_name};
 
 /// Where input lines that are not events are reported: the first this many
 /// individually, the rest only counted, so a wrong file cannot flood stderr.
@@ -53,6 +54,26 @@ pub struct PipeOptions {
     /// Do not watch the plugins folder for new versions.
     #[arg(long)]
     pub no_watch: bool,
+    /// Run the configuration's `[[windows]]` over the output and write their
+    /// results and late events here, one `{"channel", "data"}` object per
+    /// line. At the end of input every open window fires.
+    #[arg(long)]
+    pub windows: Option<PathBuf>,
+    /// The wall clock windows see: `wall` (the machine's) or `virtual`: the
+    /// first event's timestamp, then whatever `{"$wall": MS}` lines in the
+    /// input set it to. With `virtual`, a run is deterministic.
+    #[arg(long, value_enum, default_value_t = Clock::Wall)]
+    pub clock: Clock,
+}
+
+/// The wall clock of `eddy pipe`'s windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Clock {
+    /// The machine's clock.
+    Wall,
+    /// Set by the input: the first event's timestamp, then `{"$wall": MS}`
+    /// lines.
+    Virtual,
 }
 
 /// What a run did.
@@ -70,6 +91,10 @@ pub struct Summary {
     pub rejected_lines: u64,
     /// Events written to the dead-letter file.
     pub dead_lettered: u64,
+    /// Window results written (with `--windows`).
+    pub window_results: u64,
+    /// Late events written (with `--windows`).
+    pub late_events: u64,
     /// Where dead letters went, if any.
     pub dead_letter_file: Option<PathBuf>,
     /// Batches run.
@@ -134,6 +159,23 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
         None
     };
     let mut pipeline = Pipeline::new(&config, registry.clone())?;
+    let mut windows = match &opts.windows {
+        None => None,
+        Some(path) => Some(WindowFile {
+            windows: Windows::with_live(&config.windows, config.live)?,
+            names: config
+                .windows
+                .iter()
+                .map(|w| channel_name(&w.name))
+                .collect(),
+            file: BufWriter::new(
+                File::create(path)
+                    .with_context(|| format!("creating windows output {}", path.display()))?,
+            ),
+            wall: None,
+        }),
+    };
+    let virtual_clock = opts.clock == Clock::Virtual;
 
     let reader: Box<dyn BufRead + Send> = match &opts.input {
         Some(p) => Box::new(BufReader::new(
@@ -160,6 +202,8 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
         failed_batches: 0,
         rejected_lines: 0,
         dead_lettered: 0,
+        window_results: 0,
+        late_events: 0,
         dead_letter_file: None,
         batches: 0,
         elapsed_ms: 0,
@@ -170,6 +214,9 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
     let mut eof = false;
     let mut read_error = None;
     while !eof {
+        // A `$wall` line (virtual clock) ends the batch; the clock moves
+        // after the batch before it is processed.
+        let mut wall_to: Option<i64> = None;
         let mut batch = Vec::with_capacity(batch_size);
         let mut deadline: Option<Instant> = None;
         while batch.len() < batch_size {
@@ -204,6 +251,15 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
                     if text.trim().is_empty() {
                         continue;
                     }
+                    if virtual_clock && let Some(wall) = wall_directive(&text) {
+                        match wall {
+                            Ok(ms) => {
+                                wall_to = Some(ms);
+                                break;
+                            }
+                            Err(msg) => anyhow::bail!("input line {n}: {msg}"),
+                        }
+                    }
                     match Event::from_json(&text, || format!("line-{n}")) {
                         Ok(e) => batch.push(e),
                         Err(err) => {
@@ -217,6 +273,9 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
             }
         }
         if batch.is_empty() {
+            if let (Some(w), Some(ms)) = (windows.as_mut(), wall_to) {
+                w.tick(ms, &mut summary)?;
+            }
             continue;
         }
         summary.events_in += batch.len() as u64;
@@ -227,6 +286,16 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
             output.write_all(b"\n")?;
         }
         output.flush().context("writing output")?;
+        if let Some(w) = windows.as_mut() {
+            let now = match (virtual_clock, result.events.first()) {
+                (false, _) => crate::window::publish::wall_ms(),
+                (true, first) => *w.wall.get_or_insert(first.map_or(0, |e| e.timestamp)),
+            };
+            w.process(&result.events, now, &mut summary)?;
+            if let Some(ms) = wall_to {
+                w.tick(ms, &mut summary)?;
+            }
+        }
         summary.events_out += result.events.len() as u64;
         if !result.dead_letters.is_empty() {
             write_dead_letters(&mut dead_file, &opts.dead_letter, &result.dead_letters)?;
@@ -244,6 +313,9 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
     if let Some(f) = dead_file.as_mut() {
         f.flush().context("writing dead letters")?;
     }
+    if let Some(w) = windows.as_mut() {
+        w.finish(&mut summary)?;
+    }
     if let Some(e) = read_error {
         return Err(e).context(format!(
             "reading input (the {} events read before the error were processed and written)",
@@ -257,6 +329,75 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
     summary.failed_batches = summary.stages.iter().map(|s| s.stats.failed_batches).sum();
     summary.plugins = registry.status();
     Ok(summary)
+}
+
+/// `Some` if the line is a `{"$wall": MS}` directive: its value, or what
+/// is wrong with it.
+fn wall_directive(text: &str) -> Option<Result<i64, &'static str>> {
+    if !text.contains("\"$wall\"") {
+        return None;
+    }
+    let doc: serde_json::Value = serde_json::from_str(text).ok()?;
+    let v = doc.get("$wall")?;
+    Some(
+        v.as_i64()
+            .ok_or("$wall must be whole milliseconds since the epoch"),
+    )
+}
+
+/// The windows of `eddy pipe --windows` and where their output goes.
+struct WindowFile {
+    windows: Windows,
+    names: Vec<String>,
+    file: BufWriter<File>,
+    /// The virtual wall clock, once set.
+    wall: Option<i64>,
+}
+
+impl WindowFile {
+    fn process(&mut self, events: &[Event], now: i64, summary: &mut Summary) -> anyhow::Result<()> {
+        let mut out = Vec::new();
+        self.windows.process(events, now, &mut out);
+        self.write(out, summary)
+    }
+
+    fn tick(&mut self, now: i64, summary: &mut Summary) -> anyhow::Result<()> {
+        if self.wall.is_some_and(|w| now < w) {
+            anyhow::bail!("$wall went back in time, from {:?} to {now}", self.wall);
+        }
+        self.wall = Some(now);
+        let mut out = Vec::new();
+        self.windows.tick(now, &mut out);
+        self.write(out, summary)
+    }
+
+    fn finish(&mut self, summary: &mut Summary) -> anyhow::Result<()> {
+        let mut out = Vec::new();
+        self.windows.finish(&mut out);
+        self.write(out, summary)?;
+        self.file.flush().context("writing windows output")
+    }
+
+    fn write(&mut self, out: Vec<Output>, summary: &mut Summary) -> anyhow::Result<()> {
+        for o in out {
+            let channel = match o.stream {
+                Stream::Results(i) => {
+                    summary.window_results += 1;
+                    self.names.get(i).map_or("windows/?", String::as_str)
+                }
+                Stream::Late => {
+                    summary.late_events += 1;
+                    LATE_CHANNEL
+                }
+            };
+            serde_json::to_writer(
+                &mut self.file,
+                &serde_json::json!({"channel": channel, "data": o.payload}),
+            )?;
+            self.file.write_all(b"\n")?;
+        }
+        Ok(())
+    }
 }
 
 fn read_lines(mut reader: Box<dyn BufRead + Send>, tx: &mpsc::SyncSender<Line>) {

@@ -262,3 +262,78 @@ idle_timeout = "500ms"
     assert!(stderr.contains("windows[0].slide"), "{stderr}");
     assert!(stderr.contains("must divide size evenly"), "{stderr}");
 }
+
+/// Golden cases: `tests/data/windows/<case>/{config.toml, input.ndjson,
+/// expected.ndjson}` through the real `eddy pipe --windows --clock virtual`;
+/// every output line must equal the expected one.
+#[test]
+fn golden_cases_produce_exactly_the_expected_results() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/windows");
+    let mut cases: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() >= 9,
+        "golden cases missing in {}",
+        root.display()
+    );
+    let sandbox = Sandbox::new();
+    let mut failures = Vec::new();
+    for case in &cases {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let out = sandbox.path().join(format!("{name}.ndjson"));
+        let run = std::process::Command::new(eddy_tests::eddy_bin())
+            .args([
+                "pipe",
+                "--clock",
+                "virtual",
+                "--no-watch",
+                "--summary",
+                "none",
+            ])
+            .arg("--config")
+            .arg(case.join("config.toml"))
+            .arg("--input")
+            .arg(case.join("input.ndjson"))
+            .arg("--output")
+            .arg(sandbox.path().join("events.ndjson"))
+            .arg("--windows")
+            .arg(&out)
+            .arg("--plugins-dir")
+            .arg(sandbox.plugins_dir())
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{name}: eddy pipe failed: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let parse = |text: String| -> Vec<Value> {
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let actual = parse(std::fs::read_to_string(&out).unwrap());
+        let expected = parse(std::fs::read_to_string(case.join("expected.ndjson")).unwrap());
+        if actual != expected {
+            let mut diff = format!("{name}:\n");
+            for i in 0..actual.len().max(expected.len()) {
+                let (a, e) = (actual.get(i), expected.get(i));
+                if a != e {
+                    diff.push_str(&format!(
+                        "  line {}:\n    expected {}\n    actual   {}\n",
+                        i + 1,
+                        e.map_or("(none)".into(), Value::to_string),
+                        a.map_or("(none)".into(), Value::to_string)
+                    ));
+                }
+            }
+            failures.push(diff);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
