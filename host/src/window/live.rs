@@ -111,7 +111,9 @@ impl LiveViews {
                 self.count_page(ts, url);
             }
         }
-        self.expire(now);
+        // Only the cheap part here (dropping whole page buckets); users are
+        // pruned on the ticker, not once per batch.
+        self.expire_pages(now);
     }
 
     fn see_user(&mut self, ev: &Event, ts: i64, url: Option<&CompactString>) {
@@ -170,12 +172,18 @@ impl LiveViews {
     }
 
     fn expire(&mut self, now: i64) {
-        let Some(event_now) = self.clock.event_now(now) else {
+        let Some(event_now) = self.expire_pages(now) else {
             return;
         };
-        self.now = event_now;
         let users_from = event_now.saturating_sub(self.config.users_window_ms);
         self.users.retain(|_, u| u.last_seen > users_from);
+    }
+
+    /// Move "now" on and drop page buckets that left the window; returns
+    /// "now".
+    fn expire_pages(&mut self, now: i64) -> Option<i64> {
+        let event_now = self.clock.event_now(now)?;
+        self.now = event_now;
         let first_bucket = event_now
             .saturating_sub(self.config.pages_window_ms)
             .div_euclid(BUCKET_MS);
@@ -185,13 +193,21 @@ impl LiveViews {
             }
             entry.remove();
         }
+        Some(event_now)
     }
 
     /// `GET /v1/live/users`: the live users, most recently seen first, at
     /// most `limit` of them (`count` is all of them).
     pub fn users(&self, limit: usize) -> Json {
-        let mut users: Vec<(&CompactString, &User)> = self.users.iter().collect();
+        // Pruning runs on the ticker: leave out anyone who left since.
+        let from = self.now.saturating_sub(self.config.users_window_ms);
+        let mut users: Vec<(&CompactString, &User)> = self
+            .users
+            .iter()
+            .filter(|(_, u)| u.last_seen > from)
+            .collect();
         users.sort_unstable_by(|a, b| b.1.last_seen.cmp(&a.1.last_seen).then(a.0.cmp(b.0)));
+        let count = users.len();
         let list: Vec<Json> = users
             .into_iter()
             .take(limit)
@@ -202,7 +218,7 @@ impl LiveViews {
         json!({
             "window_ms": self.config.users_window_ms,
             "now": self.now_json(),
-            "count": self.users.len(),
+            "count": count,
             "untracked": self.users_untracked,
             "users": list,
         })

@@ -26,6 +26,10 @@ pub struct Sliding {
     fired_until: i64,
     /// Corrections published per window end and group.
     revisions: BTreeMap<i64, HashMap<GroupKey, u32>>,
+    /// The end of the next window with data that has not fired (`i64::MAX`
+    /// if none): the watermark moves after every event, and this makes the
+    /// common case (nothing due) one comparison.
+    next_fire: i64,
 }
 
 impl Sliding {
@@ -40,7 +44,21 @@ impl Sliding {
             panes: BTreeMap::new(),
             fired_until: i64::MIN,
             revisions: BTreeMap::new(),
+            next_fire: i64::MAX,
         }
+    }
+
+    /// Whether the oldest pane (or correction record) has passed its
+    /// allowed lateness.
+    fn purge_due(&self, watermark: i64) -> bool {
+        let gone = |end: i64| end.saturating_add(self.lateness) <= watermark;
+        self.panes
+            .first_key_value()
+            .is_some_and(|(&p, _)| gone(p.saturating_add(self.size)))
+            || self
+                .revisions
+                .first_key_value()
+                .is_some_and(|(&e, _)| gone(e))
     }
 
     /// Ends of windows holding data, in `(after, upto]`.
@@ -144,6 +162,16 @@ impl WindowOperator for Sliding {
             .map(|&e| self.window_panes(e).any(|p| p.get(&key).is_some()))
             .collect();
         let late_key = (!late_windows.is_empty()).then(|| key.clone());
+        // The first window of this pane that has not fired yet.
+        let first_open = pane.saturating_add(self.slide).max(
+            watermark
+                .div_euclid(self.slide)
+                .saturating_add(1)
+                .saturating_mul(self.slide),
+        );
+        if first_open <= last_end {
+            self.next_fire = self.next_fire.min(first_open);
+        }
         let table = self.panes.entry(pane).or_default();
         let slot = table.slot(key, &spec.aggregates);
         spec.aggregates.add(&mut slot.acc, ev, arrival);
@@ -176,6 +204,10 @@ impl WindowOperator for Sliding {
     }
 
     fn on_watermark(&mut self, ctx: &mut Ctx<'_>, watermark: i64) {
+        if watermark < self.next_fire && !self.purge_due(watermark) {
+            self.fired_until = self.fired_until.max(watermark);
+            return;
+        }
         let spec = ctx.spec;
         for end in self.ends_with_data(self.fired_until, watermark) {
             for (key, acc) in self.merge(spec, end, |_, _| true) {
@@ -196,6 +228,11 @@ impl WindowOperator for Sliding {
             .retain(|&p, _| p.saturating_add(size).saturating_add(lateness) > watermark);
         self.revisions
             .retain(|&e, _| e.saturating_add(lateness) > watermark);
+        self.next_fire = self
+            .ends_with_data(self.fired_until, i64::MAX)
+            .first()
+            .copied()
+            .unwrap_or(i64::MAX);
     }
 
     fn on_tick(&mut self, ctx: &mut Ctx<'_>, _now: i64, early: bool) {

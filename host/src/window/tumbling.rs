@@ -98,9 +98,15 @@ impl WindowOperator for Tumbling {
                 slot.dirty = false;
             }
         }
-        let (size, lateness) = (self.size, self.lateness);
-        self.instances
-            .retain(|&start, _| start.saturating_add(size).saturating_add(lateness) > watermark);
+        // Instances are ordered by start (and so by end): forget from the
+        // front.
+        while let Some(entry) = self.instances.first_entry() {
+            let end = entry.key().saturating_add(self.size);
+            if end.saturating_add(self.lateness) > watermark {
+                break;
+            }
+            entry.remove();
+        }
     }
 
     fn on_tick(&mut self, ctx: &mut Ctx<'_>, _now: i64, early: bool) {
