@@ -13,7 +13,8 @@
 //! - `sliding_10m_1m_count_p95`;
 //! - `session_30s_by_distinct_id_100k_users`;
 //! - `default_config`: the embedded default configuration's windows, if it
-//!   has any (skipped, with a note, when it has none).
+//!   has any (skipped, with a note, when it has none);
+//! - `baseline_live_views_only`: no windows, only the live views.
 //!
 //! `process` also feeds the live views (live users, top pages), so their
 //! cost is included: it is what a batch costs the pipeline.
@@ -136,16 +137,24 @@ fn bench(c: &mut Criterion) {
         (
             "session_30s_by_distinct_id_100k_users".into(),
             5_000,
-            vec![window(
-                "w",
-                WindowKind::Session {
-                    gap_ms: 30_000,
-                    max_duration_ms: None,
-                },
-                &["distinct_id"],
-                &["count"],
-            )],
+            vec![WindowConfig {
+                // The default cap (10,000 groups) would fold all but 10,000
+                // of the 100,000 users into the overflow group.
+                max_groups: 200_000,
+                ..window(
+                    "w",
+                    WindowKind::Session {
+                        gap_ms: 30_000,
+                        max_duration_ms: None,
+                    },
+                    &["distinct_id"],
+                    &["count"],
+                )
+            }],
         ),
+        // No windows: what the live views (fed by every `process`) cost on
+        // their own, to subtract from the others.
+        ("baseline_live_views_only".into(), 100_000, vec![]),
     ];
     let default = eddy::config::Config::load(None).unwrap().windows;
     if default.is_empty() {
