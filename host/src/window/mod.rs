@@ -62,6 +62,9 @@ pub mod groups;
 pub mod history;
 pub mod live;
 pub mod operator;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod prop_tests;
 pub mod publish;
 pub mod replay;
 pub mod session;

@@ -198,7 +198,9 @@ impl WindowOperator for Sessions {
             merged.published |= s.published;
             merged.revision = merged.revision.max(s.revision);
             merged.replaces.extend(s.replaces.iter().copied());
-            if s.published {
+            // Only an up-to-date result is out there under this extent; an
+            // extended session's earlier extents are already in its list.
+            if s.closed {
                 merged.replaces.push((s.start, s.end(gap)));
             }
         }
