@@ -97,6 +97,50 @@ impl Sessions {
         self.timers.entry(due).or_default().push(key.clone());
     }
 
+    /// The common case, done without moving anything: the event touches
+    /// exactly one session and may join it. Returns false (having changed
+    /// nothing) otherwise.
+    #[allow(clippy::too_many_arguments)]
+    fn extend_in_place(
+        ctx: &mut Ctx<'_>,
+        ks: &mut KeyState,
+        key: &[KeyPart],
+        gap: i64,
+        max_duration: Option<i64>,
+        ev: &Event,
+        ts: i64,
+        arrival: u64,
+        watermark: i64,
+    ) -> bool {
+        let touches = |s: &Session| ts < s.end(gap) && s.start < ts.saturating_add(gap);
+        let mut touching = ks.sessions.iter().enumerate().filter(|(_, s)| touches(s));
+        let (Some((i, _)), None) = (touching.next(), touching.next()) else {
+            return false;
+        };
+        let s = &mut ks.sessions[i];
+        let (start, last) = (s.start.min(ts), s.last.max(ts));
+        if max_duration.is_some_and(|max| last.saturating_sub(start) > max) {
+            return false;
+        }
+        let extent = (s.start, s.end(gap));
+        s.start = start;
+        s.last = last;
+        ctx.spec.aggregates.add(&mut s.acc, ev, arrival);
+        s.dirty = true;
+        if s.closed {
+            // Its published result is now out of date; the next one
+            // replaces it if the extent changed.
+            s.closed = false;
+            if extent != (s.start, s.end(gap)) {
+                s.replaces.push(extent);
+            }
+        }
+        // The order by start still holds: a start moving before another
+        // session's would have touched that session too.
+        Self::fire(ctx, gap, key, s, watermark);
+        true
+    }
+
     /// Publish `s` if it is complete and its result is not up to date.
     fn fire(ctx: &mut Ctx<'_>, gap: i64, key: &[KeyPart], s: &mut Session, watermark: i64) {
         let end = s.end(gap);
@@ -143,7 +187,28 @@ impl WindowOperator for Sessions {
             ctx.stats.overflow_events += 1;
             spec.grouping.overflow()
         };
-        let ks = self.keys.entry(key.clone()).or_default();
+        if let Some(ks) = self.keys.get_mut(&key)
+            && Self::extend_in_place(
+                ctx,
+                ks,
+                &key,
+                gap,
+                self.max_duration,
+                ev,
+                ts,
+                arrival,
+                watermark,
+            )
+        {
+            self.schedule(&key);
+            return;
+        }
+        if !self.keys.contains_key(&key) {
+            self.keys.insert(key.clone(), KeyState::default());
+        }
+        let Some(ks) = self.keys.get_mut(&key) else {
+            return;
+        };
         // Sessions this event touches: [ts, ts + gap) overlaps
         // [start, last + gap).
         let touching: Vec<usize> = ks
