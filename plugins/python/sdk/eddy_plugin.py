@@ -35,6 +35,19 @@ import json
 import struct
 import sys
 
+# The bindings componentize-py generates. Imported here, at build time:
+# the component has no file system, so an `import` at run time traps.
+try:
+    from componentize_py_types import Err
+    from wit_world import exports as _exports
+    from wit_world.exports import plugin as _plugin_types
+    from wit_world.imports import log as _log
+    from wit_world.imports import metrics as _metrics
+    from wit_world.imports import state as _state
+    from wit_world.imports import types as _wit
+except ImportError:  # plain Python (an editor, a unit test): no host
+    _exports = None
+
 KEEP = 0
 """Pass the event on (with any edits made through ``set``/``remove``)."""
 DROP = 1
@@ -209,22 +222,19 @@ def run_batch(instance, batch):
 
 def processor(cls):
     """Export ``cls`` as this component's processor: ``Plugin, Processing = processor(cls)``."""
-    from componentize_py_types import Err
-    from wit_world import exports
-    from wit_world.exports import plugin as plugin_types
-    from wit_world.imports import types as wit
-
+    if _exports is None:
+        raise ImportError("eddy_plugin.processor() only works inside a component built by componentize-py")
     holder = {}
     # Built with stubbed WASI, the component has no console: print() would
     # trap. Send it to the host log instead.
     sys.stdout = sys.stderr = _LogWriter()
 
-    class Plugin(exports.Plugin):
+    class Plugin(_exports.Plugin):
         def describe(self):
             schema = getattr(cls, "config_schema", {"type": "object"})
             if not isinstance(schema, str):
                 schema = json.dumps(schema)
-            return plugin_types.Info(
+            return _plugin_types.Info(
                 getattr(cls, "name", cls.__name__),
                 getattr(cls, "version", "0.0.0"),
                 getattr(cls, "description", (cls.__doc__ or "").strip()),
@@ -237,7 +247,7 @@ def processor(cls):
             except Exception as e:  # the host reports it, naming the stage
                 raise Err(str(e) or type(e).__name__)
 
-    class Processing(exports.Processing):
+    class Processing(_exports.Processing):
         def process(self, batch):
             instance = holder.get("instance")
             if instance is None:
@@ -246,8 +256,8 @@ def processor(cls):
                 kinds, args, out = run_batch(instance, batch)
             except Exception as e:
                 raise Err(f"{type(e).__name__}: {e}")
-            empty = wit.Batch(bytes(out.text), [], [], [], [], [], [], [], b"", [])
-            return wit.Processed(bytes(kinds), args, out.keys, bytes(out.kinds), out.values, empty)
+            empty = _wit.Batch(bytes(out.text), [], [], [], [], [], [], [], b"", [])
+            return _wit.Processed(bytes(kinds), args, out.keys, bytes(out.kinds), out.values, empty)
 
     return Plugin, Processing
 
@@ -276,41 +286,29 @@ class _LogWriter:
 
 def log(level, message, **fields):
     """Log through the host: level is "trace", "debug", "info", "warn" or "error"."""
-    from wit_world.imports import log as wit_log
-
-    wit_log.log(wit_log.Level[level.upper()], message, [(k, str(v)) for k, v in fields.items()])
+    _log.log(_log.Level[level.upper()], message, [(k, str(v)) for k, v in fields.items()])
 
 
 def counter_add(name, delta=1):
     """Add to a plugin-defined counter."""
-    from wit_world.imports import metrics
-
-    metrics.counter_add(name, delta)
+    _metrics.counter_add(name, delta)
 
 
 def gauge_set(name, value):
     """Set a plugin-defined gauge."""
-    from wit_world.imports import metrics
-
-    metrics.gauge_set(name, float(value))
+    _metrics.gauge_set(name, float(value))
 
 
 def state_get(key):
     """Bytes stored under ``key`` in host state, or None."""
-    from wit_world.imports import state
-
-    return state.get(key)
+    return _state.get(key)
 
 
 def state_set(key, value):
     """Store bytes under ``key`` (kept by the host across swaps and traps)."""
-    from wit_world.imports import state
-
-    state.set(key, bytes(value))
+    _state.set(key, bytes(value))
 
 
 def state_set_if_absent(key, value):
     """Store only if absent; True if stored."""
-    from wit_world.imports import state
-
-    return state.set_if_absent(key, bytes(value))
+    return _state.set_if_absent(key, bytes(value))
