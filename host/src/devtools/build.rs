@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::assets::{self, JS_SDK, PYTHON_SDK};
 use super::scaffold::checkout_root;
-use super::{DevError, Lang, io_err};
+use super::{DevError, Kind, Lang, io_err};
 
 /// The Rust target plugins are built for.
 pub const WASM_TARGET: &str = "wasm32-wasip2";
@@ -36,6 +36,10 @@ pub struct BuildOptions {
     /// Where to write the component; default `PATH/target/NAME.wasm`.
     #[arg(long, short)]
     pub out: Option<PathBuf>,
+    /// The kind of plugin (WIT world) to build a Python or JavaScript
+    /// project as. (A Rust project's world comes from the SDK.)
+    #[arg(long, value_enum, default_value_t = Kind::Processor)]
+    pub kind: Kind,
 }
 
 /// A recognised project.
@@ -120,8 +124,8 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn Write) -> Result<Built, Dev
     let tmp = out.with_extension("wasm.part");
     match project.lang {
         Lang::Rust => build_rust(&project, &tmp, progress)?,
-        Lang::Python => build_python(&project, &tmp, progress)?,
-        Lang::Js => build_js(&project, &tmp, progress)?,
+        Lang::Python => build_python(&project, opts.kind, &tmp, progress)?,
+        Lang::Js => build_js(&project, opts.kind, &tmp, progress)?,
     }
     std::fs::rename(&tmp, &out).map_err(io_err(&out))?;
     let size = std::fs::metadata(&out).map_err(io_err(&out))?.len();
@@ -273,7 +277,12 @@ fn run_tool(mut cmd: Command, tool: &str, progress: &mut dyn Write) -> Result<()
     Ok(())
 }
 
-fn build_python(project: &Project, out: &Path, progress: &mut dyn Write) -> Result<(), DevError> {
+fn build_python(
+    project: &Project,
+    kind: Kind,
+    out: &Path,
+    progress: &mut dyn Write,
+) -> Result<(), DevError> {
     let tool = find_tool(
         tools_dir().join("venv/bin/componentize-py"),
         "componentize-py",
@@ -291,7 +300,7 @@ fn build_python(project: &Project, out: &Path, progress: &mut dyn Write) -> Resu
     let mut cmd = Command::new(&tool);
     cmd.arg("-d")
         .arg(&wit)
-        .args(["-w", "processor", "componentize", "--stub-wasi"])
+        .args(["-w", kind.world(), "componentize", "--stub-wasi"])
         .arg("-p")
         .arg(&project.dir)
         .arg("-p")
@@ -308,7 +317,12 @@ fn build_python(project: &Project, out: &Path, progress: &mut dyn Write) -> Resu
     run_tool(cmd, "componentize-py", progress)
 }
 
-fn build_js(project: &Project, out: &Path, progress: &mut dyn Write) -> Result<(), DevError> {
+fn build_js(
+    project: &Project,
+    kind: Kind,
+    out: &Path,
+    progress: &mut dyn Write,
+) -> Result<(), DevError> {
     let tool = find_tool(
         tools_dir().join("node_modules/.bin/componentize-js"),
         "componentize-js",
@@ -340,7 +354,7 @@ fn build_js(project: &Project, out: &Path, progress: &mut dyn Write) -> Result<(
     cmd.arg(stage.join("app.js"))
         .arg("--wit")
         .arg(&wit)
-        .args(["--world-name", "processor"])
+        .args(["--world-name", kind.world()])
         // Without these the component imports wasi:http and
         // wasi:filesystem, which the capability policy refuses.
         .args(["-d", "http", "fetch-event", "stdio"])

@@ -96,7 +96,9 @@ pub fn build(opts: &build::BuildOptions) -> Result<(), DevError> {
     Ok(())
 }
 
-fn replay(wasm: Option<&PathBuf>, run: &RunOptions) -> Result<Outputs, DevError> {
+/// Replay the events of `run` through `wasm` (or the pipeline); returns the
+/// outputs and the number of input events.
+fn replay(wasm: Option<&PathBuf>, run: &RunOptions) -> Result<(Outputs, usize), DevError> {
     let opts = ReplayOptions {
         deadline: Duration::from_millis(run.deadline_ms.max(1)),
         batch_size: run.batch_size.map(|n| n.max(1)),
@@ -126,7 +128,8 @@ fn replay(wasm: Option<&PathBuf>, run: &RunOptions) -> Result<Outputs, DevError>
             });
         }
     };
-    Ok(replay.run(events))
+    let n = events.len();
+    Ok((replay.run(events), n))
 }
 
 /// Failed batches, as lines for a person; empty when there were none.
@@ -190,8 +193,7 @@ fn counts(outputs: &Outputs, events_in: usize) -> String {
 /// `plugin test`: true when the output matches `--expect` (or, without it,
 /// when no batch failed).
 pub fn test(opts: &TestOptions) -> Result<bool, DevError> {
-    let events_in = replay::read_events(&opts.run.events)?.len();
-    let outputs = replay(opts.wasm.as_ref(), &opts.run)?;
+    let (outputs, events_in) = replay(opts.wasm.as_ref(), &opts.run)?;
     let failed = failures(&outputs);
     let mut stdout = std::io::stdout().lock();
     let write_err = |e| DevError::Io {
@@ -243,7 +245,6 @@ fn show(p: &Option<PathBuf>) -> String {
 
 /// `plugin diff`: true when both versions give the same output.
 pub fn diff(opts: &DiffOptions) -> Result<bool, DevError> {
-    let events_in = replay::read_events(&opts.run.events)?.len();
     // With a pipeline both versions stand in for the old one's plugin.
     let mut run = opts.run.clone();
     if run.pipeline.is_some() && run.as_plugin.is_none() {
@@ -253,8 +254,8 @@ pub fn diff(opts: &DiffOptions) -> Result<bool, DevError> {
             .and_then(|s| s.to_str())
             .map(str::to_owned);
     }
-    let old = replay(Some(&opts.old), &run)?;
-    let new = replay(Some(&opts.new), &run)?;
+    let (old, events_in) = replay(Some(&opts.old), &run)?;
+    let (new, _) = replay(Some(&opts.new), &run)?;
     let comparison: Comparison = compare::compare(&old.values(), &new.values());
     let same = comparison.is_empty();
     if opts.json {

@@ -20,6 +20,10 @@ use serde_json::{Value, json};
 /// other tests.
 const LONG: Duration = Duration::from_secs(300);
 
+/// Their compilation can take well over the default 30 s limit on two
+/// cores that are busy with other tests.
+const RUNTIME: &str = "[runtime]\ncompile_timeout_ms = 300000\n";
+
 /// Countries of the test events and the region each must get; `ZZ` is not a
 /// country, so it gets none.
 const COUNTRIES: &[(&str, Option<&str>)] = &[
@@ -75,14 +79,20 @@ fn python_enricher_and_javascript_sampler_run_in_the_host() {
     let sb = Sandbox::new();
     sb.install(GEO_REGION_PY, "geo-region");
     sb.install(SAMPLER_JS, "sampler");
-    let cfg = sb.config(
-        "[[stages]]\nplugin = \"geo-region\"\ndeadline_ms = 2000\n\
+    let cfg = sb.config(&format!(
+        "{RUNTIME}[[stages]]\nplugin = \"geo-region\"\ndeadline_ms = 2000\n\
          [[stages]]\nplugin = \"sampler\"\ndeadline_ms = 2000\n\
-         [stages.config]\nrate = 0.25\nalways_keep = [\"signup\"]\n",
-    );
+         [stages.config]\nrate = 0.25\nalways_keep = [\"signup\"]\n"
+    ));
     let input: Vec<String> = (0..N).map(geo_event).collect();
     let run = sb.pipe(&cfg, &(input.join("\n") + "\n"), &["--batch-size", "500"]);
     assert!(run.success, "{}", run.stderr);
+    let geo = run.stage("geo-region");
+    assert_eq!(geo["version"], "1.0.0-python", "{}", run.stderr);
+    assert_eq!(geo["failed_batches"], 0, "{}", run.stderr);
+    let sampler = run.stage("sampler");
+    assert_eq!(sampler["version"], "1.0.0", "{}", run.stderr);
+    assert_eq!(sampler["failed_batches"], 0, "{}", run.stderr);
 
     // Exactly the users the documented hash puts in a 25 % sample, plus
     // every signup.
@@ -112,12 +122,7 @@ fn python_enricher_and_javascript_sampler_run_in_the_host() {
             assert_eq!(props["$sample_rate"], 0.25, "{e}");
         }
     }
-    let geo = run.stage("geo-region");
-    assert_eq!(geo["version"], "1.0.0-python");
-    assert_eq!(geo["failed_batches"], 0);
-    let sampler = run.stage("sampler");
     assert_eq!(sampler["dropped"], (N - kept.len()) as u64);
-    assert_eq!(sampler["failed_batches"], 0);
 }
 
 fn watching(pipe: &mut LivePipe) {
@@ -135,7 +140,9 @@ fn stage_swapped_from_python_to_javascript_under_load_loses_no_event() {
     sb.install(GEO_REGION_PY, "geo-region");
     // A JavaScript stage takes ~10 µs/event: 1,000 events need more than
     // the 100 ms default deadline on a busy machine.
-    let cfg = sb.config("[[stages]]\nplugin = \"geo-region\"\ndeadline_ms = 2000\n");
+    let cfg = sb.config(&format!(
+        "{RUNTIME}[[stages]]\nplugin = \"geo-region\"\ndeadline_ms = 2000\n"
+    ));
     let mut pipe = sb.spawn_pipe(&cfg, &["--batch-size", "1000"]);
     watching(&mut pipe);
 
