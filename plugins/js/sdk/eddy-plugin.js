@@ -34,8 +34,37 @@ export const DROP = 1;
 const NULL = 0, BOOL = 1, INT = 2, FLOAT = 3, TEXT = 4, JSON_KIND = 5, REMOVE = 6;
 const ABSENT = 0xffffffff;
 const REMOVED = Symbol("removed");
+
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
+
+// Short ASCII strings (names, ids, codes) are built directly: in the
+// component's interpreter that is several times cheaper than TextDecoder.
+function decode(text, start, len) {
+  if (len <= 32) {
+    let s = "";
+    for (let k = start; k < start + len; k++) {
+      const c = text[k];
+      if (c >= 0x80) return decoder.decode(text.subarray(start, start + len));
+      s += String.fromCharCode(c);
+    }
+    return s;
+  }
+  return decoder.decode(text.subarray(start, start + len));
+}
+
+// UTF-8 of strings a plugin writes again and again (property names, short
+// values such as a region), encoded once; bounded.
+const ENCODED = new Map();
+const ENCODED_MAX = 4096;
+function encode(s) {
+  let bytes = ENCODED.get(s);
+  if (bytes === undefined) {
+    bytes = encoder.encode(s);
+    if (s.length <= 64 && ENCODED.size < ENCODED_MAX) ENCODED.set(s, bytes);
+  }
+  return bytes;
+}
 
 // 64-bit columns read as pairs of 32-bit words (little endian), which avoids
 // a BigInt per span.
@@ -60,7 +89,7 @@ class Batch {
   span(col, i) {
     const len = col[2 * i], start = col[2 * i + 1];
     if (len === ABSENT && start === ABSENT) return undefined;
-    return decoder.decode(this.text.subarray(start, start + len));
+    return decode(this.text, start, len);
   }
   value(p) {
     switch (this.kinds[p]) {
@@ -107,7 +136,19 @@ export class Event {
       const v = this.edits.get(key);
       return v === REMOVED ? undefined : v;
     }
-    return this.properties[key];
+    if (this._props !== undefined) return this._props[key];
+    // Find the key by its bytes rather than decoding every property: most
+    // plugins read one or two of an event's many properties.
+    const kb = encode(key);
+    const b = this._b, keys = b.keys, text = b.text, n = kb.length;
+    const len = b.properties[2 * this._i], start = b.properties[2 * this._i + 1];
+    outer: for (let p = start; p < start + len; p++) {
+      if (keys[2 * p] !== n) continue;
+      const s = keys[2 * p + 1];
+      for (let k = 0; k < n; k++) if (text[s + k] !== kb[k]) continue outer;
+      return b.value(p);
+    }
+    return undefined;
   }
   /** Set a property: null, boolean, number, BigInt, string, or an object/array (kept as JSON). */
   set(key, value) { (this.edits ??= new Map()).set(key, value); }
@@ -115,36 +156,53 @@ export class Event {
   remove(key) { (this.edits ??= new Map()).set(key, REMOVED); }
 }
 
+// Scratch views to read a float's bits without allocating.
+const F64 = new Float64Array(1);
+const F64_WORDS = new Uint32Array(F64.buffer);
+
+// A column of u64 built from 32-bit word pairs (low, high): the interpreter
+// runs plain numbers much faster than BigInts.
+function column(words) {
+  const col = new BigUint64Array(words.length / 2);
+  new Uint32Array(col.buffer).set(words);
+  return col;
+}
+
 class Output {
   constructor() {
     this.chunks = [];
     this.size = 0;
-    this.keys = [];
+    this.keys = []; // word pairs
     this.kinds = [];
-    this.values = [];
+    this.values = []; // word pairs
   }
-  span(s) {
-    const bytes = encoder.encode(s);
-    const start = this.size;
+  /** Append `s` to the text; push its span's words onto `words`. */
+  span(s, words) {
+    const bytes = encode(s);
+    words.push(bytes.length, this.size);
     this.chunks.push(bytes);
     this.size += bytes.length;
-    return (BigInt(start) << 32n) | BigInt(bytes.length);
   }
   edit(key, value) {
-    this.keys.push(this.span(key));
-    let kind, bits = 0n;
-    if (value === REMOVED) kind = REMOVE;
-    else if (value === null || value === undefined) kind = NULL;
-    else if (typeof value === "boolean") { kind = BOOL; bits = value ? 1n : 0n; }
-    else if (typeof value === "bigint") { kind = INT; bits = BigInt.asUintN(64, value); }
-    else if (typeof value === "number") {
+    this.span(key, this.keys);
+    const v = this.values;
+    if (value === REMOVED) { this.kinds.push(REMOVE); v.push(0, 0); }
+    else if (value === null || value === undefined) { this.kinds.push(NULL); v.push(0, 0); }
+    else if (typeof value === "boolean") { this.kinds.push(BOOL); v.push(value ? 1 : 0, 0); }
+    else if (typeof value === "string") { this.kinds.push(TEXT); this.span(value, v); }
+    else if (typeof value === "number" && Number.isSafeInteger(value)) {
+      this.kinds.push(INT);
+      v.push(value >>> 0, Math.floor(value / 0x100000000) >>> 0);
+    } else if (typeof value === "number") {
       if (!Number.isFinite(value)) throw new Error(`property ${key}: ${value} is not a finite number`);
-      if (Number.isSafeInteger(value)) { kind = INT; bits = BigInt.asUintN(64, BigInt(value)); }
-      else { kind = FLOAT; bits = new BigUint64Array(new Float64Array([value]).buffer)[0]; }
-    } else if (typeof value === "string") { kind = TEXT; bits = this.span(value); }
-    else { kind = JSON_KIND; bits = this.span(JSON.stringify(value)); }
-    this.kinds.push(kind);
-    this.values.push(bits);
+      this.kinds.push(FLOAT);
+      F64[0] = value;
+      v.push(F64_WORDS[0], F64_WORDS[1]);
+    } else if (typeof value === "bigint") {
+      this.kinds.push(INT);
+      const bits = BigInt.asUintN(64, value);
+      v.push(Number(bits & 0xffffffffn), Number(bits >> 32n));
+    } else { this.kinds.push(JSON_KIND); this.span(JSON.stringify(value), v); }
   }
   text() {
     const text = new Uint8Array(this.size);
@@ -160,6 +218,7 @@ export function runBatch(def, state, wit) {
   const n = wit.names.length;
   const kinds = new Uint8Array(n);
   const args = new BigUint64Array(n);
+  const argWords = new Uint32Array(args.buffer);
   const out = new Output();
   for (let i = 0; i < n; i++) {
     const event = new Event(batch, i);
@@ -167,10 +226,11 @@ export function runBatch(def, state, wit) {
     if (outcome === DROP) kinds[i] = DROP;
     else if (outcome === KEEP || outcome === undefined) {
       if (event.edits !== undefined && event.edits.size > 0) {
-        const first = out.keys.length;
+        const first = out.kinds.length;
         for (const [k, v] of event.edits) out.edit(k, v);
         kinds[i] = 2;
-        args[i] = (BigInt(first) << 32n) | BigInt(out.keys.length - first);
+        argWords[2 * i] = out.kinds.length - first;
+        argWords[2 * i + 1] = first;
       }
     } else throw new Error(`process() returned ${outcome}; return KEEP or DROP`);
   }
@@ -179,9 +239,9 @@ export function runBatch(def, state, wit) {
   return {
     outcomeKinds: kinds,
     outcomeArgs: args,
-    editKeys: BigUint64Array.from(out.keys),
+    editKeys: column(out.keys),
     editKinds: Uint8Array.from(out.kinds),
-    editValues: BigUint64Array.from(out.values),
+    editValues: column(out.values),
     output: {
       text: out.text(), ids: empty64, names: empty64, timestamps: new BigInt64Array(0),
       distinctIds: empty64, sessionIds: empty64, properties: empty64, keys: empty64,

@@ -58,6 +58,8 @@ _U64 = 0xFFFF_FFFF_FFFF_FFFF
 # Value kinds of wit/types.wit.
 _NULL, _BOOL, _INT, _FLOAT, _TEXT, _JSON, _REMOVE = 0, 1, 2, 3, 4, 5, 6
 _MISSING = object()
+# Property names as UTF-8, encoded once.
+_KEY_BYTES = {}
 
 
 class Event:
@@ -121,7 +123,26 @@ class Event:
         if self._edits is not None and key in self._edits:
             v = self._edits[key]
             return default if v is _MISSING else v
-        return self.properties.get(key, default)
+        if self._props is not None:
+            return self._props.get(key, default)
+        # Find the key by its bytes rather than decoding every property:
+        # most plugins read one or two of an event's many properties.
+        kb = _KEY_BYTES.get(key)
+        if kb is None:
+            kb = _KEY_BYTES[key] = key.encode()
+        b = self._batch
+        text = self._text
+        keys = b.keys
+        r = b.properties[self._i]
+        start = r >> 32
+        n = len(kb)
+        for p in range(start, start + (r & 0xFFFF_FFFF)):
+            span = keys[p]
+            if span & 0xFFFF_FFFF == n:
+                s = span >> 32
+                if text[s : s + n] == kb:
+                    return _decode(self, b.kinds[p], b.values[p])
+        return default
 
     def set(self, key, value):
         """Set a property: None, bool, int, float, str, or a dict/list (kept as JSON)."""
