@@ -243,7 +243,7 @@ fn append_custom_section(bytes: &mut Vec<u8>, n: usize) {
 
 /// The example plugins of each language, on batches of 1,000 events.
 fn languages(dir: &Path) {
-    // Python and JavaScript stages take ~10 µs/event: a 1,000-event batch
+    // Python and JavaScript stages take 15-30 µs/event: a 1,000-event batch
     // needs more than the 100 ms default deadline on a busy machine.
     let deadline = "deadline_ms = 5000\n";
     let rows: [(&str, &str, String, Vec<Event>); 5] = [

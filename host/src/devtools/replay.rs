@@ -39,7 +39,7 @@ use crate::plugin::registry::plugin_name;
 use crate::plugin::{LoadOutcome, PluginEngine, Registry};
 
 /// Default per-call deadline in a replay: long enough that no sane plugin
-/// hits it on a loaded 2-core machine (a Python stage takes ~10 ms for
+/// hits it on a loaded 2-core machine (a Python stage takes 15-30 ms for
 /// 1,000 events), short enough that an infinite loop ends the test.
 pub const DEFAULT_REPLAY_DEADLINE: Duration = Duration::from_secs(10);
 

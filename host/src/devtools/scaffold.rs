@@ -191,7 +191,7 @@ impl Vars<'_> {
                 "app.py                   the processor\n\
                  eddy_plugin.py           eddy's Python SDK (a copy; `eddy plugin build` uses it)\n\
                  wit/                     eddy's WIT contract, which componentize-py builds against",
-                "deadline_ms = 1000       # a Python stage costs ~10 µs/event: give a 1,000-event batch room\n",
+                "deadline_ms = 1000       # a Python stage costs 15-30 µs/event: give a 1,000-event batch room\n",
                 "`eddy plugin build` runs componentize-py with `--stub-wasi`: the component \
                  imports nothing but eddy's contract, so it loads without grants. `print()` \
                  goes to eddy's log; files, sockets, `time` and `random`'s OS entropy are not \
@@ -204,7 +204,7 @@ impl Vars<'_> {
                 "app.js                   the processor\n\
                  eddy-plugin.js           eddy's JavaScript SDK (a copy; `eddy plugin build` uses it)\n\
                  wit/                     eddy's WIT contract, which componentize-js builds against",
-                "deadline_ms = 1000       # a JavaScript stage costs ~10 µs/event: give a 1,000-event batch room\n",
+                "deadline_ms = 1000       # a JavaScript stage costs 15-30 µs/event: give a 1,000-event batch room\n",
                 "`eddy plugin build` runs componentize-js with stdio, HTTP and fetch disabled, \
                  so the component imports nothing that needs a grant. Imports must stay \
                  inside this folder (componentize-js resolves them from here). The comments \
