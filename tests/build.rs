@@ -15,6 +15,11 @@ fn main() -> ExitCode {
     for watched in ["plugins", "plugin-sdk", "wit", "scripts/build-plugins"] {
         println!("cargo::rerun-if-changed={}", root.join(watched).display());
     }
+    // Checkouts (git worktrees) that share one target folder share this
+    // script's output too: cargo hashes workspace-relative paths. Run again
+    // when cargo is started from another folder, so the constants below
+    // never point into another checkout.
+    println!("cargo::rerun-if-env-changed=PWD");
     let script = root.join("scripts/build-plugins");
     let status = Command::new("bash")
         .arg(&script)

@@ -3,8 +3,10 @@
 //! and the time from a finished file write to the new version being live.
 //!
 //! Run `scripts/build-plugins` first (the test suite does it too), then
-//! `cargo bench -p eddy --bench plugins`. Prints medians; no assertions:
-//! figures are read, compared with the goals, and reported.
+//! `cargo bench -p eddy --bench plugins [-- SECTION...]`, where a section is
+//! `stages`, `breakdown`, `swap` or `languages` (the example plugins in
+//! Rust, Python and JavaScript); all of them without one. Prints medians; no
+//! assertions: figures are read, compared with the goals, and reported.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -44,9 +46,28 @@ fn plugins_dir() -> PathBuf {
 
 /// A realistic web event: six properties, two of them long strings.
 fn events() -> Vec<Event> {
+    events_with(|_, _| {})
+}
+
+/// Countries for the geo-region examples (one of them unknown).
+const COUNTRIES: [&str; 8] = ["FR", "US", "BR", "JP", "AE", "NG", "NZ", "ZZ"];
+
+/// [`events`], each with `$geoip_country_code` too (seven properties).
+fn geo_events() -> Vec<Event> {
+    events_with(|i, props| {
+        props.insert(
+            "$geoip_country_code".into(),
+            COUNTRIES[i % COUNTRIES.len()].into(),
+        );
+    })
+}
+
+fn events_with(
+    extra: impl Fn(usize, &mut serde_json::Map<String, serde_json::Value>),
+) -> Vec<Event> {
     (0..BATCH)
         .map(|i| {
-            let line = serde_json::json!({
+            let mut line = serde_json::json!({
                 "id": format!("evt-{i:08}"),
                 "name": "$pageview",
                 "timestamp": 1_700_000_000_000i64 + i as i64,
@@ -61,6 +82,9 @@ fn events() -> Vec<Event> {
                     "plan": "pro",
                 }
             });
+            if let Some(props) = line["properties"].as_object_mut() {
+                extra(i, props);
+            }
             Event::from_value(line, String::new).unwrap()
         })
         .collect()
@@ -69,8 +93,13 @@ fn events() -> Vec<Event> {
 /// A config with one stage running `plugin` from `dir`, and an empty
 /// registry for that folder.
 fn single_stage(dir: &Path, plugin: &str) -> (Config, std::sync::Arc<Registry>) {
+    single_stage_with(dir, plugin, "")
+}
+
+/// [`single_stage`], with `extra` TOML appended to the stage.
+fn single_stage_with(dir: &Path, plugin: &str, extra: &str) -> (Config, std::sync::Arc<Registry>) {
     let text = format!(
-        "plugins_dir = {:?}\n[[stages]]\nplugin = \"{plugin}\"\n",
+        "plugins_dir = {:?}\n[[stages]]\nplugin = \"{plugin}\"\n{extra}",
         dir.display().to_string()
     );
     let config = Config::parse(&text, "bench", &|_| None).unwrap();
@@ -82,8 +111,8 @@ fn single_stage(dir: &Path, plugin: &str) -> (Config, std::sync::Arc<Registry>) 
     (config, registry)
 }
 
-fn pipeline_for(dir: &Path, plugin: &str) -> Pipeline {
-    let (config, registry) = single_stage(dir, plugin);
+fn pipeline_for(dir: &Path, plugin: &str, extra: &str) -> Pipeline {
+    let (config, registry) = single_stage_with(dir, plugin, extra);
     registry
         .load_file(&dir.join(format!("{plugin}.wasm")))
         .unwrap();
@@ -97,8 +126,12 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Median ns/event over samples of whole-batch pipeline calls.
 fn ns_per_event(dir: &Path, plugin: &str) -> (f64, f64) {
-    let mut pipeline = pipeline_for(dir, plugin);
-    let input = events();
+    ns_per_event_on(dir, plugin, "", events())
+}
+
+/// [`ns_per_event`] with stage settings `extra` and events `input`.
+fn ns_per_event_on(dir: &Path, plugin: &str, extra: &str, input: Vec<Event>) -> (f64, f64) {
+    let mut pipeline = pipeline_for(dir, plugin, extra);
     for _ in 0..WARMUP_BATCHES {
         let out = pipeline.process(input.clone());
         assert_eq!(out.events.len(), BATCH, "{plugin} must keep every event");
@@ -208,8 +241,41 @@ fn append_custom_section(bytes: &mut Vec<u8>, n: usize) {
     bytes.extend_from_slice(&payload);
 }
 
+/// The example plugins of each language, on batches of 1,000 events.
+fn languages(dir: &Path) {
+    // Python and JavaScript stages take 15-30 µs/event: a 1,000-event batch
+    // needs more than the 100 ms default deadline on a busy machine.
+    let deadline = "deadline_ms = 5000\n";
+    let rows: [(&str, &str, String, Vec<Event>); 5] = [
+        ("Rust", "pass-through", String::new(), events()),
+        ("Rust", "ua-enricher", String::new(), events()),
+        ("Python", "geo-region-py", deadline.into(), geo_events()),
+        ("JavaScript", "geo-region-js", deadline.into(), geo_events()),
+        // Rate 1 keeps every event, so each is hashed and tagged.
+        (
+            "JavaScript",
+            "sampler-js",
+            format!("{deadline}[stages.config]\nrate = 1.0\n"),
+            events(),
+        ),
+    ];
+    for (lang, plugin, extra, input) in rows {
+        if !dir.join(format!("{plugin}.wasm")).exists() {
+            println!("{plugin}: not built (scripts/build-plugins)");
+            continue;
+        }
+        let (med, min) = ns_per_event_on(dir, plugin, &extra, input);
+        println!("{lang:<10} {plugin:<14}: {med:>8.1} ns/event (min {min:.1})");
+    }
+}
+
 fn main() {
-    // `cargo bench` passes `--bench`; ignore arguments.
+    // `cargo bench` passes `--bench`; other arguments select sections.
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let run = |section: &str| wanted.is_empty() || wanted.iter().any(|w| w == section);
     let dir = plugins_dir();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -228,19 +294,33 @@ fn main() {
     println!(
         "batches of {BATCH} events, 6 properties each; median of {SAMPLES} samples x {BATCHES_PER_SAMPLE} batches"
     );
-    let (pass_med, pass_min) = ns_per_event(&dir, "pass-through");
-    println!("pass-through stage : {pass_med:>7.1} ns/event (min {pass_min:.1})");
-    let (ua_med, ua_min) = ns_per_event(&dir, "ua-enricher");
-    println!("ua-enricher stage  : {ua_med:>7.1} ns/event (min {ua_min:.1})  goal <= 150");
-    println!(
-        "ua-enricher work over the pass-through baseline: {:.1} ns/event",
-        ua_med - pass_med
-    );
+    if run("languages") {
+        languages(&dir);
+    }
+    if run("stages") {
+        let (pass_med, pass_min) = ns_per_event(&dir, "pass-through");
+        println!("pass-through stage : {pass_med:>7.1} ns/event (min {pass_min:.1})");
+        let (ua_med, ua_min) = ns_per_event(&dir, "ua-enricher");
+        println!("ua-enricher stage  : {ua_med:>7.1} ns/event (min {ua_min:.1})  goal <= 150");
+        println!(
+            "ua-enricher work over the pass-through baseline: {:.1} ns/event",
+            ua_med - pass_med
+        );
+    }
+    if !run("breakdown") && !run("swap") {
+        return;
+    }
     for plugin in ["pass-through", "ua-enricher"] {
+        if !run("breakdown") {
+            break;
+        }
         let (enc, call, app) = breakdown(&dir, plugin);
         println!(
             "  {plugin:<13} breakdown: encode {enc:.1} + call {call:.1} + apply {app:.1} ns/event (mean)"
         );
+    }
+    if !run("swap") {
+        return;
     }
     let mut swaps = swap_latency(&dir);
     let max = swaps.iter().copied().fold(0.0, f64::max);

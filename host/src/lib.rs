@@ -28,6 +28,7 @@
 
 pub mod client;
 pub mod config;
+pub mod devtools;
 pub mod event;
 pub mod filter;
 pub mod hub;

@@ -84,11 +84,29 @@ enum PluginCommand {
     /// (as capabilities: allowed by default or needing a grant), exports and
     /// size, and whether eddy would load it.
     Inspect(inspect::InspectOptions),
+    /// Create a plugin project (Rust, Python or JavaScript) with a README,
+    /// an example test and the WIT contract wired in.
+    New(eddy::devtools::scaffold::NewOptions),
+    /// Build a plugin project into a component (cargo, componentize-py or
+    /// componentize-js, found from the project's files).
+    Build(eddy::devtools::build::BuildOptions),
+    /// Run a plugin (or a pipeline) over recorded events, deterministically,
+    /// and compare with the expected output. Exit code 0 = pass, 1 = fail,
+    /// 2 = could not run.
+    Test(eddy::devtools::commands::TestOptions),
+    /// Run two versions of a plugin over the same events and show the
+    /// events changed (field by field), dropped and added. Exit code 0 =
+    /// same output, 1 = different, 2 = could not run.
+    Diff(eddy::devtools::commands::DiffOptions),
 }
 
-fn init_tracing(format: LogFormat) {
+/// Exit status of `plugin test` / `plugin diff` when they cannot run at all
+/// (as diff(1)): 1 is kept for "ran, and found differences".
+const EXIT_TROUBLE: u8 = 2;
+
+fn init_tracing(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EDDY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     // Colours only for a person at a terminal, not for files and pipes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
@@ -103,7 +121,38 @@ fn init_tracing(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // Developer commands report in their own words; the runtime's info
+    // records (every plugin load) would bury them.
+    let default_level = match &cli.command {
+        Some(Command::Plugin {
+            command:
+                PluginCommand::New(_)
+                | PluginCommand::Build(_)
+                | PluginCommand::Test(_)
+                | PluginCommand::Diff(_),
+        }) => "warn",
+        _ => "info",
+    };
+    init_tracing(cli.log_format, default_level);
+    // Commands that report pass/fail through their exit status.
+    let verdict = match &cli.command {
+        Some(Command::Plugin {
+            command: PluginCommand::Test(options),
+        }) => Some(eddy::devtools::commands::test(options)),
+        Some(Command::Plugin {
+            command: PluginCommand::Diff(options),
+        }) => Some(eddy::devtools::commands::diff(options)),
+        _ => None,
+    };
+    match verdict {
+        Some(Ok(true)) => return ExitCode::SUCCESS,
+        Some(Ok(false)) => return ExitCode::FAILURE,
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_TROUBLE);
+        }
+        None => {}
+    }
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -161,9 +210,13 @@ fn run(command: Option<Command>) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Plugin {
-            command: PluginCommand::Inspect(options),
-        } => inspect::run(&options),
+        Command::Plugin { command } => match command {
+            PluginCommand::Inspect(options) => inspect::run(&options),
+            PluginCommand::New(options) => Ok(eddy::devtools::commands::new(&options)?),
+            PluginCommand::Build(options) => Ok(eddy::devtools::commands::build(&options)?),
+            // Handled in main, for their exit status.
+            PluginCommand::Test(_) | PluginCommand::Diff(_) => Ok(()),
+        },
         Command::DefaultConfig => {
             print!("{}", eddy::config::DEFAULT_CONFIG);
             Ok(())

@@ -16,6 +16,7 @@ use super::bindings::eddy::plugin::types as wit;
 use super::bindings::exports::eddy::plugin::plugin::Info;
 use super::bindings::{Processor, ProcessorPre};
 use super::capabilities::{self, CapabilityError};
+use super::clock::VirtualClock;
 use super::host_api::{PluginShared, StoreData};
 
 /// How often the epoch advances. Deadlines are whole ticks, so a call is cut
@@ -80,6 +81,9 @@ pub struct PluginEngine {
     linker: Linker<StoreData>,
     stop: Arc<AtomicBool>,
     cache: Mutex<HashMap<String, Component>>,
+    /// Clocks and randomness of every instance, for deterministic runs;
+    /// the real ones when `None`.
+    clock: Option<Arc<VirtualClock>>,
 }
 
 /// A compiled, type-checked plugin version, ready to instantiate.
@@ -140,6 +144,17 @@ fn ticks(deadline: Duration) -> u64 {
 impl PluginEngine {
     /// A new engine with epoch interruption and the eddy imports linked.
     pub fn new() -> anyhow::Result<Arc<Self>> {
+        Self::build(None)
+    }
+
+    /// [`PluginEngine::new`], whose instances read `clock` for the time and
+    /// get fixed-seed randomness (`eddy plugin test`; see
+    /// [`super::clock`]). Deadlines still run on real time.
+    pub fn with_virtual_clock(clock: Arc<VirtualClock>) -> anyhow::Result<Arc<Self>> {
+        Self::build(Some(clock))
+    }
+
+    fn build(clock: Option<Arc<VirtualClock>>) -> anyhow::Result<Arc<Self>> {
         let mut config = WasmConfig::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -166,6 +181,7 @@ impl PluginEngine {
             linker,
             stop,
             cache: Mutex::new(HashMap::new()),
+            clock,
         }))
     }
 
@@ -327,7 +343,10 @@ impl PluginEngine {
         memory_limit: u64,
         deadline: Duration,
     ) -> Result<Instance, PluginError> {
-        let mut store = Store::new(&self.engine, StoreData::new(shared, memory_limit));
+        let mut store = Store::new(
+            &self.engine,
+            StoreData::with_clock(shared, memory_limit, self.clock.as_ref()),
+        );
         store.limiter(|d| d);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(ticks(deadline));

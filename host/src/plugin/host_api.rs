@@ -142,11 +142,25 @@ impl StoreData {
     /// Store data for a new, sandboxed instance: no preopened directories,
     /// no environment, no arguments, no network, stdio discarded.
     pub fn new(shared: Arc<PluginShared>, memory_limit_bytes: u64) -> Self {
-        let wasi = WasiCtxBuilder::new()
+        Self::with_clock(shared, memory_limit_bytes, None)
+    }
+
+    /// [`StoreData::new`], with WASI's clocks and randomness taken from
+    /// `clock` when given (deterministic runs: see [`super::clock`]).
+    pub fn with_clock(
+        shared: Arc<PluginShared>,
+        memory_limit_bytes: u64,
+        clock: Option<&Arc<super::clock::VirtualClock>>,
+    ) -> Self {
+        let mut builder = WasiCtxBuilder::new();
+        builder
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+            .allow_ip_name_lookup(false);
+        if let Some(clock) = clock {
+            clock.install(&mut builder);
+        }
+        let wasi = builder.build();
         let limits = StoreLimitsBuilder::new()
             .memory_size(usize::try_from(memory_limit_bytes).unwrap_or(usize::MAX))
             .instances(64)

@@ -7,6 +7,7 @@
 pub mod abi;
 pub mod bindings;
 pub mod capabilities;
+pub mod clock;
 pub mod engine;
 pub mod host_api;
 pub mod registry;

@@ -7,6 +7,7 @@ mod capabilities;
 mod config;
 mod limits;
 mod plugins;
+mod polyglot;
 mod reload;
 mod serve;
 mod streams;

@@ -1,0 +1,282 @@
+//! The `eddy plugin new | build | test | diff` commands: options, output
+//! and exit status. The work is done by the sibling modules.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::compare::{self, Comparison};
+use super::replay::{self, Outputs, Replay, ReplayOptions};
+use super::{DevError, build, scaffold};
+
+/// Options shared by `plugin test` and `plugin diff`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunOptions {
+    /// Recorded input events (NDJSON).
+    #[arg(long)]
+    pub events: PathBuf,
+    /// The plugin's configuration: a TOML table as a stage's
+    /// `[stages.config]` (or a `.json` object). Default: `{}`.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Run a whole pipeline (eddy.toml) instead, with the plugin standing in
+    /// for the stages whose `plugin` is its file name (or --as).
+    #[arg(long)]
+    pub pipeline: Option<PathBuf>,
+    /// With --pipeline: the stages' `plugin` the component stands in for.
+    #[arg(long = "as", value_name = "PLUGIN")]
+    pub as_plugin: Option<String>,
+    /// Capabilities to grant, as a stage's `allow` (e.g. wasi:filesystem).
+    #[arg(long)]
+    pub allow: Vec<String>,
+    /// Events per batch (default 1000, or the pipeline's batch_size).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Per-call deadline in ms: a guard against runaway loops, not a
+    /// performance check.
+    #[arg(long, default_value_t = 10_000)]
+    pub deadline_ms: u64,
+    /// Show at most this many events of each kind of difference.
+    #[arg(long, default_value_t = 20)]
+    pub max_diffs: usize,
+}
+
+/// Options of `eddy plugin test`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TestOptions {
+    /// The component to test. Optional with --pipeline (the pipeline's own
+    /// plugins run then).
+    pub wasm: Option<PathBuf>,
+    /// The expected output (NDJSON). Without it, the output is printed.
+    #[arg(long)]
+    pub expect: Option<PathBuf>,
+    /// Input, configuration and limits.
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+/// Options of `eddy plugin diff`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DiffOptions {
+    /// The version running now.
+    pub old: PathBuf,
+    /// The candidate.
+    pub new: PathBuf,
+    /// Print the differences as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Input, configuration and limits.
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+/// `plugin new`: create the project and say what to do next.
+pub fn new(opts: &scaffold::NewOptions) -> Result<(), DevError> {
+    let dir = scaffold::create(opts)?;
+    let shown = dir.display();
+    println!(
+        "created {} plugin `{}` in {shown}",
+        opts.lang.name(),
+        opts.name
+    );
+    println!("next:");
+    println!("  cd {shown}");
+    println!("  eddy plugin build");
+    println!(
+        "  eddy plugin test target/{}.wasm --events tests/events.ndjson --expect tests/expected.ndjson --config plugin.toml",
+        opts.name
+    );
+    Ok(())
+}
+
+/// `plugin build`: progress on stderr, the built file on stdout.
+pub fn build(opts: &build::BuildOptions) -> Result<(), DevError> {
+    let built = build::build(opts, &mut std::io::stderr())?;
+    println!("{}", built.path.display());
+    Ok(())
+}
+
+/// Replay the events of `run` through `wasm` (or the pipeline); returns the
+/// outputs and the number of input events.
+fn replay(wasm: Option<&PathBuf>, run: &RunOptions) -> Result<(Outputs, usize), DevError> {
+    let opts = ReplayOptions {
+        deadline: Duration::from_millis(run.deadline_ms.max(1)),
+        batch_size: run.batch_size.map(|n| n.max(1)),
+    };
+    let events = replay::read_events(&run.events)?;
+    let mut replay = match (&run.pipeline, wasm) {
+        (Some(pipeline), wasm) => {
+            let stem = wasm
+                .and_then(|w| w.file_stem())
+                .and_then(|s| s.to_str())
+                .map(str::to_owned);
+            let name = run.as_plugin.clone().or(stem);
+            let replace = wasm.zip(name.as_deref()).map(|(w, n)| (w.as_path(), n));
+            Replay::pipeline(pipeline, replace, &opts)?
+        }
+        (None, Some(wasm)) => {
+            let config = match &run.config {
+                Some(c) => replay::read_plugin_config(c)?,
+                None => serde_json::json!({}),
+            };
+            Replay::plugin(wasm, config, &run.allow, &opts)?
+        }
+        (None, None) => {
+            return Err(DevError::BadConfig {
+                path: PathBuf::from("(command line)"),
+                message: "give the component to test, or --pipeline eddy.toml".into(),
+            });
+        }
+    };
+    let n = events.len();
+    Ok((replay.run(events), n))
+}
+
+/// Failed batches, as lines for a person; empty when there were none.
+fn failures(outputs: &Outputs) -> Vec<String> {
+    let mut lines: Vec<String> = outputs
+        .failures
+        .iter()
+        .map(|f| {
+            let first = f.event_ids.first().map(String::as_str).unwrap_or("?");
+            format!(
+                "stage {} failed on {} events (from {first}): {}",
+                f.stage,
+                f.event_ids.len(),
+                f.reason
+            )
+        })
+        .collect();
+    if lines.is_empty() {
+        // A pipeline's pass-through stages hand failed batches on: the
+        // stage reports still count them.
+        lines.extend(
+            outputs
+                .stages
+                .iter()
+                .filter(|s| s.stats.failed_batches > 0)
+                .map(|s| {
+                    format!(
+                        "stage {} failed {} batches (its events passed through)",
+                        s.name, s.stats.failed_batches
+                    )
+                }),
+        );
+    }
+    lines
+}
+
+fn counts(outputs: &Outputs, events_in: usize) -> String {
+    let stages: Vec<String> = outputs
+        .stages
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {} ({}): {} in, {} out, {} dropped, {:.0} ns/event",
+                s.name,
+                s.version.as_deref().unwrap_or("-"),
+                s.plugin,
+                s.stats.events_in,
+                s.stats.events_out,
+                s.stats.dropped,
+                s.ns_per_event
+            )
+        })
+        .collect();
+    format!(
+        "{events_in} events in, {} out\n  {}",
+        outputs.events.len(),
+        stages.join("\n  ")
+    )
+}
+
+/// `plugin test`: true when the output matches `--expect` (or, without it,
+/// when no batch failed).
+pub fn test(opts: &TestOptions) -> Result<bool, DevError> {
+    let (outputs, events_in) = replay(opts.wasm.as_ref(), &opts.run)?;
+    let failed = failures(&outputs);
+    let mut stdout = std::io::stdout().lock();
+    let write_err = |e| DevError::Io {
+        path: PathBuf::from("stdout"),
+        source: e,
+    };
+    let comparison = match &opts.expect {
+        None => {
+            for e in &outputs.events {
+                writeln!(stdout, "{}", e.to_json()).map_err(write_err)?;
+            }
+            None
+        }
+        Some(expect) => {
+            let expected = replay::read_values(expect)?;
+            Some(compare::compare(&expected, &outputs.values()))
+        }
+    };
+    eprintln!("eddy plugin test: {}", counts(&outputs, events_in));
+    for f in &failed {
+        eprintln!("FAILED BATCH: {f}");
+    }
+    let passed = match &comparison {
+        Some(c) => {
+            let text = c.render(("expected", "actual"), opts.run.max_diffs);
+            if c.is_empty() {
+                writeln!(stdout, "ok: {}", c.summary(("expected", "actual"))).map_err(write_err)?;
+            } else {
+                write!(stdout, "{text}").map_err(write_err)?;
+                writeln!(
+                    stdout,
+                    "FAILED: the output differs from {}",
+                    show(&opts.expect)
+                )
+                .map_err(write_err)?;
+            }
+            c.is_empty() && failed.is_empty()
+        }
+        None => failed.is_empty(),
+    };
+    Ok(passed)
+}
+
+fn show(p: &Option<PathBuf>) -> String {
+    p.as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// `plugin diff`: true when both versions give the same output.
+pub fn diff(opts: &DiffOptions) -> Result<bool, DevError> {
+    // With a pipeline both versions stand in for the old one's plugin.
+    let mut run = opts.run.clone();
+    if run.pipeline.is_some() && run.as_plugin.is_none() {
+        run.as_plugin = opts
+            .old
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(str::to_owned);
+    }
+    let (old, events_in) = replay(Some(&opts.old), &run)?;
+    let (new, _) = replay(Some(&opts.new), &run)?;
+    let comparison: Comparison = compare::compare(&old.values(), &new.values());
+    let same = comparison.is_empty();
+    if opts.json {
+        let report = serde_json::json!({
+            "events_in": events_in,
+            "same": same,
+            "comparison": comparison,
+            "old_failures": old.failures,
+            "new_failures": new.failures,
+        });
+        println!("{report}");
+    } else {
+        eprintln!("old: {}", counts(&old, events_in));
+        eprintln!("new: {}", counts(&new, events_in));
+        for f in failures(&old) {
+            println!("old version: {f}");
+        }
+        for f in failures(&new) {
+            println!("new version: {f}");
+        }
+        print!("{}", comparison.render(("old", "new"), run.max_diffs));
+    }
+    Ok(same)
+}

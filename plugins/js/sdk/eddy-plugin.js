@@ -1,0 +1,307 @@
+// eddy plugin SDK for JavaScript (componentize-js).
+//
+// Write an object with `init(config)` returning your state,
+// `process(event, state)` returning KEEP or DROP and, optionally,
+// `endBatch(state)` (called after each batch), and export what
+// `processor()` returns from app.js:
+//
+//   import { processor, KEEP, DROP } from "./eddy-plugin.js";
+//
+//   export const { plugin, processing } = processor({
+//     name: "tagger",
+//     version: "0.1.0",
+//     description: "Tags every event with a team",
+//     configSchema: { type: "object", properties: { team: { type: "string" } } },
+//     init(config) { return { team: config.team ?? "web" }; },
+//     process(event, state) { event.set("team", state.team); return KEEP; },
+//   });
+//
+// `eddy plugin build` turns the folder into a component (componentize-js,
+// world `processor` of eddy's WIT). The SDK turns eddy's columnar batches
+// (wit/types.wit) into Event views and collects your edits, so the boundary
+// is crossed once per batch. Integers arrive as numbers (BigInt beyond 2^53);
+// a whole number you set is stored as an integer, any other number as a float.
+
+import { log as hostLog } from "eddy:plugin/log@0.1.0";
+import * as hostMetrics from "eddy:plugin/metrics@0.1.0";
+import * as hostState from "eddy:plugin/state@0.1.0";
+
+/** Pass the event on, with any edits made through `set` / `remove`. */
+export const KEEP = 0;
+/** Remove the event from the stream. */
+export const DROP = 1;
+
+const NULL = 0, BOOL = 1, INT = 2, FLOAT = 3, TEXT = 4, JSON_KIND = 5, REMOVE = 6;
+const ABSENT = 0xffffffff;
+const REMOVED = Symbol("removed");
+
+const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+
+// Short ASCII strings (names, ids, codes) are built directly: in the
+// component's interpreter that is several times cheaper than TextDecoder.
+function decode(text, start, len) {
+  if (len <= 32) {
+    let s = "";
+    for (let k = start; k < start + len; k++) {
+      const c = text[k];
+      if (c >= 0x80) return decoder.decode(text.subarray(start, start + len));
+      s += String.fromCharCode(c);
+    }
+    return s;
+  }
+  return decoder.decode(text.subarray(start, start + len));
+}
+
+// UTF-8 of strings a plugin writes again and again (property names, short
+// values such as a region), encoded once; bounded.
+const ENCODED = new Map();
+const ENCODED_MAX = 4096;
+function encode(s) {
+  let bytes = ENCODED.get(s);
+  if (bytes === undefined) {
+    bytes = encoder.encode(s);
+    if (s.length <= 64 && ENCODED.size < ENCODED_MAX) ENCODED.set(s, bytes);
+  }
+  return bytes;
+}
+
+// 64-bit columns read as pairs of 32-bit words (little endian), which avoids
+// a BigInt per span.
+function words(column) {
+  return new Uint32Array(column.buffer, column.byteOffset, column.length * 2);
+}
+
+class Batch {
+  constructor(b) {
+    this.text = b.text;
+    this.ids = words(b.ids);
+    this.names = words(b.names);
+    this.distinctIds = words(b.distinctIds);
+    this.sessionIds = words(b.sessionIds);
+    this.properties = words(b.properties);
+    this.keys = words(b.keys);
+    this.kinds = b.kinds;
+    this.values = b.values;
+    this.valueWords = words(b.values);
+    this.timestamps = b.timestamps;
+  }
+  span(col, i) {
+    const len = col[2 * i], start = col[2 * i + 1];
+    if (len === ABSENT && start === ABSENT) return undefined;
+    return decode(this.text, start, len);
+  }
+  value(p) {
+    switch (this.kinds[p]) {
+      case TEXT: return this.span(this.valueWords, p);
+      case INT: {
+        const v = BigInt.asIntN(64, this.values[p]);
+        return v >= Number.MIN_SAFE_INTEGER && v <= Number.MAX_SAFE_INTEGER ? Number(v) : v;
+      }
+      case BOOL: return this.valueWords[2 * p] !== 0;
+      case FLOAT: return new Float64Array(this.values.buffer, this.values.byteOffset + 8 * p, 1)[0];
+      case JSON_KIND: return JSON.parse(this.span(this.valueWords, p));
+      default: return null;
+    }
+  }
+}
+
+/** One event of a batch: read fields and properties, edit properties. */
+export class Event {
+  constructor(batch, i) {
+    this._b = batch;
+    this._i = i;
+    this._props = undefined;
+    this.edits = undefined;
+  }
+  get name() { return this._b.span(this._b.names, this._i); }
+  get distinctId() { return this._b.span(this._b.distinctIds, this._i); }
+  get id() { return this._b.span(this._b.ids, this._i); }
+  get sessionId() { return this._b.span(this._b.sessionIds, this._i); }
+  /** Event time in milliseconds since the Unix epoch (UTC). */
+  get timestamp() { return Number(this._b.timestamps[this._i]); }
+  /** The properties as they arrived (read only: edit with set/remove). */
+  get properties() {
+    if (this._props === undefined) {
+      const b = this._b, len = b.properties[2 * this._i], start = b.properties[2 * this._i + 1];
+      const props = {};
+      for (let p = start; p < start + len; p++) props[b.span(b.keys, p)] = b.value(p);
+      this._props = props;
+    }
+    return this._props;
+  }
+  /** A property's value (seeing this plugin's own edits), or undefined. */
+  get(key) {
+    if (this.edits !== undefined && this.edits.has(key)) {
+      const v = this.edits.get(key);
+      return v === REMOVED ? undefined : v;
+    }
+    if (this._props !== undefined) return this._props[key];
+    // Find the key by its bytes rather than decoding every property: most
+    // plugins read one or two of an event's many properties.
+    const kb = encode(key);
+    const b = this._b, keys = b.keys, text = b.text, n = kb.length;
+    const len = b.properties[2 * this._i], start = b.properties[2 * this._i + 1];
+    outer: for (let p = start; p < start + len; p++) {
+      if (keys[2 * p] !== n) continue;
+      const s = keys[2 * p + 1];
+      for (let k = 0; k < n; k++) if (text[s + k] !== kb[k]) continue outer;
+      return b.value(p);
+    }
+    return undefined;
+  }
+  /** Set a property: null, boolean, number, BigInt, string, or an object/array (kept as JSON). */
+  set(key, value) { (this.edits ??= new Map()).set(key, value); }
+  /** Remove a property. */
+  remove(key) { (this.edits ??= new Map()).set(key, REMOVED); }
+}
+
+// Scratch views to read a float's bits without allocating.
+const F64 = new Float64Array(1);
+const F64_WORDS = new Uint32Array(F64.buffer);
+
+// A column of u64 built from 32-bit word pairs (low, high): the interpreter
+// runs plain numbers much faster than BigInts.
+function column(words) {
+  const col = new BigUint64Array(words.length / 2);
+  new Uint32Array(col.buffer).set(words);
+  return col;
+}
+
+class Output {
+  constructor() {
+    this.chunks = [];
+    this.size = 0;
+    this.keys = []; // word pairs
+    this.kinds = [];
+    this.values = []; // word pairs
+  }
+  /** Append `s` to the text; push its span's words onto `words`. */
+  span(s, words) {
+    const bytes = encode(s);
+    words.push(bytes.length, this.size);
+    this.chunks.push(bytes);
+    this.size += bytes.length;
+  }
+  edit(key, value) {
+    this.span(key, this.keys);
+    const v = this.values;
+    if (value === REMOVED) { this.kinds.push(REMOVE); v.push(0, 0); }
+    else if (value === null || value === undefined) { this.kinds.push(NULL); v.push(0, 0); }
+    else if (typeof value === "boolean") { this.kinds.push(BOOL); v.push(value ? 1 : 0, 0); }
+    else if (typeof value === "string") { this.kinds.push(TEXT); this.span(value, v); }
+    else if (typeof value === "number" && Number.isSafeInteger(value)) {
+      this.kinds.push(INT);
+      v.push(value >>> 0, Math.floor(value / 0x100000000) >>> 0);
+    } else if (typeof value === "number") {
+      if (!Number.isFinite(value)) throw new Error(`property ${key}: ${value} is not a finite number`);
+      this.kinds.push(FLOAT);
+      F64[0] = value;
+      v.push(F64_WORDS[0], F64_WORDS[1]);
+    } else if (typeof value === "bigint") {
+      this.kinds.push(INT);
+      const bits = BigInt.asUintN(64, value);
+      v.push(Number(bits & 0xffffffffn), Number(bits >> 32n));
+    } else { this.kinds.push(JSON_KIND); this.span(JSON.stringify(value), v); }
+  }
+  text() {
+    const text = new Uint8Array(this.size);
+    let at = 0;
+    for (const c of this.chunks) { text.set(c, at); at += c.length; }
+    return text;
+  }
+}
+
+/** Run `def.process` over one WIT batch and build the WIT result. */
+export function runBatch(def, state, wit) {
+  const batch = new Batch(wit);
+  const n = wit.names.length;
+  const kinds = new Uint8Array(n);
+  const args = new BigUint64Array(n);
+  const argWords = new Uint32Array(args.buffer);
+  const out = new Output();
+  for (let i = 0; i < n; i++) {
+    const event = new Event(batch, i);
+    const outcome = def.process(event, state);
+    if (outcome === DROP) kinds[i] = DROP;
+    else if (outcome === KEEP || outcome === undefined) {
+      if (event.edits !== undefined && event.edits.size > 0) {
+        const first = out.kinds.length;
+        for (const [k, v] of event.edits) out.edit(k, v);
+        kinds[i] = 2;
+        argWords[2 * i] = out.kinds.length - first;
+        argWords[2 * i + 1] = first;
+      }
+    } else throw new Error(`process() returned ${outcome}; return KEEP or DROP`);
+  }
+  if (def.endBatch) def.endBatch(state);
+  const empty64 = new BigUint64Array(0);
+  return {
+    outcomeKinds: kinds,
+    outcomeArgs: args,
+    editKeys: column(out.keys),
+    editKinds: Uint8Array.from(out.kinds),
+    editValues: column(out.values),
+    output: {
+      text: out.text(), ids: empty64, names: empty64, timestamps: new BigInt64Array(0),
+      distinctIds: empty64, sessionIds: empty64, properties: empty64, keys: empty64,
+      kinds: new Uint8Array(0), values: empty64,
+    },
+  };
+}
+
+/** The `plugin` and `processing` exports for a processor definition. */
+export function processor(def) {
+  let state;
+  let configured = false;
+  const schema = def.configSchema ?? { type: "object" };
+  return {
+    plugin: {
+      describe() {
+        return {
+          name: def.name,
+          version: def.version ?? "0.0.0",
+          description: def.description ?? "",
+          configSchema: typeof schema === "string" ? schema : JSON.stringify(schema),
+        };
+      },
+      configure(config) {
+        try {
+          state = def.init ? def.init(config ? JSON.parse(config) : {}) : undefined;
+          configured = true;
+        } catch (e) {
+          throw String(e?.message ?? e);
+        }
+      },
+    },
+    processing: {
+      process(batch) {
+        if (!configured) throw "process() called before configure()";
+        try {
+          return runBatch(def, state, batch);
+        } catch (e) {
+          throw `${e?.name ?? "Error"}: ${e?.message ?? e}`;
+        }
+      },
+    },
+  };
+}
+
+/** Log through the host: level is "trace", "debug", "info", "warn" or "error". */
+export function log(level, message, fields = {}) {
+  hostLog(level, message, Object.entries(fields).map(([k, v]) => [k, String(v)]));
+}
+
+/** Add to a plugin-defined counter. */
+export function counterAdd(name, delta = 1) { hostMetrics.counterAdd(name, BigInt(delta)); }
+
+/** Set a plugin-defined gauge. */
+export function gaugeSet(name, value) { hostMetrics.gaugeSet(name, value); }
+
+/** Host state: bytes (Uint8Array) kept by the host across swaps and traps. */
+export const state = {
+  get: (key) => hostState.get(key),
+  set: (key, value) => hostState.set(key, value),
+  setIfAbsent: (key, value) => hostState.setIfAbsent(key, value),
+  delete: (key) => hostState.delete(key),
+};
