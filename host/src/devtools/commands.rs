@@ -50,6 +50,10 @@ pub struct TestOptions {
     /// The expected output (NDJSON). Without it, the output is printed.
     #[arg(long)]
     pub expect: Option<PathBuf>,
+    /// With --pipeline: the expected window results and late events
+    /// (NDJSON, `{"channel", "data"}` lines as `eddy pipe --windows` writes).
+    #[arg(long)]
+    pub expect_windows: Option<PathBuf>,
     /// Input, configuration and limits.
     #[command(flatten)]
     pub run: RunOptions,
@@ -183,8 +187,13 @@ fn counts(outputs: &Outputs, events_in: usize) -> String {
             )
         })
         .collect();
+    let windows = if outputs.windows.is_empty() {
+        String::new()
+    } else {
+        format!(", {} window results and late events", outputs.windows.len())
+    };
     format!(
-        "{events_in} events in, {} out\n  {}",
+        "{events_in} events in, {} out{windows}\n  {}",
         outputs.events.len(),
         stages.join("\n  ")
     )
@@ -216,6 +225,39 @@ pub fn test(opts: &TestOptions) -> Result<bool, DevError> {
     for f in &failed {
         eprintln!("FAILED BATCH: {f}");
     }
+    let windows_ok = match &opts.expect_windows {
+        None => true,
+        Some(path) => {
+            let expected: Vec<serde_json::Value> = replay::read_values(path)?;
+            let expected = Outputs {
+                windows: expected,
+                ..Outputs::default()
+            };
+            let c = compare::compare(&expected.window_values(), &outputs.window_values());
+            if c.is_empty() {
+                writeln!(
+                    stdout,
+                    "ok: window results: {}",
+                    c.summary(("expected", "actual"))
+                )
+                .map_err(write_err)?;
+            } else {
+                write!(
+                    stdout,
+                    "{}",
+                    c.render(("expected", "actual"), opts.run.max_diffs)
+                )
+                .map_err(write_err)?;
+                writeln!(
+                    stdout,
+                    "FAILED: the window results differ from {}",
+                    path.display()
+                )
+                .map_err(write_err)?;
+            }
+            c.is_empty()
+        }
+    };
     let passed = match &comparison {
         Some(c) => {
             let text = c.render(("expected", "actual"), opts.run.max_diffs);
@@ -234,7 +276,7 @@ pub fn test(opts: &TestOptions) -> Result<bool, DevError> {
         }
         None => failed.is_empty(),
     };
-    Ok(passed)
+    Ok(passed && windows_ok)
 }
 
 fn show(p: &Option<PathBuf>) -> String {
@@ -257,12 +299,15 @@ pub fn diff(opts: &DiffOptions) -> Result<bool, DevError> {
     let (old, events_in) = replay(Some(&opts.old), &run)?;
     let (new, _) = replay(Some(&opts.new), &run)?;
     let comparison: Comparison = compare::compare(&old.values(), &new.values());
-    let same = comparison.is_empty();
+    // With a pipeline that has windows: the results that moved.
+    let windows = compare::compare(&old.window_values(), &new.window_values());
+    let same = comparison.is_empty() && windows.is_empty();
     if opts.json {
         let report = serde_json::json!({
             "events_in": events_in,
             "same": same,
             "comparison": comparison,
+            "windows": windows,
             "old_failures": old.failures,
             "new_failures": new.failures,
         });
@@ -277,6 +322,10 @@ pub fn diff(opts: &DiffOptions) -> Result<bool, DevError> {
             println!("new version: {f}");
         }
         print!("{}", comparison.render(("old", "new"), run.max_diffs));
+        if windows.left + windows.right > 0 {
+            println!("window results:");
+            print!("{}", windows.render(("old", "new"), run.max_diffs));
+        }
     }
     Ok(same)
 }

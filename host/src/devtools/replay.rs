@@ -19,8 +19,9 @@
 //!   listed; a pipeline keeps its stages' policies (they are part of its
 //!   behaviour) and its stage reports count the failed batches.
 //!
-//! Windows and patterns will join the [`Outputs`] as further result kinds
-//! once they exist; the batch loop here is where they get their watermarks.
+//! - **Windows** of a replayed pipeline see the same virtual time as its
+//!   plugins (the newest event timestamp so far), and fire all at the end
+//!   of the input. Patterns will join the [`Outputs`] the same way.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,7 @@ use crate::pipeline::{Pipeline, StageReport};
 use crate::plugin::clock::VirtualClock;
 use crate::plugin::registry::plugin_name;
 use crate::plugin::{LoadOutcome, PluginEngine, Registry};
+use crate::window::{LATE_CHANNEL, Stream, Windows, channel_name};
 
 /// Default per-call deadline in a replay: long enough that no sane plugin
 /// hits it on a loaded 2-core machine (a Python stage takes 15-30 ms for
@@ -88,9 +90,42 @@ pub struct Outputs {
     pub failures: Vec<Failure>,
     /// A report per stage (counts, ns/event, version).
     pub stages: Vec<StageReport>,
+    /// With a pipeline that has `[[windows]]`: their results and late
+    /// events, as `{"channel", "data"}` objects, in order.
+    pub windows: Vec<Value>,
 }
 
 impl Outputs {
+    /// The window outputs keyed for comparison: each gets an `id` naming
+    /// its channel, kind, window and group (and revision), so the same
+    /// result in two runs is matched and a moved value shows as changed.
+    pub fn window_values(&self) -> Vec<Value> {
+        self.windows
+            .iter()
+            .map(|w| {
+                let d = &w["data"];
+                let mut v = d.clone();
+                let id = if w["channel"] == crate::window::LATE_CHANNEL {
+                    format!("late {} {}", d["window"], d["event"]["id"])
+                } else {
+                    format!(
+                        "{} {} [{}, {}) {} r{}",
+                        w["channel"].as_str().unwrap_or("?"),
+                        d["kind"].as_str().unwrap_or("?"),
+                        d["start"],
+                        d["end"],
+                        d["group"],
+                        d.get("revision").and_then(Value::as_u64).unwrap_or(0)
+                    )
+                };
+                if let Value::Object(m) = &mut v {
+                    m.insert("id".into(), Value::from(id));
+                }
+                v
+            })
+            .collect()
+    }
+
     /// The output events as JSON values, for comparison.
     pub fn values(&self) -> Vec<Value> {
         self.events
@@ -103,6 +138,7 @@ impl Outputs {
 /// A pipeline ready to replay events.
 pub struct Replay {
     pipeline: Pipeline,
+    windows: Option<(Windows, Vec<String>)>,
     clock: Arc<VirtualClock>,
     batch_size: usize,
     /// Keeps a renamed copy of a plugin alive while it is in use.
@@ -241,7 +277,22 @@ impl Replay {
             }
         }
         make_deterministic(&mut config, opts, false);
-        Self::start(config, &files, scratch)
+        let mut replay = Self::start(config.clone(), &files, scratch)?;
+        if !config.windows.is_empty() {
+            let windows = Windows::with_live(&config.windows, config.live).map_err(|e| {
+                DevError::BadConfig {
+                    path: config_path.to_path_buf(),
+                    message: format!("{e:#}"),
+                }
+            })?;
+            let names = config
+                .windows
+                .iter()
+                .map(|w| channel_name(&w.name))
+                .collect();
+            replay.windows = Some((windows, names));
+        }
+        Ok(replay)
     }
 
     fn start(
@@ -261,6 +312,7 @@ impl Replay {
         let pipeline = Pipeline::new(&config, registry)?;
         Ok(Replay {
             pipeline,
+            windows: None,
             clock,
             batch_size: config.pipeline.batch_size.max(1),
             _scratch: scratch,
@@ -271,12 +323,18 @@ impl Replay {
     pub fn run(&mut self, events: Vec<Event>) -> Outputs {
         let mut outputs = Outputs::default();
         let mut events = events.into_iter().peekable();
+        let mut now = i64::MIN;
+        let mut window_out = Vec::new();
         while events.peek().is_some() {
             let batch: Vec<Event> = events.by_ref().take(self.batch_size).collect();
             if let Some(newest) = batch.iter().map(|e| e.timestamp).max() {
                 self.clock.advance_to(newest);
+                now = now.max(newest);
             }
             let out = self.pipeline.process(batch);
+            if let Some((windows, _)) = &mut self.windows {
+                windows.process(&out.events, now, &mut window_out);
+            }
             outputs.events.extend(out.events);
             // Dead letters of one batch and stage come together, in order.
             for letter in out.dead_letters {
@@ -291,6 +349,19 @@ impl Replay {
                     }),
                 }
             }
+        }
+        if let Some((windows, names)) = &mut self.windows {
+            windows.finish(&mut window_out);
+            outputs.windows = window_out
+                .into_iter()
+                .map(|o| {
+                    let channel = match o.stream {
+                        Stream::Results(i) => names.get(i).map_or("windows/?", String::as_str),
+                        Stream::Late => LATE_CHANNEL,
+                    };
+                    serde_json::json!({"channel": channel, "data": o.payload})
+                })
+                .collect();
         }
         outputs.stages = self.pipeline.report();
         outputs

@@ -337,3 +337,138 @@ fn golden_cases_produce_exactly_the_expected_results() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `plugin test --pipeline` and `plugin diff --pipeline` include the
+/// pipeline's windows: the replay's results equal what `eddy pipe
+/// --windows` computes for the same pipeline, and a new plugin version
+/// that changes what a window sees shows as window results that moved.
+#[test]
+fn plugin_test_and_diff_with_a_pipeline_cover_its_windows() {
+    use eddy_tests::plugins::{UA_ENRICHER, UA_ENRICHER_V2};
+    let sandbox = Sandbox::new();
+    sandbox.install(UA_ENRICHER, "ua-enricher");
+    let config = sandbox.config(
+        r#"
+[[stages]]
+plugin = "ua-enricher"
+
+[[windows]]
+name = "browsers"
+kind = "tumbling"
+size = "1h"
+group_by = ["properties.$browser"]
+aggregates = ["count", "distinct(properties.$browser_version) as versions"]
+"#,
+    );
+    let events = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample-events.ndjson");
+    let eddy = |args: &[&str]| {
+        std::process::Command::new(eddy_tests::eddy_bin())
+            .args(args)
+            .current_dir(sandbox.path())
+            .output()
+            .unwrap()
+    };
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let (config, events) = (s(&config), s(&events));
+    let expected = s(&sandbox.path().join("expected-windows.ndjson"));
+    let pipe = eddy(&[
+        "pipe",
+        "--config",
+        &config,
+        "--input",
+        &events,
+        "--output",
+        "/dev/null",
+        "--windows",
+        &expected,
+        "--clock",
+        "virtual",
+        "--no-watch",
+        "--summary",
+        "none",
+    ]);
+    assert!(
+        pipe.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pipe.stderr)
+    );
+    let written = std::fs::read_to_string(&expected).unwrap();
+    assert!(written.lines().count() >= 3, "{written}");
+    assert!(
+        written.contains(r#""properties.$browser":"Chrome""#),
+        "{written}"
+    );
+
+    let test = eddy(&[
+        "plugin",
+        "test",
+        "--pipeline",
+        &config,
+        "--events",
+        &events,
+        "--expect-windows",
+        &expected,
+    ]);
+    let out = String::from_utf8_lossy(&test.stdout);
+    assert_eq!(
+        test.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&test.stderr)
+    );
+    assert!(out.contains("ok: window results"), "{out}");
+
+    // A wrong expectation fails, naming the result that moved.
+    let wrong = s(&sandbox.path().join("wrong.ndjson"));
+    std::fs::write(
+        &wrong,
+        written.replacen(r#""count":"#, r#""count":1000"#, 1),
+    )
+    .unwrap();
+    let test = eddy(&[
+        "plugin",
+        "test",
+        "--pipeline",
+        &config,
+        "--events",
+        &events,
+        "--expect-windows",
+        &wrong,
+    ]);
+    let out = String::from_utf8_lossy(&test.stdout);
+    assert_eq!(test.status.code(), Some(1), "{out}");
+    assert!(out.contains("FAILED: the window results differ"), "{out}");
+
+    // v2 also sets $browser_version: the windows' distinct versions move.
+    let diff = eddy(&[
+        "plugin",
+        "diff",
+        UA_ENRICHER,
+        UA_ENRICHER_V2,
+        "--pipeline",
+        &config,
+        "--events",
+        &events,
+        "--json",
+    ]);
+    assert_eq!(
+        diff.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    let report: Value = serde_json::from_slice(&diff.stdout).unwrap();
+    let changed = report["windows"]["changed"].as_array().unwrap();
+    assert!(!changed.is_empty(), "{report}");
+    let chrome = changed
+        .iter()
+        .find(|c| c["id"].as_str().unwrap().contains("Chrome"))
+        .unwrap_or_else(|| panic!("{report}"));
+    let versions = &chrome["fields"][0];
+    assert_eq!(versions["field"], "values");
+    assert_eq!(versions["before"]["versions"], 0);
+    assert!(
+        versions["after"]["versions"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+}
