@@ -17,7 +17,7 @@ use crate::event::Event;
 use crate::pipeline::{DeadLetter, Pipeline, StageReport};
 use crate::plugin::registry::PluginStatus;
 use crate::plugin::{PluginEngine, Registry, watch};
-use crate::window::{LATE_CHANNEL, Output, Stream, Windows, channel_name};
+use crate::window::{Output, Stream, Windows};
 
 /// Where input lines that are not events are reported: the first this many
 /// individually, the rest only counted, so a wrong file cannot flood stderr.
@@ -163,11 +163,6 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
         None => None,
         Some(path) => Some(WindowFile {
             windows: Windows::with_live(&config.windows, config.live)?,
-            names: config
-                .windows
-                .iter()
-                .map(|w| channel_name(&w.name))
-                .collect(),
             file: BufWriter::new(
                 File::create(path)
                     .with_context(|| format!("creating windows output {}", path.display()))?,
@@ -348,7 +343,6 @@ fn wall_directive(text: &str) -> Option<Result<i64, &'static str>> {
 /// The windows of `eddy pipe --windows` and where their output goes.
 struct WindowFile {
     windows: Windows,
-    names: Vec<String>,
     file: BufWriter<File>,
     /// The virtual wall clock, once set.
     wall: Option<i64>,
@@ -380,20 +374,11 @@ impl WindowFile {
 
     fn write(&mut self, out: Vec<Output>, summary: &mut Summary) -> anyhow::Result<()> {
         for o in out {
-            let channel = match o.stream {
-                Stream::Results(i) => {
-                    summary.window_results += 1;
-                    self.names.get(i).map_or("windows/?", String::as_str)
-                }
-                Stream::Late => {
-                    summary.late_events += 1;
-                    LATE_CHANNEL
-                }
-            };
-            serde_json::to_writer(
-                &mut self.file,
-                &serde_json::json!({"channel": channel, "data": o.payload}),
-            )?;
+            match o.stream {
+                Stream::Results(_) => summary.window_results += 1,
+                Stream::Late => summary.late_events += 1,
+            }
+            serde_json::to_writer(&mut self.file, &self.windows.line(o))?;
             self.file.write_all(b"\n")?;
         }
         Ok(())

@@ -38,7 +38,7 @@ use crate::pipeline::{Pipeline, StageReport};
 use crate::plugin::clock::VirtualClock;
 use crate::plugin::registry::plugin_name;
 use crate::plugin::{LoadOutcome, PluginEngine, Registry};
-use crate::window::{LATE_CHANNEL, Stream, Windows, channel_name};
+use crate::window::{LATE_CHANNEL, Windows};
 
 /// Default per-call deadline in a replay: long enough that no sane plugin
 /// hits it on a loaded 2-core machine (a Python stage takes 15-30 ms for
@@ -105,7 +105,7 @@ impl Outputs {
             .map(|w| {
                 let d = &w["data"];
                 let mut v = d.clone();
-                let id = if w["channel"] == crate::window::LATE_CHANNEL {
+                let id = if w["channel"] == LATE_CHANNEL {
                     format!("late {} {}", d["window"], d["event"]["id"])
                 } else {
                     format!(
@@ -138,7 +138,7 @@ impl Outputs {
 /// A pipeline ready to replay events.
 pub struct Replay {
     pipeline: Pipeline,
-    windows: Option<(Windows, Vec<String>)>,
+    windows: Option<Windows>,
     clock: Arc<VirtualClock>,
     batch_size: usize,
     /// Keeps a renamed copy of a plugin alive while it is in use.
@@ -285,12 +285,7 @@ impl Replay {
                     message: format!("{e:#}"),
                 }
             })?;
-            let names = config
-                .windows
-                .iter()
-                .map(|w| channel_name(&w.name))
-                .collect();
-            replay.windows = Some((windows, names));
+            replay.windows = Some(windows);
         }
         Ok(replay)
     }
@@ -332,7 +327,7 @@ impl Replay {
                 now = now.max(newest);
             }
             let out = self.pipeline.process(batch);
-            if let Some((windows, _)) = &mut self.windows {
+            if let Some(windows) = &mut self.windows {
                 windows.process(&out.events, now, &mut window_out);
             }
             outputs.events.extend(out.events);
@@ -350,18 +345,9 @@ impl Replay {
                 }
             }
         }
-        if let Some((windows, names)) = &mut self.windows {
+        if let Some(windows) = &mut self.windows {
             windows.finish(&mut window_out);
-            outputs.windows = window_out
-                .into_iter()
-                .map(|o| {
-                    let channel = match o.stream {
-                        Stream::Results(i) => names.get(i).map_or("windows/?", String::as_str),
-                        Stream::Late => LATE_CHANNEL,
-                    };
-                    serde_json::json!({"channel": channel, "data": o.payload})
-                })
-                .collect();
+            outputs.windows = window_out.into_iter().map(|o| windows.line(o)).collect();
         }
         outputs.stages = self.pipeline.report();
         outputs

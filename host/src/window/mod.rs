@@ -456,6 +456,24 @@ impl Windows {
             .collect()
     }
 
+    /// The channel `stream` is published on: `windows/<name>` or `late`.
+    pub fn channel(&self, stream: Stream) -> String {
+        match stream {
+            Stream::Results(i) => self.windows.get(i).map_or_else(
+                || "windows/?".to_owned(),
+                |w| channel_name(&w.core.spec.name),
+            ),
+            Stream::Late => LATE_CHANNEL.to_owned(),
+        }
+    }
+
+    /// An output as one `{"channel", "data"}` line, as `eddy pipe
+    /// --windows` writes them and `eddy plugin test --expect-windows` reads
+    /// them.
+    pub fn line(&self, o: Output) -> Json {
+        json!({"channel": self.channel(o.stream), "data": o.payload})
+    }
+
     /// Run `events`, arriving at wall time `now` (ms), through every window.
     pub fn process(&mut self, events: &[Event], now: i64, out: &mut Vec<Output>) {
         let base = self.arrival;

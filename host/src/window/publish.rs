@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{LATE_CHANNEL, Output, Stream, Windows, channel_name};
+use super::{LATE_CHANNEL, Output, Stream, Windows};
 use crate::event::Event;
 use crate::hub::{Hub, Payload, Publisher};
 
@@ -32,10 +32,8 @@ pub fn wall_ms() -> i64 {
 impl LiveWindows {
     /// Register `windows/<name>` for every window, and `late`.
     pub fn register(hub: &Hub, windows: Windows) -> LiveWindows {
-        let results = windows
-            .names()
-            .iter()
-            .map(|n| hub.register(&channel_name(n)))
+        let results = (0..windows.names().len())
+            .map(|i| hub.register(&windows.channel(Stream::Results(i))))
             .collect();
         LiveWindows {
             windows: Arc::new(Mutex::new(windows)),
