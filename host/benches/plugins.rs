@@ -170,8 +170,8 @@ fn breakdown(dir: &Path, plugin: &str) -> (f64, f64, f64) {
         .unwrap();
     let input = events();
     let mut encoder = Encoder::default();
-    let (mut enc, mut call, mut app) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let rounds = 400;
+    let (mut enc, mut call, mut app) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds + WARMUP_BATCHES {
         let batch = input.clone();
         let t0 = Instant::now();
@@ -183,13 +183,13 @@ fn breakdown(dir: &Path, plugin: &str) -> (f64, f64, f64) {
         apply(batch, &result, &mut out).unwrap();
         let t3 = Instant::now();
         if round >= WARMUP_BATCHES {
-            enc += t1 - t0;
-            call += t2 - t1;
-            app += t3 - t2;
+            let per = |d: Duration| d.as_nanos() as f64 / BATCH as f64;
+            enc.push(per(t1 - t0));
+            call.push(per(t2 - t1));
+            app.push(per(t3 - t2));
         }
     }
-    let per = |d: Duration| d.as_nanos() as f64 / (rounds * BATCH) as f64;
-    (per(enc), per(call), per(app))
+    (median(&mut enc), median(&mut call), median(&mut app))
 }
 
 /// Time from a finished rename-over of `ua-enricher.wasm` to the new version
@@ -316,7 +316,7 @@ fn main() {
         }
         let (enc, call, app) = breakdown(&dir, plugin);
         println!(
-            "  {plugin:<13} breakdown: encode {enc:.1} + call {call:.1} + apply {app:.1} ns/event (mean)"
+            "  {plugin:<13} breakdown: encode {enc:.1} + call {call:.1} + apply {app:.1} ns/event (medians)"
         );
     }
     if !run("swap") {

@@ -161,6 +161,51 @@ impl Input {
     }
 }
 
+/// Slots of the short-string dictionary (a power of two).
+const DICT_SLOTS: usize = 64;
+
+/// Strings up to this many bytes are written to the result's text once per
+/// batch and shared by every span that names them.
+const DICT_MAX: usize = 16;
+
+/// A short string packed into integers: its length and its bytes as two
+/// little-endian words (zero-padded), so equality is three compares.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Short {
+    len: usize,
+    lo: u64,
+    hi: u64,
+}
+
+impl Short {
+    fn new(s: &str) -> Option<Short> {
+        let b = s.as_bytes();
+        if b.len() > DICT_MAX {
+            return None;
+        }
+        // Whole words are one load; a partial one is assembled byte by byte,
+        // since a variable-length copy is a call in WebAssembly.
+        let word = |part: &[u8]| match part.first_chunk::<8>() {
+            Some(w) => u64::from_le_bytes(*w),
+            None => part
+                .iter()
+                .enumerate()
+                .fold(0u64, |w, (i, &x)| w | u64::from(x) << (8 * i)),
+        };
+        Some(Short {
+            len: b.len(),
+            lo: word(b),
+            hi: word(b.get(8..).unwrap_or(&[])),
+        })
+    }
+
+    fn slot(&self) -> usize {
+        let h = (self.lo ^ self.hi.rotate_left(29) ^ self.len as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h >> 58) as usize % DICT_SLOTS
+    }
+}
+
 /// The result under construction: edits, new events, and their text.
 pub(crate) struct Output {
     text: String,
@@ -168,6 +213,10 @@ pub(crate) struct Output {
     edit_kinds: Vec<u8>,
     edit_values: Vec<u64>,
     events: wit::Batch,
+    /// Short strings already in `text` (property names, enum-like values):
+    /// an enricher setting `$browser` to `Chrome` on a thousand events
+    /// writes each once. Direct-mapped; a collision just writes again.
+    dict: [(Short, u64); DICT_SLOTS],
 }
 
 thread_local! {
@@ -185,10 +234,35 @@ impl Output {
             edit_kinds: Vec::with_capacity(edits),
             edit_values: Vec::with_capacity(edits),
             events: empty_batch(),
+            dict: [(
+                Short {
+                    len: usize::MAX,
+                    lo: 0,
+                    hi: 0,
+                },
+                0,
+            ); DICT_SLOTS],
         }
     }
 
+    /// A span of `s` in the result's text: written once per batch if short,
+    /// appended otherwise. (Spans may share bytes; only edit ranges and
+    /// output events must not be reused.)
     fn span(&mut self, s: &str) -> u64 {
+        let Some(short) = Short::new(s) else {
+            return self.append(s);
+        };
+        let slot = short.slot();
+        let (known, span) = self.dict[slot];
+        if known == short {
+            return span;
+        }
+        let span = self.append(s);
+        self.dict[slot] = (short, span);
+        span
+    }
+
+    fn append(&mut self, s: &str) -> u64 {
         let start = self.text.len();
         self.text.push_str(s);
         layout::pack(start, s.len())
@@ -584,4 +658,73 @@ pub(crate) fn apply(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::{Config, Processor, testing};
+
+    /// Sets `n` (every event), `short` (a value from a small set), `edge`
+    /// (lengths around the dictionary's word and size limits) and `many`
+    /// (more distinct short strings than the dictionary has slots).
+    struct Writer;
+
+    impl Processor for Writer {
+        fn new(_: Config) -> Result<Self, String> {
+            Ok(Writer)
+        }
+
+        fn process(&mut self, event: &mut Event<'_>) -> Outcome {
+            let i = event.timestamp() as usize;
+            event.set_str("short", ["Chrome", "Firefox", "Safari"][i % 3]);
+            let edge = "abcdefghijklmnopq";
+            event.set_str("edge", &edge[..[0, 1, 7, 8, 9, 15, 16, 17][i % 8]]);
+            event.set("many", format!("v{}", i % 200));
+            event.set("n", i as i64);
+            Outcome::Keep
+        }
+    }
+
+    #[test]
+    fn shared_short_strings_read_back_exactly() {
+        let input: Vec<NewEvent> = (0..600)
+            .map(|i| NewEvent {
+                name: "e".into(),
+                timestamp: i,
+                ..NewEvent::default()
+            })
+            .collect();
+        let out = testing::run::<Writer>("{}", input).unwrap();
+        assert_eq!(out.len(), 600);
+        for (i, e) in out.iter().enumerate() {
+            let edge = &"abcdefghijklmnopq"[..[0, 1, 7, 8, 9, 15, 16, 17][i % 8]];
+            assert_eq!(
+                e.get("short").unwrap().as_str(),
+                Some(["Chrome", "Firefox", "Safari"][i % 3])
+            );
+            assert_eq!(e.get("edge").unwrap().as_str(), Some(edge));
+            assert_eq!(
+                e.get("many").unwrap().as_str(),
+                Some(format!("v{}", i % 200).as_str())
+            );
+            assert_eq!(e.get("n").unwrap().as_i64(), Some(i as i64));
+        }
+    }
+
+    #[test]
+    fn the_dictionary_writes_a_repeated_string_once() {
+        let mut out = Output::new();
+        let a = out.span("$browser");
+        let b = out.span("$browser");
+        let long = "a value longer than sixteen bytes";
+        let c = out.span(long);
+        let d = out.span(long);
+        assert_eq!(a, b);
+        assert_ne!(c, d, "long strings are appended each time");
+        assert_eq!(out.text.len(), "$browser".len() + 2 * long.len());
+        assert_eq!(slice(&out.text, a), "$browser");
+        assert_eq!(slice(&out.text, d), long);
+    }
 }

@@ -214,9 +214,14 @@ impl Text<'_> {
     }
 
     /// Only called on checked spans; an unchecked bad span reads as "".
-    fn str(&self, span: u64) -> CompactString {
+    fn slice(&self, span: u64) -> &str {
         let (start, end) = bounds(span);
-        CompactString::from(self.0.get(start..end).unwrap_or(""))
+        self.0.get(start..end).unwrap_or("")
+    }
+
+    /// [`Text::slice`], owned.
+    fn str(&self, span: u64) -> CompactString {
+        CompactString::from(self.slice(span))
     }
 
     fn value(&self, k: u8, value: u64) -> Value {
@@ -385,6 +390,89 @@ fn new_event(text: &Text<'_>, o: &wit::Batch, i: usize, fallback_id: CompactStri
     }
 }
 
+/// A 64-bit summary of which property keys an event may have: one bit per
+/// key, chosen by its length and last byte. A clear bit means "certainly
+/// absent", so an enricher adding new properties skips the search through
+/// the existing ones.
+fn key_bit(key: &[u8]) -> u64 {
+    let last = key.last().copied().unwrap_or(0) as usize;
+    1u64 << ((key.len().wrapping_mul(7) ^ last.wrapping_mul(31)) & 63)
+}
+
+/// Strings of one result's text by span. The SDKs write a short string
+/// (a property name, `Chrome`) once per batch and point every edit at it,
+/// so the host builds each of those strings once per batch too.
+struct Interned {
+    slots: Vec<(u64, CompactString)>,
+}
+
+impl Interned {
+    const SLOTS: usize = 64;
+
+    fn new() -> Self {
+        Interned {
+            slots: vec![(ABSENT, CompactString::default()); Self::SLOTS],
+        }
+    }
+
+    fn get(&mut self, text: &Text<'_>, span: u64) -> CompactString {
+        let slot = (span.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % Self::SLOTS;
+        if let Some((known, s)) = self.slots.get(slot)
+            && *known == span
+        {
+            return s.clone();
+        }
+        let s = text.str(span);
+        // Only inline strings: cloning them is a copy, not an allocation.
+        if !s.is_heap_allocated()
+            && let Some(entry) = self.slots.get_mut(slot)
+        {
+            *entry = (span, s.clone());
+        }
+        s
+    }
+
+    fn value(&mut self, text: &Text<'_>, k: u8, value: u64) -> Value {
+        match k {
+            kind::TEXT => Value::Str(self.get(text, value)),
+            _ => text.value(k, value),
+        }
+    }
+}
+
+/// Apply edits `edits` of `r` to `event`, in order (checked by `validate`).
+fn apply_edits(
+    event: &mut Event,
+    text: &Text<'_>,
+    strings: &mut Interned,
+    r: &wit::Processed,
+    edits: std::ops::Range<usize>,
+) {
+    let mut present = event
+        .properties
+        .iter()
+        .fold(0u64, |bits, (k, _)| bits | key_bit(k.as_bytes()));
+    event.properties.reserve(edits.len());
+    for j in edits {
+        let key = text.slice(r.edit_keys[j]);
+        let bit = key_bit(key.as_bytes());
+        match r.edit_kinds[j] {
+            kind::REMOVE if present & bit != 0 => event.remove(key),
+            kind::REMOVE => {}
+            k => {
+                let value = strings.value(text, k, r.edit_values[j]);
+                let key = strings.get(text, r.edit_keys[j]);
+                if present & bit != 0 {
+                    event.set(key, value);
+                } else {
+                    event.properties.push((key, value));
+                    present |= bit;
+                }
+            }
+        }
+    }
+}
+
 /// Apply a processor's result to the batch it was given, appending the
 /// events that come out to `out`. On error nothing has moved: the input
 /// events come back untouched with the error.
@@ -405,6 +493,7 @@ pub fn apply(
     }
     // Everything below reads only what `validate` checked.
     let mut applied = Applied::default();
+    let mut strings = Interned::new();
     let o = &result.output;
     for ((mut event, &k), &arg) in events
         .into_iter()
@@ -415,14 +504,7 @@ pub fn apply(
             outcome::DROP => applied.dropped += 1,
             outcome::MODIFY => {
                 let (start, end) = bounds(arg);
-                event.properties.reserve(end - start);
-                for j in start..end {
-                    let key = text.str(result.edit_keys[j]);
-                    match result.edit_kinds[j] {
-                        kind::REMOVE => event.remove(&key),
-                        k => event.set(key, text.value(k, result.edit_values[j])),
-                    }
-                }
+                apply_edits(&mut event, &text, &mut strings, result, start..end);
                 applied.modified += 1;
                 out.push(event);
             }
@@ -571,6 +653,51 @@ mod tests {
                 modified: 1,
                 created: 3
             }
+        );
+    }
+
+    #[test]
+    fn edits_apply_in_order_whether_keys_are_new_or_present() {
+        // One text holding each string once, as the SDKs' dictionary writes
+        // it: spans are shared between edits and events.
+        let text = "abCdxyzChrome";
+        let sp = |s: &str| pack(text.find(s).unwrap(), s.len());
+        let mut e = event("x");
+        e.properties = vec![
+            ("a".into(), Value::Int(1)),
+            ("b".into(), Value::Int(2)),
+            ("xyz".into(), Value::Int(3)),
+        ];
+        let edits = [
+            (sp("Cd"), kind::TEXT, sp("Chrome")), // new key
+            (sp("a"), kind::TEXT, sp("Chrome")),  // present: set in place
+            (sp("b"), kind::REMOVE, 0),           // present: removed
+            (sp("b"), kind::INT, 7),              // set again: appended
+            (sp("z"), kind::REMOVE, 0),           // absent: nothing
+            (sp("Cd"), kind::BOOL, 1),            // new key set twice
+            (sp("xy"), kind::NULL, 0),            // prefix of a key: new
+        ];
+        let mut r = processed(vec![outcome::MODIFY], vec![pack(0, edits.len())]);
+        r.edit_keys = edits.iter().map(|e| e.0).collect();
+        r.edit_kinds = edits.iter().map(|e| e.1).collect();
+        r.edit_values = edits.iter().map(|e| e.2).collect();
+        r.output.text = text.as_bytes().to_vec();
+        let mut out = Vec::new();
+        apply(vec![e], &r, &mut out).unwrap();
+        let got: Vec<(&str, &Value)> = out[0]
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", &Value::Str("Chrome".into())),
+                ("xyz", &Value::Int(3)),
+                ("Cd", &Value::Bool(true)),
+                ("b", &Value::Int(7)),
+                ("xy", &Value::Null),
+            ]
         );
     }
 }

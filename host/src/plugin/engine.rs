@@ -158,6 +158,11 @@ impl PluginEngine {
         let mut config = WasmConfig::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        // `EDDY_PERFMAP=1` writes /tmp/perf-<pid>.map so `perf report` names
+        // plugin functions (profiling plugins; see README, Benchmarks).
+        if std::env::var_os("EDDY_PERFMAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
