@@ -26,12 +26,6 @@
 //! # }
 //! ```
 
-/// Every binary built on the host (the `eddy` binary, tests, benchmarks)
-/// allocates through mimalloc: events are many small strings, and their
-/// allocation and release are a large share of each stage's time.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod client;
 pub mod config;
 pub mod devtools;
