@@ -2,13 +2,14 @@
 //! JSON message or query parameters), the connection limit, and [`Feed`],
 //! which turns a hub subscription into filtered, projected message frames.
 
-use std::io::Write as _;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::extract::ws::Utf8Bytes;
 use axum::http::StatusCode;
 use futures_util::FutureExt as _;
+use serde_json::ser::{CompactFormatter, Formatter as _};
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -18,8 +19,8 @@ use crate::hub::{Lagged, Message, Payload, SubscribeError, Subscription};
 
 /// Hub messages taken per read.
 const READ_BATCH: usize = 256;
-/// Room reserved for a frame at first: a typical event and its envelope
-/// fit, so most frames are built without growing.
+/// Room reserved for the frame being built at first: a typical event and
+/// its envelope fit, so most frames are built without growing.
 const FRAME_CAPACITY: usize = 512;
 /// Frames a feed hands over at shutdown, at most.
 const DRAIN_MAX: usize = 16_384;
@@ -209,6 +210,9 @@ pub struct Feed {
     channel_json: String,
     head: u64,
     buf: Vec<Arc<Message>>,
+    /// Where frames are built before being copied out at their exact size
+    /// (one allocation per frame, and the replay ring keeps no slack).
+    scratch: String,
 }
 
 impl Feed {
@@ -269,6 +273,7 @@ impl Feed {
             // subscribed, which may be later than the look above.
             head,
             buf: Vec::with_capacity(READ_BATCH),
+            scratch: String::with_capacity(FRAME_CAPACITY),
         })
     }
 
@@ -332,8 +337,9 @@ impl Feed {
         Err(FeedEnd::Drained { frames })
     }
 
-    fn frames(&self) -> Vec<(u64, Utf8Bytes)> {
+    fn frames(&mut self) -> Vec<(u64, Utf8Bytes)> {
         let mut frames = Vec::with_capacity(self.buf.len());
+        let mut scratch = std::mem::take(&mut self.scratch);
         for m in &self.buf {
             let projected = match (&m.payload, &self.fields) {
                 (Payload::Event(e), f) => {
@@ -350,35 +356,37 @@ impl Feed {
                 }
             };
             let frame = match projected {
-                // Projected: this subscriber's own frame.
-                Some(data) => self.frame(m.seq, |out| {
-                    // Writing a JSON value into a Vec cannot fail.
-                    let _ = serde_json::to_writer(out, &data);
+                // Projected: this subscriber's own frame. `Display` of a
+                // JSON value is its compact form.
+                Some(data) => self.frame(&mut scratch, m.seq, |out| {
+                    let _ = write!(out, "{data}");
                 }),
                 // Whole: built once per message, shared by every subscriber
                 // of the channel.
-                None => m.shared_frame(|m| self.frame(m.seq, |out| m.write_payload_json(out))),
+                None => m.shared_frame(|m| {
+                    self.frame(&mut scratch, m.seq, |out| m.write_payload_json(out))
+                }),
             };
             frames.push((m.seq, frame));
         }
+        self.scratch = scratch;
         frames
     }
 
     /// `{"type":"message","channel":..,"seq":..,"data":..}`, with the data
-    /// written in place by `data`.
-    fn frame(&self, seq: u64, data: impl FnOnce(&mut Vec<u8>)) -> Utf8Bytes {
-        let mut frame = Vec::with_capacity(FRAME_CAPACITY);
-        frame.extend_from_slice(br#"{"type":"message","channel":"#);
-        frame.extend_from_slice(self.channel_json.as_bytes());
-        frame.extend_from_slice(br#","seq":"#);
-        // Writing to a Vec cannot fail.
-        let _ = write!(frame, "{seq}");
-        frame.extend_from_slice(br#","data":"#);
-        data(&mut frame);
-        frame.push(b'}');
-        // Only JSON text went in: valid UTF-8.
-        let frame = String::from_utf8(frame)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        Utf8Bytes::from(frame)
+    /// written in place by `data`, built in `scratch` and copied out at its
+    /// exact size.
+    fn frame(&self, scratch: &mut String, seq: u64, data: impl FnOnce(&mut String)) -> Utf8Bytes {
+        scratch.clear();
+        scratch.push_str(r#"{"type":"message","channel":"#);
+        scratch.push_str(&self.channel_json);
+        scratch.push_str(r#","seq":"#);
+        crate::event::push_number(scratch, |w| CompactFormatter.write_u64(w, seq));
+        scratch.push_str(r#","data":"#);
+        data(scratch);
+        scratch.push('}');
+        // A `String` made from a `&str` has no spare capacity, so the bytes
+        // take it over without another allocation.
+        Utf8Bytes::from(String::from(scratch.as_str()))
     }
 }
