@@ -76,6 +76,11 @@ impl Message {
         self.frame.get_or_init(|| build(self)).clone()
     }
 
+    /// The shared frame, if a subscriber has built it already.
+    pub fn built_frame(&self) -> Option<Utf8Bytes> {
+        self.frame.get().cloned()
+    }
+
     /// Append the payload's compact JSON (what [`Message::payload_json`]
     /// returns) to `out`, serialized in place: no copy of it is made or kept
     /// in the message.

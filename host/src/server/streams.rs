@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use axum::body::Bytes;
 use axum::extract::ws::Utf8Bytes;
 use axum::http::StatusCode;
 use futures_util::FutureExt as _;
@@ -210,8 +211,8 @@ pub struct Feed {
     channel_json: String,
     head: u64,
     buf: Vec<Arc<Message>>,
-    /// Where frames are built before being copied out at their exact size
-    /// (one allocation per frame, and the replay ring keeps no slack).
+    /// Where a batch's shared frames are built before being copied out at
+    /// their exact size (the replay ring keeps no slack).
     scratch: String,
 }
 
@@ -273,7 +274,7 @@ impl Feed {
             // subscribed, which may be later than the look above.
             head,
             buf: Vec::with_capacity(READ_BATCH),
-            scratch: String::with_capacity(FRAME_CAPACITY),
+            scratch: String::with_capacity(FRAME_CAPACITY * READ_BATCH),
         })
     }
 
@@ -338,9 +339,24 @@ impl Feed {
     }
 
     fn frames(&mut self) -> Vec<(u64, Utf8Bytes)> {
-        let mut frames = Vec::with_capacity(self.buf.len());
-        let mut scratch = std::mem::take(&mut self.scratch);
-        for m in &self.buf {
+        /// A frame of the batch: ready, or to be cut from the batch buffer.
+        enum Built {
+            Ready(Utf8Bytes),
+            /// `batch[start..end]`, the shared frame of `self.buf[index]`.
+            Cut {
+                index: usize,
+                start: usize,
+                end: usize,
+            },
+        }
+        let mut built = Vec::with_capacity(self.buf.len());
+        // Shared frames no subscriber has built yet are written one after
+        // another into one buffer, which becomes one `Bytes` that each frame
+        // is a slice of: two allocations for the batch instead of two per
+        // frame (its bytes, then a shared header when first cloned).
+        let mut batch = std::mem::take(&mut self.scratch);
+        batch.clear();
+        for (index, m) in self.buf.iter().enumerate() {
             let projected = match (&m.payload, &self.fields) {
                 (Payload::Event(e), f) => {
                     if !self.filter.matches(e) {
@@ -355,38 +371,67 @@ impl Feed {
                     f.as_ref().map(|p| p.apply(v))
                 }
             };
-            let frame = match projected {
+            let frame = match (projected, m.built_frame()) {
                 // Projected: this subscriber's own frame. `Display` of a
                 // JSON value is its compact form.
-                Some(data) => self.frame(&mut scratch, m.seq, |out| {
-                    let _ = write!(out, "{data}");
-                }),
+                (Some(data), _) => {
+                    let mut own = String::with_capacity(FRAME_CAPACITY);
+                    self.write_frame(&mut own, m.seq, |out| {
+                        let _ = write!(out, "{data}");
+                    });
+                    Built::Ready(Utf8Bytes::from(own))
+                }
                 // Whole: built once per message, shared by every subscriber
                 // of the channel.
-                None => m.shared_frame(|m| {
-                    self.frame(&mut scratch, m.seq, |out| m.write_payload_json(out))
-                }),
+                (None, Some(frame)) => Built::Ready(frame),
+                (None, None) => {
+                    let start = batch.len();
+                    self.write_frame(&mut batch, m.seq, |out| m.write_payload_json(out));
+                    Built::Cut {
+                        index,
+                        start,
+                        end: batch.len(),
+                    }
+                }
             };
-            frames.push((m.seq, frame));
+            built.push((m.seq, frame));
         }
-        self.scratch = scratch;
-        frames
+        let shared = (!batch.is_empty()).then(|| Bytes::copy_from_slice(batch.as_bytes()));
+        self.scratch = batch;
+        built
+            .into_iter()
+            .filter_map(|(seq, frame)| {
+                let frame = match frame {
+                    Built::Ready(frame) => frame,
+                    Built::Cut { index, start, end } => {
+                        let m = self.buf.get(index)?;
+                        let cut = shared.as_ref()?.slice(start..end);
+                        // Only JSON text went in, cut at frame boundaries:
+                        // valid UTF-8, so the check passes (and a frame is
+                        // never lost if it did not).
+                        let frame = Utf8Bytes::try_from(cut.clone()).unwrap_or_else(|_| {
+                            Utf8Bytes::from(String::from_utf8_lossy(&cut).into_owned())
+                        });
+                        // A subscriber that raced us to it may have set it
+                        // first: the same text, and every subscriber sends
+                        // the one that was set.
+                        m.shared_frame(|_| frame)
+                    }
+                };
+                Some((seq, frame))
+            })
+            .collect()
     }
 
-    /// `{"type":"message","channel":..,"seq":..,"data":..}`, with the data
-    /// written in place by `data`, built in `scratch` and copied out at its
-    /// exact size.
-    fn frame(&self, scratch: &mut String, seq: u64, data: impl FnOnce(&mut String)) -> Utf8Bytes {
-        scratch.clear();
-        scratch.push_str(r#"{"type":"message","channel":"#);
-        scratch.push_str(&self.channel_json);
-        scratch.push_str(r#","seq":"#);
-        crate::event::push_number(scratch, |w| CompactFormatter.write_u64(w, seq));
-        scratch.push_str(r#","data":"#);
-        data(scratch);
-        scratch.push('}');
-        // A `String` made from a `&str` has no spare capacity, so the bytes
-        // take it over without another allocation.
-        Utf8Bytes::from(String::from(scratch.as_str()))
+    /// Append `{"type":"message","channel":..,"seq":..,"data":..}` to
+    /// `out`, with the data written in place by `data`.
+    fn write_frame(&self, out: &mut String, seq: u64, data: impl FnOnce(&mut String)) {
+        out.push_str(r#"{"type":"message","channel":"#);
+        out.push_str(&self.channel_json);
+        out.push_str(r#","seq":"#);
+        crate::event::push_number(out, |w| CompactFormatter.write_u64(w, seq));
+        out.push_str(r#","data":"#);
+        data(out);
+        out.push('}');
     }
 }
