@@ -4,9 +4,12 @@
 //! values fit inline (24 bytes), so decoding a plugin's edits rarely
 //! allocates.
 
+use std::fmt::Write as _;
+
 use compact_str::CompactString;
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
+use serde_json::ser::{CompactFormatter, Formatter as _};
 
 /// A property value, as typed as JSON allows.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,9 +163,150 @@ impl Event {
 
     /// The event as one line of JSON.
     pub fn to_json(&self) -> String {
-        // Serializing plain data into a String cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+        let mut out = String::with_capacity(256);
+        self.write_json(&mut out);
+        out
     }
+
+    /// Append the event's compact JSON to `out`: byte for byte what its
+    /// [`Serialize`] impl makes through `serde_json::to_writer`, written
+    /// directly (no serializer state machine, strings scanned eight bytes at
+    /// a time), since every event published is serialized once for its
+    /// subscribers' frames.
+    pub fn write_json(&self, out: &mut String) {
+        out.push_str("{\"id\":");
+        write_json_str(out, &self.id);
+        out.push_str(",\"name\":");
+        write_json_str(out, &self.name);
+        out.push_str(",\"timestamp\":");
+        push_number(out, |w| CompactFormatter.write_i64(w, self.timestamp));
+        out.push_str(",\"distinct_id\":");
+        write_json_str(out, &self.distinct_id);
+        if let Some(sid) = &self.session_id {
+            out.push_str(",\"session_id\":");
+            write_json_str(out, sid);
+        }
+        out.push_str(",\"properties\":{");
+        for (i, (k, v)) in self.properties.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_json_str(out, k);
+            out.push(':');
+            v.write_json(out);
+        }
+        out.push_str("}}");
+    }
+}
+
+impl Value {
+    /// Append the value's compact JSON to `out`, as its [`Serialize`] impl
+    /// writes it through serde_json.
+    pub fn write_json(&self, out: &mut String) {
+        match self {
+            Value::Null => out.push_str("null"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Int(i) => push_number(out, |w| CompactFormatter.write_i64(w, *i)),
+            // serde_json writes non-finite floats as null.
+            Value::Float(f) if f.is_finite() => {
+                push_number(out, |w| CompactFormatter.write_f64(w, *f));
+            }
+            Value::Float(_) => out.push_str("null"),
+            Value::Str(v) => write_json_str(out, v),
+            Value::Json(text) => match serde_json::from_str::<serde_json::Value>(text) {
+                // `Display` of a JSON value is its compact form.
+                Ok(v) => {
+                    let _ = write!(out, "{v}");
+                }
+                Err(_) => write_json_str(out, text),
+            },
+        }
+    }
+}
+
+/// Append a number written by serde_json's own formatter (so the text is
+/// exactly serde_json's), through a stack buffer rather than an allocation.
+pub(crate) fn push_number(
+    out: &mut String,
+    write: impl FnOnce(&mut std::io::Cursor<&mut [u8]>) -> std::io::Result<()>,
+) {
+    // The longest f64 or i64 text is under 30 bytes.
+    let mut buf = [0u8; 40];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let ok = write(&mut cursor).is_ok();
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    if let (true, Some(Ok(text))) = (ok, buf.get(..len).map(std::str::from_utf8)) {
+        out.push_str(text);
+    }
+}
+
+/// Eight copies of a byte, for the word-at-a-time scan.
+const fn splat(b: u8) -> u64 {
+    0x0101_0101_0101_0101 * b as u64
+}
+
+/// The high bit of every byte of `w` that is zero; any bits set above the
+/// lowest one may be false positives, the lowest is always exact.
+const fn zero_bytes(w: u64) -> u64 {
+    w.wrapping_sub(splat(1)) & !w & splat(0x80)
+}
+
+/// Index of the first byte of `bytes` JSON needs escaped (`"`, `\\` or a
+/// control character below 0x20), or `bytes.len()`.
+pub(crate) fn first_to_escape(bytes: &[u8]) -> usize {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        // Bytes below 0x20 (bytes >= 0x80 are excluded by `!w`), quotes,
+        // backslashes.
+        let hits = (w.wrapping_sub(splat(0x20)) & !w & splat(0x80))
+            | zero_bytes(w ^ splat(b'"'))
+            | zero_bytes(w ^ splat(b'\\'));
+        if hits != 0 {
+            return at + (hits.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    for &b in chunks.remainder() {
+        if b < 0x20 || b == b'"' || b == b'\\' {
+            return at;
+        }
+        at += 1;
+    }
+    at
+}
+
+/// Append `s` as a JSON string literal, escaped as serde_json escapes it:
+/// `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, other control characters
+/// as `\u00XX` (lower-case hex), everything else as is.
+pub(crate) fn write_json_str(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    loop {
+        let at = start + first_to_escape(bytes.get(start..).unwrap_or_default());
+        // `at` is at an ASCII byte or the end: a char boundary.
+        out.push_str(s.get(start..at).unwrap_or_default());
+        let Some(&b) = bytes.get(at) else { break };
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            _ => {
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
+        }
+        start = at + 1;
+    }
+    out.push('"');
 }
 
 impl From<serde_json::Value> for Value {
@@ -240,6 +384,95 @@ mod tests {
         assert_eq!(back["properties"]["n"]["k"][1], 2);
         assert_eq!(back["name"], "$pageview");
         assert_eq!(back["properties"]["f"], 1.5);
+    }
+
+    /// Events whose JSON exercises every branch of the hand-written writer.
+    fn tricky_events() -> Vec<Event> {
+        let mut all_bytes = String::new();
+        for b in 0u8..0x80 {
+            all_bytes.push(char::from(b));
+        }
+        let texts = [
+            String::new(),
+            "plain".to_owned(),
+            all_bytes.clone(),
+            "é\u{2028}ü 😀 \"quoted\" back\\slash\n".to_owned(),
+            "x".repeat(7) + "\"" + &"y".repeat(9),
+            "\u{7f}\u{1f}\u{0}".to_owned(),
+        ];
+        let mut events = Vec::new();
+        for (i, t) in texts.iter().enumerate() {
+            events.push(Event {
+                id: t.as_str().into(),
+                name: format!("{t}{i}").into(),
+                timestamp: [0, -1, i64::MIN, i64::MAX, 1_700_000_000_000, 42][i % 6],
+                distinct_id: t.chars().rev().collect::<String>().into(),
+                session_id: (i % 2 == 0).then(|| t.as_str().into()),
+                properties: vec![
+                    (t.as_str().into(), Value::Str(t.as_str().into())),
+                    ("n".into(), Value::Null),
+                    ("b".into(), Value::Bool(i % 2 == 0)),
+                    ("i".into(), Value::Int(-(i as i64) * 1_000_003)),
+                    (
+                        "f".into(),
+                        Value::Float([1.5, -0.0, 1e300, 3.0, f64::NAN, f64::INFINITY][i]),
+                    ),
+                    ("small".into(), Value::Float(1e-7 * i as f64)),
+                    (
+                        "j".into(),
+                        Value::Json(r#"{"k":[1,2.5,"\u0001"],"z":null}"#.into()),
+                    ),
+                    ("bad_json".into(), Value::Json(t.clone())),
+                ],
+            });
+        }
+        events.push(Event {
+            id: "e".into(),
+            name: "n".into(),
+            timestamp: 1,
+            distinct_id: "u".into(),
+            session_id: None,
+            properties: Vec::new(),
+        });
+        events
+    }
+
+    #[test]
+    fn hand_written_json_is_byte_for_byte_serde_json() {
+        for e in tricky_events() {
+            let (ours, theirs) = (e.to_json(), serde_json::to_string(&e).unwrap());
+            let at = ours
+                .bytes()
+                .zip(theirs.bytes())
+                .take_while(|(a, b)| a == b)
+                .count();
+            assert_eq!(
+                ours,
+                theirs,
+                "first difference at {at}: {:?}",
+                &ours[at.saturating_sub(20)..]
+            );
+        }
+    }
+
+    #[test]
+    fn escape_scan_finds_the_first_special_byte_at_every_offset() {
+        for special in [b'"', b'\\', 0, 0x1f, b'\n'] {
+            for len in 0..24 {
+                for at in 0..len {
+                    let mut bytes = vec![b'a'; len];
+                    // Non-ASCII bytes around it must not count.
+                    if at > 0 {
+                        bytes[at - 1] = 0xc3;
+                    }
+                    bytes[at] = special;
+                    assert_eq!(first_to_escape(&bytes), at, "{special} at {at} of {len}");
+                }
+                assert_eq!(first_to_escape(&vec![0xa9; len]), len);
+                assert_eq!(first_to_escape(&vec![0x7f; len]), len);
+                assert_eq!(first_to_escape(&vec![b' '; len]), len);
+            }
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! signal.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
@@ -75,23 +76,22 @@ impl Message {
         self.frame.get_or_init(|| build(self)).clone()
     }
 
+    /// The shared frame, if a subscriber has built it already.
+    pub fn built_frame(&self) -> Option<Utf8Bytes> {
+        self.frame.get().cloned()
+    }
+
     /// Append the payload's compact JSON (what [`Message::payload_json`]
     /// returns) to `out`, serialized in place: no copy of it is made or kept
     /// in the message.
-    pub fn write_payload_json(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        let written = match (self.json.get(), &self.payload) {
-            (Some(json), _) => {
-                out.extend_from_slice(json.as_bytes());
-                Ok(())
+    pub fn write_payload_json(&self, out: &mut String) {
+        match (self.json.get(), &self.payload) {
+            (Some(json), _) => out.push_str(json),
+            (None, Payload::Event(e)) => e.write_json(out),
+            // `Display` of a JSON value is its compact form.
+            (None, Payload::Json(v)) => {
+                let _ = write!(out, "{v}");
             }
-            (None, Payload::Event(e)) => serde_json::to_writer(&mut *out, e),
-            (None, Payload::Json(v)) => serde_json::to_writer(&mut *out, v),
-        };
-        if written.is_err() {
-            // As `payload_json` has it (which cannot fail part-way).
-            out.truncate(start);
-            out.extend_from_slice(self.payload_json().as_bytes());
         }
     }
 

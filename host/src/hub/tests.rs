@@ -330,9 +330,9 @@ fn ring_evicts_the_oldest() {
 fn payload_json_is_the_compact_json_of_the_payload() {
     let e = event(1);
     let m = Message::new(1, Payload::Event(e.clone()));
-    let mut written = b"x".to_vec();
+    let mut written = "x".to_owned();
     m.write_payload_json(&mut written);
-    assert_eq!(written[1..], *serde_json::to_string(&e).unwrap().as_bytes());
+    assert_eq!(written[1..], serde_json::to_string(&e).unwrap());
     assert_eq!(m.payload_json(), serde_json::to_string(&e).unwrap());
     assert!(
         std::ptr::eq(m.payload_json(), m.payload_json()),
@@ -354,10 +354,10 @@ fn a_shared_frame_is_built_once_and_shared() {
     let mut builds = 0;
     let mut build = |m: &Message| {
         builds += 1;
-        let mut out = format!("<{}:", m.seq).into_bytes();
+        let mut out = format!("<{}:", m.seq);
         m.write_payload_json(&mut out);
-        out.push(b'>');
-        String::from_utf8(out).unwrap().into()
+        out.push('>');
+        out.into()
     };
     let first = m.shared_frame(&mut build);
     let second = m.shared_frame(&mut build);

@@ -19,6 +19,7 @@
 
 mod body;
 mod error;
+mod fast;
 pub mod fuzzing;
 mod native;
 mod nested;

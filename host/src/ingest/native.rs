@@ -77,15 +77,23 @@ pub(crate) fn decode_ndjson(
     let ctx = Ctx::new(limits, now_ms);
     let mut out = Decoded::default();
     let mut count = 0usize;
-    let lines: Box<dyn Iterator<Item = &[u8]>> = match std::str::from_utf8(body) {
+    // A body that is UTF-8 as a whole has UTF-8 lines (they are cut at
+    // ASCII newlines), so they are not checked again; otherwise each line
+    // is, and only the bad ones are rejected.
+    let lines: Box<dyn Iterator<Item = Line<'_>>> = match std::str::from_utf8(body) {
         // `str::split(char)` finds newlines with the standard library's
         // word-at-a-time memchr, several times faster than a byte loop.
-        Ok(text) => Box::new(text.split('\n').map(str::as_bytes)),
-        Err(_) => Box::new(body.split(|&b| b == b'\n')),
+        Ok(text) => Box::new(
+            text.split('\n')
+                .map(|l| Line::Text(l.strip_suffix('\r').unwrap_or(l))),
+        ),
+        Err(_) => Box::new(
+            body.split(|&b| b == b'\n')
+                .map(|raw| Line::Bytes(raw.strip_suffix(b"\r").unwrap_or(raw))),
+        ),
     };
-    for (i, raw) in lines.enumerate() {
-        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if line.iter().all(u8::is_ascii_whitespace) {
+    for (i, line) in lines.enumerate() {
+        if line.bytes().iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         count += 1;
@@ -108,17 +116,46 @@ pub(crate) fn decode_ndjson(
     Ok(out)
 }
 
-fn decode_line(ctx: &Ctx, line: &[u8]) -> Result<Event, String> {
-    let max = ctx.limits.max_event_bytes;
-    if line.len() > max {
-        return Err(format!("line is {} bytes; the limit is {max}", line.len()));
+/// One NDJSON line without its line ending: known to be UTF-8, or not yet
+/// checked.
+#[derive(Clone, Copy)]
+enum Line<'a> {
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Line<'a> {
+    fn bytes(self) -> &'a [u8] {
+        match self {
+            Line::Text(t) => t.as_bytes(),
+            Line::Bytes(b) => b,
+        }
     }
-    let text = std::str::from_utf8(line).map_err(|e| {
-        format!(
-            "line is not valid UTF-8: invalid byte at offset {}",
-            e.valid_up_to()
-        )
-    })?;
+}
+
+fn decode_line(ctx: &Ctx, line: Line<'_>) -> Result<Event, String> {
+    let max = ctx.limits.max_event_bytes;
+    let len = line.bytes().len();
+    if len > max {
+        return Err(format!("line is {len} bytes; the limit is {max}"));
+    }
+    let text = match line {
+        Line::Text(t) => t,
+        Line::Bytes(b) => std::str::from_utf8(b).map_err(|e| {
+            format!(
+                "line is not valid UTF-8: invalid byte at offset {}",
+                e.valid_up_to()
+            )
+        })?,
+    };
+    if let Some(decoded) = super::fast::line(ctx, text) {
+        return decoded;
+    }
+    decode_line_slow(ctx, text)
+}
+
+/// [`decode_line`] through the serde visitors: any line, every error.
+pub(super) fn decode_line_slow(ctx: &Ctx, text: &str) -> Result<Event, String> {
     ctx.reset_size();
     let mut de = serde_json::Deserializer::from_str(text);
     let parsed = Obj(NativeEvent { ctx, level: 1 })
@@ -226,19 +263,19 @@ impl<'de> Visitor<'de> for Root<'_, '_> {
 
 /// Fields of a native event as they arrive.
 #[derive(Default)]
-struct Partial {
-    id: Option<CompactString>,
-    name: Option<CompactString>,
-    timestamp: Option<i64>,
-    distinct_id: Option<CompactString>,
-    session_id: Option<CompactString>,
-    properties: Vec<(CompactString, Value)>,
+pub(super) struct Partial {
+    pub(super) id: Option<CompactString>,
+    pub(super) name: Option<CompactString>,
+    pub(super) timestamp: Option<i64>,
+    pub(super) distinct_id: Option<CompactString>,
+    pub(super) session_id: Option<CompactString>,
+    pub(super) properties: Vec<(CompactString, Value)>,
     /// Bit per field seen so far (see [`field_bit`]), to reject duplicates.
-    seen: u8,
+    pub(super) seen: u8,
 }
 
 /// The bit of a known field in [`Partial::seen`]; `None` for unknown ones.
-fn field_bit(key: &str) -> Option<u8> {
+pub(super) fn field_bit(key: &str) -> Option<u8> {
     Some(match key {
         "id" => 1,
         "name" => 2,
@@ -252,7 +289,7 @@ fn field_bit(key: &str) -> Option<u8> {
 }
 
 impl Partial {
-    fn finish(self, ctx: &Ctx) -> Result<Event, String> {
+    pub(super) fn finish(self, ctx: &Ctx) -> Result<Event, String> {
         let name = self
             .name
             .ok_or_else(|| "missing required field `name` (or `event`)".to_owned())?;

@@ -320,3 +320,93 @@ fn ndjson_lines_count_blank_lines_and_survive_bad_bytes() {
     assert_eq!(ndjson(b"\n \r\n\n").unwrap_err().code(), "empty_body");
     assert_eq!(ndjson(b"").unwrap_err().code(), "empty_body");
 }
+
+/// Whether the fast path took `line`; when it did, its result must be the
+/// serde path's (events made equal in their generated ids).
+fn fast_path_agrees(line: &str, limits: &Limits) -> bool {
+    let ctx = super::value::Ctx::new(limits, NOW);
+    let Some(mut fast) = super::fast::line(&ctx, line) else {
+        return false;
+    };
+    let mut slow = super::native::decode_line_slow(&ctx, line);
+    if let (Ok(a), Ok(b)) = (&mut fast, &mut slow)
+        && a.id != b.id
+        && uuid::Uuid::parse_str(&a.id).is_ok_and(|u| u.get_version_num() == 7)
+        && uuid::Uuid::parse_str(&b.id).is_ok_and(|u| u.get_version_num() == 7)
+    {
+        a.id = b.id.clone();
+    }
+    assert_eq!(fast, slow, "{line:?} with {limits:?}");
+    true
+}
+
+#[test]
+fn the_fast_line_path_declines_or_agrees_with_the_serde_path() {
+    let seeds = [
+        r#"{"id":"lg-1","name":"$pageview","distinct_id":"user-7","timestamp":1699999999000,"properties":{"$current_url":"https://shop.example.com/p/1","$user_agent":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0","$lib":"web","n":-12,"z":0,"t":true,"f":false,"x":null}}"#,
+        r#"  { "event" : "e" , "distinct_id" : "u" , "session_id" : "" , "timestamp" : "2023-11-14T22:13:20Z" , "properties" : null }  "#,
+        r#"{"name":"a","distinct_id":"u","properties":{"k":1,"k":"again","j":2}}"#,
+        r#"{"name":"a","distinct_id":"u","id":null,"session_id":null,"timestamp":null}"#,
+        r#"{"name":"","distinct_id":"u"}"#,
+        r#"{"name":"a","distinct_id":"u","id":""}"#,
+        r#"{"name":"a","distinct_id":"u","timestamp":1}"#,
+        r#"{"name":"a","distinct_id":"u","timestamp":-5}"#,
+        r#"{"name":"a","distinct_id":"u","timestamp":999999999999999999}"#,
+        r#"{"name":"ü😀","distinct_id":"\u00fc","properties":{"é":"ß"}}"#,
+        r#"{}"#,
+        r#"{"name":"a"}"#,
+        r#"{"name":"a","distinct_id":"u","properties":{}}"#,
+        r#"{"name":"a","distinct_id":"u","properties":{"a":1.5,"b":-0,"c":1e3,"d":[1],"e":{"x":1}}}"#,
+        r#"{"name":"a","event":"b","distinct_id":"u"}"#,
+        r#"{"name":"a","distinct_id":"u","distinct_id":"v"}"#,
+        r#"{"name":"a","distinct_id":"u","extra":1}"#,
+        r#"{"name":"a","distinct_id":"u","properties":{"big":18446744073709551615,"n":9223372036854775807,"m":-9223372036854775808}}"#,
+        r#"{"name":"a","distinct_id":"u","properties":{"lead":007}}"#,
+        r#"{"name":"a","distinct_id":"u","properties":{"k":"v"},}"#,
+        r#"{"name":"a","distinct_id":"u"} x"#,
+    ];
+    let tight = Limits {
+        max_string_bytes: 5,
+        max_key_bytes: 2,
+        max_properties: 2,
+        max_event_bytes: 120,
+        future_skew_ms: 0,
+        max_age_ms: 1000,
+        ..Limits::default()
+    };
+    let specials = [
+        b'"', b'\\', b'-', b'.', b'e', b'0', b'9', b' ', b',', b':', b'{', b'}', b'[', b'n', 0x01,
+    ];
+    let mut taken = 0;
+    for limits in [Limits::default(), tight] {
+        for seed in seeds {
+            taken += usize::from(fast_path_agrees(seed, &limits));
+            // Every prefix, and every byte replaced by each special byte.
+            for end in 0..seed.len() {
+                if let Some(prefix) = seed.get(..end) {
+                    fast_path_agrees(prefix, &limits);
+                }
+            }
+            for at in 0..seed.len() {
+                for &b in &specials {
+                    let mut bytes = seed.as_bytes().to_vec();
+                    bytes[at] = b;
+                    if let Ok(text) = std::str::from_utf8(&bytes) {
+                        taken += usize::from(fast_path_agrees(text, &limits));
+                    }
+                }
+            }
+        }
+    }
+    assert!(taken > 1000, "the fast path took only {taken} lines");
+    // And every line of the fuzz corpus.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/decode");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        for line in bytes.split(|&b| b == b'\n') {
+            if let Ok(text) = std::str::from_utf8(line) {
+                fast_path_agrees(text, &Limits::default());
+            }
+        }
+    }
+}

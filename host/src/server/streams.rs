@@ -2,13 +2,15 @@
 //! JSON message or query parameters), the connection limit, and [`Feed`],
 //! which turns a hub subscription into filtered, projected message frames.
 
-use std::io::Write as _;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use axum::body::Bytes;
 use axum::extract::ws::Utf8Bytes;
 use axum::http::StatusCode;
 use futures_util::FutureExt as _;
+use serde_json::ser::{CompactFormatter, Formatter as _};
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -18,8 +20,8 @@ use crate::hub::{Lagged, Message, Payload, SubscribeError, Subscription};
 
 /// Hub messages taken per read.
 const READ_BATCH: usize = 256;
-/// Room reserved for a frame at first: a typical event and its envelope
-/// fit, so most frames are built without growing.
+/// Room reserved for the frame being built at first: a typical event and
+/// its envelope fit, so most frames are built without growing.
 const FRAME_CAPACITY: usize = 512;
 /// Frames a feed hands over at shutdown, at most.
 const DRAIN_MAX: usize = 16_384;
@@ -209,6 +211,9 @@ pub struct Feed {
     channel_json: String,
     head: u64,
     buf: Vec<Arc<Message>>,
+    /// Where a batch's shared frames are built before being copied out at
+    /// their exact size (the replay ring keeps no slack).
+    scratch: String,
 }
 
 impl Feed {
@@ -269,6 +274,7 @@ impl Feed {
             // subscribed, which may be later than the look above.
             head,
             buf: Vec::with_capacity(READ_BATCH),
+            scratch: String::with_capacity(FRAME_CAPACITY * READ_BATCH),
         })
     }
 
@@ -332,9 +338,25 @@ impl Feed {
         Err(FeedEnd::Drained { frames })
     }
 
-    fn frames(&self) -> Vec<(u64, Utf8Bytes)> {
-        let mut frames = Vec::with_capacity(self.buf.len());
-        for m in &self.buf {
+    fn frames(&mut self) -> Vec<(u64, Utf8Bytes)> {
+        /// A frame of the batch: ready, or to be cut from the batch buffer.
+        enum Built {
+            Ready(Utf8Bytes),
+            /// `batch[start..end]`, the shared frame of `self.buf[index]`.
+            Cut {
+                index: usize,
+                start: usize,
+                end: usize,
+            },
+        }
+        let mut built = Vec::with_capacity(self.buf.len());
+        // Shared frames no subscriber has built yet are written one after
+        // another into one buffer, which becomes one `Bytes` that each frame
+        // is a slice of: two allocations for the batch instead of two per
+        // frame (its bytes, then a shared header when first cloned).
+        let mut batch = std::mem::take(&mut self.scratch);
+        batch.clear();
+        for (index, m) in self.buf.iter().enumerate() {
             let projected = match (&m.payload, &self.fields) {
                 (Payload::Event(e), f) => {
                     if !self.filter.matches(e) {
@@ -349,36 +371,67 @@ impl Feed {
                     f.as_ref().map(|p| p.apply(v))
                 }
             };
-            let frame = match projected {
-                // Projected: this subscriber's own frame.
-                Some(data) => self.frame(m.seq, |out| {
-                    // Writing a JSON value into a Vec cannot fail.
-                    let _ = serde_json::to_writer(out, &data);
-                }),
+            let frame = match (projected, m.built_frame()) {
+                // Projected: this subscriber's own frame. `Display` of a
+                // JSON value is its compact form.
+                (Some(data), _) => {
+                    let mut own = String::with_capacity(FRAME_CAPACITY);
+                    self.write_frame(&mut own, m.seq, |out| {
+                        let _ = write!(out, "{data}");
+                    });
+                    Built::Ready(Utf8Bytes::from(own))
+                }
                 // Whole: built once per message, shared by every subscriber
                 // of the channel.
-                None => m.shared_frame(|m| self.frame(m.seq, |out| m.write_payload_json(out))),
+                (None, Some(frame)) => Built::Ready(frame),
+                (None, None) => {
+                    let start = batch.len();
+                    self.write_frame(&mut batch, m.seq, |out| m.write_payload_json(out));
+                    Built::Cut {
+                        index,
+                        start,
+                        end: batch.len(),
+                    }
+                }
             };
-            frames.push((m.seq, frame));
+            built.push((m.seq, frame));
         }
-        frames
+        let shared = (!batch.is_empty()).then(|| Bytes::copy_from_slice(batch.as_bytes()));
+        self.scratch = batch;
+        built
+            .into_iter()
+            .filter_map(|(seq, frame)| {
+                let frame = match frame {
+                    Built::Ready(frame) => frame,
+                    Built::Cut { index, start, end } => {
+                        let m = self.buf.get(index)?;
+                        let cut = shared.as_ref()?.slice(start..end);
+                        // Only JSON text went in, cut at frame boundaries:
+                        // valid UTF-8, so the check passes (and a frame is
+                        // never lost if it did not).
+                        let frame = Utf8Bytes::try_from(cut.clone()).unwrap_or_else(|_| {
+                            Utf8Bytes::from(String::from_utf8_lossy(&cut).into_owned())
+                        });
+                        // A subscriber that raced us to it may have set it
+                        // first: the same text, and every subscriber sends
+                        // the one that was set.
+                        m.shared_frame(|_| frame)
+                    }
+                };
+                Some((seq, frame))
+            })
+            .collect()
     }
 
-    /// `{"type":"message","channel":..,"seq":..,"data":..}`, with the data
-    /// written in place by `data`.
-    fn frame(&self, seq: u64, data: impl FnOnce(&mut Vec<u8>)) -> Utf8Bytes {
-        let mut frame = Vec::with_capacity(FRAME_CAPACITY);
-        frame.extend_from_slice(br#"{"type":"message","channel":"#);
-        frame.extend_from_slice(self.channel_json.as_bytes());
-        frame.extend_from_slice(br#","seq":"#);
-        // Writing to a Vec cannot fail.
-        let _ = write!(frame, "{seq}");
-        frame.extend_from_slice(br#","data":"#);
-        data(&mut frame);
-        frame.push(b'}');
-        // Only JSON text went in: valid UTF-8.
-        let frame = String::from_utf8(frame)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        Utf8Bytes::from(frame)
+    /// Append `{"type":"message","channel":..,"seq":..,"data":..}` to
+    /// `out`, with the data written in place by `data`.
+    fn write_frame(&self, out: &mut String, seq: u64, data: impl FnOnce(&mut String)) {
+        out.push_str(r#"{"type":"message","channel":"#);
+        out.push_str(&self.channel_json);
+        out.push_str(r#","seq":"#);
+        crate::event::push_number(out, |w| CompactFormatter.write_u64(w, seq));
+        out.push_str(r#","data":"#);
+        data(out);
+        out.push('}');
     }
 }
