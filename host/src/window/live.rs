@@ -120,7 +120,11 @@ impl LiveViews {
         if let Some(user) = self.users.get_mut(&ev.distinct_id) {
             if ts >= user.last_seen {
                 user.last_seen = ts;
-                if let Some(u) = url {
+                // Most events repeat the page the user is on: keep the
+                // string rather than replacing it with an equal copy.
+                if let Some(u) = url
+                    && user.url.as_ref() != Some(u)
+                {
                     user.url = Some(u.clone());
                 }
             } else if user.url.is_none() {
@@ -158,8 +162,12 @@ impl LiveViews {
         let bucket = ts.div_euclid(BUCKET_MS);
         let pages = self.pages.entry(bucket).or_default();
         let max = self.config.max_pages;
-        if pages.len() < max || pages.contains_key(url) {
-            *pages.entry(url.clone()).or_insert(0) += 1;
+        if let Some(n) = pages.get_mut(url.as_str()) {
+            // The common case: a page already seen this second, counted
+            // without building a key.
+            *n += 1;
+        } else if pages.len() < max {
+            pages.insert(url.clone(), 1);
         } else {
             *pages.entry(CompactString::from(OVERFLOW)).or_insert(0) += 1;
         }
