@@ -324,6 +324,10 @@ fn ndjson_lines_count_blank_lines_and_survive_bad_bytes() {
 /// Whether the fast path took `line`; when it did, its result must be the
 /// serde path's (events made equal in their generated ids).
 fn fast_path_agrees(line: &str, limits: &Limits) -> bool {
+    // Longer lines are refused before either path sees them.
+    if line.len() > limits.max_event_bytes {
+        return false;
+    }
     let ctx = super::value::Ctx::new(limits, NOW);
     let Some(mut fast) = super::fast::line(&ctx, line) else {
         return false;

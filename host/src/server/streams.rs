@@ -274,7 +274,9 @@ impl Feed {
             // subscribed, which may be later than the look above.
             head,
             buf: Vec::with_capacity(READ_BATCH),
-            scratch: String::with_capacity(FRAME_CAPACITY * READ_BATCH),
+            // Grown on demand: an idle or slow subscriber keeps a few
+            // kilobytes, not a full batch's worth.
+            scratch: String::with_capacity(FRAME_CAPACITY * 16),
         })
     }
 
@@ -397,6 +399,10 @@ impl Feed {
             built.push((m.seq, frame));
         }
         let shared = (!batch.is_empty()).then(|| Bytes::copy_from_slice(batch.as_bytes()));
+        // One batch of large events must not pin its buffer for the life of
+        // the connection.
+        batch.clear();
+        batch.shrink_to(FRAME_CAPACITY * READ_BATCH);
         self.scratch = batch;
         built
             .into_iter()
