@@ -19,6 +19,7 @@ use serde_json::{Value as Json, json};
 
 use super::groups::OVERFLOW;
 use super::time::{Admit, Clock};
+use super::users::{Entry, Users};
 use super::{DEFAULT_FUTURE_SKEW_MS, DEFAULT_IDLE_TIMEOUT_MS, OnFuture, TimeConfig};
 use crate::event::{Event, Value};
 
@@ -28,7 +29,8 @@ pub struct LiveConfig {
     /// A user is live when seen within this much event time (ms). Default 5
     /// minutes, the usual "active now" span of product analytics tools.
     pub users_window_ms: i64,
-    /// Most users tracked. Default 100,000 (about 10 MB).
+    /// Most users tracked. Default 100,000 (about 20 MB: see
+    /// `window::users`).
     pub max_users: usize,
     /// Top pages are counted over this much event time (ms). Default 1
     /// minute.
@@ -52,19 +54,15 @@ const CURRENT_URL: &str = "$current_url";
 const PAGEVIEW: &str = "$pageview";
 const BUCKET_MS: i64 = 1_000;
 
-#[derive(Debug)]
-struct User {
-    last_seen: i64,
-    url: Option<CompactString>,
-}
-
 /// The live views' state.
 #[derive(Debug)]
 pub struct LiveViews {
     config: LiveConfig,
     clock: Clock,
     now: i64,
-    users: HashMap<CompactString, User, foldhash::fast::RandomState>,
+    users: Users,
+    /// Per batch: each event's user key (see [`LiveViews::observe`]).
+    keys: Vec<u64>,
     users_untracked: u64,
     /// Event time of the last pruning by [`LiveViews::make_room`].
     pruned_at: i64,
@@ -86,7 +84,8 @@ impl LiveViews {
             config,
             clock: Clock::new(&time),
             now: i64::MIN,
-            users: HashMap::default(),
+            users: Users::new(),
+            keys: Vec::new(),
             users_untracked: 0,
             pruned_at: i64::MIN,
             pages: BTreeMap::new(),
@@ -95,7 +94,19 @@ impl LiveViews {
 
     /// Take in events arriving at wall time `now`.
     pub fn observe(&mut self, events: &[Event], now: i64) {
-        for ev in events {
+        /// How many events ahead a user's slot is prefetched: enough to
+        /// cover a trip to memory, few enough to stay in the cache.
+        const AHEAD: usize = 8;
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.clear();
+        keys.extend(events.iter().map(|ev| self.users.key(&ev.distinct_id)));
+        for &key in keys.iter().take(AHEAD) {
+            self.users.prefetch(key);
+        }
+        for (i, ev) in events.iter().enumerate() {
+            if let Some(&ahead) = keys.get(i + AHEAD) {
+                self.users.prefetch(ahead);
+            }
             let Admit::At(ts) = self.clock.admit(ev.timestamp, now) else {
                 continue;
             };
@@ -104,31 +115,36 @@ impl LiveViews {
                 Some(Value::Str(u)) => Some(u),
                 _ => None,
             };
-            self.see_user(ev, ts, url);
+            self.see_user(ev, keys[i], ts, url);
             if ev.name == PAGEVIEW
                 && let Some(url) = url
             {
                 self.count_page(ts, url);
             }
         }
+        self.keys = keys;
         // Only the cheap part here (dropping whole page buckets); users are
         // pruned on the ticker, not once per batch.
         self.expire_pages(now);
     }
 
-    fn see_user(&mut self, ev: &Event, ts: i64, url: Option<&CompactString>) {
-        if let Some(user) = self.users.get_mut(&ev.distinct_id) {
-            if ts >= user.last_seen {
-                user.last_seen = ts;
-                // Most events repeat the page the user is on: keep the
-                // string rather than replacing it with an equal copy.
-                if let Some(u) = url
-                    && user.url.as_ref() != Some(u)
+    fn see_user(&mut self, ev: &Event, key: u64, ts: i64, url: Option<&CompactString>) {
+        let url = url.map(|u| (u, self.users.hash(u)));
+        if let Entry::Found(at) = self.users.entry(key) {
+            let (last_seen, url_hash) = self.users.seen(at);
+            if ts >= last_seen {
+                self.users.touch(at, ts);
+                // Most events repeat the page the user is on: the string
+                // is only copied when the page changes.
+                if let Some((u, hash)) = url
+                    && hash != url_hash
                 {
-                    user.url = Some(u.clone());
+                    self.users.set_url(at, u, hash);
                 }
-            } else if user.url.is_none() {
-                user.url = url.cloned();
+            } else if url_hash == 0
+                && let Some((u, hash)) = url
+            {
+                self.users.set_url(at, u, hash);
             }
             return;
         }
@@ -136,13 +152,10 @@ impl LiveViews {
             self.users_untracked += 1;
             return;
         }
-        self.users.insert(
-            ev.distinct_id.clone(),
-            User {
-                last_seen: ts,
-                url: url.cloned(),
-            },
-        );
+        // Looked up again: making room may have moved everyone.
+        if let Entry::Vacant(at) = self.users.entry(key) {
+            self.users.insert(at, key, &ev.distinct_id, ts, url);
+        }
     }
 
     /// Forget users who left the window, if event time moved since the
@@ -153,7 +166,7 @@ impl LiveViews {
         if now > self.pruned_at {
             self.pruned_at = now;
             let from = now.saturating_sub(self.config.users_window_ms);
-            self.users.retain(|_, u| u.last_seen > from);
+            self.users.retain_seen_after(from);
         }
         self.users.len() < self.config.max_users
     }
@@ -184,7 +197,7 @@ impl LiveViews {
             return;
         };
         let users_from = event_now.saturating_sub(self.config.users_window_ms);
-        self.users.retain(|_, u| u.last_seen > users_from);
+        self.users.retain_seen_after(users_from);
     }
 
     /// Move "now" on and drop page buckets that left the window; returns
@@ -209,18 +222,18 @@ impl LiveViews {
     pub fn users(&self, limit: usize) -> Json {
         // Pruning runs on the ticker: leave out anyone who left since.
         let from = self.now.saturating_sub(self.config.users_window_ms);
-        let mut users: Vec<(&CompactString, &User)> = self
+        let mut users: Vec<(&CompactString, i64, Option<&CompactString>)> = self
             .users
             .iter()
-            .filter(|(_, u)| u.last_seen > from)
+            .filter(|&(_, last_seen, _)| last_seen > from)
             .collect();
-        users.sort_unstable_by(|a, b| b.1.last_seen.cmp(&a.1.last_seen).then(a.0.cmp(b.0)));
+        users.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         let count = users.len();
         let list: Vec<Json> = users
             .into_iter()
             .take(limit)
-            .map(|(id, u)| {
-                json!({"distinct_id": id.as_str(), "last_seen": u.last_seen, "current_url": u.url.as_deref()})
+            .map(|(id, last_seen, url)| {
+                json!({"distinct_id": id.as_str(), "last_seen": last_seen, "current_url": url.map(|u| u.as_str())})
             })
             .collect();
         json!({

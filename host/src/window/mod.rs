@@ -74,6 +74,7 @@ pub mod sliding;
 mod tests;
 pub mod time;
 pub mod tumbling;
+mod users;
 
 pub use agg::Aggregates;
 pub use groups::Grouping;
