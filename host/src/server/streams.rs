@@ -211,8 +211,9 @@ pub struct Feed {
     channel_json: String,
     head: u64,
     buf: Vec<Arc<Message>>,
-    /// Where a batch's shared frames are built before being copied out at
-    /// their exact size (the replay ring keeps no slack).
+    /// Where a batch's shared frames are built; the buffer then becomes
+    /// their shared bytes, trimmed to size (the replay ring keeps no
+    /// slack).
     scratch: String,
 }
 
@@ -398,12 +399,14 @@ impl Feed {
             };
             built.push((m.seq, frame));
         }
-        let shared = (!batch.is_empty()).then(|| Bytes::copy_from_slice(batch.as_bytes()));
-        // One batch of large events must not pin its buffer for the life of
-        // the connection.
-        batch.clear();
-        batch.shrink_to(FRAME_CAPACITY * READ_BATCH);
-        self.scratch = batch;
+        // The buffer itself becomes the shared bytes, trimmed to size so the
+        // replay ring keeps no slack; the next batch starts a buffer of
+        // about this one's size.
+        self.scratch = String::with_capacity(batch.len().min(FRAME_CAPACITY * READ_BATCH));
+        let shared = (!batch.is_empty()).then(|| {
+            batch.shrink_to_fit();
+            Bytes::from(batch)
+        });
         built
             .into_iter()
             .filter_map(|(seq, frame)| {

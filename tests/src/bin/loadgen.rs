@@ -140,6 +140,8 @@ struct Received {
     last_at: Option<Instant>,
     /// A close or error that ended the subscription early.
     ended: Option<String>,
+    /// When it ended, and how many events the server had accepted by then.
+    ended_at: Option<(Instant, u64)>,
 }
 
 impl Received {
@@ -163,6 +165,7 @@ fn subscribe(
     latency: bool,
     stop: Arc<AtomicBool>,
     expected: Arc<AtomicU64>,
+    sent: Arc<Sent>,
 ) -> anyhow::Result<(
     std::sync::mpsc::Receiver<()>,
     std::thread::JoinHandle<Received>,
@@ -202,26 +205,30 @@ fn subscribe(
                 let quiet = Duration::from_secs(5);
                 let mut subscribed = false;
                 let mut heard = Instant::now();
+                // One timer for the whole run, not one per message: this
+                // thread shares the machine with the server it measures.
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
                 loop {
-                    let frame =
-                        match tokio::time::timeout(Duration::from_millis(100), ws.next()).await {
-                            Err(_) => {
-                                if stop.load(Ordering::Acquire)
-                                    && (got.counted(latency) >= expected.load(Ordering::Acquire)
-                                        || heard.elapsed() > quiet)
-                                {
-                                    break;
-                                }
-                                continue;
+                    let frame = tokio::select! {
+                        biased;
+                        f = ws.next() => f,
+                        _ = tick.tick() => {
+                            if stop.load(Ordering::Acquire)
+                                && (got.counted(latency) >= expected.load(Ordering::Acquire)
+                                    || heard.elapsed() > quiet)
+                            {
+                                break;
                             }
-                            Ok(f) => f,
-                        };
-                    heard = Instant::now();
+                            continue;
+                        }
+                    };
+                    let now = Instant::now();
+                    heard = now;
                     match frame {
                         Some(Ok(Message::Text(t))) => {
                             if t.starts_with(r#"{"type":"message""#) {
                                 got.messages += 1;
-                                let now = Instant::now();
                                 got.last_at = Some(now);
                                 if latency && let Some(sent) = sent_us(&t) {
                                     got.latencies_us.push(clock.now_us().saturating_sub(sent));
@@ -240,15 +247,21 @@ fn subscribe(
                         }
                         Some(Ok(Message::Close(f))) => {
                             got.ended = Some(format!("closed: {f:?}"));
+                            got.ended_at =
+                                Some((Instant::now(), sent.accepted.load(Ordering::Relaxed)));
                             break;
                         }
                         Some(Ok(_)) => {}
                         Some(Err(e)) => {
                             got.ended = Some(format!("error: {e}"));
+                            got.ended_at =
+                                Some((Instant::now(), sent.accepted.load(Ordering::Relaxed)));
                             break;
                         }
                         None => {
                             got.ended = Some("connection dropped".into());
+                            got.ended_at =
+                                Some((Instant::now(), sent.accepted.load(Ordering::Relaxed)));
                             break;
                         }
                     }
@@ -368,11 +381,17 @@ fn main() -> anyhow::Result<()> {
             cell("p99_ms"),
             cell("max_ms"),
             cell("lost"),
-            result
-                .get("subscriber_ended")
-                .and_then(Value::as_str)
-                .map(|e| format!("  (subscriber: {e})"))
-                .unwrap_or_default(),
+            match (
+                result.get("subscriber_ended").and_then(Value::as_str),
+                num("subscribed_s"),
+            ) {
+                (Some(e), Some(s)) => format!(
+                    "  (subscriber closed after {s} s, {} accepted/s until then: {e})",
+                    cell("accepted_per_s_while_subscribed")
+                ),
+                (Some(e), None) => format!("  (subscriber: {e})"),
+                _ => String::new(),
+            },
         );
     } else {
         let get = |k: &str| result.get(k).cloned().unwrap_or(Value::Null);
@@ -429,12 +448,18 @@ async fn run(cli: &Cli) -> anyhow::Result<Value> {
     let stop = Arc::new(AtomicBool::new(false));
     let expected = Arc::new(AtomicU64::new(u64::MAX));
     let latency_mode = matches!(cli.mode, Mode::Latency { .. });
-    let (ready, subscriber) =
-        subscribe(ws_url, clock, latency_mode, stop.clone(), expected.clone())?;
+    let sent = Arc::new(Sent::default());
+    let (ready, subscriber) = subscribe(
+        ws_url,
+        clock,
+        latency_mode,
+        stop.clone(),
+        expected.clone(),
+        sent.clone(),
+    )?;
     if ready.recv_timeout(Duration::from_secs(10)).is_err() {
         bail!("the WebSocket subscriber did not get its subscription acknowledged");
     }
-    let sent = Arc::new(Sent::default());
     let started = Instant::now();
     let mut out = match cli.mode {
         Mode::Throughput {
@@ -556,6 +581,16 @@ async fn run(cli: &Cli) -> anyhow::Result<Value> {
     out["delivered"] = json!(got.messages);
     if let Some(ended) = &got.ended {
         out["subscriber_ended"] = json!(ended);
+    }
+    // A subscriber closed while events were still being sent (say, cut off
+    // for lagging) leaves the server less to do from then on: the rate up
+    // to that moment is the one measured with a subscriber attached.
+    if let Some((at, accepted)) = got.ended_at
+        && at < send_done
+    {
+        let s = at.duration_since(started).as_secs_f64();
+        out["subscribed_s"] = json!((s * 100.0).round() / 100.0);
+        out["accepted_per_s_while_subscribed"] = json!((accepted as f64 / s).round());
     }
     let last = got.last_at.unwrap_or(send_done);
     out["drain_s"] =
