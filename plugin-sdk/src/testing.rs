@@ -13,3 +13,39 @@ pub fn run<P: Processor>(config: &str, events: Vec<NewEvent>) -> Result<Vec<NewE
     let result = event::run_batch(&input, |e| instance.process(e));
     event::apply(events, result)
 }
+
+/// A batch encoded once, the way the host sends it, to run a processor over
+/// many times natively: what a plugin benchmark uses to measure the
+/// plugin's own work (reading the columns, its logic, writing its edits)
+/// apart from the WebAssembly boundary and the host.
+pub struct Encoded {
+    input: event::Input,
+}
+
+impl Encoded {
+    /// Encode `events` as one batch.
+    pub fn new(events: &[NewEvent]) -> Result<Encoded, String> {
+        Ok(Encoded {
+            input: event::Input::new(event::encode(events))?,
+        })
+    }
+
+    /// Events in the batch.
+    pub fn len(&self) -> usize {
+        self.input.len()
+    }
+
+    /// Whether the batch has no events.
+    pub fn is_empty(&self) -> bool {
+        self.input.len() == 0
+    }
+
+    /// Run `instance` over the batch as the exported `process` does and
+    /// return how many edits it made (so the work cannot be optimised away).
+    pub fn process<P: Processor>(&self, instance: &mut P) -> usize {
+        instance.on_batch(self.input.len());
+        event::run_batch(&self.input, |e| instance.process(e))
+            .edit_keys
+            .len()
+    }
+}
