@@ -36,6 +36,7 @@ pub mod ingest;
 pub mod pipe;
 pub mod pipeline;
 pub mod plugin;
+mod prefetch;
 pub mod runner;
 pub mod server;
 pub mod window;

@@ -87,19 +87,8 @@ impl Users {
     /// Ask the CPU to start loading `key`'s slot, so that a lookup a few
     /// events later does not wait for memory.
     #[inline]
-    #[allow(unsafe_code)]
     pub(super) fn prefetch(&self, key: u64) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let slot: *const Slot = &self.slots[self.home(key)];
-            // SAFETY: prefetching is a hint with no memory effects; the
-            // pointer is to a live element of `slots`.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(slot.cast());
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = key;
+        crate::prefetch::prefetch(&self.slots[self.home(key)]);
     }
 
     pub(super) fn entry(&self, key: u64) -> Entry {
