@@ -6,6 +6,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod inspect;
 
+/// jemalloc, not the system allocator: `eddy serve` allocates each event on
+/// an HTTP worker and frees it on the pipeline thread, and glibc's malloc
+/// takes an arena lock for nearly every such free.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "eddy",
