@@ -9,6 +9,7 @@ mod inspect;
 /// jemalloc, not the system allocator: `eddy serve` allocates each event on
 /// an HTTP worker and frees it on the pipeline thread, and glibc's malloc
 /// takes an arena lock for nearly every such free.
+#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

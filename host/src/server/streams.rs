@@ -402,11 +402,15 @@ impl Feed {
         // The buffer itself becomes the shared bytes, trimmed to size so the
         // replay ring keeps no slack; the next batch starts a buffer of
         // about this one's size.
-        self.scratch = String::with_capacity(batch.len().min(FRAME_CAPACITY * READ_BATCH));
-        let shared = (!batch.is_empty()).then(|| {
+        let shared = if batch.is_empty() {
+            // Nothing new (another subscriber built these frames): keep it.
+            self.scratch = batch;
+            None
+        } else {
+            self.scratch = String::with_capacity(batch.len().min(FRAME_CAPACITY * READ_BATCH));
             batch.shrink_to_fit();
-            Bytes::from(batch)
-        });
+            Some(Bytes::from(batch))
+        };
         built
             .into_iter()
             .filter_map(|(seq, frame)| {

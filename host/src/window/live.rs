@@ -29,7 +29,7 @@ pub struct LiveConfig {
     /// A user is live when seen within this much event time (ms). Default 5
     /// minutes, the usual "active now" span of product analytics tools.
     pub users_window_ms: i64,
-    /// Most users tracked. Default 100,000 (about 20 MB: see
+    /// Most users tracked. Default 100,000 (about 21 MB: see
     /// `window::users`).
     pub max_users: usize,
     /// Top pages are counted over this much event time (ms). Default 1

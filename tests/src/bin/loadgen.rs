@@ -140,8 +140,10 @@ struct Received {
     last_at: Option<Instant>,
     /// A close or error that ended the subscription early.
     ended: Option<String>,
-    /// When it ended, and how many events the server had accepted by then.
-    ended_at: Option<(Instant, u64)>,
+    /// Events the server had accepted when the last message arrived.
+    accepted_at_last: u64,
+    /// Whether the subscription ended early (a close, an error).
+    ended_early: bool,
 }
 
 impl Received {
@@ -230,6 +232,7 @@ fn subscribe(
                             if t.starts_with(r#"{"type":"message""#) {
                                 got.messages += 1;
                                 got.last_at = Some(now);
+                                got.accepted_at_last = sent.accepted.load(Ordering::Relaxed);
                                 if latency && let Some(sent) = sent_us(&t) {
                                     got.latencies_us.push(clock.now_us().saturating_sub(sent));
                                 }
@@ -247,21 +250,18 @@ fn subscribe(
                         }
                         Some(Ok(Message::Close(f))) => {
                             got.ended = Some(format!("closed: {f:?}"));
-                            got.ended_at =
-                                Some((Instant::now(), sent.accepted.load(Ordering::Relaxed)));
+                            got.ended_early = true;
                             break;
                         }
                         Some(Ok(_)) => {}
                         Some(Err(e)) => {
                             got.ended = Some(format!("error: {e}"));
-                            got.ended_at =
-                                Some((Instant::now(), sent.accepted.load(Ordering::Relaxed)));
+                            got.ended_early = true;
                             break;
                         }
                         None => {
                             got.ended = Some("connection dropped".into());
-                            got.ended_at =
-                                Some((Instant::now(), sent.accepted.load(Ordering::Relaxed)));
+                            got.ended_early = true;
                             break;
                         }
                     }
@@ -584,13 +584,18 @@ async fn run(cli: &Cli) -> anyhow::Result<Value> {
     }
     // A subscriber closed while events were still being sent (say, cut off
     // for lagging) leaves the server less to do from then on: the rate up
-    // to that moment is the one measured with a subscriber attached.
-    if let Some((at, accepted)) = got.ended_at
+    // to its last message is the one measured with a subscriber attached.
+    // (Frames still in flight when the server closed it arrive after; this
+    // errs, if at all, by the time they took.) Not reported when that was
+    // under a second in: too short to be a rate.
+    if got.ended_early
+        && let Some(at) = got.last_at
         && at < send_done
+        && at.duration_since(started) >= Duration::from_secs(1)
     {
         let s = at.duration_since(started).as_secs_f64();
         out["subscribed_s"] = json!((s * 100.0).round() / 100.0);
-        out["accepted_per_s_while_subscribed"] = json!((accepted as f64 / s).round());
+        out["accepted_per_s_while_subscribed"] = json!((got.accepted_at_last as f64 / s).round());
     }
     let last = got.last_at.unwrap_or(send_done);
     out["drain_s"] =
