@@ -56,13 +56,9 @@ pub(crate) fn line(ctx: &Ctx, text: &str) -> Option<Result<Event, String>> {
                     }
                 }
             }
-            p.ws();
-            if p.eat(b',') {
-                p.ws();
-                continue;
+            if !p.next_member()? {
+                break;
             }
-            p.expect(b'}')?;
-            break;
         }
     }
     p.ws();
@@ -101,6 +97,18 @@ impl<'a> Scanner<'a> {
 
     fn expect(&mut self, b: u8) -> Option<()> {
         self.eat(b).then_some(())
+    }
+
+    /// After an object member: `,` (true: another member follows) or the
+    /// closing `}` (false), each with the whitespace around it.
+    fn next_member(&mut self) -> Option<bool> {
+        self.ws();
+        if self.eat(b',') {
+            self.ws();
+            return Some(true);
+        }
+        self.expect(b'}')?;
+        Some(false)
     }
 
     fn literal(&mut self, word: &str) -> Option<()> {
@@ -217,13 +225,9 @@ impl<'a> Scanner<'a> {
             self.ws();
             let value = self.value(ctx)?;
             props.push((CompactString::from(key), value));
-            self.ws();
-            if self.eat(b',') {
-                self.ws();
-                continue;
+            if !self.next_member()? {
+                break;
             }
-            self.expect(b'}')?;
-            break;
         }
         dedup_last_wins(&mut props);
         Some(props)
