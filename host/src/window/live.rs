@@ -99,7 +99,7 @@ impl LiveViews {
         const AHEAD: usize = 8;
         let mut keys = std::mem::take(&mut self.keys);
         keys.clear();
-        keys.extend(events.iter().map(|ev| self.users.key(&ev.distinct_id)));
+        keys.extend(events.iter().map(|ev| self.users.hash(&ev.distinct_id)));
         for &key in keys.iter().take(AHEAD) {
             self.users.prefetch(key);
         }

@@ -71,12 +71,8 @@ impl Users {
         self.len
     }
 
-    /// The key of a `distinct_id` (never 0).
-    pub(super) fn key(&self, id: &str) -> u64 {
-        self.hash(id)
-    }
-
-    /// The hash a URL is compared by (never 0).
+    /// The hash users (by `distinct_id`) and URLs are told apart by; never
+    /// 0. A user's hash is its key.
     pub(super) fn hash(&self, s: &str) -> u64 {
         self.hasher.hash_one(s).max(1)
     }
@@ -241,7 +237,7 @@ mod tests {
         let mut users = Users::new();
         for n in 0..10_000i64 {
             let id = CompactString::from(format!("user-{n}"));
-            let key = users.key(&id);
+            let key = users.hash(&id);
             match users.entry(key) {
                 Entry::Vacant(at) => users.insert(at, key, &id, n, None),
                 Entry::Found(_) => panic!("user-{n} found before it was added"),
@@ -249,7 +245,7 @@ mod tests {
         }
         assert_eq!(users.len(), 10_000);
         for n in (0..10_000i64).step_by(7) {
-            let Entry::Found(at) = users.entry(users.key(&format!("user-{n}"))) else {
+            let Entry::Found(at) = users.entry(users.hash(&format!("user-{n}"))) else {
                 panic!("user-{n} lost");
             };
             assert_eq!(users.seen(at).0, n);
@@ -264,7 +260,10 @@ mod tests {
         let mut ids: Vec<i64> = users.iter().map(|(_, seen, _)| seen).collect();
         ids.sort_unstable();
         assert_eq!(ids, (9_000..10_000).collect::<Vec<_>>());
-        assert!(matches!(users.entry(users.key("user-5")), Entry::Vacant(_)));
+        assert!(matches!(
+            users.entry(users.hash("user-5")),
+            Entry::Vacant(_)
+        ));
     }
 
     /// Random inserts, touches and prunings against a `HashMap` model,
@@ -280,7 +279,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let id = format!("u{}", x % 300);
-            let key = users.key(&id);
+            let key = users.hash(&id);
             match users.entry(key) {
                 Entry::Found(at) => users.touch(at, t),
                 Entry::Vacant(at) => users.insert(at, key, &id.as_str().into(), t, None),
@@ -294,7 +293,7 @@ mod tests {
             if t % 1_000 == 0 {
                 assert_eq!(users.len(), model.len());
                 for (id, seen) in &model {
-                    let Entry::Found(at) = users.entry(users.key(id)) else {
+                    let Entry::Found(at) = users.entry(users.hash(id)) else {
                         panic!("{id} unreachable at t = {t}");
                     };
                     assert_eq!(users.seen(at).0, *seen);
