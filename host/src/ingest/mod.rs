@@ -1,9 +1,29 @@
-//! Decoding and validating HTTP ingest bodies into [`Event`]s.
+//! Decoding and validating events: the one decoder behind every way events
+//! come in.
 //!
 //! Pure library code: the HTTP layer hands over the raw body bytes plus what
 //! it knows about them ([`Format`], [`Encoding`], for PostHog the
 //! [`PostHogRequest`] metadata) and maps a [`DecodeError`] to a status with
-//! [`DecodeError::status`] and [`DecodeError::code`].
+//! [`DecodeError::status`] and [`DecodeError::code`]. Drivers that stream
+//! NDJSON files (`eddy pipe`, replays) decode line by line with a
+//! [`LineDecoder`] configured by [`DecodeOptions`]: the same code path and
+//! the same per-event limits as `POST /v1/batch`, with their own clock and
+//! id rules.
+//!
+//! ```
+//! use eddy::ingest::{DecodeOptions, IdMode, Limits, LineDecoder};
+//!
+//! let decoder = LineDecoder::new(DecodeOptions {
+//!     limits: Limits::default(),
+//!     now_ms: None,
+//!     check_time: false,
+//!     ids: IdMode::Line,
+//! });
+//! let line = br#"{"name":"signup","distinct_id":"u1","timestamp":"2024-05-01T12:00:00Z"}"#;
+//! let event = decoder.decode(line, 3).map_err(|e| e.to_string())?;
+//! assert_eq!((event.id.as_str(), event.timestamp), ("line-3", 1_714_564_800_000));
+//! # Ok::<(), String>(())
+//! ```
 //!
 //! Two kinds of failure:
 //! - a [`DecodeError`] rejects the whole request (nothing accepted): the body
@@ -21,6 +41,7 @@ mod body;
 mod error;
 mod fast;
 pub mod fuzzing;
+mod line;
 mod native;
 mod nested;
 mod posthog;
@@ -41,6 +62,7 @@ use serde::Serialize;
 use crate::event::Event;
 
 pub use error::DecodeError;
+pub use line::{LineDecoder, wall_directive};
 pub use posthog::{PostHogRequest, decode_posthog};
 
 /// Default [`Limits::max_events_per_request`]: PostHog's batch endpoint
@@ -124,6 +146,58 @@ impl Limits {
         self.max_depth.saturating_add(BODY_DEPTH_SLACK)
     }
 }
+
+/// How the decoder treats time and ids: everything that differs between
+/// the server and a replay of a recorded file. Limits are always applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeOptions {
+    /// Per-event bounds. [`Limits::max_events_per_request`] only bounds
+    /// whole bodies ([`decode`]); a [`LineDecoder`] has no event count.
+    pub limits: Limits,
+    /// The clock (ms since the Unix epoch): the timestamp of an event that
+    /// gives none, and the reference of the [`check_time`] window. `None`
+    /// (no clock): an event without a timestamp is an item error.
+    ///
+    /// [`check_time`]: DecodeOptions::check_time
+    pub now_ms: Option<i64>,
+    /// Reject timestamps outside `[now - max_age, now + future_skew]`
+    /// ([`Limits::max_age_ms`], [`Limits::future_skew_ms`]); needs
+    /// `now_ms`. On for the server; off for replays of recorded files,
+    /// whose timestamps are as old as the recording.
+    pub check_time: bool,
+    /// Where an event without an `id` gets one.
+    pub ids: IdMode,
+}
+
+impl DecodeOptions {
+    /// The server's options: `now_ms` is the receive time, timestamps are
+    /// checked, ids are random. [`decode`] and [`decode_posthog`] use these.
+    pub fn server(limits: Limits, now_ms: i64) -> DecodeOptions {
+        DecodeOptions {
+            limits,
+            now_ms: Some(now_ms),
+            check_time: true,
+            ids: IdMode::Random,
+        }
+    }
+}
+
+/// How an event without an `id` gets one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdMode {
+    /// A fresh UUID v7, time-ordered by the clock (by the event's timestamp
+    /// when there is no clock). What the server does.
+    #[default]
+    Random,
+    /// `line-N`, N the event's 1-based line number in the whole input (for
+    /// a JSON body, its 1-based position): the same input gives the same
+    /// ids, as `eddy pipe` and `eddy plugin test` need.
+    Line,
+}
+
+/// The item error of an event without a timestamp when there is no clock.
+pub const NO_CLOCK: &str = "missing required field `timestamp` (no clock to default it from: \
+                            add a timestamp or a {\"$wall\": MS} line)";
 
 /// Where in a request an item error is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

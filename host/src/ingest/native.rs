@@ -11,7 +11,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 
 use super::error::json_message;
 use super::props::PropsSeed;
-use super::validate::{check_window, new_id, parse_rfc3339, require, string_field, timestamp_ms};
+use super::validate::{parse_rfc3339, require, string_field, timestamp_ms};
 use super::value::{Ctx, Fatal, KeyName, Obj, ObjectBuilder, Scalar, ScalarSeed, Skip};
 use super::{DecodeError, Decoded, ItemError, Limits, Location};
 use crate::event::{Event, Value};
@@ -102,7 +102,7 @@ pub(crate) fn decode_ndjson(
                 limit: limits.max_events_per_request,
             });
         }
-        match decode_line(&ctx, line) {
+        match decode_line(&ctx, line, i + 1) {
             Ok(event) => out.events.push(event),
             Err(error) => out.errors.push(ItemError {
                 location: Location::Line(i + 1),
@@ -119,13 +119,13 @@ pub(crate) fn decode_ndjson(
 /// One NDJSON line without its line ending: known to be UTF-8, or not yet
 /// checked.
 #[derive(Clone, Copy)]
-enum Line<'a> {
+pub(super) enum Line<'a> {
     Text(&'a str),
     Bytes(&'a [u8]),
 }
 
 impl<'a> Line<'a> {
-    fn bytes(self) -> &'a [u8] {
+    pub(super) fn bytes(self) -> &'a [u8] {
         match self {
             Line::Text(t) => t.as_bytes(),
             Line::Bytes(b) => b,
@@ -133,7 +133,11 @@ impl<'a> Line<'a> {
     }
 }
 
-fn decode_line(ctx: &Ctx, line: Line<'_>) -> Result<Event, String> {
+/// The event of line `line_no` (1-based), or why it is not one: the fast
+/// path when it applies, else the serde visitors. Every per-event limit
+/// applies; counting events per request is the caller's.
+pub(super) fn decode_line(ctx: &Ctx, line: Line<'_>, line_no: usize) -> Result<Event, String> {
+    ctx.start_item(line_no);
     let max = ctx.limits.max_event_bytes;
     let len = line.bytes().len();
     if len > max {
@@ -233,6 +237,7 @@ impl<'de> Visitor<'de> for Root<'_, '_> {
         let ctx = self.ctx;
         ctx.enter(1)?;
         ctx.grow(2);
+        ctx.start_item(1);
         let r = NativeEvent { ctx, level: 1 }.build(map)?;
         self.push(0, r);
         Ok(Shape::Object)
@@ -251,6 +256,7 @@ impl<'de> Visitor<'de> for Root<'_, '_> {
                 break;
             }
             ctx.reset_size();
+            ctx.start_item(i + 1);
             match seq.next_element_seed(Obj(NativeEvent { ctx, level: 2 }))? {
                 Some(r) => self.push(i, r),
                 None => break,
@@ -297,12 +303,12 @@ impl Partial {
             return Err("name: must not be empty".to_owned());
         }
         let distinct_id = require("distinct_id", self.distinct_id)?;
-        let timestamp = self.timestamp.unwrap_or(ctx.now_ms);
-        check_window(timestamp, ctx.now_ms, &ctx.limits)?;
+        let timestamp = ctx.timestamp(self.timestamp)?;
+        ctx.check_time(timestamp)?;
         let id = match self.id {
             Some(id) if id.is_empty() => return Err("id: must not be empty".to_owned()),
             Some(id) => id,
-            None => new_id(ctx.now_ms),
+            None => ctx.fresh_id(timestamp),
         };
         Ok(Event {
             id,

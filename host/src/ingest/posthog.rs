@@ -95,7 +95,7 @@ pub fn decode_posthog(
             limit: limits.max_events_per_request,
         });
     }
-    finish_all(wrapper, events, &ctx)
+    finish_all(wrapper, events, &ctx, now_ms)
 }
 
 /// Turns parsed events into the result; all tokens must agree.
@@ -103,11 +103,12 @@ fn finish_all(
     wrapper: Partial,
     events: Vec<Result<Partial, String>>,
     ctx: &Ctx,
+    now_ms: i64,
 ) -> Result<Decoded, DecodeError> {
     let mut out = Decoded::default();
     let mut token = wrapper.token;
     for (i, ev) in events.into_iter().enumerate() {
-        match ev.and_then(|ev| ev.finish(wrapper.sent_at, ctx)) {
+        match ev.and_then(|ev| ev.finish(wrapper.sent_at, ctx, now_ms)) {
             Ok((event, event_token)) => {
                 match (&token, event_token) {
                     (Some(t), Some(e)) if *t != e => return Err(DecodeError::MixedTokens),
@@ -156,6 +157,7 @@ impl Partial {
         self,
         batch_sent_at: Option<i64>,
         ctx: &Ctx,
+        now_ms: i64,
     ) -> Result<(Event, Option<CompactString>), String> {
         if let Some(e) = self.err {
             return Err(e);
@@ -206,10 +208,10 @@ impl Partial {
         };
         let ignore_sent_at = prop("$ignore_sent_at") == Some(&Value::Bool(true));
         let sent_at = self.sent_at.or(batch_sent_at).filter(|_| !ignore_sent_at);
-        let timestamp = event_time(self.timestamp, sent_at, self.offset, ctx.now_ms)?;
-        check_window(timestamp, ctx.now_ms, &ctx.limits)?;
+        let timestamp = event_time(self.timestamp, sent_at, self.offset, now_ms)?;
+        check_window(timestamp, now_ms, &ctx.limits)?;
         let event = Event {
-            id: self.uuid.unwrap_or_else(|| new_id(ctx.now_ms)),
+            id: self.uuid.unwrap_or_else(|| new_id(now_ms)),
             name,
             timestamp,
             distinct_id,

@@ -12,8 +12,8 @@ use std::fmt;
 use compact_str::CompactString;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use super::Limits;
 use super::error::{DecodeError, preview_compact};
+use super::{DecodeOptions, IdMode, Limits};
 
 /// Why a parse was aborted from inside a visitor (serde only carries a
 /// message; this says which whole-request error it was).
@@ -28,19 +28,76 @@ pub(crate) enum Fatal {
 /// Per-request state shared by all seeds of one parse.
 pub(crate) struct Ctx {
     pub limits: Limits,
-    pub now_ms: i64,
+    /// [`DecodeOptions::now_ms`].
+    pub now_ms: Option<i64>,
+    /// [`DecodeOptions::check_time`].
+    pub check_time: bool,
+    /// [`DecodeOptions::ids`].
+    pub ids: IdMode,
+    /// 1-based number of the event being decoded (its NDJSON line, or its
+    /// position in a JSON body), for [`IdMode::Line`].
+    item: Cell<usize>,
     fatal: Cell<Option<Fatal>>,
     /// Running lower-bound estimate of the current event's JSON size.
     size: Cell<usize>,
 }
 
 impl Ctx {
+    /// The server's context: `now_ms` defaults and checks timestamps, ids
+    /// are random.
     pub fn new(limits: &Limits, now_ms: i64) -> Ctx {
         Ctx {
             limits: limits.clone(),
-            now_ms,
+            now_ms: Some(now_ms),
+            check_time: true,
+            ids: IdMode::Random,
+            item: Cell::new(0),
             fatal: Cell::new(None),
             size: Cell::new(0),
+        }
+    }
+
+    /// A context with every option given.
+    pub fn with_options(opts: &DecodeOptions) -> Ctx {
+        Ctx {
+            now_ms: opts.now_ms,
+            check_time: opts.check_time,
+            ids: opts.ids,
+            ..Ctx::new(&opts.limits, 0)
+        }
+    }
+
+    /// Marks the start of event number `n` (1-based).
+    pub fn start_item(&self, n: usize) {
+        self.item.set(n);
+    }
+
+    /// The timestamp of an event that gave `given`: the given one, else
+    /// the clock's; an item error without either.
+    pub fn timestamp(&self, given: Option<i64>) -> Result<i64, String> {
+        match (given, self.now_ms) {
+            (Some(t), _) => Ok(t),
+            (None, Some(now)) => Ok(now),
+            (None, None) => Err(super::NO_CLOCK.to_owned()),
+        }
+    }
+
+    /// Checks `ts` against the accepted window around the clock, when the
+    /// options ask for it and there is a clock.
+    pub fn check_time(&self, ts: i64) -> Result<(), String> {
+        match self.now_ms {
+            Some(now) if self.check_time => super::validate::check_window(ts, now, &self.limits),
+            _ => Ok(()),
+        }
+    }
+
+    /// An id for the current event, which has none; `ts` is its timestamp
+    /// (the time of a UUID v7 when there is no clock).
+    pub fn fresh_id(&self, ts: i64) -> CompactString {
+        match self.ids {
+            IdMode::Random => super::validate::new_id(self.now_ms.unwrap_or(ts)),
+            // Inline (at most 24 bytes): no allocation.
+            IdMode::Line => compact_str::format_compact!("line-{}", self.item.get()),
         }
     }
 
