@@ -170,6 +170,7 @@ fn breakdown(dir: &Path, plugin: &str) -> (f64, f64, f64) {
         .unwrap();
     let input = events();
     let mut encoder = Encoder::default();
+    let ingest_limits = eddy::ingest::Limits::default();
     let rounds = 400;
     let (mut enc, mut call, mut app) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds + WARMUP_BATCHES {
@@ -180,7 +181,7 @@ fn breakdown(dir: &Path, plugin: &str) -> (f64, f64, f64) {
         let result = instance.process(encoded, timeout, 100).unwrap();
         let t2 = Instant::now();
         let mut out = Vec::with_capacity(BATCH);
-        apply(batch, &result, &mut out).unwrap();
+        apply(batch, &result, &mut out, &ingest_limits).unwrap();
         let t3 = Instant::now();
         if round >= WARMUP_BATCHES {
             let per = |d: Duration| d.as_nanos() as f64 / BATCH as f64;

@@ -130,6 +130,8 @@ pub struct Stage {
     backoff: Duration,
     encoder: Encoder,
     stats: StageStats,
+    /// `[ingest]` bounds, which the events a plugin creates or edits must meet.
+    limits: crate::ingest::Limits,
 }
 
 /// The result of running one batch through the pipeline.
@@ -156,6 +158,7 @@ impl Stage {
             backoff: registry.config().quarantine_backoff,
             encoder: Encoder::default(),
             stats: StageStats::default(),
+            limits: config.ingest.limits(),
             cfg: cfg.clone(),
         }
     }
@@ -243,7 +246,7 @@ impl Stage {
         let result = instance.process(batch, self.deadline, log_budget);
         let n = events.len() as u64;
         let outcome = match result {
-            Ok(processed) => match abi::apply(events, &processed, out) {
+            Ok(processed) => match abi::apply(events, &processed, out, &self.limits) {
                 Ok(applied) => {
                     self.stats.dropped += applied.dropped;
                     self.stats.modified += applied.modified;

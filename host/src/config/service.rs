@@ -442,6 +442,27 @@ impl Default for IngestConfig {
     }
 }
 
+impl IngestConfig {
+    /// The decoder's bounds ([`ingest::Limits`]) these settings give: what
+    /// every event must satisfy, whether it came over HTTP, from a file or
+    /// out of a plugin.
+    pub fn limits(&self) -> ingest::Limits {
+        let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        ingest::Limits {
+            max_events_per_request: size(self.max_events_per_request),
+            max_event_bytes: size(self.max_event_bytes),
+            max_properties: size(self.max_properties),
+            max_key_bytes: size(self.max_key_bytes),
+            max_string_bytes: size(self.max_string_bytes),
+            max_depth: size(self.max_depth),
+            future_skew_ms: ms(self.future_skew),
+            max_age_ms: ms(self.max_age),
+            max_decompressed_bytes: size(self.max_decompressed_bytes),
+        }
+    }
+}
+
 impl Default for StreamsConfig {
     fn default() -> Self {
         Self {

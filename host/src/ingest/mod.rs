@@ -38,6 +38,7 @@
 //! serde_json's own recursion limit of 128, so no input can overflow the stack.
 
 mod body;
+mod check;
 mod error;
 mod fast;
 pub mod fuzzing;
@@ -61,6 +62,7 @@ use serde::Serialize;
 
 use crate::event::Event;
 
+pub use check::{InvalidEvent, ValueRef, check_event, check_property};
 pub use error::DecodeError;
 pub use line::{LineDecoder, wall_directive};
 pub use posthog::{PostHogRequest, decode_posthog};

@@ -74,7 +74,7 @@ impl Problem {
     }
 }
 
-fn key_too_long(ctx: &Ctx, key: &str) -> Problem {
+pub(crate) fn key_too_long(ctx: &Ctx, key: &str) -> Problem {
     Problem::new(format!(
         "key `{}` is too long; the limit is {} bytes",
         preview(key),

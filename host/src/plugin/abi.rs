@@ -2,14 +2,17 @@
 //! layout (see `wit/types.wit`), in both directions.
 //!
 //! Everything a plugin returns is checked before any event moves: column
-//! lengths, outcome kinds, ranges, span bounds and UTF-8 boundaries. A plugin
-//! bug becomes a failed batch with a message, never a host panic, and the
-//! failed batch's events come back untouched.
+//! lengths, outcome kinds, ranges, span bounds and UTF-8 boundaries, and the
+//! events it creates or edits against the ingest rules ([`Limits`]), so a
+//! plugin cannot put an event into the stream that ingest would have
+//! refused. A plugin bug becomes a failed batch with a message, never a host
+//! panic, and the failed batch's events come back untouched.
 
 use compact_str::CompactString;
 
 use super::bindings::eddy::plugin::types as wit;
 use crate::event::{Event, Value};
+use crate::ingest::{self, Limits, ValueRef};
 
 // The codes below are the contract's, documented in `wit/types.wit`. The
 // plugin SDK keeps its own copy on purpose: the WIT is the only thing the
@@ -102,6 +105,22 @@ pub enum AbiError {
     /// The output text is not UTF-8.
     #[error("plugin returned text that is not UTF-8")]
     NotUtf8,
+    /// An event created by `replace` or `split` breaks the ingest rules.
+    #[error("plugin created an invalid event (outcome {outcome}): {reason}")]
+    InvalidEvent {
+        /// Index of the outcome (= of the input event) that created it.
+        outcome: usize,
+        /// What is wrong, naming the field.
+        reason: String,
+    },
+    /// A `modify` outcome's edits would break the ingest rules.
+    #[error("plugin edits make an event invalid (outcome {outcome}): {reason}")]
+    InvalidEdit {
+        /// Index of the outcome (= of the edited input event).
+        outcome: usize,
+        /// What is wrong, naming the field.
+        reason: String,
+    },
 }
 
 fn empty_batch() -> wit::Batch {
@@ -385,9 +404,108 @@ fn new_event(text: &Text<'_>, o: &wit::Batch, i: usize, fallback_id: CompactStri
         name: text.str(o.names[i]),
         timestamp: o.timestamps[i],
         distinct_id: text.str(o.distinct_ids[i]),
-        session_id: (o.session_ids[i] != ABSENT).then(|| text.str(o.session_ids[i])),
+        // An empty session id means "no session", as at ingest.
+        session_id: (o.session_ids[i] != ABSENT)
+            .then(|| text.str(o.session_ids[i]))
+            .filter(|s| !s.is_empty()),
         properties,
     }
+}
+
+/// Checks the edits `edits` of `r` to `event` against `limits` before any
+/// is applied: every key and value set must be one ingest would accept,
+/// and the event must end with at most `max_properties` properties.
+/// Duplicate keys cannot arise: [`apply_edits`] sets a present key in place.
+fn check_edits(
+    event: &Event,
+    text: &Text<'_>,
+    r: &wit::Processed,
+    edits: std::ops::Range<usize>,
+    limits: &Limits,
+) -> Result<(), String> {
+    let mut sets = 0usize;
+    for j in edits.clone() {
+        let value = match r.edit_kinds[j] {
+            kind::REMOVE => continue,
+            kind::TEXT => ValueRef::Str(text.slice(r.edit_values[j])),
+            kind::JSON => ValueRef::Json(text.slice(r.edit_values[j])),
+            // Null, booleans, integers; a non-finite float becomes null
+            // (see `Text::value`), as JSON cannot carry one.
+            _ => ValueRef::Null,
+        };
+        sets += 1;
+        ingest::check_property(text.slice(r.edit_keys[j]), value, limits)
+            .map_err(|e| e.to_string())?;
+    }
+    // Only when every set could add a key is the count worth replaying.
+    if event.properties.len().saturating_add(sets) <= limits.max_properties {
+        return Ok(());
+    }
+    let mut keys: Vec<&str> = event.properties.iter().map(|(k, _)| k.as_str()).collect();
+    for j in edits {
+        let key = text.slice(r.edit_keys[j]);
+        if r.edit_kinds[j] == kind::REMOVE {
+            keys.retain(|k| *k != key);
+        } else if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    if keys.len() > limits.max_properties {
+        return Err(format!(
+            "properties: more than {} properties",
+            limits.max_properties
+        ));
+    }
+    Ok(())
+}
+
+/// Builds the events `replace` and `split` outcomes create, in output
+/// order, and checks each against `limits`, and checks every `modify`
+/// outcome's edits, all before anything moves.
+fn created_events(
+    events: &[Event],
+    text: &Text<'_>,
+    result: &wit::Processed,
+    limits: &Limits,
+) -> Result<Vec<Event>, AbiError> {
+    let o = &result.output;
+    let mut created = Vec::new();
+    let invalid = |outcome: usize, e: &Event| {
+        ingest::check_event(e, limits).map_err(|err| AbiError::InvalidEvent {
+            outcome,
+            reason: err.to_string(),
+        })
+    };
+    for (i, ((event, &k), &arg)) in events
+        .iter()
+        .zip(&result.outcome_kinds)
+        .zip(&result.outcome_args)
+        .enumerate()
+    {
+        match k {
+            outcome::MODIFY => {
+                let (start, end) = bounds(arg);
+                check_edits(event, text, result, start..end, limits)
+                    .map_err(|reason| AbiError::InvalidEdit { outcome: i, reason })?;
+            }
+            outcome::REPLACE => {
+                let e = new_event(text, o, arg as usize, event.id.clone());
+                invalid(i, &e)?;
+                created.push(e);
+            }
+            outcome::SPLIT => {
+                let (start, end) = bounds(arg);
+                for (n, j) in (start..end).enumerate() {
+                    let id = compact_str::format_compact!("{}-{}", event.id, n);
+                    let e = new_event(text, o, j, id);
+                    invalid(i, &e)?;
+                    created.push(e);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(created)
 }
 
 /// A 64-bit summary of which property keys an event may have: one bit per
@@ -474,12 +592,15 @@ fn apply_edits(
 }
 
 /// Apply a processor's result to the batch it was given, appending the
-/// events that come out to `out`. On error nothing has moved: the input
-/// events come back untouched with the error.
+/// events that come out to `out`. Events the plugin creates, and the edits
+/// it makes, must pass the ingest rules of `limits` (see
+/// [`ingest::check_event`]). On error nothing has moved: the input events
+/// come back untouched with the error.
 pub fn apply(
     events: Vec<Event>,
     result: &wit::Processed,
     out: &mut Vec<Event>,
+    limits: &Limits,
 ) -> Result<Applied, (AbiError, Vec<Event>)> {
     if let Err(e) = check_lengths(result, events.len()) {
         return Err((e, events));
@@ -492,9 +613,13 @@ pub fn apply(
         return Err((e, events));
     }
     // Everything below reads only what `validate` checked.
+    let created = match created_events(&events, &text, result, limits) {
+        Ok(created) => created,
+        Err(e) => return Err((e, events)),
+    };
+    let mut created = created.into_iter();
     let mut applied = Applied::default();
     let mut strings = Interned::new();
-    let o = &result.output;
     for ((mut event, &k), &arg) in events
         .into_iter()
         .zip(&result.outcome_kinds)
@@ -509,16 +634,12 @@ pub fn apply(
                 out.push(event);
             }
             outcome::REPLACE => {
-                let id = event.id.clone();
-                out.push(new_event(&text, o, arg as usize, id));
+                out.extend(created.next());
                 applied.created += 1;
             }
             outcome::SPLIT => {
                 let (start, end) = bounds(arg);
-                for (n, j) in (start..end).enumerate() {
-                    let id = compact_str::format_compact!("{}-{}", event.id, n);
-                    out.push(new_event(&text, o, j, id));
-                }
+                out.extend(created.by_ref().take(end - start));
                 if start == end {
                     applied.dropped += 1;
                 }
@@ -534,6 +655,8 @@ pub fn apply(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    static L: std::sync::LazyLock<Limits> = std::sync::LazyLock::new(Limits::default);
 
     fn event(id: &str) -> Event {
         Event {
@@ -576,7 +699,8 @@ mod tests {
         ];
         for (result, needle) in cases {
             let mut out = Vec::new();
-            let (err, back) = apply(vec![event("x"), event("y")], &result, &mut out).unwrap_err();
+            let (err, back) =
+                apply(vec![event("x"), event("y")], &result, &mut out, &L).unwrap_err();
             assert!(
                 err.to_string().contains(needle),
                 "{err} should mention {needle}"
@@ -601,11 +725,11 @@ mod tests {
         o.distinct_ids.push(pack(0, 0));
         o.session_ids.push(ABSENT);
         o.properties.push(pack(0, 0));
-        let (err, back) = apply(vec![event("x"), event("y")], &r, &mut Vec::new()).unwrap_err();
+        let (err, back) = apply(vec![event("x"), event("y")], &r, &mut Vec::new(), &L).unwrap_err();
         assert!(matches!(err, AbiError::Overlap { .. }), "{err}");
         assert_eq!(back.len(), 2);
         let absent = processed(vec![outcome::REPLACE], vec![u64::MAX]);
-        let (err, _) = apply(vec![event("z")], &absent, &mut Vec::new()).unwrap_err();
+        let (err, _) = apply(vec![event("z")], &absent, &mut Vec::new(), &L).unwrap_err();
         assert!(matches!(err, AbiError::BadRange { .. }), "{err}");
     }
 
@@ -616,7 +740,7 @@ mod tests {
         r.edit_keys.push(pack(0, 1));
         r.edit_kinds.push(kind::NULL);
         r.edit_values.push(0);
-        let (err, back) = apply(vec![event("x")], &r, &mut Vec::new()).unwrap_err();
+        let (err, back) = apply(vec![event("x")], &r, &mut Vec::new(), &L).unwrap_err();
         assert!(matches!(err, AbiError::BadSpan { .. }), "{err}");
         assert_eq!(back[0].id, "x");
     }
@@ -641,7 +765,7 @@ mod tests {
             o.properties.push(pack(0, 0));
         }
         let mut out = Vec::new();
-        let applied = apply(vec![event("m"), event("r"), event("s")], &r, &mut out).unwrap();
+        let applied = apply(vec![event("m"), event("r"), event("s")], &r, &mut out, &L).unwrap();
         assert_eq!(out[0].get("b"), Some(&Value::Str("xyz".into())));
         assert_eq!(out[1].id, "r");
         assert_eq!(out[1].name, "b");
@@ -683,7 +807,7 @@ mod tests {
         r.edit_values = edits.iter().map(|e| e.2).collect();
         r.output.text = text.as_bytes().to_vec();
         let mut out = Vec::new();
-        apply(vec![e], &r, &mut out).unwrap();
+        apply(vec![e], &r, &mut out, &L).unwrap();
         let got: Vec<(&str, &Value)> = out[0]
             .properties
             .iter()
@@ -699,5 +823,218 @@ mod tests {
                 ("xy", &Value::Null),
             ]
         );
+    }
+
+    /// Properties or edits: key, kind, value as text (or a number).
+    type Props = &'static [(&'static str, u8, &'static str)];
+
+    /// Appends `s` to the result's text; its span.
+    fn span(r: &mut wit::Processed, s: &str) -> u64 {
+        push_span(&mut r.output.text, s)
+    }
+
+    /// Appends an output event (id left to the host) with `props`, each a
+    /// key, a kind and its text or number.
+    fn output(r: &mut wit::Processed, name: &str, distinct_id: &str, props: &[(&str, u8, &str)]) {
+        let first = r.output.keys.len();
+        for (k, kind, v) in props {
+            let key = span(r, k);
+            let value = match *kind {
+                kind::TEXT | kind::JSON => span(r, v),
+                _ => v.parse().unwrap(),
+            };
+            r.output.keys.push(key);
+            r.output.kinds.push(*kind);
+            r.output.values.push(value);
+        }
+        let (n, d) = (span(r, name), span(r, distinct_id));
+        let o = &mut r.output;
+        o.ids.push(pack(0, 0));
+        o.names.push(n);
+        o.timestamps.push(5);
+        o.distinct_ids.push(d);
+        o.session_ids.push(ABSENT);
+        o.properties.push(pack(first, props.len()));
+    }
+
+    /// Appends edits to the result; their range.
+    fn edits(r: &mut wit::Processed, list: &[(&str, u8, &str)]) -> u64 {
+        let first = r.edit_keys.len();
+        for (k, kind, v) in list {
+            let key = span(r, k);
+            let value = match *kind {
+                kind::TEXT | kind::JSON => span(r, v),
+                kind::REMOVE => 0,
+                _ => v.parse().unwrap(),
+            };
+            r.edit_keys.push(key);
+            r.edit_kinds.push(*kind);
+            r.edit_values.push(value);
+        }
+        pack(first, list.len())
+    }
+
+    fn refused(r: &wit::Processed, limits: &Limits) -> String {
+        let input = vec![event("x"), event("y")];
+        let mut out = Vec::new();
+        let (err, back) = apply(input.clone(), r, &mut out, limits).unwrap_err();
+        assert_eq!(back, input, "the input events come back untouched");
+        assert!(out.is_empty(), "nothing moved: {out:?}");
+        err.to_string()
+    }
+
+    #[test]
+    fn created_events_must_pass_the_ingest_rules() {
+        let tight = Limits {
+            max_properties: 2,
+            max_key_bytes: 4,
+            max_string_bytes: 8,
+            ..Limits::default()
+        };
+        let cases: [(&str, &str, Props, &str); 7] = [
+            ("n", "", &[], "distinct_id: must not be empty"),
+            ("", "u", &[], "name: must not be empty"),
+            (
+                "n",
+                "u",
+                &[("k", kind::INT, "1"), ("k", kind::INT, "2")],
+                "properties: duplicate key `k`",
+            ),
+            (
+                "n",
+                "u",
+                &[
+                    ("a", kind::NULL, "0"),
+                    ("b", kind::NULL, "0"),
+                    ("c", kind::NULL, "0"),
+                ],
+                "properties: more than 2 properties",
+            ),
+            (
+                "n",
+                "u",
+                &[("longkey", kind::NULL, "0")],
+                "properties: key `longkey` is too long; the limit is 4 bytes",
+            ),
+            (
+                "n",
+                "u",
+                &[("s", kind::TEXT, "123456789")],
+                "properties.s: string of 9 bytes is too long; the limit is 8 bytes",
+            ),
+            (
+                "n",
+                "123456789",
+                &[],
+                "distinct_id: string of 9 bytes is too long; the limit is 8 bytes",
+            ),
+        ];
+        for (name, distinct_id, props, why) in cases {
+            // The second outcome creates the bad event; the first one's
+            // valid edit must not be applied either.
+            for split in [false, true] {
+                let mut r = processed(vec![outcome::MODIFY, 0], vec![0, 0]);
+                r.outcome_args[0] = edits(&mut r, &[("new", kind::INT, "1")]);
+                output(&mut r, name, distinct_id, props);
+                r.outcome_kinds[1] = if split {
+                    outcome::SPLIT
+                } else {
+                    outcome::REPLACE
+                };
+                r.outcome_args[1] = if split { pack(0, 1) } else { 0 };
+                assert_eq!(
+                    refused(&r, &tight),
+                    format!("plugin created an invalid event (outcome 1): {why}")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn valid_created_events_pass_and_an_empty_session_means_none() {
+        let mut r = processed(vec![outcome::SPLIT, outcome::REPLACE], vec![pack(0, 2), 2]);
+        output(&mut r, "a", "u", &[("j", kind::JSON, r#"{"k":[1,"x"]}"#)]);
+        output(&mut r, "b", "u", &[]);
+        output(&mut r, "c", "u", &[("s", kind::TEXT, "fine")]);
+        let empty = span(&mut r, "");
+        r.output.session_ids[2] = empty;
+        let mut out = Vec::new();
+        apply(vec![event("x"), event("y")], &r, &mut out, &L).unwrap();
+        let ids: Vec<&str> = out.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["x-0", "x-1", "y"]);
+        assert_eq!(out[2].session_id, None);
+        assert_eq!(
+            out[0].get("j"),
+            Some(&Value::Json(r#"{"k":[1,"x"]}"#.into()))
+        );
+    }
+
+    #[test]
+    fn edits_must_leave_a_valid_event() {
+        let tight = Limits {
+            max_properties: 2,
+            max_key_bytes: 4,
+            max_string_bytes: 8,
+            max_depth: 2,
+            ..Limits::default()
+        };
+        // `event()` has one property, `a`.
+        let cases: [(Props, &str); 6] = [
+            (
+                &[("s", kind::TEXT, "123456789")],
+                "properties.s: string of 9 bytes is too long; the limit is 8 bytes",
+            ),
+            (
+                &[("longkey", kind::INT, "1")],
+                "properties: key `longkey` is too long; the limit is 4 bytes",
+            ),
+            (
+                &[("j", kind::JSON, "[[[1]]]")],
+                "properties.j[0][0]: nested deeper than 2 levels",
+            ),
+            (
+                &[("j", kind::JSON, "not json")],
+                "properties.j: a nested value must be a JSON object or array",
+            ),
+            (
+                &[("b", kind::INT, "1"), ("c", kind::INT, "1")],
+                "properties: more than 2 properties",
+            ),
+            (
+                // Removing `a` first makes room, but not for three.
+                &[
+                    ("a", kind::REMOVE, ""),
+                    ("b", kind::NULL, "0"),
+                    ("c", kind::NULL, "0"),
+                    ("d", kind::NULL, "0"),
+                ],
+                "properties: more than 2 properties",
+            ),
+        ];
+        for (list, why) in cases {
+            let mut r = processed(vec![0, outcome::MODIFY], vec![0, 0]);
+            r.outcome_args[1] = edits(&mut r, list);
+            assert_eq!(
+                refused(&r, &tight),
+                format!("plugin edits make an event invalid (outcome 1): {why}")
+            );
+        }
+        // At the cap, overwrites and a remove-then-add are fine.
+        let mut r = processed(vec![outcome::MODIFY], vec![0]);
+        r.outcome_args[0] = edits(
+            &mut r,
+            &[
+                ("b", kind::INT, "1"),
+                ("a", kind::INT, "2"),
+                ("b", kind::INT, "3"),
+                ("a", kind::REMOVE, ""),
+                ("c", kind::TEXT, "12345678"),
+            ],
+        );
+        let mut out = Vec::new();
+        apply(vec![event("x")], &r, &mut out, &tight).unwrap();
+        let keys: Vec<&str> = out[0].properties.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["b", "c"]);
+        assert_eq!(out[0].get("b"), Some(&Value::Int(3)));
     }
 }

@@ -207,21 +207,9 @@ fn accept(state: &AppState, decoded: Decoded) -> Result<(StatusCode, serde_json:
     ))
 }
 
-/// The ingest bounds of `[ingest]`.
+/// The ingest bounds of `[ingest]` (see [`IngestConfig::limits`]).
 pub fn limits(c: &IngestConfig) -> Limits {
-    let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
-    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-    Limits {
-        max_events_per_request: size(c.max_events_per_request),
-        max_event_bytes: size(c.max_event_bytes),
-        max_properties: size(c.max_properties),
-        max_key_bytes: size(c.max_key_bytes),
-        max_string_bytes: size(c.max_string_bytes),
-        max_depth: size(c.max_depth),
-        future_skew_ms: ms(c.future_skew),
-        max_age_ms: ms(c.max_age),
-        max_decompressed_bytes: size(c.max_decompressed_bytes),
-    }
+    c.limits()
 }
 
 fn decode_error(e: ingest::DecodeError) -> ApiError {

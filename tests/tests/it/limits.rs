@@ -214,3 +214,64 @@ fn state_written_by_a_failed_batch_is_discarded() {
     assert_eq!(run.stage("state-then-trap")["failed_batches"], 1);
     assert_eq!(run.plugin("state-then-trap")["state_keys"], 1);
 }
+
+#[test]
+fn events_a_plugin_creates_or_edits_must_pass_the_ingest_rules() {
+    let sb = Sandbox::new();
+    sb.install(BAD_EVENTS, "bad-events");
+    let cfg = sb.config(
+        "[runtime]\nquarantine_after = 100\n\
+         [[stages]]\nplugin = \"bad-events\"\non_failure = \"dead-letter\"\n",
+    );
+    let bad = ["empty-distinct-id", "duplicate-keys", "long-string"];
+    let mut input = vec![
+        event_line("plain", "u1", 1, json!({})),
+        event_line("split", "u1", 2, json!({"bad": "split-ok"})),
+    ];
+    input.extend(
+        bad.iter()
+            .map(|b| event_line(b, "u1", 3, json!({"bad": b, "keep": 1}))),
+    );
+    let run = sb.pipe(&cfg, &input.join("\n"), &["--batch-size", "1"]);
+    assert!(run.success, "{}", run.stderr);
+    // Valid output goes through; each invalid one fails its batch, whose
+    // input event is dead-lettered exactly as it came in.
+    assert_eq!(run.ids(), ["plain", "split-0", "split-1"]);
+    let dead: Vec<(&str, &str)> = run
+        .dead_letters
+        .iter()
+        .map(|d| {
+            (
+                d["event"]["id"].as_str().unwrap(),
+                d["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        dead,
+        [
+            (
+                "empty-distinct-id",
+                "plugin created an invalid event (outcome 0): distinct_id: must not be empty"
+            ),
+            (
+                "duplicate-keys",
+                "plugin created an invalid event (outcome 0): properties: duplicate key `k`"
+            ),
+            (
+                "long-string",
+                "plugin edits make an event invalid (outcome 0): properties.blob: string of 20000 \
+                 bytes is too long; the limit is 16384 bytes"
+            ),
+        ]
+    );
+    for d in &run.dead_letters {
+        assert_eq!(d["event"]["properties"]["keep"], 1, "{d}");
+        assert_eq!(
+            d["event"]["properties"].as_object().unwrap().len(),
+            2,
+            "{d}"
+        );
+    }
+    assert_eq!(run.stage("bad-events")["failed_batches"], 3);
+}
