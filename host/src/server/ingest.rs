@@ -80,6 +80,9 @@ pub async fn posthog(
     body: Body,
 ) -> Response {
     let result = async {
+        // PostHog bodies are buffered whole like native ones, so they take
+        // one of the same bounded slots.
+        let _in_flight = InFlight::enter(&state)?;
         let header_key =
             presented_key(&headers, query.get("api_key").map(String::as_str)).map(str::to_owned);
         // Refuse early when a key is needed and the header carries a wrong

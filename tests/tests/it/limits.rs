@@ -275,3 +275,122 @@ fn events_a_plugin_creates_or_edits_must_pass_the_ingest_rules() {
     }
     assert_eq!(run.stage("bad-events")["failed_batches"], 3);
 }
+
+/// Sends the headers and half the body of an NDJSON `POST /v1/batch`, so the
+/// request holds its ingest slot until [`finish_held`] sends the rest.
+async fn hold_request(addr: &str) -> (tokio::net::TcpStream, &'static [u8]) {
+    use tokio::io::AsyncWriteExt as _;
+    const BODY: &[u8] = b"{\"id\":\"held\",\"name\":\"x\",\"distinct_id\":\"u\"}\n";
+    let mut stream = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = format!(
+        "POST /v1/batch HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-ndjson\r\n\
+         Content-Length: {}\r\n\r\n",
+        BODY.len()
+    );
+    let (first, rest) = BODY.split_at(10);
+    let send = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(first).await?;
+        stream.flush().await
+    };
+    tokio::time::timeout(WAIT, send).await.unwrap().unwrap();
+    (stream, rest)
+}
+
+/// Sends the rest of a held request and returns its response's status line.
+async fn finish_held(mut stream: tokio::net::TcpStream, rest: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let exchange = async {
+        stream.write_all(rest).await?;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.windows(2).any(|w| w == b"\r\n") {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        Ok::<_, std::io::Error>(got)
+    };
+    let got = tokio::time::timeout(WAIT, exchange).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&got);
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posthog_routes_share_the_in_flight_request_bound() {
+    use eddy_tests::server::http;
+    let sandbox = Sandbox::new();
+    let config = sandbox.config("[ingest]\nmax_concurrent_requests = 1\nretry_after_s = 3\n");
+    let server = sandbox.serve(&config);
+    let client = http();
+    let ph_event =
+        json!({"event": "ph", "distinct_id": "u", "uuid": "0190a0b0-c0d0-7e0f-8000-000000000001"});
+    let posthog = |path: &str, body: serde_json::Value| {
+        client
+            .post(server.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let native = || {
+        client
+            .post(server.url("/v1/batch"))
+            .header("content-type", "application/x-ndjson")
+            .body("{\"name\":\"n\",\"distinct_id\":\"u\"}\n")
+            .send()
+    };
+
+    let (held, rest) = hold_request(&server.addr).await;
+    // The held request has its slot once a native request is turned away.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let r = tokio::time::timeout(WAIT, native()).await.unwrap().unwrap();
+        if r.status() == 503 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the held request never took the only slot"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for (path, body) in [
+        ("/batch/", json!({"batch": [ph_event.clone()]})),
+        ("/capture/", ph_event.clone()),
+    ] {
+        let r = tokio::time::timeout(WAIT, posthog(path, body))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status(), 503, "{path} must wait for a slot too");
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(retry.as_deref(), Some("3"), "{path}: Retry-After");
+        let b: serde_json::Value = tokio::time::timeout(WAIT, r.json()).await.unwrap().unwrap();
+        assert_eq!(b["code"], "too_many_requests", "{path}: {b}");
+        assert_eq!(b["accepted"], 0, "{path}: {b}");
+    }
+
+    // Once the held request completes, its slot is free again.
+    let status = finish_held(held, rest).await;
+    assert!(status.contains(" 202 "), "held request: {status}");
+    for (path, body) in [
+        ("/batch/", json!({"batch": [ph_event.clone()]})),
+        ("/capture/", ph_event.clone()),
+    ] {
+        let r = tokio::time::timeout(WAIT, posthog(path, body))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path} after the slot is free");
+    }
+}
