@@ -133,6 +133,10 @@ pub struct StoreData {
     pub memory_refused: bool,
     /// State writes of the current call, not yet committed.
     pending: PendingState,
+    /// Keys the pending writes would add to the committed store, net: +1
+    /// per pending write of a key the store lacks, -1 per pending delete of
+    /// a key it holds. Kept up to date per write, so the key cap is O(1).
+    pending_added: i64,
     memory_limit: u64,
     /// Bytes of linear memory the instance holds, all memories together.
     memory_total: usize,
@@ -175,6 +179,7 @@ impl StoreData {
             log_budget: 0,
             memory_refused: false,
             pending: PendingState::new(),
+            pending_added: 0,
             memory_limit: memory_limit_bytes,
             memory_total: 0,
         }
@@ -309,6 +314,16 @@ impl metrics::Host for StoreData {
 /// state as it was. `None` marks a deletion.
 pub type PendingState = HashMap<String, Option<Vec<u8>>>;
 
+/// What a pending entry (`None`: no pending write) of a key the committed
+/// store holds (`committed`) or lacks adds to the store's key count.
+fn added_by(pending: Option<&Option<Vec<u8>>>, committed: bool) -> i64 {
+    match (pending, committed) {
+        (Some(Some(_)), false) => 1,
+        (Some(None), true) => -1,
+        _ => 0,
+    }
+}
+
 impl StoreData {
     /// The value of `key` as this call sees it: its own writes first.
     fn state_lookup(&self, key: &str) -> Option<Vec<u8>> {
@@ -318,21 +333,72 @@ impl StoreData {
         }
     }
 
+    /// Whether `key` holds a value as this call sees it (nothing cloned).
+    fn state_present(&self, key: &str) -> bool {
+        match self.pending.get(key) {
+            Some(v) => v.is_some(),
+            None => lock(&self.shared.state).contains_key(key),
+        }
+    }
+
+    /// Whether the committed store holds `key`, and how many keys it holds.
+    fn committed(&self, key: &str) -> (bool, usize) {
+        let map = lock(&self.shared.state);
+        (map.contains_key(key), map.len())
+    }
+
+    /// Records a pending write (`Some`) or delete (`None`) of `key`, which
+    /// the committed store holds or not (`committed`).
+    fn record(&mut self, key: String, value: Option<Vec<u8>>, committed: bool) {
+        let before = added_by(self.pending.get(&key), committed);
+        let after = added_by(Some(&value), committed);
+        self.pending_added += after - before;
+        if value.is_none() && !committed {
+            // Deleting a key the store does not hold only undoes this
+            // call's own write: nothing is left to apply.
+            self.pending.remove(&key);
+        } else {
+            self.pending.insert(key, value);
+        }
+    }
+
+    /// A write. The key cap counts the keys the store would hold if the
+    /// call committed now: overwriting a key that is there (committed or
+    /// written earlier in the call) needs no room, and a key deleted in
+    /// the call frees its room for another.
     fn state_write(&mut self, key: String, value: Vec<u8>) -> Result<(), state::StateError> {
         self.shared.check_value(&key, &value)?;
-        if self.state_lookup(&key).is_none() {
-            let new_keys = self.pending.values().filter(|v| v.is_some()).count();
-            let held = lock(&self.shared.state).len() + new_keys;
-            if held as u64 >= self.shared.limits.max_keys {
-                return Err(state::StateError::TooManyKeys(self.shared.limits.max_keys));
+        let (committed, held) = self.committed(&key);
+        let present = match self.pending.get(&key) {
+            Some(v) => v.is_some(),
+            None => committed,
+        };
+        if !present {
+            let max = self.shared.limits.max_keys;
+            let would_hold = i64::try_from(held)
+                .unwrap_or(i64::MAX)
+                .saturating_add(self.pending_added);
+            if u64::try_from(would_hold).unwrap_or(0) >= max {
+                return Err(state::StateError::TooManyKeys(max));
             }
         }
-        self.pending.insert(key, Some(value));
+        self.record(key, Some(value), committed);
         Ok(())
+    }
+
+    fn state_delete(&mut self, key: String) -> bool {
+        let (committed, _) = self.committed(&key);
+        let existed = match self.pending.get(&key) {
+            Some(v) => v.is_some(),
+            None => committed,
+        };
+        self.record(key, None, committed);
+        existed
     }
 
     /// Apply this call's writes to the plugin's shared state.
     pub fn commit_state(&mut self) {
+        self.pending_added = 0;
         if self.pending.is_empty() {
             return;
         }
@@ -347,6 +413,7 @@ impl StoreData {
 
     /// Forget this call's writes.
     pub fn discard_state(&mut self) {
+        self.pending_added = 0;
         self.pending.clear();
     }
 }
@@ -361,16 +428,14 @@ impl state::Host for StoreData {
     }
 
     fn set_if_absent(&mut self, key: String, value: Vec<u8>) -> Result<bool, state::StateError> {
-        if self.state_lookup(&key).is_some() {
+        if self.state_present(&key) {
             return Ok(false);
         }
         self.state_write(key, value).map(|()| true)
     }
 
     fn delete(&mut self, key: String) -> bool {
-        let existed = self.state_lookup(&key).is_some();
-        self.pending.insert(key, None);
-        existed
+        self.state_delete(key)
     }
 }
 
@@ -432,6 +497,118 @@ mod tests {
         assert!(state::Host::delete(&mut s, "a".into()));
         s.commit_state();
         assert_eq!(s.shared.state_keys(), 0);
+    }
+
+    fn set(s: &mut StoreData, key: &str) -> Result<(), state::StateError> {
+        state::Host::set(s, key.into(), vec![1])
+    }
+
+    fn refused(r: Result<(), state::StateError>) -> bool {
+        matches!(r, Err(state::StateError::TooManyKeys(2)))
+    }
+
+    #[test]
+    fn overwriting_a_committed_key_needs_no_room() {
+        let mut s = store(LIMITS);
+        set(&mut s, "a").unwrap();
+        set(&mut s, "b").unwrap();
+        s.commit_state();
+        // A full store: overwrites of what is there go through, in any
+        // number, and do not use up room a new key would need.
+        for _ in 0..3 {
+            set(&mut s, "a").unwrap();
+            set(&mut s, "b").unwrap();
+        }
+        assert!(refused(set(&mut s, "c")));
+        s.commit_state();
+        assert_eq!(s.shared.state_keys(), 2);
+    }
+
+    #[test]
+    fn repeated_writes_of_a_new_key_count_once() {
+        let mut s = store(LIMITS);
+        for _ in 0..5 {
+            set(&mut s, "a").unwrap();
+        }
+        assert_eq!(
+            state::Host::set_if_absent(&mut s, "a".into(), vec![2]).ok(),
+            Some(false)
+        );
+        set(&mut s, "b").unwrap();
+        assert!(refused(set(&mut s, "c")));
+        s.commit_state();
+        assert_eq!(s.shared.state_keys(), 2);
+    }
+
+    #[test]
+    fn deleting_a_key_frees_its_room_within_the_call() {
+        let mut s = store(LIMITS);
+        set(&mut s, "a").unwrap();
+        set(&mut s, "b").unwrap();
+        s.commit_state();
+        // A committed key deleted in this call makes room for a new one.
+        assert!(state::Host::delete(&mut s, "a".into()));
+        assert!(!state::Host::delete(&mut s, "a".into()), "already gone");
+        set(&mut s, "c").unwrap();
+        assert!(refused(set(&mut s, "d")));
+        // Writing the deleted key back needs room again: there is none.
+        assert!(refused(set(&mut s, "a")));
+        // A key written and deleted within the call frees its room too.
+        assert!(state::Host::delete(&mut s, "c".into()));
+        set(&mut s, "d").unwrap();
+        s.commit_state();
+        let mut keys: Vec<String> = lock(&s.shared.state).keys().cloned().collect();
+        keys.sort();
+        assert_eq!(keys, ["b", "d"]);
+        // Deleting what the store never held changes nothing.
+        assert!(!state::Host::delete(&mut s, "zz".into()));
+        assert!(refused(set(&mut s, "e")));
+    }
+
+    #[test]
+    fn a_discarded_call_leaves_its_room_behind() {
+        let mut s = store(LIMITS);
+        set(&mut s, "a").unwrap();
+        set(&mut s, "b").unwrap();
+        s.discard_state();
+        set(&mut s, "c").unwrap();
+        set(&mut s, "d").unwrap();
+        assert!(refused(set(&mut s, "e")));
+        s.commit_state();
+        assert_eq!(s.shared.state_keys(), 2);
+        assert!(state::Host::delete(&mut s, "c".into()));
+        s.discard_state();
+        assert!(
+            refused(set(&mut s, "e")),
+            "the discarded delete freed nothing"
+        );
+    }
+
+    #[test]
+    fn a_call_may_fill_a_large_store_in_linear_time() {
+        // 100,000 new keys in one call: the cap check per write is O(1)
+        // (a scan of the pending writes per key would take minutes here).
+        const CAP: u64 = 100_000;
+        let mut s = store(PluginLimits {
+            max_keys: CAP,
+            max_key_bytes: 64,
+            ..LIMITS
+        });
+        for i in 0..CAP {
+            state::Host::set(&mut s, format!("k{i}"), vec![1]).unwrap();
+        }
+        assert!(matches!(
+            state::Host::set(&mut s, "one-more".into(), vec![1]),
+            Err(state::StateError::TooManyKeys(CAP))
+        ));
+        // Overwrites still go through at the cap.
+        state::Host::set(&mut s, "k7".into(), vec![2]).unwrap();
+        s.commit_state();
+        assert_eq!(s.shared.state_keys(), CAP as usize);
+        assert!(matches!(
+            state::Host::set(&mut s, "one-more".into(), vec![1]),
+            Err(state::StateError::TooManyKeys(CAP))
+        ));
     }
 
     #[test]
