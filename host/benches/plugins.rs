@@ -157,16 +157,18 @@ fn ns_per_event_on(dir: &Path, plugin: &str, extra: &str, input: Vec<Event>) -> 
 fn breakdown(dir: &Path, plugin: &str) -> (f64, f64, f64) {
     use eddy::plugin::abi::{Encoder, apply};
     use eddy::plugin::host_api::{PluginLimits, PluginShared};
+    use eddy::plugin::state_store::{StateLimits, StateStore};
     let engine = PluginEngine::new().unwrap();
     let limits = PluginLimits::from(&eddy::config::RuntimeConfig::default());
     let shared = std::sync::Arc::new(PluginShared::new(plugin, limits));
+    let state = std::sync::Arc::new(StateStore::new(plugin, StateLimits::from(&limits)));
     let bytes = std::fs::read(dir.join(format!("{plugin}.wasm"))).unwrap();
     let timeout = Duration::from_secs(30);
     let compiled = engine
         .compile(bytes, timeout, shared.clone(), 64 << 20)
         .unwrap();
     let mut instance = engine
-        .instantiate(&compiled, shared, 64 << 20, "{}", timeout, 100)
+        .instantiate(&compiled, shared, state, 64 << 20, "{}", timeout, 100)
         .unwrap();
     let input = events();
     let mut encoder = Encoder::default();

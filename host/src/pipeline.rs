@@ -22,6 +22,7 @@ use crate::plugin::PluginError;
 use crate::plugin::abi::{self, Encoder};
 use crate::plugin::engine::{Compiled, Instance};
 use crate::plugin::registry::{Notice, NoticeKind, Registry, Slot, short};
+use crate::plugin::state_store::{StateLimits, StateScopes, StateStore};
 
 /// An event that a stage could not process, with the reason.
 #[derive(Debug, Clone, Serialize)]
@@ -132,6 +133,8 @@ pub struct Stage {
     stats: StageStats,
     /// `[ingest]` bounds, which the events a plugin creates or edits must meet.
     limits: crate::ingest::Limits,
+    /// The key-value store of the stage's state scope (`state`).
+    state: Arc<StateStore>,
 }
 
 /// The result of running one batch through the pipeline.
@@ -144,7 +147,12 @@ pub struct BatchOutput {
 }
 
 impl Stage {
-    fn new(cfg: &StageConfig, config: &Config, registry: &Arc<Registry>) -> Self {
+    fn new(
+        cfg: &StageConfig,
+        config: &Config,
+        registry: &Arc<Registry>,
+        state: Arc<StateStore>,
+    ) -> Self {
         Stage {
             config_json: cfg.config.to_string(),
             deadline: config.stage_deadline(cfg),
@@ -159,6 +167,7 @@ impl Stage {
             encoder: Encoder::default(),
             stats: StageStats::default(),
             limits: config.ingest.limits(),
+            state,
             cfg: cfg.clone(),
         }
     }
@@ -216,6 +225,7 @@ impl Stage {
             active.instance = Some(self.registry.engine().instantiate(
                 &active.compiled,
                 self.slot.shared.clone(),
+                self.state.clone(),
                 self.memory_limit,
                 &self.config_json,
                 self.registry.config().compile_timeout,
@@ -475,8 +485,10 @@ impl Pipeline {
     /// policy until the file arrives.
     pub fn new(config: &Config, registry: Arc<Registry>) -> Result<Self, PipelineError> {
         let mut stages = Vec::with_capacity(config.stages.len());
+        let mut scopes = StateScopes::default();
         for cfg in &config.stages {
-            let mut stage = Stage::new(cfg, config, &registry);
+            let state = scopes.store(&cfg.state, StateLimits::from(registry.config()));
+            let mut stage = Stage::new(cfg, config, &registry, state);
             stage.sync_version();
             if stage.active.is_none() {
                 tracing::warn!(

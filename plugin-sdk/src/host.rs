@@ -77,15 +77,16 @@ pub mod metrics {
     }
 }
 
-/// The host-held key-value store, scoped to this plugin. It survives traps
-/// and hot swaps; guest memory does not.
+/// The host-held key-value store, scoped to this plugin's stage (stages
+/// that name the same `state` scope share one). It survives traps and hot
+/// swaps; guest memory does not.
 pub mod state {
     /// Why the host refused a write.
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub enum StateError {
         /// The value exceeds the configured size limit (bytes).
         ValueTooLarge(u64),
-        /// The plugin holds the configured maximum number of keys.
+        /// The store holds the configured maximum number of keys.
         TooManyKeys(u64),
     }
 

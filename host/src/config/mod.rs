@@ -235,6 +235,10 @@ pub struct StageConfig {
     /// duplicates. Every stage of one plugin grants the same list; the
     /// registry reads it from [`RuntimeConfig::grants`].
     pub allow: Vec<String>,
+    /// The state scope whose key-value store the plugin's `state` import
+    /// uses (`state`): stages with the same scope share one store. Defaults
+    /// to the stage's name, so by default every stage has its own.
+    pub state: String,
 }
 
 /// What a stage does with a batch's events when it fails on that batch.

@@ -233,6 +233,7 @@ struct RawStage {
     deadline_ms: Option<Int>,
     memory_limit_mb: Option<Int>,
     allow: Option<Vec<String>>,
+    state: Option<String>,
     config: Option<toml::Table>,
 }
 
@@ -405,6 +406,20 @@ impl Validator<'_> {
             }
             Some(name) => name,
         };
+        let state = match raw.state {
+            None => name.clone(),
+            Some(scope) if is_state_scope(&scope) => scope,
+            Some(scope) => {
+                return Err(self.invalid(
+                    key("state"),
+                    format!(
+                        "{scope:?} is not a valid state scope: use 1 to {MAX_STATE_SCOPE_BYTES} ASCII \
+                         letters, digits, `-`, `_` and `.`; stages with the same `state` share one \
+                         store, and without it a stage has its own"
+                    ),
+                ));
+            }
+        };
         let on_failure = match raw.on_failure {
             None | Some(RawFailurePolicy::PassThrough) => FailurePolicy::PassThrough,
             Some(RawFailurePolicy::DeadLetter) => FailurePolicy::DeadLetter,
@@ -434,6 +449,7 @@ impl Validator<'_> {
             memory_limit_bytes,
             config,
             allow,
+            state,
         })
     }
 
@@ -514,6 +530,15 @@ impl Validator<'_> {
 }
 
 /// A component file stem: non-empty, ASCII letters, digits, `-` and `_`.
+/// Longest `state` scope name: a name, not data.
+const MAX_STATE_SCOPE_BYTES: usize = 128;
+
+fn is_state_scope(s: &str) -> bool {
+    (1..=MAX_STATE_SCOPE_BYTES).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 fn is_plugin_stem(s: &str) -> bool {
     !s.is_empty()
         && s.chars()

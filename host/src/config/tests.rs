@@ -656,6 +656,40 @@ fn bad_plugin_and_stage_names() {
 }
 
 #[test]
+fn state_scopes_default_to_the_stage_and_are_validated() {
+    let config = parse(
+        "[[stages]]\nplugin = \"p\"\n\
+         [[stages]]\nplugin = \"p\"\nname = \"p two\"\n\
+         [[stages]]\nplugin = \"q\"\nstate = \"shared.v1\"\n\
+         [[stages]]\nplugin = \"p\"\nname = \"p3\"\nstate = \"shared.v1\"\n",
+    )
+    .unwrap();
+    let scopes: Vec<&str> = config.stages.iter().map(|s| s.state.as_str()).collect();
+    assert_eq!(scopes, ["p", "p two", "shared.v1", "shared.v1"]);
+    for bad in [
+        "\"\"",
+        "\"a b\"",
+        "\"../x\"",
+        "\"é\"",
+        &format!("\"{}\"", "s".repeat(129)),
+    ] {
+        let text = format!("[[stages]]\nplugin = \"p\"\nstate = {bad}\n");
+        match parse(&text) {
+            Err(ConfigError::Invalid { key, message, .. }) => {
+                assert_eq!(key, "stages[0].state");
+                assert!(message.contains("is not a valid state scope"), "{message}");
+                assert!(message.contains("share one store"), "{message}");
+            }
+            other => panic!("{text}: unexpected {other:?}"),
+        }
+    }
+    match parse("[[stages]]\nplugin = \"p\"\nstate = 5\n") {
+        Err(e) => assert!(e.to_string().contains("state"), "{e}"),
+        Ok(c) => panic!("a number is not a scope: {:?}", c.stages[0].state),
+    }
+}
+
+#[test]
 fn empty_plugins_dir_rejected() {
     match parse("plugins_dir = \"\"") {
         Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "plugins_dir"),

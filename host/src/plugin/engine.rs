@@ -18,6 +18,7 @@ use super::bindings::{Processor, ProcessorPre};
 use super::capabilities::{self, CapabilityError};
 use super::clock::VirtualClock;
 use super::host_api::{PluginShared, StoreData};
+use super::state_store::{StateLimits, StateStore};
 
 /// How often the epoch advances. Deadlines are whole ticks, so a call is cut
 /// off at most one tick after its deadline: 5 ms keeps a 100 ms deadline
@@ -231,7 +232,8 @@ impl PluginEngine {
             .instantiate_pre(&component)
             .map_err(|e| PluginError::WrongWorld(format!("{e:#}")))?;
         let pre = ProcessorPre::new(pre).map_err(|e| PluginError::WrongWorld(format!("{e:#}")))?;
-        let mut probe = self.instantiate_raw(&pre, shared, memory_limit, timeout)?;
+        let state = probe_state(&shared);
+        let mut probe = self.instantiate_raw(&pre, shared, state, memory_limit, timeout)?;
         let info = probe.describe(timeout)?;
         Ok(Arc::new(Compiled {
             pre,
@@ -291,7 +293,10 @@ impl PluginEngine {
             .and_then(|pre| {
                 ProcessorPre::new(pre).map_err(|e| PluginError::WrongWorld(format!("{e:#}")))
             })
-            .and_then(|pre| self.instantiate_raw(&pre, shared, memory_limit, timeout))
+            .and_then(|pre| {
+                let state = probe_state(&shared);
+                self.instantiate_raw(&pre, shared, state, memory_limit, timeout)
+            })
             .and_then(|mut probe| probe.describe(timeout));
         Ok(Inspection {
             size,
@@ -345,12 +350,13 @@ impl PluginEngine {
         &self,
         pre: &ProcessorPre<StoreData>,
         shared: Arc<PluginShared>,
+        state: Arc<StateStore>,
         memory_limit: u64,
         deadline: Duration,
     ) -> Result<Instance, PluginError> {
         let mut store = Store::new(
             &self.engine,
-            StoreData::with_clock(shared, memory_limit, self.clock.as_ref()),
+            StoreData::with_clock(shared, state, memory_limit, self.clock.as_ref()),
         );
         store.limiter(|d| d);
         store.epoch_deadline_trap();
@@ -365,17 +371,26 @@ impl PluginEngine {
         })
     }
 
-    /// A fresh instance of `compiled`, configured with `config` (JSON).
+    /// A fresh instance of `compiled`, configured with `config` (JSON),
+    /// whose `state` import reads and writes `state` (its stage's store,
+    /// which outlives the instance).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each is one setting of the stage the instance is for"
+    )]
     pub fn instantiate(
         &self,
         compiled: &Compiled,
         shared: Arc<PluginShared>,
+        state: Arc<StateStore>,
         memory_limit: u64,
         config: &str,
         deadline: Duration,
         log_budget: u32,
     ) -> Result<Instance, PluginError> {
-        let mut instance = self.instantiate_raw(&compiled.pre, shared, memory_limit, deadline)?;
+        shared.attach_state(&state);
+        let mut instance =
+            self.instantiate_raw(&compiled.pre, shared, state, memory_limit, deadline)?;
         instance.store.data_mut().log_budget = log_budget;
         instance.configure(config, deadline)?;
         instance.commit_state();
@@ -387,6 +402,15 @@ impl Drop for PluginEngine {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// A store for an instance that only answers `describe()` (a load check, an
+/// inspection): nothing it writes is ever committed, and no stage sees it.
+fn probe_state(shared: &PluginShared) -> Arc<StateStore> {
+    Arc::new(StateStore::new(
+        "(probe)",
+        StateLimits::from(shared.limits()),
+    ))
 }
 
 /// One live plugin instance: a Store and its bindings. Thrown away after a

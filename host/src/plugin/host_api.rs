@@ -3,13 +3,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::eddy::plugin::{log, metrics, state, types};
+use super::state_store::StateStore;
 
 /// Longest metric name or log field name, in bytes: names, not data.
 pub const MAX_METRIC_NAME_BYTES: usize = 200;
@@ -28,7 +29,8 @@ pub fn truncated(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Bounds on what one plugin may keep in the host: state, metrics, logs.
+/// Bounds on what a plugin may keep in the host: state (per store, see
+/// [`super::state_store::StateLimits`]), metrics, logs.
 #[derive(Debug, Clone, Copy)]
 pub struct PluginLimits {
     /// `runtime.state_max_keys`.
@@ -56,12 +58,16 @@ impl From<&crate::config::RuntimeConfig> for PluginLimits {
 }
 
 /// Everything the host keeps for a plugin *name*, across instances, traps and
-/// versions: its key-value state, its custom metrics and its counters.
+/// versions: its custom metrics and its counters. Its key-value state is
+/// not here: that belongs to each stage (its [`StateStore`]).
 #[derive(Debug)]
 pub struct PluginShared {
     /// The plugin's name (its file stem).
     pub name: String,
-    state: Mutex<HashMap<String, Vec<u8>>>,
+    /// The state stores this plugin's instances were given, for
+    /// [`PluginShared::state_keys`]; a store dropped with its pipeline
+    /// drops out.
+    stores: Mutex<Vec<Weak<StateStore>>>,
     limits: PluginLimits,
     counters: Mutex<BTreeMap<String, u64>>,
     gauges: Mutex<BTreeMap<String, f64>>,
@@ -83,7 +89,7 @@ impl PluginShared {
     pub fn new(name: &str, limits: PluginLimits) -> Self {
         PluginShared {
             name: name.to_owned(),
-            state: Mutex::new(HashMap::new()),
+            stores: Mutex::new(Vec::new()),
             limits,
             counters: Mutex::new(BTreeMap::new()),
             gauges: Mutex::new(BTreeMap::new()),
@@ -92,9 +98,28 @@ impl PluginShared {
         }
     }
 
-    /// Number of keys in the plugin's state store.
+    /// The plugin's bounds.
+    pub fn limits(&self) -> &PluginLimits {
+        &self.limits
+    }
+
+    /// Notes that an instance of this plugin uses `store`.
+    pub fn attach_state(&self, store: &Arc<StateStore>) {
+        let mut stores = lock(&self.stores);
+        stores.retain(|s| s.strong_count() > 0);
+        if !stores.iter().any(|s| s.as_ptr() == Arc::as_ptr(store)) {
+            stores.push(Arc::downgrade(store));
+        }
+    }
+
+    /// Keys in the state stores this plugin's instances use (each store
+    /// counted once, also when stages of other plugins share it).
     pub fn state_keys(&self) -> usize {
-        lock(&self.state).len()
+        lock(&self.stores)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|s| s.len())
+            .sum()
     }
 
     /// The plugin's custom counters.
@@ -106,18 +131,6 @@ impl PluginShared {
     pub fn gauges(&self) -> BTreeMap<String, f64> {
         lock(&self.gauges).clone()
     }
-
-    fn check_value(&self, key: &str, value: &[u8]) -> Result<(), state::StateError> {
-        if key.len() as u64 > self.limits.max_key_bytes {
-            return Err(state::StateError::ValueTooLarge(self.limits.max_key_bytes));
-        }
-        if value.len() as u64 > self.limits.max_value_bytes {
-            return Err(state::StateError::ValueTooLarge(
-                self.limits.max_value_bytes,
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// Per-instance store data.
@@ -127,6 +140,8 @@ pub struct StoreData {
     limits: StoreLimits,
     /// The plugin this instance belongs to.
     pub shared: Arc<PluginShared>,
+    /// The state store the `state` import reads and writes: the stage's.
+    pub state: Arc<StateStore>,
     /// Log records still allowed in the current call.
     pub log_budget: u32,
     /// Set when the instance asked for more memory than its cap allows.
@@ -145,14 +160,15 @@ pub struct StoreData {
 impl StoreData {
     /// Store data for a new, sandboxed instance: no preopened directories,
     /// no environment, no arguments, no network, stdio discarded.
-    pub fn new(shared: Arc<PluginShared>, memory_limit_bytes: u64) -> Self {
-        Self::with_clock(shared, memory_limit_bytes, None)
+    pub fn new(shared: Arc<PluginShared>, state: Arc<StateStore>, memory_limit_bytes: u64) -> Self {
+        Self::with_clock(shared, state, memory_limit_bytes, None)
     }
 
     /// [`StoreData::new`], with WASI's clocks and randomness taken from
     /// `clock` when given (deterministic runs: see [`super::clock`]).
     pub fn with_clock(
         shared: Arc<PluginShared>,
+        state: Arc<StateStore>,
         memory_limit_bytes: u64,
         clock: Option<&Arc<super::clock::VirtualClock>>,
     ) -> Self {
@@ -176,6 +192,7 @@ impl StoreData {
             table: ResourceTable::new(),
             limits,
             shared,
+            state,
             log_budget: 0,
             memory_refused: false,
             pending: PendingState::new(),
@@ -308,7 +325,7 @@ impl metrics::Host for StoreData {
     }
 }
 
-/// A call's state writes, applied to the shared store only if the call's
+/// A call's state writes, applied to the state store only if the call's
 /// batch succeeds: a batch that fails (trap, deadline, error, bad result)
 /// leaves no trace in plugin state, so its retry or pass-through sees the
 /// state as it was. `None` marks a deletion.
@@ -329,7 +346,7 @@ impl StoreData {
     fn state_lookup(&self, key: &str) -> Option<Vec<u8>> {
         match self.pending.get(key) {
             Some(v) => v.clone(),
-            None => lock(&self.shared.state).get(key).cloned(),
+            None => self.state.get(key),
         }
     }
 
@@ -337,14 +354,13 @@ impl StoreData {
     fn state_present(&self, key: &str) -> bool {
         match self.pending.get(key) {
             Some(v) => v.is_some(),
-            None => lock(&self.shared.state).contains_key(key),
+            None => self.state.contains_key(key),
         }
     }
 
     /// Whether the committed store holds `key`, and how many keys it holds.
     fn committed(&self, key: &str) -> (bool, usize) {
-        let map = lock(&self.shared.state);
-        (map.contains_key(key), map.len())
+        self.state.probe(key)
     }
 
     /// Records a pending write (`Some`) or delete (`None`) of `key`, which
@@ -367,14 +383,14 @@ impl StoreData {
     /// written earlier in the call) needs no room, and a key deleted in
     /// the call frees its room for another.
     fn state_write(&mut self, key: String, value: Vec<u8>) -> Result<(), state::StateError> {
-        self.shared.check_value(&key, &value)?;
+        self.state.check_value(&key, &value)?;
         let (committed, held) = self.committed(&key);
         let present = match self.pending.get(&key) {
             Some(v) => v.is_some(),
             None => committed,
         };
         if !present {
-            let max = self.shared.limits.max_keys;
+            let max = self.state.limits().max_keys;
             let would_hold = i64::try_from(held)
                 .unwrap_or(i64::MAX)
                 .saturating_add(self.pending_added);
@@ -396,19 +412,10 @@ impl StoreData {
         existed
     }
 
-    /// Apply this call's writes to the plugin's shared state.
+    /// Apply this call's writes to the stage's state store.
     pub fn commit_state(&mut self) {
         self.pending_added = 0;
-        if self.pending.is_empty() {
-            return;
-        }
-        let mut map = lock(&self.shared.state);
-        for (k, v) in self.pending.drain() {
-            match v {
-                Some(v) => map.insert(k, v),
-                None => map.remove(&k),
-            };
-        }
+        self.state.commit(&mut self.pending);
     }
 
     /// Forget this call's writes.
@@ -445,7 +452,8 @@ mod tests {
     use super::*;
 
     fn store(limits: PluginLimits) -> StoreData {
-        StoreData::new(Arc::new(PluginShared::new("p", limits)), 1 << 20)
+        let state = Arc::new(StateStore::new("stage", (&limits).into()));
+        StoreData::new(Arc::new(PluginShared::new("p", limits)), state, 1 << 20)
     }
 
     const LIMITS: PluginLimits = PluginLimits {
@@ -488,15 +496,15 @@ mod tests {
             Some(vec![1]),
             "a call sees its own writes"
         );
-        assert_eq!(s.shared.state_keys(), 0);
+        assert_eq!(s.state.len(), 0);
         s.discard_state();
         assert_eq!(state::Host::get(&mut s, "a".into()), None);
         state::Host::set(&mut s, "a".into(), vec![1]).unwrap();
         s.commit_state();
-        assert_eq!(s.shared.state_keys(), 1);
+        assert_eq!(s.state.len(), 1);
         assert!(state::Host::delete(&mut s, "a".into()));
         s.commit_state();
-        assert_eq!(s.shared.state_keys(), 0);
+        assert_eq!(s.state.len(), 0);
     }
 
     fn set(s: &mut StoreData, key: &str) -> Result<(), state::StateError> {
@@ -521,7 +529,7 @@ mod tests {
         }
         assert!(refused(set(&mut s, "c")));
         s.commit_state();
-        assert_eq!(s.shared.state_keys(), 2);
+        assert_eq!(s.state.len(), 2);
     }
 
     #[test]
@@ -537,7 +545,7 @@ mod tests {
         set(&mut s, "b").unwrap();
         assert!(refused(set(&mut s, "c")));
         s.commit_state();
-        assert_eq!(s.shared.state_keys(), 2);
+        assert_eq!(s.state.len(), 2);
     }
 
     #[test]
@@ -557,8 +565,7 @@ mod tests {
         assert!(state::Host::delete(&mut s, "c".into()));
         set(&mut s, "d").unwrap();
         s.commit_state();
-        let mut keys: Vec<String> = lock(&s.shared.state).keys().cloned().collect();
-        keys.sort();
+        let keys: Vec<String> = s.state.snapshot().into_keys().collect();
         assert_eq!(keys, ["b", "d"]);
         // Deleting what the store never held changes nothing.
         assert!(!state::Host::delete(&mut s, "zz".into()));
@@ -575,7 +582,7 @@ mod tests {
         set(&mut s, "d").unwrap();
         assert!(refused(set(&mut s, "e")));
         s.commit_state();
-        assert_eq!(s.shared.state_keys(), 2);
+        assert_eq!(s.state.len(), 2);
         assert!(state::Host::delete(&mut s, "c".into()));
         s.discard_state();
         assert!(
@@ -604,11 +611,45 @@ mod tests {
         // Overwrites still go through at the cap.
         state::Host::set(&mut s, "k7".into(), vec![2]).unwrap();
         s.commit_state();
-        assert_eq!(s.shared.state_keys(), CAP as usize);
+        assert_eq!(s.state.len(), CAP as usize);
         assert!(matches!(
             state::Host::set(&mut s, "one-more".into(), vec![1]),
             Err(state::StateError::TooManyKeys(CAP))
         ));
+    }
+
+    #[test]
+    fn instances_of_one_plugin_write_to_the_store_they_are_given() {
+        let shared = Arc::new(PluginShared::new("p", LIMITS));
+        let mut stores = crate::plugin::state_store::StateScopes::default();
+        let limits = (&LIMITS).into();
+        let (a, b) = (stores.store("a", limits), stores.store("b", limits));
+        let mut in_a = StoreData::new(shared.clone(), a.clone(), 1 << 20);
+        let mut in_b = StoreData::new(shared.clone(), b.clone(), 1 << 20);
+        let mut a_again = StoreData::new(shared.clone(), a.clone(), 1 << 20);
+        for (s, store) in [(&in_a, &a), (&in_b, &b), (&a_again, &a)] {
+            assert!(Arc::ptr_eq(&s.state, store));
+            shared.attach_state(store);
+        }
+        assert_eq!(
+            state::Host::set_if_absent(&mut in_a, "u1".into(), vec![1]).ok(),
+            Some(true)
+        );
+        in_a.commit_state();
+        // Another scope has not seen u1; the same scope has.
+        assert_eq!(
+            state::Host::set_if_absent(&mut in_b, "u1".into(), vec![1]).ok(),
+            Some(true)
+        );
+        in_b.commit_state();
+        assert_eq!(
+            state::Host::set_if_absent(&mut a_again, "u1".into(), vec![1]).ok(),
+            Some(false)
+        );
+        // Each store counted once: a's key and b's.
+        assert_eq!(shared.state_keys(), 2);
+        drop((in_b, b, stores));
+        assert_eq!(shared.state_keys(), 1, "a dropped store drops out");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! registry of plugin versions and the folder watcher that hot-swaps them.
 //!
 //! Limits live where they are enforced: memory caps and the log budget in
-//! [`host_api`], deadlines in [`engine`], state bounds in [`host_api`].
+//! [`host_api`], deadlines in [`engine`], state bounds in [`host_api`] (per
+//! call) and [`state_store`] (per store).
 
 pub mod abi;
 pub mod bindings;
@@ -11,6 +12,7 @@ pub mod clock;
 pub mod engine;
 pub mod host_api;
 pub mod registry;
+pub mod state_store;
 pub mod watch;
 
 pub use engine::{PluginEngine, PluginError};

@@ -178,6 +178,50 @@ fn first_seen_marks_only_each_users_first_event() {
 }
 
 #[test]
+fn two_stages_of_one_plugin_keep_separate_state_unless_they_share_a_scope() {
+    let sb = Sandbox::new();
+    sb.install(FIRST_SEEN, "first-seen");
+    let stages = |state: &str| {
+        sb.config(&format!(
+            "[[stages]]\nplugin = \"first-seen\"\nname = \"fs-a\"\n{state}\
+             [stages.config]\nproperty = \"first_a\"\n\
+             [[stages]]\nplugin = \"first-seen\"\nname = \"fs-b\"\n{state}\
+             [stages.config]\nproperty = \"first_b\"\n"
+        ))
+    };
+    let input: Vec<String> = ["u1", "u2", "u1"]
+        .iter()
+        .enumerate()
+        .map(|(i, u)| event_line(&format!("e{i}"), u, i as i64, json!({})))
+        .collect();
+    let marks = |run: &PipeRun, property: &str| -> Vec<bool> {
+        run.events
+            .iter()
+            .map(|e| e["properties"][property] == true)
+            .collect()
+    };
+
+    // By default each stage remembers users in its own store: both mark
+    // each user's first event.
+    let run = sb.pipe(&stages(""), &input.join("\n"), &[]);
+    assert!(run.success, "{}", run.stderr);
+    assert_eq!(marks(&run, "first_a"), [true, true, false]);
+    assert_eq!(marks(&run, "first_b"), [true, true, false]);
+    assert_eq!(
+        run.plugin("first-seen")["state_keys"],
+        4,
+        "two users, twice"
+    );
+
+    // With one scope, the second stage finds the users the first recorded.
+    let run = sb.pipe(&stages("state = \"users\"\n"), &input.join("\n"), &[]);
+    assert!(run.success, "{}", run.stderr);
+    assert_eq!(marks(&run, "first_a"), [true, true, false]);
+    assert_eq!(marks(&run, "first_b"), [false, false, false]);
+    assert_eq!(run.plugin("first-seen")["state_keys"], 2);
+}
+
+#[test]
 fn default_pipeline_runs_all_example_plugins_in_order() {
     let sb = Sandbox::new();
     for (built, name) in [
