@@ -94,6 +94,7 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use crate::event::Event;
@@ -407,7 +408,12 @@ pub struct Aggregates {
 /// The running state of one window (or pane, or session) for one group.
 /// Made by [`Aggregates::new_acc`] and only meaningful to the
 /// [`Aggregates`] that made it.
-#[derive(Clone, Debug)]
+///
+/// It serialises exactly, in binary and text serde formats alike: a
+/// restored accumulator gives bit-identical results and merges as the
+/// original would (see `agg/slot/persist.rs` for how floats and sketches
+/// are written). Check one read back with [`Aggregates::fits`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Acc {
     count: u64,
     slots: Box<[Slot]>,
@@ -523,6 +529,19 @@ impl Aggregates {
                 *n += 1;
             }
         }
+    }
+
+    /// Whether `acc` has the shape of this list's accumulators: the same
+    /// slots, each of the same kind. An accumulator restored from a snapshot
+    /// taken with other aggregates fails this (unless only paths or
+    /// predicates changed, which shape does not show).
+    pub fn fits(&self, acc: &Acc) -> bool {
+        acc.slots.len() == self.plan.template.len()
+            && acc
+                .slots
+                .iter()
+                .zip(self.plan.template.iter())
+                .all(|(a, t)| a.kind() == t.kind())
     }
 
     /// `into` := `into` ⊕ `from`, both made by this [`Aggregates`]. Exact

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use compact_str::CompactString;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use super::agg::{Acc, Aggregates};
@@ -14,8 +15,9 @@ use crate::filter::{FieldPath, FieldRef, Record};
 pub const OVERFLOW: &str = "__overflow__";
 
 /// One dimension's value in a group key. Typed, so `"1"` and `1` are
-/// different groups, as they are different JSON values.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// different groups, as they are different JSON values. Serialises as an
+/// externally tagged enum (no self-description needed).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum KeyPart {
     /// The field is absent.
     Missing,
@@ -104,7 +106,7 @@ impl Grouping {
 }
 
 /// One group's state in one window (or pane).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Slot {
     /// The aggregates so far.
     pub acc: Acc,
@@ -149,6 +151,12 @@ impl GroupTable {
             dirty: false,
             revision: 0,
         })
+    }
+
+    /// Put `slot` in for `key` as it is (restoring a snapshot), returning
+    /// the slot it replaced, if any.
+    pub fn insert(&mut self, key: GroupKey, slot: Slot) -> Option<Slot> {
+        self.groups.insert(key, slot)
     }
 
     /// The slot of an existing group.

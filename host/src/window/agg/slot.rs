@@ -1,18 +1,21 @@
 //! Accumulator state: one [`Slot`] per (path, kind), what it keeps, how it
 //! takes a value, merges and reports its size; and the fixed hash that
-//! `distinct` counts.
+//! `distinct` counts. How slots are saved and restored is in [`persist`].
 
 use std::cmp::Ordering;
 use std::fmt;
 
 use cardinality_estimator::CardinalityEstimator;
 use compact_str::CompactString;
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use sketches_ddsketch::{Config as SketchConfig, DDSketch};
 
 use super::{QUANTILE_ALPHA, QUANTILE_MAX_BINS, QUANTILE_MIN_VALUE};
 use crate::event::Value;
 use crate::filter::FieldRef;
+
+mod persist;
 
 /// Which state an aggregate reads; slots of one kind on one path are shared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +33,7 @@ pub(super) enum SlotKind {
 }
 
 /// One piece of accumulator state.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) enum Slot {
     /// Events where the path is set.
     Set(u64),
@@ -60,6 +63,22 @@ impl Slot {
             SlotKind::Distinct => Slot::Distinct(Distinct(CardinalityEstimator::new())),
             SlotKind::Quantiles => Slot::Quantiles(None),
             SlotKind::Matches => Slot::Matches(0),
+        }
+    }
+
+    /// Which kind of slot this is.
+    pub(super) fn kind(&self) -> SlotKind {
+        match self {
+            Slot::Set(_) => SlotKind::Set,
+            Slot::Sum(_) => SlotKind::Sum,
+            Slot::Min(_) => SlotKind::Min,
+            Slot::Max(_) => SlotKind::Max,
+            Slot::Moments(_) => SlotKind::Moments,
+            Slot::First(_) => SlotKind::First,
+            Slot::Last(_) => SlotKind::Last,
+            Slot::Distinct(_) => SlotKind::Distinct,
+            Slot::Quantiles(_) => SlotKind::Quantiles,
+            Slot::Matches(_) => SlotKind::Matches,
         }
     }
 
@@ -139,10 +158,10 @@ impl Slot {
 }
 
 /// A numeric value, kept with its JSON type.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub(super) enum Num {
     Int(i64),
-    Float(f64),
+    Float(#[serde(with = "persist::exact_f64")] f64),
 }
 
 impl Num {
@@ -211,12 +230,14 @@ fn keep(cur: &mut Option<Num>, x: Num, want: Ordering) {
 
 /// Sum of numeric values: integers exactly in 128 bits (split in two words
 /// to keep the slot 8-aligned), floats with Neumaier compensation.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(super) struct Sum {
     n: u64,
     int_lo: u64,
     int_hi: i64,
+    #[serde(with = "persist::exact_f64")]
     float: f64,
+    #[serde(with = "persist::exact_f64")]
     comp: f64,
     has_float: bool,
 }
@@ -279,10 +300,12 @@ impl Sum {
 }
 
 /// Count, mean and sum of squared deviations (Welford).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(super) struct Moments {
     n: u64,
+    #[serde(with = "persist::exact_f64")]
     mean: f64,
+    #[serde(with = "persist::exact_f64")]
     m2: f64,
 }
 
@@ -318,9 +341,10 @@ impl Moments {
 }
 
 /// A value with the `(timestamp, arrival)` of the event it came from.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) struct Stamped {
     at: (i64, u64),
+    #[serde(with = "persist::value")]
     value: Value,
 }
 
@@ -388,11 +412,13 @@ pub(super) fn value_json(v: &Value) -> Json {
     }
 }
 
-/// A distinct-count sketch; its items are our own typed hashes.
+/// A distinct-count sketch; its items are our own typed hashes. Saved
+/// through [`persist::DistinctState`].
 #[derive(Clone, Debug)]
 pub(super) struct Distinct(CardinalityEstimator<u64>);
 
-/// A DDSketch, which is not `Debug` itself.
+/// A DDSketch, which is not `Debug` itself. Saved as described in
+/// [`persist`].
 #[derive(Clone)]
 pub(super) struct Quantiles(DDSketch);
 
