@@ -16,7 +16,8 @@ pub const OVERFLOW: &str = "__overflow__";
 
 /// One dimension's value in a group key. Typed, so `"1"` and `1` are
 /// different groups, as they are different JSON values. Serialises as an
-/// externally tagged enum (no self-description needed).
+/// externally tagged enum (no self-description needed), and hashes to its
+/// key group with [`super::state::keygroup::key_group`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum KeyPart {
     /// The field is absent.

@@ -69,6 +69,7 @@ pub mod publish;
 pub mod replay;
 pub mod session;
 pub mod sliding;
+pub mod state;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;

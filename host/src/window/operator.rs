@@ -5,6 +5,7 @@ use serde_json::{Map, Value as Json};
 
 use super::agg::Acc;
 use super::groups::KeyPart;
+use super::state::{KeyGroupSet, OperatorState, StateError};
 use super::{WindowSpec, WindowStats};
 use crate::event::Event;
 
@@ -136,8 +137,9 @@ impl Ctx<'_> {
 /// the filter and the grouping; an operator only places events into
 /// windows and fires them.
 ///
-/// Only [`WindowOperator::on_event`] is required; the hooks default to
-/// doing nothing.
+/// [`WindowOperator::on_event`], [`WindowOperator::snapshot`] and
+/// [`WindowOperator::restore`] are required; the hooks default to doing
+/// nothing.
 pub trait WindowOperator: Send {
     /// Fold in `ev`, which passed the window's filter, at (possibly clamped)
     /// event time `ts`, in group `key`. `watermark` is the watermark before
@@ -164,11 +166,21 @@ pub trait WindowOperator: Send {
     /// changed since the last one.
     fn on_tick(&mut self, _ctx: &mut Ctx<'_>, _now: i64, _early: bool) {}
 
-    /// The state to persist with a checkpoint. Durability is a later
-    /// issue; until then nothing is saved.
-    fn on_checkpoint(&mut self) -> Option<Json> {
-        None
-    }
+    /// Everything this operator holds, to continue exactly where it is
+    /// after [`WindowOperator::restore`]; see [`super::state`].
+    fn snapshot(&self) -> OperatorState;
+
+    /// Replace this operator's state with `state`, taken from an operator
+    /// of the same kind and definition (`spec`, whose aggregates the
+    /// accumulators must fit), keeping only the keyed entries of `groups`
+    /// (the parts that are not keyed are kept whole). On error the operator
+    /// is left as it was.
+    fn restore(
+        &mut self,
+        spec: &WindowSpec,
+        state: OperatorState,
+        groups: &KeyGroupSet,
+    ) -> Result<(), StateError>;
 
     /// The input ended: fire whatever is open. The default does nothing
     /// because the driver first raises the watermark to the end of time,

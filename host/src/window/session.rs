@@ -14,10 +14,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde::{Deserialize, Serialize};
+
 use super::WindowSpec;
 use super::agg::Acc;
 use super::groups::{GroupKey, KeyPart};
 use super::operator::{Ctx, OpenGroup, Replaces, ResultKind, WindowOperator};
+use super::state::{
+    KeyGroupSet, OperatorState, StateError, check_acc, keep, key_group, same_setting,
+};
 use crate::event::Event;
 
 /// The operator.
@@ -39,7 +44,7 @@ struct KeyState {
     timer: Option<i64>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Session {
     start: i64,
     last: i64,
@@ -52,6 +57,34 @@ struct Session {
     /// Published extents this session supersedes, for its next result.
     replaces: Replaces,
     dirty: bool,
+}
+
+/// A [`Sessions`] operator's saved state (see [`super::state`]). Everything
+/// it holds is keyed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionsState {
+    gap: i64,
+    max_duration: Option<i64>,
+    lateness: i64,
+    /// Every group, sorted by key group and key.
+    keys: Vec<KeyedSessions>,
+}
+
+/// One group's sessions, sorted by start, and its timer. The operator's
+/// schedule is rebuilt from the timers: its other entries are ones a
+/// reschedule superseded, which it skips.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeyedSessions {
+    key_group: u16,
+    key: GroupKey,
+    timer: Option<i64>,
+    sessions: Vec<Session>,
+}
+
+impl SessionsState {
+    pub(super) fn key_groups(&self) -> impl Iterator<Item = u16> + '_ {
+        self.keys.iter().map(|k| k.key_group)
+    }
 }
 
 impl Session {
@@ -362,5 +395,81 @@ impl WindowOperator for Sessions {
     fn sizes(&self) -> (usize, usize) {
         let sessions = self.keys.values().map(|k| k.sessions.len()).sum();
         (sessions, self.keys.len())
+    }
+
+    fn snapshot(&self) -> OperatorState {
+        let mut keys: Vec<KeyedSessions> = self
+            .keys
+            .iter()
+            .map(|(key, ks)| KeyedSessions {
+                key_group: key_group(key),
+                key: key.clone(),
+                timer: ks.timer,
+                sessions: ks.sessions.clone(),
+            })
+            .collect();
+        // One entry per key, holding its sessions in order of start.
+        keys.sort_unstable_by(|a, b| (a.key_group, &a.key).cmp(&(b.key_group, &b.key)));
+        OperatorState::Sessions(SessionsState {
+            gap: self.gap,
+            max_duration: self.max_duration,
+            lateness: self.lateness,
+            keys,
+        })
+    }
+
+    fn restore(
+        &mut self,
+        spec: &WindowSpec,
+        state: OperatorState,
+        groups: &KeyGroupSet,
+    ) -> Result<(), StateError> {
+        let state = match state {
+            OperatorState::Sessions(s) => s,
+            other => {
+                return Err(StateError::Kind {
+                    saved: other.kind(),
+                    operator: "session",
+                });
+            }
+        };
+        same_setting("gap_ms", state.gap, self.gap)?;
+        same_setting("max_duration_ms", state.max_duration, self.max_duration)?;
+        same_setting("allowed_lateness_ms", state.lateness, self.lateness)?;
+        let mut keys: HashMap<GroupKey, KeyState, _> = HashMap::default();
+        let mut timers: BTreeMap<i64, Vec<GroupKey>> = BTreeMap::new();
+        for k in state.keys {
+            if !keep(&k.key, k.key_group, groups)? {
+                continue;
+            }
+            for s in &k.sessions {
+                check_acc(spec, &s.acc, s.start)?;
+            }
+            // The operator relies on both: sessions in order (they never
+            // overlap), and a timer wherever there are sessions.
+            if k.sessions.windows(2).any(|w| w[0].start >= w[1].start) {
+                return Err(StateError::Inconsistent(
+                    "a group's sessions are not in order of start".into(),
+                ));
+            }
+            if !k.sessions.is_empty() && k.timer.is_none() {
+                return Err(StateError::Inconsistent(
+                    "a group has sessions but no timer to fire them".into(),
+                ));
+            }
+            if let Some(t) = k.timer {
+                timers.entry(t).or_default().push(k.key.clone());
+            }
+            let ks = KeyState {
+                sessions: k.sessions,
+                timer: k.timer,
+            };
+            if keys.insert(k.key, ks).is_some() {
+                return Err(StateError::Inconsistent("a group appears twice".into()));
+            }
+        }
+        self.keys = keys;
+        self.timers = timers;
+        Ok(())
     }
 }

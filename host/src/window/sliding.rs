@@ -8,10 +8,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use serde::{Deserialize, Serialize};
+
 use super::WindowSpec;
 use super::agg::Acc;
 use super::groups::{GroupKey, GroupTable, KeyPart};
 use super::operator::{Ctx, OpenGroup, ResultKind, WindowOperator};
+use super::state::{
+    KeyGroupSet, KeyedSlot, OperatorState, StateError, check_acc, keep, key_group, same_setting,
+    sort_keyed,
+};
 use crate::event::Event;
 
 /// The operator: panes keyed by start, and the watermark up to which
@@ -30,6 +36,41 @@ pub struct Sliding {
     /// if none): the watermark moves after every event, and this makes the
     /// common case (nothing due) one comparison.
     next_fire: i64,
+}
+
+/// A [`Sliding`] operator's saved state (see [`super::state`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlidingState {
+    size: i64,
+    slide: i64,
+    lateness: i64,
+    /// Not keyed: how far windows have fired, and the next one due (kept
+    /// as it was rather than recomputed, so the restored operator fires at
+    /// exactly the same watermarks; after a subset restore it may be early,
+    /// which costs one pass that finds nothing to fire).
+    fired_until: i64,
+    next_fire: i64,
+    /// Every group of every pane, sorted by key group, pane start and key.
+    panes: Vec<KeyedSlot>,
+    /// Corrections published per window and group, sorted by key group,
+    /// window end and key.
+    revisions: Vec<KeyedRevision>,
+}
+
+/// The corrections published for one group of the window ending at `end`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeyedRevision {
+    key_group: u16,
+    end: i64,
+    key: GroupKey,
+    revision: u32,
+}
+
+impl SlidingState {
+    pub(super) fn key_groups(&self) -> impl Iterator<Item = u16> + '_ {
+        let panes = self.panes.iter().map(|e| e.key_group);
+        panes.chain(self.revisions.iter().map(|r| r.key_group))
+    }
 }
 
 impl Sliding {
@@ -281,5 +322,96 @@ impl WindowOperator for Sliding {
     fn sizes(&self) -> (usize, usize) {
         let groups = self.panes.values().map(GroupTable::len).sum();
         (self.panes.len(), groups)
+    }
+
+    fn snapshot(&self) -> OperatorState {
+        let mut panes = Vec::new();
+        for (&start, table) in &self.panes {
+            panes.extend(
+                table
+                    .iter()
+                    .map(|(key, slot)| KeyedSlot::new(start, key, slot)),
+            );
+        }
+        sort_keyed(&mut panes, |e| (e.key_group, e.start, &e.key));
+        let mut revisions = Vec::new();
+        for (&end, per_key) in &self.revisions {
+            revisions.extend(per_key.iter().map(|(key, &revision)| KeyedRevision {
+                key_group: key_group(key),
+                end,
+                key: key.clone(),
+                revision,
+            }));
+        }
+        sort_keyed(&mut revisions, |r| (r.key_group, r.end, &r.key));
+        OperatorState::Sliding(SlidingState {
+            size: self.size,
+            slide: self.slide,
+            lateness: self.lateness,
+            fired_until: self.fired_until,
+            next_fire: self.next_fire,
+            panes,
+            revisions,
+        })
+    }
+
+    fn restore(
+        &mut self,
+        spec: &WindowSpec,
+        state: OperatorState,
+        groups: &KeyGroupSet,
+    ) -> Result<(), StateError> {
+        let state = match state {
+            OperatorState::Sliding(s) => s,
+            other => {
+                return Err(StateError::Kind {
+                    saved: other.kind(),
+                    operator: "sliding",
+                });
+            }
+        };
+        same_setting("size_ms", state.size, self.size)?;
+        same_setting("slide_ms", state.slide, self.slide)?;
+        same_setting("allowed_lateness_ms", state.lateness, self.lateness)?;
+        let mut panes: BTreeMap<i64, GroupTable> = BTreeMap::new();
+        for e in state.panes {
+            if !keep(&e.key, e.key_group, groups)? {
+                continue;
+            }
+            check_acc(spec, &e.slot.acc, e.start)?;
+            if panes
+                .entry(e.start)
+                .or_default()
+                .insert(e.key, e.slot)
+                .is_some()
+            {
+                return Err(StateError::Inconsistent(format!(
+                    "a group appears twice in the pane starting at {}",
+                    e.start
+                )));
+            }
+        }
+        let mut revisions: BTreeMap<i64, HashMap<GroupKey, u32>> = BTreeMap::new();
+        for r in state.revisions {
+            if !keep(&r.key, r.key_group, groups)? {
+                continue;
+            }
+            if revisions
+                .entry(r.end)
+                .or_default()
+                .insert(r.key, r.revision)
+                .is_some()
+            {
+                return Err(StateError::Inconsistent(format!(
+                    "a group has two revisions in the window ending at {}",
+                    r.end
+                )));
+            }
+        }
+        self.panes = panes;
+        self.revisions = revisions;
+        self.fired_until = state.fired_until;
+        self.next_fire = state.next_fire;
+        Ok(())
     }
 }

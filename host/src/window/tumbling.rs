@@ -2,9 +2,14 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use super::WindowSpec;
 use super::groups::{GroupTable, KeyPart};
 use super::operator::{Ctx, OpenGroup, ResultKind, WindowOperator};
+use super::state::{
+    KeyGroupSet, KeyedSlot, OperatorState, StateError, check_acc, keep, same_setting, sort_keyed,
+};
 use crate::event::Event;
 
 /// The operator. Instances are keyed by start; each holds its groups until
@@ -20,6 +25,24 @@ pub struct Tumbling {
 struct Instance {
     groups: GroupTable,
     fired: bool,
+}
+
+/// A [`Tumbling`] operator's saved state (see [`super::state`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TumblingState {
+    size: i64,
+    lateness: i64,
+    /// Every instance's start and whether it has fired, by start: not
+    /// keyed, so every owner keeps them all.
+    instances: Vec<(i64, bool)>,
+    /// Every group of every instance, sorted by key group, start and key.
+    groups: Vec<KeyedSlot>,
+}
+
+impl TumblingState {
+    pub(super) fn key_groups(&self) -> impl Iterator<Item = u16> + '_ {
+        self.groups.iter().map(|e| e.key_group)
+    }
 }
 
 impl Tumbling {
@@ -147,5 +170,74 @@ impl WindowOperator for Tumbling {
     fn sizes(&self) -> (usize, usize) {
         let groups = self.instances.values().map(|i| i.groups.len()).sum();
         (self.instances.len(), groups)
+    }
+
+    fn snapshot(&self) -> OperatorState {
+        let mut groups = Vec::new();
+        for (&start, inst) in &self.instances {
+            groups.extend(
+                inst.groups
+                    .iter()
+                    .map(|(key, slot)| KeyedSlot::new(start, key, slot)),
+            );
+        }
+        sort_keyed(&mut groups, |e| (e.key_group, e.start, &e.key));
+        OperatorState::Tumbling(TumblingState {
+            size: self.size,
+            lateness: self.lateness,
+            instances: self.instances.iter().map(|(&s, i)| (s, i.fired)).collect(),
+            groups,
+        })
+    }
+
+    fn restore(
+        &mut self,
+        spec: &WindowSpec,
+        state: OperatorState,
+        groups: &KeyGroupSet,
+    ) -> Result<(), StateError> {
+        let state = match state {
+            OperatorState::Tumbling(s) => s,
+            other => {
+                return Err(StateError::Kind {
+                    saved: other.kind(),
+                    operator: "tumbling",
+                });
+            }
+        };
+        same_setting("size_ms", state.size, self.size)?;
+        same_setting("allowed_lateness_ms", state.lateness, self.lateness)?;
+        let mut instances = BTreeMap::new();
+        for (start, fired) in state.instances {
+            let inst = Instance {
+                groups: GroupTable::default(),
+                fired,
+            };
+            if instances.insert(start, inst).is_some() {
+                return Err(StateError::Inconsistent(format!(
+                    "two tumbling windows start at {start}"
+                )));
+            }
+        }
+        for e in state.groups {
+            if !keep(&e.key, e.key_group, groups)? {
+                continue;
+            }
+            check_acc(spec, &e.slot.acc, e.start)?;
+            let Some(inst) = instances.get_mut(&e.start) else {
+                return Err(StateError::Inconsistent(format!(
+                    "a group of a window starting at {} that the state does not list",
+                    e.start
+                )));
+            };
+            if inst.groups.insert(e.key, e.slot).is_some() {
+                return Err(StateError::Inconsistent(format!(
+                    "a group appears twice in the window starting at {}",
+                    e.start
+                )));
+            }
+        }
+        self.instances = instances;
+        Ok(())
     }
 }
