@@ -51,6 +51,9 @@ use super::session::SessionsState;
 use super::sliding::SlidingState;
 use super::tumbling::TumblingState;
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod cut_tests;
 pub mod keygroup;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
