@@ -116,7 +116,13 @@ fn pipeline_for(dir: &Path, plugin: &str, extra: &str) -> Pipeline {
     registry
         .load_file(&dir.join(format!("{plugin}.wasm")))
         .unwrap();
-    Pipeline::new(&config, registry).unwrap()
+    let versions = registry.live_versions();
+    Pipeline::new(&config, registry, &versions, 0).unwrap()
+}
+
+/// One batch through `pipeline` (engine time and seed do not matter here).
+fn process(pipeline: &mut Pipeline, batch: Vec<Event>) -> eddy::pipeline::BatchOutput {
+    pipeline.process(batch, 0, 0, &mut Vec::new())
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -133,7 +139,7 @@ fn ns_per_event(dir: &Path, plugin: &str) -> (f64, f64) {
 fn ns_per_event_on(dir: &Path, plugin: &str, extra: &str, input: Vec<Event>) -> (f64, f64) {
     let mut pipeline = pipeline_for(dir, plugin, extra);
     for _ in 0..WARMUP_BATCHES {
-        let out = pipeline.process(input.clone());
+        let out = process(&mut pipeline, input.clone());
         assert_eq!(out.events.len(), BATCH, "{plugin} must keep every event");
     }
     let mut samples = Vec::with_capacity(SAMPLES);
@@ -142,7 +148,7 @@ fn ns_per_event_on(dir: &Path, plugin: &str, extra: &str, input: Vec<Event>) -> 
         for _ in 0..BATCHES_PER_SAMPLE {
             let batch = input.clone();
             let started = Instant::now();
-            let out = pipeline.process(batch);
+            let out = process(&mut pipeline, batch);
             busy += started.elapsed();
             drop(out);
         }
@@ -168,7 +174,7 @@ fn breakdown(dir: &Path, plugin: &str) -> (f64, f64, f64) {
         .compile(bytes, timeout, shared.clone(), 64 << 20)
         .unwrap();
     let mut instance = engine
-        .instantiate(&compiled, shared, state, 64 << 20, "{}", timeout, 100)
+        .instantiate(&compiled, shared, state, 64 << 20, "{}", timeout, 100, 0)
         .unwrap();
     let input = events();
     let mut encoder = Encoder::default();
@@ -206,7 +212,8 @@ fn swap_latency(src: &Path) -> Vec<f64> {
     let (config, registry) = single_stage(&dir, "ua-enricher");
     registry.load_all().unwrap();
     let _watcher = watch::watch(registry.clone(), config.runtime.reload_debounce).unwrap();
-    let mut pipeline = Pipeline::new(&config, registry.clone()).unwrap();
+    let versions = registry.live_versions();
+    let mut pipeline = Pipeline::new(&config, registry.clone(), &versions, 0).unwrap();
     let input = events();
     let mut out = Vec::new();
     for i in 0..SWAPS {
@@ -223,8 +230,11 @@ fn swap_latency(src: &Path) -> Vec<f64> {
             registry.wait_for("ua-enricher", &hash, Duration::from_secs(30)),
             "swap {i} never happened"
         );
-        // The next batch is the first served by the new version.
-        let served = pipeline.process(input.clone());
+        // The version goes live in the engine with the plugin input the
+        // server's driver makes of the registry's notice; the next batch is
+        // the first served by it.
+        assert!(pipeline.select("ua-enricher", Some(&hash)));
+        let served = process(&mut pipeline, input.clone());
         out.push(started.elapsed().as_secs_f64() * 1e3);
         assert_eq!(served.events.len(), BATCH);
     }

@@ -1,5 +1,5 @@
-//! Window throughput: `Windows::process` over batches of 1,000 events, from
-//! a fresh `Windows` to `finish`, so window firings (building every result
+//! Window throughput: `Standalone::process` over batches of 1,000 events, from
+//! a fresh `Standalone` to `finish`, so window firings (building every result
 //! message) are part of the cost.
 //!
 //! `cargo bench -p eddy --bench windows`. Criterion prints the time per
@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use eddy::event::{Event, Value};
-use eddy::window::{WindowConfig, WindowKind, Windows};
+use eddy::window::{Standalone, WindowConfig, WindowKind};
 
 /// Events per iteration: enough event time for several firings of every
 /// scenario's windows.
@@ -78,11 +78,11 @@ fn window(name: &str, kind: WindowKind, group_by: &[&str], aggregates: &[&str]) 
     c
 }
 
-/// Run every batch through a fresh `Windows`, arriving at its newest
+/// Run every batch through fresh `Standalone` windows, arriving at its newest
 /// timestamp, then finish. Outputs are dropped after each batch, as the
 /// server hands them to the hub.
 fn run(configs: &[WindowConfig], batches: &[(i64, &[Event])]) -> usize {
-    let mut w = Windows::new(configs).unwrap();
+    let mut w = Standalone::new(configs).unwrap();
     let mut out = Vec::new();
     let mut results = 0;
     for (now, batch) in batches {

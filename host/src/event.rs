@@ -84,6 +84,30 @@ impl Event {
         }
     }
 
+    /// Bytes the event holds, roughly: its strings and property slots.
+    /// What the byte bounds of the ingest queue and the stream rings count
+    /// (cheap: no allocation, one pass over the properties).
+    pub fn approx_bytes(&self) -> usize {
+        const EVENT: usize = std::mem::size_of::<Event>();
+        const PROPERTY: usize = std::mem::size_of::<(CompactString, Value)>();
+        let heap = |s: &CompactString| if s.is_heap_allocated() { s.len() } else { 0 };
+        let value = |v: &Value| match v {
+            Value::Str(s) => heap(s),
+            Value::Json(t) => t.len(),
+            _ => 0,
+        };
+        EVENT
+            + heap(&self.id)
+            + heap(&self.name)
+            + heap(&self.distinct_id)
+            + self.session_id.as_ref().map_or(0, heap)
+            + self
+                .properties
+                .iter()
+                .map(|(k, v)| PROPERTY + heap(k) + value(v))
+                .sum::<usize>()
+    }
+
     /// Remove property `key` if present.
     pub fn remove(&mut self, key: &str) {
         self.properties.retain(|(k, _)| k != key);
@@ -307,6 +331,33 @@ pub(crate) fn write_json_str(out: &mut String, s: &str) {
         start = at + 1;
     }
     out.push('"');
+}
+
+impl Value {
+    /// The value as a JSON value (nested JSON parsed back; text that does
+    /// not parse stays a string, as [`Serialize`] does).
+    pub fn to_json_value(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::Float(f) => J::from(*f),
+            Value::Str(s) => J::from(s.as_str()),
+            Value::Json(text) => {
+                serde_json::from_str(text).unwrap_or_else(|_| J::from(text.as_str()))
+            }
+        }
+    }
+
+    /// The value as a number, if it is one.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
 }
 
 impl From<serde_json::Value> for Value {

@@ -60,6 +60,12 @@ enum Command {
         /// Address to listen on, overriding server.listen.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Write every input the engine applies (batches with their wall
+        /// time, ticks, plugin changes) to this file, and the plugin
+        /// versions it ran next to it, so `eddy pipe --replay FILE`
+        /// reproduces exactly what this server published.
+        #[arg(long)]
+        record: Option<std::path::PathBuf>,
     },
     /// Post NDJSON events from a file (or `-` for stdin) to a running
     /// server, in batches; print accepted/rejected and the rate.
@@ -179,11 +185,16 @@ fn run(command: Option<Command>) -> anyhow::Result<()> {
     let command = command.unwrap_or(Command::Serve {
         config: None,
         listen: None,
+        record: None,
     });
     match command {
-        Command::Serve { config, listen } => {
+        Command::Serve {
+            config,
+            listen,
+            record,
+        } => {
             let config = eddy::config::Config::load(config.as_deref())?;
-            let options = eddy::server::ServeOptions { listen };
+            let options = eddy::server::ServeOptions { listen, record };
             let runtime = tokio_runtime()?;
             let result = runtime.block_on(eddy::server::run(config, options));
             // Whatever is still running past the shutdown grace is not waited for.

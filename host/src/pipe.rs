@@ -1,10 +1,15 @@
-//! `eddy pipe`: NDJSON events in, NDJSON events out, through the configured
-//! pipeline, with a summary at the end. Deterministic for a given input and
-//! plugin set, so it is also the harness the tests drive.
+//! `eddy pipe`: NDJSON events in, NDJSON events out, through the engine, with
+//! a summary at the end. A thin driver: it reads lines into engine inputs
+//! (the same decoder as HTTP ingest; `{"$wall": MS}` lines move a virtual
+//! wall clock) or replays a record of `eddy serve --record`, and writes
+//! what the engine publishes to files. Deterministic for a given input and
+//! plugin set with `--clock virtual`, so it is also the harness the tests
+//! drive.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -13,11 +18,14 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::engine::input::{self, RecordHeader};
+use crate::engine::{Batch, Emitted, Engine, EngineOptions, Input, Sink};
 use crate::event::Event;
-use crate::pipeline::{DeadLetter, Pipeline, StageReport};
+use crate::ingest::{DecodeOptions, IdMode, ItemError, LineDecoder};
+use crate::pipeline::{DeadLetter, StageReport};
+use crate::plugin::clock::VirtualClock;
 use crate::plugin::registry::PluginStatus;
 use crate::plugin::{PluginEngine, Registry, watch};
-use crate::window::{Output, Stream, Windows};
 
 /// Where input lines that are not events are reported: the first this many
 /// individually, the rest only counted, so a wrong file cannot flood stderr.
@@ -25,6 +33,10 @@ pub const MAX_REPORTED_BAD_LINES: u64 = 20;
 
 /// Largest `--batch-size`, the same bound as `pipeline.batch_size`.
 pub const MAX_BATCH_SIZE: usize = 100_000;
+
+/// Lines the reader thread decodes before handing them over: enough to make
+/// the hand-over cheap per line, few enough to keep a slow stdin live.
+const READ_CHUNK: usize = 1024;
 
 /// Options of `eddy pipe` (also its command-line arguments).
 #[derive(Debug, Clone, clap::Args)]
@@ -54,25 +66,58 @@ pub struct PipeOptions {
     /// Do not watch the plugins folder for new versions.
     #[arg(long)]
     pub no_watch: bool,
-    /// Run the configuration's `[[windows]]` over the output and write their
-    /// results and late events here, one `{"channel", "data"}` object per
-    /// line. At the end of input every open window fires.
+    /// Write the configuration's `[[windows]]` results and late events
+    /// here, one `{"channel", "data"}` object per line. At the end of input
+    /// every open window fires.
     #[arg(long)]
     pub windows: Option<PathBuf>,
-    /// The wall clock windows see: `wall` (the machine's) or `virtual`: the
-    /// first event's timestamp, then whatever `{"$wall": MS}` lines in the
-    /// input set it to. With `virtual`, a run is deterministic.
+    /// Write every message the engine publishes (events, window results,
+    /// late events, dead letters, plugin notices) here, one `{"channel",
+    /// "seq", "data"}` object per line, in the order published: what `eddy
+    /// serve` subscribers would receive.
+    #[arg(long)]
+    pub channels: Option<PathBuf>,
+    /// Write input lines that are not valid events here, one `{"line",
+    /// "error"}` object each (the shape of ingest's `errors`).
+    #[arg(long)]
+    pub errors: Option<PathBuf>,
+    /// The wall clock: `wall` (the machine's) or `virtual`: set only by
+    /// `{"$wall": MS}` lines in the input, each of which also ticks the
+    /// engine (idle watermarks, early results). With `virtual`, a run is
+    /// deterministic.
     #[arg(long, value_enum, default_value_t = Clock::Wall)]
     pub clock: Clock,
+    /// Reject events whose timestamps are outside `ingest.max_age_ms` /
+    /// `ingest.future_skew_ms` of the machine's clock, as HTTP ingest does
+    /// (off by default: recorded files hold old events). Needs `--clock
+    /// wall`.
+    #[arg(long)]
+    pub check_timestamps: bool,
+    /// Replay a record written by `eddy serve --record` instead of reading
+    /// events: exactly its inputs, its first sequence numbers, seed and
+    /// plugin versions (from the record's `.plugins` folder).
+    #[arg(long, conflicts_with_all = ["input", "clock"])]
+    pub replay: Option<PathBuf>,
+    /// Write the engine's snapshot to this file at the end (or at
+    /// `--stop-after`).
+    #[arg(long)]
+    pub snapshot: Option<PathBuf>,
+    /// Stop once the engine has applied this many inputs (with
+    /// `--snapshot`: a snapshot at that input boundary).
+    #[arg(long, requires = "snapshot")]
+    pub stop_after: Option<u64>,
+    /// Start from this snapshot (written by `--snapshot`) instead of a fresh
+    /// engine, skipping the input it already covers.
+    #[arg(long)]
+    pub restore: Option<PathBuf>,
 }
 
-/// The wall clock of `eddy pipe`'s windows.
+/// The wall clock of `eddy pipe`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Clock {
     /// The machine's clock.
     Wall,
-    /// Set by the input: the first event's timestamp, then `{"$wall": MS}`
-    /// lines.
+    /// Set by `{"$wall": MS}` lines in the input.
     Virtual,
 }
 
@@ -91,14 +136,16 @@ pub struct Summary {
     pub rejected_lines: u64,
     /// Events written to the dead-letter file.
     pub dead_lettered: u64,
-    /// Window results written (with `--windows`).
+    /// Window results published.
     pub window_results: u64,
-    /// Late events written (with `--windows`).
+    /// Late (or future) events reported by windows.
     pub late_events: u64,
     /// Where dead letters went, if any.
     pub dead_letter_file: Option<PathBuf>,
     /// Batches run.
     pub batches: u64,
+    /// Engine inputs applied (batches, ticks, plugin changes, the end).
+    pub inputs: u64,
     /// Wall time.
     pub elapsed_ms: u64,
     /// Peak resident memory of the process, where the OS reports it.
@@ -117,10 +164,221 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-enum Line {
-    Text(u64, String),
-    NotUtf8(u64),
+/// One input line, decoded on the reader thread.
+enum Item {
+    Event(u64, Event),
+    Wall(u64, i64),
+    Bad(ItemError),
+    Blank(u64),
     Failed(io::Error),
+}
+
+/// Where the engine's outputs go.
+struct Files {
+    output: Box<dyn Write>,
+    windows: Option<BufWriter<File>>,
+    channels: Option<BufWriter<File>>,
+    dead_letter: PathBuf,
+    dead_file: Option<BufWriter<File>>,
+    window_names: Vec<String>,
+    events_out: u64,
+    dead_lettered: u64,
+    error: Option<io::Error>,
+}
+
+impl Files {
+    fn write(&mut self, out: &Emitted) -> io::Result<()> {
+        if let Some(f) = self.channels.as_mut() {
+            let channel = out.channel(&self.window_names);
+            for (seq, data) in out.messages() {
+                serde_json::to_writer(
+                    &mut *f,
+                    &serde_json::json!({"channel": channel, "seq": seq, "data": data}),
+                )?;
+                f.write_all(b"\n")?;
+            }
+        }
+        match out {
+            Emitted::Events { events, .. } => {
+                let mut line = String::with_capacity(256);
+                for e in events {
+                    line.clear();
+                    e.write_json(&mut line);
+                    line.push('\n');
+                    self.output.write_all(line.as_bytes())?;
+                }
+                self.events_out += events.len() as u64;
+            }
+            Emitted::DeadLetters { letters, .. } => {
+                self.write_dead_letters(letters)?;
+                self.dead_lettered += letters.len() as u64;
+            }
+            Emitted::Window { output, .. } => {
+                if let Some(f) = self.windows.as_mut() {
+                    let channel = out.channel(&self.window_names);
+                    serde_json::to_writer(
+                        &mut *f,
+                        &serde_json::json!({"channel": channel, "data": output.to_json()}),
+                    )?;
+                    f.write_all(b"\n")?;
+                }
+            }
+            Emitted::Plugin { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn write_dead_letters(&mut self, letters: &[DeadLetter]) -> io::Result<()> {
+        if self.dead_file.is_none() {
+            // Append: dead letters from earlier runs are not thrown away.
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.dead_letter)?;
+            self.dead_file = Some(BufWriter::new(f));
+        }
+        if let Some(f) = self.dead_file.as_mut() {
+            for l in letters {
+                serde_json::to_writer(&mut *f, l)?;
+                f.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.output.flush()?;
+        for f in [&mut self.windows, &mut self.channels, &mut self.dead_file]
+            .into_iter()
+            .flatten()
+        {
+            f.flush()?;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for Files {
+    fn emit(&mut self, out: Emitted) {
+        if self.error.is_none()
+            && let Err(e) = self.write(&out)
+        {
+            self.error = Some(e);
+        }
+    }
+}
+
+fn create(path: &Path, what: &str) -> anyhow::Result<BufWriter<File>> {
+    Ok(BufWriter::new(File::create(path).with_context(|| {
+        format!("creating {what} {}", path.display())
+    })?))
+}
+
+/// The engine and what it needs, as a run set it up.
+struct Setup {
+    engine: Engine,
+    registry: Arc<Registry>,
+    /// Lines of the input the engine has already seen (a restore).
+    skip_lines: u64,
+    /// The wall clock the engine stands at (a restore).
+    wall: Option<i64>,
+}
+
+fn setup(opts: &PipeOptions, config: &Config) -> anyhow::Result<(Setup, Option<Vec<Input>>)> {
+    let clock = VirtualClock::new();
+    let plugin_engine = PluginEngine::with_virtual_clock(clock.clone())
+        .context("starting the WebAssembly engine")?;
+    let registry = Registry::new(
+        plugin_engine,
+        config.runtime.clone(),
+        config.plugins_dir.clone(),
+    );
+    let (options, replay) = match &opts.replay {
+        Some(record) => {
+            let (header, inputs) = input::read_record(record)?;
+            load_recorded_plugins(&registry, record, &header, &inputs)?;
+            let options = EngineOptions {
+                first_seq: header.first_seq,
+                seed: header.seed,
+                plugins: header.plugins.clone(),
+            };
+            (options, Some(inputs))
+        }
+        None => {
+            registry.load_all().with_context(|| {
+                format!("reading plugins folder {}", config.plugins_dir.display())
+            })?;
+            let options = EngineOptions {
+                first_seq: 1,
+                seed: 0,
+                plugins: registry.live_versions(),
+            };
+            (options, None)
+        }
+    };
+    let (engine, skip_lines, wall) = match &opts.restore {
+        None => (
+            Engine::new(config, registry.clone(), clock, &options)?,
+            0,
+            None,
+        ),
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("reading snapshot {}", path.display()))?;
+            let engine = Engine::restore(config, registry.clone(), clock, &bytes)
+                .with_context(|| format!("restoring {}", path.display()))?;
+            let skip = engine.positions().get(&0).copied().unwrap_or(0);
+            let wall = engine.time().wall();
+            (engine, skip, wall)
+        }
+    };
+    Ok((
+        Setup {
+            engine,
+            registry,
+            skip_lines,
+            wall,
+        },
+        replay,
+    ))
+}
+
+/// Load every plugin version a record names from its `.plugins` folder.
+fn load_recorded_plugins(
+    registry: &Registry,
+    record: &Path,
+    header: &RecordHeader,
+    inputs: &[Input],
+) -> anyhow::Result<()> {
+    let dir = input::record_plugins_dir(record);
+    let mut wanted: Vec<(String, String)> = header
+        .plugins
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for i in inputs {
+        if let Input::Plugin(c) = i
+            && let crate::engine::VersionChange::Select(h) = &c.version
+        {
+            wanted.push((c.plugin.clone(), h.clone()));
+        }
+    }
+    for (plugin, hash) in wanted {
+        if registry.version(&plugin, &hash).is_some() {
+            continue;
+        }
+        let path = dir.join(format!("{hash}.wasm"));
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "the record names version {hash} of plugin `{plugin}`, but {} cannot be read",
+                path.display()
+            )
+        })?;
+        registry
+            .load_bytes(&plugin, bytes, &path.display().to_string())
+            .with_context(|| format!("loading {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Run the pipe to completion.
@@ -137,305 +395,388 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
         );
         config.pipeline.batch_size = n;
     }
-    let batch_size = config.pipeline.batch_size;
-    if !config.plugins_dir.is_dir() {
+    if opts.replay.is_none() && !config.plugins_dir.is_dir() {
         anyhow::bail!(
             "plugins folder {} does not exist; build the example plugins with scripts/build-plugins \
              or set plugins_dir / EDDY_PLUGINS_DIR",
             config.plugins_dir.display()
         );
     }
-    let engine = PluginEngine::new().context("starting the WebAssembly engine")?;
-    let registry = Registry::new(engine, config.runtime.clone(), config.plugins_dir.clone());
-    registry
-        .load_all()
-        .with_context(|| format!("reading plugins folder {}", config.plugins_dir.display()))?;
-    let _watcher = if !opts.no_watch {
+    let (mut setup, replay) = setup(opts, &config)?;
+    let _watcher = if !opts.no_watch && opts.replay.is_none() {
         Some(
-            watch::watch(registry.clone(), config.runtime.reload_debounce)
+            watch::watch(setup.registry.clone(), config.runtime.reload_debounce)
                 .with_context(|| format!("watching {}", config.plugins_dir.display()))?,
         )
     } else {
         None
     };
-    let mut pipeline = Pipeline::new(&config, registry.clone())?;
-    let mut windows = match &opts.windows {
-        None => None,
-        Some(path) => Some(WindowFile {
-            windows: Windows::with_live(&config.windows, config.live)?,
-            file: BufWriter::new(
-                File::create(path)
-                    .with_context(|| format!("creating windows output {}", path.display()))?,
-            ),
-            wall: None,
-        }),
-    };
-    let virtual_clock = opts.clock == Clock::Virtual;
-
-    let reader: Box<dyn BufRead + Send> = match &opts.input {
-        Some(p) => Box::new(BufReader::new(
-            File::open(p).with_context(|| format!("opening input {}", p.display()))?,
-        )),
-        None => Box::new(BufReader::new(io::stdin())),
-    };
-    let mut output: Box<dyn Write> = match &opts.output {
-        Some(p) => Box::new(BufWriter::new(
-            File::create(p).with_context(|| format!("creating output {}", p.display()))?,
-        )),
-        None => Box::new(BufWriter::new(io::stdout().lock())),
-    };
-    let (tx, rx) = mpsc::sync_channel::<Line>(batch_size.saturating_mul(4));
-    thread::Builder::new()
-        .name("eddy-pipe-reader".into())
-        .spawn(move || read_lines(reader, &tx))?;
-
-    let mut dead_file: Option<BufWriter<File>> = None;
-    let mut summary = Summary {
-        events_in: 0,
+    let notices = setup.registry.subscribe();
+    let mut files = Files {
+        output: match &opts.output {
+            Some(p) => Box::new(create(p, "output")?),
+            None => Box::new(BufWriter::new(io::stdout().lock())),
+        },
+        windows: opts
+            .windows
+            .as_deref()
+            .map(|p| create(p, "windows output"))
+            .transpose()?,
+        channels: opts
+            .channels
+            .as_deref()
+            .map(|p| create(p, "channels output"))
+            .transpose()?,
+        dead_letter: opts.dead_letter.clone(),
+        dead_file: None,
+        window_names: setup.engine.window_names().to_vec(),
         events_out: 0,
-        dropped: 0,
-        failed_batches: 0,
-        rejected_lines: 0,
         dead_lettered: 0,
-        window_results: 0,
-        late_events: 0,
-        dead_letter_file: None,
-        batches: 0,
-        elapsed_ms: 0,
-        peak_rss_bytes: None,
-        stages: Vec::new(),
-        plugins: Vec::new(),
+        error: None,
     };
-    let mut eof = false;
+    let mut errors = opts
+        .errors
+        .as_deref()
+        .map(|p| create(p, "errors output"))
+        .transpose()?;
+    let mut run = Run {
+        engine: &mut setup.engine,
+        files: &mut files,
+        stop_after: opts.stop_after,
+        stopped: false,
+    };
+    let mut rejected = 0u64;
     let mut read_error = None;
-    while !eof {
-        // A `$wall` line (virtual clock) ends the batch; the clock moves
-        // after the batch before it is processed.
-        let mut wall_to: Option<i64> = None;
-        let mut batch = Vec::with_capacity(batch_size);
-        let mut deadline: Option<Instant> = None;
-        while batch.len() < batch_size {
-            let next = match deadline {
-                // Block for the first line of a batch.
-                None => rx.recv().ok(),
-                Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
-                    Ok(l) => Some(l),
-                    Err(mpsc::RecvTimeoutError::Timeout) => break,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
-                },
-            };
-            let Some(line) = next else {
-                eof = true;
-                break;
-            };
-            deadline.get_or_insert_with(|| Instant::now() + Duration::from_millis(opts.linger_ms));
-            match line {
-                Line::Failed(e) => {
-                    // Finish what was read, then report.
-                    read_error = Some(e);
-                    eof = true;
+    match replay {
+        Some(inputs) => {
+            let skip = run.engine.counters().inputs;
+            for input in inputs
+                .into_iter()
+                .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+            {
+                if !run.apply(input)? {
                     break;
                 }
-                Line::NotUtf8(n) => {
-                    summary.rejected_lines += 1;
-                    if summary.rejected_lines <= MAX_REPORTED_BAD_LINES {
-                        tracing::warn!(line = n, "input line is not valid UTF-8");
+            }
+        }
+        None => {
+            let source: Box<dyn io::Read + Send> = match &opts.input {
+                Some(p) => Box::new(
+                    File::open(p).with_context(|| format!("opening input {}", p.display()))?,
+                ),
+                None => Box::new(io::stdin()),
+            };
+            let reader = BufReader::with_capacity(1 << 16, source);
+            let virtual_clock = opts.clock == Clock::Virtual;
+            anyhow::ensure!(
+                !(virtual_clock && opts.check_timestamps),
+                "--check-timestamps checks against the machine's clock: use it with --clock wall"
+            );
+            let decode = DecodeOptions {
+                limits: config.ingest.limits(),
+                now_ms: None,
+                check_time: opts.check_timestamps,
+                ids: IdMode::Line,
+            };
+            let batch_size = config.pipeline.batch_size;
+            let (tx, rx) = mpsc::sync_channel::<Vec<Item>>(4);
+            let skip = setup.skip_lines;
+            let start_wall = setup.wall;
+            thread::Builder::new()
+                .name("eddy-pipe-reader".into())
+                .spawn(move || {
+                    read_items(reader, &decode, virtual_clock, (skip, start_wall), &tx)
+                })?;
+            let mut wall = setup.wall;
+            let mut batch: Vec<Event> = Vec::with_capacity(batch_size);
+            let mut position = skip;
+            let mut deadline: Option<Instant> = None;
+            let mut pending: std::collections::VecDeque<Item> = Default::default();
+            'input: loop {
+                // Plugin changes from the watcher take effect between batches.
+                if batch.is_empty() {
+                    for notice in notices.try_iter() {
+                        if !run.apply(Input::Plugin(input::notice_change(notice)))? {
+                            break 'input;
+                        }
                     }
                 }
-                Line::Text(n, text) => {
-                    if text.trim().is_empty() {
-                        continue;
+                let item = match pending.pop_front() {
+                    Some(i) => Some(i),
+                    None => {
+                        let got = match deadline {
+                            None => rx.recv().ok(),
+                            Some(d) => {
+                                match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
+                                    Ok(v) => Some(v),
+                                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                                        let events = std::mem::take(&mut batch);
+                                        deadline = None;
+                                        if !run.batch(events, position, wall, virtual_clock)? {
+                                            break 'input;
+                                        }
+                                        continue;
+                                    }
+                                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                                }
+                            }
+                        };
+                        match got {
+                            Some(items) => {
+                                pending.extend(items);
+                                continue;
+                            }
+                            None => None,
+                        }
                     }
-                    if virtual_clock && let Some(wall) = wall_directive(&text) {
-                        match wall {
-                            Ok(ms) => {
-                                wall_to = Some(ms);
+                };
+                let Some(item) = item else { break };
+                deadline
+                    .get_or_insert_with(|| Instant::now() + Duration::from_millis(opts.linger_ms));
+                match item {
+                    Item::Failed(e) => {
+                        // Finish what was read, then report.
+                        read_error = Some(e);
+                        break;
+                    }
+                    Item::Blank(n) => position = n,
+                    Item::Bad(err) => {
+                        rejected += 1;
+                        if let Location::Line(n) = err.location {
+                            position = n as u64;
+                        }
+                        if rejected <= MAX_REPORTED_BAD_LINES {
+                            tracing::warn!(line = position, error = %err.error, "input line is not an event");
+                        }
+                        if let Some(f) = errors.as_mut() {
+                            serde_json::to_writer(&mut *f, &err)?;
+                            f.write_all(b"\n")?;
+                        }
+                    }
+                    Item::Wall(n, ms) => {
+                        // A `$wall` line ends the batch before it; the clock
+                        // moves after it, with a tick.
+                        let events = std::mem::take(&mut batch);
+                        if !run.batch(events, position, wall, virtual_clock)? {
+                            break;
+                        }
+                        deadline = None;
+                        if wall.is_some_and(|w| ms < w) {
+                            anyhow::bail!(
+                                "input line {n}: $wall went back in time, from {} to {ms}",
+                                wall.unwrap_or_default()
+                            );
+                        }
+                        wall = Some(ms);
+                        position = n;
+                        let tick = Input::Tick {
+                            wall_ms: ms,
+                            position: Some((0, n)),
+                        };
+                        if !run.apply(tick)? {
+                            break;
+                        }
+                    }
+                    Item::Event(n, e) => {
+                        batch.push(e);
+                        position = n;
+                        if batch.len() >= batch_size {
+                            let events = std::mem::take(&mut batch);
+                            deadline = None;
+                            if !run.batch(events, position, wall, virtual_clock)? {
                                 break;
                             }
-                            Err(msg) => anyhow::bail!("input line {n}: {msg}"),
-                        }
-                    }
-                    match Event::from_json(&text, || format!("line-{n}")) {
-                        Ok(e) => batch.push(e),
-                        Err(err) => {
-                            summary.rejected_lines += 1;
-                            if summary.rejected_lines <= MAX_REPORTED_BAD_LINES {
-                                tracing::warn!(line = n, error = %err, "input line is not an event");
-                            }
                         }
                     }
                 }
             }
-        }
-        if batch.is_empty() {
-            if let (Some(w), Some(ms)) = (windows.as_mut(), wall_to) {
-                w.tick(ms, &mut summary)?;
+            let events = std::mem::take(&mut batch);
+            if run.batch(events, position, wall, virtual_clock)? && read_error.is_none() {
+                run.apply(Input::Finish)?;
             }
-            continue;
-        }
-        summary.events_in += batch.len() as u64;
-        summary.batches += 1;
-        let result = pipeline.process(batch);
-        for e in &result.events {
-            output.write_all(e.to_json().as_bytes())?;
-            output.write_all(b"\n")?;
-        }
-        output.flush().context("writing output")?;
-        if let Some(w) = windows.as_mut() {
-            let now = match (virtual_clock, result.events.first()) {
-                (false, _) => crate::window::publish::wall_ms(),
-                (true, first) => *w.wall.get_or_insert(first.map_or(0, |e| e.timestamp)),
-            };
-            w.process(&result.events, now, &mut summary)?;
-            if let Some(ms) = wall_to {
-                w.tick(ms, &mut summary)?;
-            }
-        }
-        summary.events_out += result.events.len() as u64;
-        if !result.dead_letters.is_empty() {
-            write_dead_letters(&mut dead_file, &opts.dead_letter, &result.dead_letters)?;
-            summary.dead_lettered += result.dead_letters.len() as u64;
-            summary.dead_letter_file = Some(opts.dead_letter.clone());
         }
     }
-    if summary.rejected_lines > MAX_REPORTED_BAD_LINES {
+    if rejected > MAX_REPORTED_BAD_LINES {
         tracing::warn!(
-            rejected = summary.rejected_lines,
+            rejected,
             reported = MAX_REPORTED_BAD_LINES,
             "more input lines were not events than were reported individually"
         );
     }
-    if let Some(f) = dead_file.as_mut() {
-        f.flush().context("writing dead letters")?;
+    if let Some(f) = errors.as_mut() {
+        f.flush().context("writing errors output")?;
     }
-    if let Some(w) = windows.as_mut() {
-        w.finish(&mut summary)?;
+    if let Some(e) = files.error.take() {
+        return Err(e).context("writing output");
     }
+    files.flush().context("writing output")?;
+    let engine = &setup.engine;
+    if let Some(path) = &opts.snapshot {
+        std::fs::write(path, engine.snapshot())
+            .with_context(|| format!("writing snapshot {}", path.display()))?;
+    }
+    let counters = engine.counters();
+    let mut summary = Summary {
+        events_in: counters.events_in,
+        events_out: files.events_out,
+        dropped: counters.dropped,
+        failed_batches: 0,
+        rejected_lines: rejected,
+        dead_lettered: files.dead_lettered,
+        window_results: counters.window_results,
+        late_events: counters.late_events,
+        dead_letter_file: (files.dead_lettered > 0).then(|| opts.dead_letter.clone()),
+        batches: counters.batches,
+        inputs: counters.inputs,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        peak_rss_bytes: peak_rss_bytes(),
+        stages: engine.stage_reports(),
+        plugins: setup.registry.status(),
+    };
+    summary.failed_batches = summary.stages.iter().map(|s| s.stats.failed_batches).sum();
     if let Some(e) = read_error {
         return Err(e).context(format!(
             "reading input (the {} events read before the error were processed and written)",
             summary.events_in
         ));
     }
-    summary.elapsed_ms = started.elapsed().as_millis() as u64;
-    summary.peak_rss_bytes = peak_rss_bytes();
-    summary.stages = pipeline.report();
-    summary.dropped = summary.stages.iter().map(|s| s.stats.dropped).sum();
-    summary.failed_batches = summary.stages.iter().map(|s| s.stats.failed_batches).sum();
-    summary.plugins = registry.status();
     Ok(summary)
 }
 
-/// `Some` if the line is a `{"$wall": MS}` directive: its value, or what
-/// is wrong with it.
-fn wall_directive(text: &str) -> Option<Result<i64, &'static str>> {
-    if !text.contains("\"$wall\"") {
-        return None;
-    }
-    let doc: serde_json::Value = serde_json::from_str(text).ok()?;
-    let v = doc.get("$wall")?;
-    Some(
-        v.as_i64()
-            .ok_or("$wall must be whole milliseconds since the epoch"),
-    )
+/// Feeding the engine, with `--stop-after`.
+struct Run<'a> {
+    engine: &'a mut Engine,
+    files: &'a mut Files,
+    stop_after: Option<u64>,
+    stopped: bool,
 }
 
-/// The windows of `eddy pipe --windows` and where their output goes.
-struct WindowFile {
-    windows: Windows,
-    file: BufWriter<File>,
-    /// The virtual wall clock, once set.
-    wall: Option<i64>,
-}
-
-impl WindowFile {
-    fn process(&mut self, events: &[Event], now: i64, summary: &mut Summary) -> anyhow::Result<()> {
-        let mut out = Vec::new();
-        self.windows.process(events, now, &mut out);
-        self.write(out, summary)
-    }
-
-    fn tick(&mut self, now: i64, summary: &mut Summary) -> anyhow::Result<()> {
-        if self.wall.is_some_and(|w| now < w) {
-            anyhow::bail!("$wall went back in time, from {:?} to {now}", self.wall);
+impl Run<'_> {
+    /// Apply `input`; false once the run is to stop (`--stop-after`).
+    fn apply(&mut self, input: Input) -> anyhow::Result<bool> {
+        if self.stopped
+            || self
+                .stop_after
+                .is_some_and(|n| self.engine.counters().inputs >= n)
+        {
+            self.stopped = true;
+            return Ok(false);
         }
-        self.wall = Some(now);
-        let mut out = Vec::new();
-        self.windows.tick(now, &mut out);
-        self.write(out, summary)
-    }
-
-    fn finish(&mut self, summary: &mut Summary) -> anyhow::Result<()> {
-        let mut out = Vec::new();
-        self.windows.finish(&mut out);
-        self.write(out, summary)?;
-        self.file.flush().context("writing windows output")
-    }
-
-    fn write(&mut self, out: Vec<Output>, summary: &mut Summary) -> anyhow::Result<()> {
-        for o in out {
-            match o.stream {
-                Stream::Results(_) => summary.window_results += 1,
-                Stream::Late => summary.late_events += 1,
-            }
-            serde_json::to_writer(&mut self.file, &self.windows.line(o))?;
-            self.file.write_all(b"\n")?;
+        self.engine.step(input, self.files);
+        if let Some(e) = self.files.error.take() {
+            return Err(e).context("writing output");
         }
-        Ok(())
+        // Whoever reads the output live sees each input's results at once.
+        self.files.flush().context("writing output")?;
+        Ok(true)
+    }
+
+    /// Apply a batch of file events read up to line `position` (nothing for
+    /// an empty one). With the machine's clock, it arrives now.
+    fn batch(
+        &mut self,
+        events: Vec<Event>,
+        position: u64,
+        wall: Option<i64>,
+        virtual_clock: bool,
+    ) -> anyhow::Result<bool> {
+        if events.is_empty() {
+            return Ok(!self.stopped);
+        }
+        let wall_ms = if virtual_clock {
+            wall
+        } else {
+            Some(crate::ingest::now_ms())
+        };
+        self.apply(Input::Batch(Batch {
+            source: 0,
+            position,
+            wall_ms,
+            events,
+        }))
     }
 }
 
-fn read_lines(mut reader: Box<dyn BufRead + Send>, tx: &mpsc::SyncSender<Line>) {
+use crate::ingest::Location;
+
+/// Read and decode lines on their own thread, in chunks, skipping the
+/// first `skip` lines (a restore). An event without a timestamp gets the
+/// clock's time: the machine's, or the last `$wall` line's (`wall` at the
+/// start); with no clock yet it is refused.
+fn read_items(
+    mut reader: BufReader<Box<dyn io::Read + Send>>,
+    decode: &DecodeOptions,
+    virtual_clock: bool,
+    (skip, wall): (u64, Option<i64>),
+    tx: &mpsc::SyncSender<Vec<Item>>,
+) {
+    let mut decoder = LineDecoder::new(decode.clone());
+    decoder.set_now_ms(if virtual_clock { wall } else { None });
     let mut buf = Vec::new();
-    let mut n = 0;
+    let mut n: u64 = 0;
+    let mut chunk = Vec::with_capacity(READ_CHUNK);
     loop {
         buf.clear();
-        let msg = match reader.read_until(b'\n', &mut buf) {
-            Ok(0) => return,
+        let item = match reader.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
             Ok(_) => {
                 n += 1;
+                if n <= skip {
+                    continue;
+                }
                 if buf.ends_with(b"\n") {
                     buf.pop();
                     if buf.ends_with(b"\r") {
                         buf.pop();
                     }
                 }
-                match String::from_utf8(std::mem::take(&mut buf)) {
-                    Ok(text) => Line::Text(n, text),
-                    Err(_) => Line::NotUtf8(n),
+                if !virtual_clock {
+                    decoder.set_now_ms(Some(crate::ingest::now_ms()));
                 }
+                let item = classify(&decoder, &buf, n, virtual_clock);
+                if let Item::Wall(_, ms) = item {
+                    decoder.set_now_ms(Some(ms));
+                }
+                item
             }
-            Err(e) => Line::Failed(e),
+            Err(e) => Item::Failed(e),
         };
-        let failed = matches!(msg, Line::Failed(_));
-        if tx.send(msg).is_err() || failed {
-            return;
+        let failed = matches!(item, Item::Failed(_));
+        chunk.push(item);
+        // Hand over full chunks, and whatever there is when no more input
+        // is waiting (a live stdin must not wait for a chunk to fill).
+        if failed || chunk.len() >= READ_CHUNK || reader.buffer().is_empty() {
+            if tx.send(std::mem::take(&mut chunk)).is_err() || failed {
+                return;
+            }
+            chunk.reserve(READ_CHUNK);
         }
+    }
+    if !chunk.is_empty() {
+        let _ = tx.send(chunk);
     }
 }
 
-fn write_dead_letters(
-    file: &mut Option<BufWriter<File>>,
-    path: &PathBuf,
-    letters: &[DeadLetter],
-) -> anyhow::Result<()> {
-    if file.is_none() {
-        // Append: dead letters from earlier runs are not thrown away.
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening dead-letter file {}", path.display()))?;
-        *file = Some(BufWriter::new(f));
+fn classify(decoder: &LineDecoder, line: &[u8], n: u64, virtual_clock: bool) -> Item {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Item::Blank(n);
     }
-    if let Some(f) = file.as_mut() {
-        for l in letters {
-            serde_json::to_writer(&mut *f, l)?;
-            f.write_all(b"\n")?;
-        }
-        f.flush()?;
+    if virtual_clock
+        && let Ok(text) = std::str::from_utf8(line)
+        && let Some(wall) = crate::ingest::wall_directive(text)
+    {
+        return match wall {
+            Ok(ms) => Item::Wall(n, ms),
+            Err(error) => Item::Bad(ItemError {
+                location: Location::Line(n as usize),
+                error,
+            }),
+        };
     }
-    Ok(())
+    match decoder.decode(line, n as usize) {
+        Ok(e) => Item::Event(n, e),
+        Err(e) => Item::Bad(e),
+    }
 }
 
 impl Summary {

@@ -1,20 +1,22 @@
 //! The pipeline: stages in configured order, each running one plugin over
-//! whole batches.
+//! whole batches. Part of the engine: it changes only through the engine's
+//! inputs.
 //!
-//! A stage owns one instance of its plugin. Between batches it checks its
-//! plugin slot's generation and picks up a swapped version; during a batch
-//! nothing changes. When a call fails the batch follows the stage's failure
+//! A stage owns one instance of its plugin. Which version it runs is the
+//! engine's [`Selection`], changed by plugin inputs; a stage picks a new
+//! version up between batches, so during a batch nothing changes. When a call fails the batch follows the stage's failure
 //! policy (pass through unchanged, or dead-letter) — never silently lost —
 //! and after `quarantine_after` consecutive failures the stage stops calling
-//! the plugin for a backoff that doubles up to a ceiling. A version that
+//! the plugin for a backoff (in engine time) that doubles up to a ceiling. A version that
 //! fails within its first `probation_batches` is rolled back and the batch is
 //! retried on the version it replaced.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, FailurePolicy, StageConfig};
 use crate::event::Event;
@@ -36,7 +38,7 @@ pub struct DeadLetter {
 }
 
 /// Counters of one stage.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct StageStats {
     /// Batches handled.
     pub batches: u64,
@@ -71,6 +73,20 @@ pub struct StageStats {
     pub rollbacks: u64,
     /// Instances created.
     pub instantiations: u64,
+    /// Events lost to a panic in the host's own code while applying a
+    /// plugin's result (a bug; should stay 0).
+    pub lost: u64,
+}
+
+/// Log a panic in the host's side of a stage call; the call's error.
+fn host_panic(stage: &str, panic: &(dyn std::any::Any + Send)) -> PluginError {
+    let why = crate::window::panic_message(panic);
+    tracing::error!(
+        stage,
+        panic = %why,
+        "the host panicked running a stage (a bug: please report it); the call counts as failed"
+    );
+    PluginError::HostPanic(why)
 }
 
 /// A stage's condition.
@@ -112,25 +128,31 @@ struct Active {
     instance: Option<Instance>,
     /// Batches left before the version is trusted; 0 = trusted.
     probation_left: u32,
-    /// Whether the slot knows this version proved itself.
-    confirmed: bool,
 }
 
 /// One pipeline stage.
 pub struct Stage {
     cfg: StageConfig,
+    /// Position in the pipeline (seeds its instances' randomness).
+    index: usize,
     config_json: String,
     deadline: Duration,
     memory_limit: u64,
     slot: Arc<Slot>,
     registry: Arc<Registry>,
     active: Option<Active>,
-    seen_generation: u64,
+    /// The version a failing new one is rolled back to: the last one that
+    /// finished its probation here.
+    last_good: Option<Arc<Compiled>>,
     consecutive_failures: u32,
-    quarantined_until: Option<Instant>,
-    backoff: Duration,
+    /// Engine time (ms) until which a quarantined plugin is not called.
+    quarantined_until: Option<i64>,
+    backoff_ms: i64,
     encoder: Encoder,
     stats: StageStats,
+    /// Instances made so far (with the engine's seed, each one's random
+    /// seed: the same in a replay).
+    instances_made: u64,
     /// `[ingest]` bounds, which the events a plugin creates or edits must meet.
     limits: crate::ingest::Limits,
     /// The key-value store of the stage's state scope (`state`).
@@ -146,59 +168,79 @@ pub struct BatchOutput {
     pub dead_letters: Vec<DeadLetter>,
 }
 
+/// Milliseconds of a duration, for engine-time arithmetic.
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// What a stage needs from the pipeline while it runs a batch.
+struct Run<'a> {
+    /// Engine time now (ms): quarantine backoff is measured in it.
+    now: i64,
+    /// The engine's seed, for instances' random sources.
+    seed: u64,
+    /// Lifecycle notices of this batch, for the `plugins` channel.
+    notices: &'a mut Vec<Notice>,
+    /// Versions selected per plugin (a rollback changes them).
+    selection: &'a mut Selection,
+}
+
 impl Stage {
     fn new(
         cfg: &StageConfig,
+        index: usize,
         config: &Config,
         registry: &Arc<Registry>,
         state: Arc<StateStore>,
     ) -> Self {
         Stage {
             config_json: cfg.config.to_string(),
+            index,
             deadline: config.stage_deadline(cfg),
             memory_limit: config.stage_memory_limit(cfg),
             slot: registry.slot(&cfg.plugin),
             registry: registry.clone(),
             active: None,
-            seen_generation: u64::MAX,
+            last_good: None,
             consecutive_failures: 0,
             quarantined_until: None,
-            backoff: registry.config().quarantine_backoff,
+            backoff_ms: ms(registry.config().quarantine_backoff),
             encoder: Encoder::default(),
             stats: StageStats::default(),
+            instances_made: 0,
             limits: config.ingest.limits(),
             state,
             cfg: cfg.clone(),
         }
     }
 
-    /// Pick up a swapped, rolled-back or unloaded version at a batch boundary.
-    fn sync_version(&mut self) {
-        if self.slot.generation() == self.seen_generation {
+    /// Pick up the selected version of this stage's plugin at a batch
+    /// boundary: a swap, a rollback or an unload.
+    fn sync_version(&mut self, selection: &Selection) {
+        let selected = selection.get(&self.cfg.plugin);
+        let running = self.active.as_ref().map(|a| a.compiled.hash.as_str());
+        if selected.map(|c| c.hash.as_str()) == running {
             return;
         }
-        let view = self.slot.view();
-        self.seen_generation = view.generation;
-        // A version that has not proven itself is on probation when there is
-        // a known good one to fall back to.
-        let probation = if view.has_previous && !view.confirmed {
-            self.registry.config().probation_batches
-        } else {
-            0
-        };
-        self.active = view.current.map(|compiled| Active {
-            compiled,
+        // A version that has not proven itself here is on probation when
+        // there is a known good one to fall back to.
+        self.active = selected.map(|compiled| Active {
+            probation_left: match &self.last_good {
+                Some(good) if good.hash != compiled.hash => {
+                    self.registry.config().probation_batches
+                }
+                _ => 0,
+            },
+            compiled: compiled.clone(),
             instance: None,
-            probation_left: probation,
-            confirmed: view.confirmed,
         });
         // A new version starts with a clean record.
         self.consecutive_failures = 0;
         self.quarantined_until = None;
-        self.backoff = self.registry.config().quarantine_backoff;
+        self.backoff_ms = ms(self.registry.config().quarantine_backoff);
     }
 
-    fn notice(&self, kind: NoticeKind, detail: String) {
+    fn notice(&self, run: &mut Run<'_>, kind: NoticeKind, detail: String) {
         let (hash, version) = match &self.active {
             Some(a) => (
                 Some(a.compiled.hash.clone()),
@@ -206,22 +248,31 @@ impl Stage {
             ),
             None => (None, None),
         };
-        self.registry.notify(Notice {
+        let notice = Notice {
             plugin: self.cfg.plugin.clone(),
             kind,
             hash,
             version,
             detail,
-        });
+        };
+        self.registry.log_notice(&notice);
+        run.notices.push(notice);
     }
 
     /// Make sure the active version has a configured instance.
-    fn ensure_instance(&mut self) -> Result<(), PluginError> {
+    fn ensure_instance(&mut self, seed: u64) -> Result<(), PluginError> {
         let Some(active) = self.active.as_mut() else {
             return Err(PluginError::Returned("no live version".into()));
         };
         if active.instance.is_none() {
             self.stats.instantiations += 1;
+            // Each instance's randomness is a function of the engine's seed,
+            // the stage and how many instances it made before: a replay
+            // draws the same numbers.
+            let instance_seed = seed
+                ^ (self.index as u64).rotate_left(32)
+                ^ self.instances_made.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            self.instances_made += 1;
             active.instance = Some(self.registry.engine().instantiate(
                 &active.compiled,
                 self.slot.shared.clone(),
@@ -230,6 +281,7 @@ impl Stage {
                 &self.config_json,
                 self.registry.config().compile_timeout,
                 self.registry.config().max_log_records_per_call,
+                instance_seed,
             )?);
         }
         Ok(())
@@ -238,11 +290,12 @@ impl Stage {
     /// Run one call on the active version; `Err` leaves `events` untouched.
     fn call(
         &mut self,
+        seed: u64,
         events: Vec<Event>,
         out: &mut Vec<Event>,
     ) -> Result<(), (PluginError, Vec<Event>)> {
         let log_budget = self.registry.config().max_log_records_per_call;
-        if let Err(e) = self.ensure_instance() {
+        if let Err(e) = self.ensure_instance(seed) {
             return Err((e, events));
         }
         let Some(active) = self.active.as_mut() else {
@@ -251,49 +304,72 @@ impl Stage {
         let Some(instance) = active.instance.as_mut() else {
             return Err((PluginError::Returned("no instance".into()), events));
         };
+        // Timing is for the stage's statistics only; nothing it measures
+        // changes what the stage produces.
         let started = Instant::now();
-        let batch = self.encoder.encode(&events);
-        let result = instance.process(batch, self.deadline, log_budget);
         let n = events.len() as u64;
-        let outcome = match result {
-            Ok(processed) => match abi::apply(events, &processed, out, &self.limits) {
-                Ok(applied) => {
-                    self.stats.dropped += applied.dropped;
-                    self.stats.modified += applied.modified;
-                    self.stats.created += applied.created;
-                    Ok(())
+        let before = out.len();
+        // A panic in the host's side of the call (encoding, applying the
+        // result: a bug) fails the call like a trap would, instead of taking
+        // the batch down with it.
+        let encoder = &mut self.encoder;
+        let deadline = self.deadline;
+        let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let batch = encoder.encode(&events);
+            instance.process(batch, deadline, log_budget)
+        }));
+        let outcome = match called {
+            Err(panic) => Err((host_panic(&self.cfg.name, &*panic), events)),
+            Ok(Err(e)) => Err((e, events)),
+            Ok(Ok(processed)) => {
+                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    abi::apply(events, &processed, out, &self.limits)
+                }));
+                match applied {
+                    Ok(Ok(applied)) => Ok(applied),
+                    Ok(Err((e, events))) => Err((PluginError::from(e), events)),
+                    Err(panic) => {
+                        // The events were handed to `apply` and are gone
+                        // with it: counted, never silently.
+                        out.truncate(before);
+                        self.stats.lost += n;
+                        Err((host_panic(&self.cfg.name, &*panic), Vec::new()))
+                    }
                 }
-                Err((e, events)) => Err((PluginError::from(e), events)),
-            },
-            Err(e) => Err((e, events)),
+            }
         };
         let elapsed = started.elapsed().as_nanos() as u64;
         self.stats.max_call_ns = self.stats.max_call_ns.max(elapsed);
-        match &outcome {
-            Ok(()) => {
+        match outcome {
+            Ok(applied) => {
+                self.stats.dropped += applied.dropped;
+                self.stats.modified += applied.modified;
+                self.stats.created += applied.created;
                 self.stats.busy_ns += elapsed;
                 self.stats.processed_events += n;
                 // The batch went through: its state writes become real.
-                if let Some(i) = active.instance.as_mut() {
-                    i.commit_state();
-                }
+                instance.commit_state();
+                Ok(())
             }
-            // A failed batch leaves no state behind; a poisoned instance
-            // takes its pending writes with it.
-            Err((e, _)) if e.poisons_instance() => active.instance = None,
-            Err(_) => {
-                if let Some(i) = active.instance.as_mut() {
-                    i.discard_state();
+            Err((e, events)) => {
+                // A failed batch leaves no state behind; a poisoned instance
+                // (or one the host panicked on) takes its pending writes
+                // with it.
+                if e.poisons_instance() || matches!(e, PluginError::HostPanic(_)) {
+                    active.instance = None;
+                } else {
+                    instance.discard_state();
                 }
+                Err((e, events))
             }
         }
-        outcome
     }
 
     /// Run `events` through this stage, appending survivors to `out` and
     /// failures (under the dead-letter policy) to `dead`.
-    pub fn process(
+    fn process(
         &mut self,
+        run: &mut Run<'_>,
         events: Vec<Event>,
         out: &mut Vec<Event>,
         dead: &mut Vec<DeadLetter>,
@@ -303,31 +379,34 @@ impl Stage {
             // batch must not count towards probation or recovery.
             return;
         }
-        self.sync_version();
+        self.sync_version(run.selection);
         self.stats.batches += 1;
         self.stats.events_in += events.len() as u64;
         let before = out.len();
-        self.run(events, out, dead);
+        self.run(run, events, out, dead);
         self.stats.events_out += (out.len() - before) as u64;
     }
 
-    fn run(&mut self, events: Vec<Event>, out: &mut Vec<Event>, dead: &mut Vec<DeadLetter>) {
+    fn run(
+        &mut self,
+        run: &mut Run<'_>,
+        events: Vec<Event>,
+        out: &mut Vec<Event>,
+        dead: &mut Vec<DeadLetter>,
+    ) {
         if self.active.is_none() {
             self.stats.skipped_batches += 1;
             return self.fail_batch(events, "plugin not loaded", out, dead);
         }
         // Once the backoff is over the plugin gets one try (half-open).
-        if self
-            .quarantined_until
-            .is_some_and(|until| Instant::now() < until)
-        {
+        if self.quarantined_until.is_some_and(|until| run.now < until) {
             self.stats.skipped_batches += 1;
             return self.fail_batch(events, "plugin quarantined", out, dead);
         }
-        let (reason, events) = match self.call(events, out) {
-            Ok(()) => return self.succeeded(),
+        let (reason, events) = match self.call(run.seed, events, out) {
+            Ok(()) => return self.succeeded(run),
             Err((err, events)) => {
-                self.failed(&err);
+                self.failed(run, &err);
                 (err.to_string(), events)
             }
         };
@@ -338,68 +417,72 @@ impl Stage {
             .as_ref()
             .filter(|a| a.probation_left > 0)
             .map(|a| a.compiled.clone());
-        let rolled_back =
-            bad.is_some_and(|bad| self.registry.rollback(&self.cfg.plugin, &bad, &reason));
-        if rolled_back {
+        if let (Some(bad), Some(good)) = (bad, self.last_good.clone()) {
             self.stats.rollbacks += 1;
-            self.sync_version();
-            if let Err((err, events)) = self.call(events, out) {
-                self.failed(&err);
+            run.selection.roll_back(&self.cfg.plugin, &bad, good);
+            // The control plane (status, refusing these bytes again, the
+            // notice on the `plugins` channel) hears of it too.
+            self.registry.rollback(&self.cfg.plugin, &bad, &reason);
+            self.sync_version(run.selection);
+            if let Err((err, events)) = self.call(run.seed, events, out) {
+                self.failed(run, &err);
                 let reason = err.to_string();
                 return self.fail_batch(events, &reason, out, dead);
             }
-            return self.succeeded();
+            return self.succeeded(run);
         }
         self.fail_batch(events, &reason, out, dead);
     }
 
-    fn succeeded(&mut self) {
+    fn succeeded(&mut self, run: &mut Run<'_>) {
         if self.quarantined_until.take().is_some() {
-            self.notice(
-                NoticeKind::Recovered,
-                format!("stage {} calls it again", self.cfg.name),
-            );
+            let detail = format!("stage {} calls it again", self.cfg.name);
+            self.notice(run, NoticeKind::Recovered, detail);
         }
         self.consecutive_failures = 0;
-        self.backoff = self.registry.config().quarantine_backoff;
+        self.backoff_ms = ms(self.registry.config().quarantine_backoff);
         if let Some(a) = self.active.as_mut() {
             a.probation_left = a.probation_left.saturating_sub(1);
-            if a.probation_left == 0 && !a.confirmed {
-                a.confirmed = true;
+            let proven = a.probation_left == 0
+                && self
+                    .last_good
+                    .as_ref()
+                    .is_none_or(|g| g.hash != a.compiled.hash);
+            if proven {
+                self.last_good = Some(a.compiled.clone());
                 self.slot.confirm(&a.compiled.hash);
             }
         }
     }
 
-    fn failed(&mut self, err: &PluginError) {
+    fn failed(&mut self, run: &mut Run<'_>, err: &PluginError) {
         self.stats.failed_batches += 1;
         self.consecutive_failures += 1;
         self.slot.counters.failures.fetch_add(1, Ordering::Relaxed);
         let detail = format!("stage {}: {err}", self.cfg.name);
         self.slot.set_last_error(err.to_string());
-        self.notice(NoticeKind::Failed, detail);
+        self.notice(run, NoticeKind::Failed, detail);
         let cfg = self.registry.config();
         let probation = self
             .active
             .as_ref()
-            .is_some_and(|a| a.probation_left > 0 && self.slot.has_previous());
+            .is_some_and(|a| a.probation_left > 0 && self.last_good.is_some());
         if !probation && self.consecutive_failures >= cfg.quarantine_after {
-            self.quarantined_until = Some(Instant::now() + self.backoff);
+            self.quarantined_until = Some(run.now.saturating_add(self.backoff_ms));
             self.stats.quarantines += 1;
             self.slot
                 .counters
                 .quarantines
                 .fetch_add(1, Ordering::Relaxed);
-            self.notice(
-                NoticeKind::Quarantined,
-                format!(
-                    "stage {}: {} consecutive failures; retrying in {} ms",
-                    self.cfg.name,
-                    self.consecutive_failures,
-                    self.backoff.as_millis()
-                ),
+            let detail = format!(
+                "stage {}: {} consecutive failures; retrying in {} ms",
+                self.cfg.name, self.consecutive_failures, self.backoff_ms
             );
-            self.backoff = (self.backoff * 2).min(cfg.quarantine_backoff_max);
+            self.notice(run, NoticeKind::Quarantined, detail);
+            self.backoff_ms = self
+                .backoff_ms
+                .saturating_mul(2)
+                .min(ms(cfg.quarantine_backoff_max));
         }
     }
 
@@ -471,25 +554,70 @@ pub struct PipelineError {
     pub error: PluginError,
 }
 
+/// The version each plugin runs, as the engine's inputs selected it.
+#[derive(Default)]
+pub struct Selection {
+    versions: BTreeMap<String, Arc<Compiled>>,
+    /// Versions rolled back (by content hash): not selected again.
+    rejected: BTreeSet<String>,
+}
+
+impl Selection {
+    fn get(&self, plugin: &str) -> Option<&Arc<Compiled>> {
+        self.versions.get(plugin)
+    }
+
+    fn roll_back(&mut self, plugin: &str, bad: &Compiled, good: Arc<Compiled>) {
+        self.rejected.insert(bad.hash.clone());
+        self.versions.insert(plugin.to_owned(), good);
+    }
+
+    /// The selected version's hash of every plugin.
+    pub fn hashes(&self) -> BTreeMap<String, String> {
+        self.versions
+            .iter()
+            .map(|(k, v)| (k.clone(), v.hash.clone()))
+            .collect()
+    }
+}
+
 /// Stages in order.
 pub struct Pipeline {
     stages: Vec<Stage>,
     registry: Arc<Registry>,
+    selection: Selection,
+    /// The stages' key-value stores, by state scope.
+    scopes: StateScopes,
 }
 
 impl Pipeline {
-    /// Build the stages `config` lists, on plugins from `registry`, and
-    /// configure every plugin that is already loaded, so a configuration it
-    /// rejects is reported now rather than at the first batch. A plugin whose
-    /// file is not there yet is not an error: its stage applies its failure
-    /// policy until the file arrives.
-    pub fn new(config: &Config, registry: Arc<Registry>) -> Result<Self, PipelineError> {
-        let mut stages = Vec::with_capacity(config.stages.len());
-        let mut scopes = StateScopes::default();
-        for cfg in &config.stages {
-            let state = scopes.store(&cfg.state, StateLimits::from(registry.config()));
-            let mut stage = Stage::new(cfg, config, &registry, state);
-            stage.sync_version();
+    /// Build the stages `config` lists, on plugins from `registry`, running
+    /// the versions `versions` names (plugin → content hash), and configure
+    /// every stage whose plugin has a version, so a configuration a plugin
+    /// rejects is reported now rather than at the first batch. A plugin
+    /// without a version is not an error: its stage applies its failure
+    /// policy until one is selected.
+    pub fn new(
+        config: &Config,
+        registry: Arc<Registry>,
+        versions: &BTreeMap<String, String>,
+        seed: u64,
+    ) -> Result<Self, PipelineError> {
+        let mut pipeline = Pipeline {
+            stages: Vec::with_capacity(config.stages.len()),
+            registry: registry.clone(),
+            selection: Selection::default(),
+            scopes: StateScopes::default(),
+        };
+        for (plugin, hash) in versions {
+            pipeline.select(plugin, Some(hash));
+        }
+        for (index, cfg) in config.stages.iter().enumerate() {
+            let state = pipeline
+                .scopes
+                .store(&cfg.state, StateLimits::from(registry.config()));
+            let mut stage = Stage::new(cfg, index, config, &registry, state);
+            stage.sync_version(&pipeline.selection);
             if stage.active.is_none() {
                 tracing::warn!(
                     stage = %cfg.name,
@@ -497,16 +625,16 @@ impl Pipeline {
                     dir = %registry.dir().display(),
                     "plugin not loaded; the stage applies its failure policy until it is"
                 );
-            } else if let Err(source) = stage.ensure_instance() {
+            } else if let Err(source) = stage.ensure_instance(seed) {
                 return Err(PipelineError {
                     stage: cfg.name.clone(),
                     plugin: cfg.plugin.clone(),
                     error: source,
                 });
             }
-            stages.push(stage);
+            pipeline.stages.push(stage);
         }
-        Ok(Pipeline { stages, registry })
+        Ok(pipeline)
     }
 
     /// The registry the stages draw plugins from.
@@ -514,13 +642,58 @@ impl Pipeline {
         &self.registry
     }
 
-    /// Run one batch through every stage.
-    pub fn process(&mut self, events: Vec<Event>) -> BatchOutput {
+    /// Select `hash` (or nothing) as `plugin`'s version from the next batch
+    /// on. False if the registry does not have that version (it is then
+    /// left as it was) or it was rolled back here before.
+    pub fn select(&mut self, plugin: &str, hash: Option<&str>) -> bool {
+        match hash {
+            None => {
+                self.selection.versions.remove(plugin);
+                true
+            }
+            Some(h) if self.selection.rejected.contains(h) => false,
+            Some(h) => match self.registry.version(plugin, h) {
+                Some(compiled) => {
+                    self.selection.versions.insert(plugin.to_owned(), compiled);
+                    true
+                }
+                None => {
+                    tracing::error!(
+                        plugin,
+                        hash = short(h),
+                        "the selected plugin version is not available; the stages keep what they run"
+                    );
+                    false
+                }
+            },
+        }
+    }
+
+    /// The versions selected now.
+    pub fn selection(&self) -> &Selection {
+        &self.selection
+    }
+
+    /// Run one batch through every stage at engine time `now` (ms);
+    /// lifecycle notices it caused are appended to `notices`.
+    pub fn process(
+        &mut self,
+        events: Vec<Event>,
+        now: i64,
+        seed: u64,
+        notices: &mut Vec<Notice>,
+    ) -> BatchOutput {
         let mut dead_letters = Vec::new();
         let mut current = events;
+        let mut run = Run {
+            now,
+            seed,
+            notices,
+            selection: &mut self.selection,
+        };
         for stage in &mut self.stages {
             let mut next = Vec::with_capacity(current.len());
-            stage.process(current, &mut next, &mut dead_letters);
+            stage.process(&mut run, current, &mut next, &mut dead_letters);
             current = next;
         }
         BatchOutput {
@@ -532,5 +705,171 @@ impl Pipeline {
     /// A report per stage.
     pub fn report(&self) -> Vec<StageReport> {
         self.stages.iter().map(Stage::report).collect()
+    }
+}
+
+/// A stage's state in a snapshot.
+#[derive(Debug, Serialize, Deserialize)]
+struct StageState {
+    name: String,
+    plugin: String,
+    active: Option<String>,
+    probation_left: u32,
+    last_good: Option<String>,
+    consecutive_failures: u32,
+    quarantined_until: Option<i64>,
+    backoff_ms: i64,
+    instances_made: u64,
+    stats: StageStats,
+}
+
+/// A state scope's key-value store in a snapshot: `(key group, key, value)`,
+/// sorted.
+#[derive(Debug, Serialize, Deserialize)]
+struct ScopeState {
+    scope: String,
+    entries: Vec<(u16, String, Vec<u8>)>,
+}
+
+/// Everything the pipeline holds, for the engine's snapshot. Plugin
+/// instances are not part of it: they are disposable, and a restored stage
+/// makes a new one (whatever a plugin must keep belongs in its state store).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PipelineState {
+    selected: BTreeMap<String, String>,
+    rejected: BTreeSet<String>,
+    stages: Vec<StageState>,
+    scopes: Vec<ScopeState>,
+}
+
+impl PipelineState {
+    /// The version each plugin ran (name → content hash).
+    pub fn selected(&self) -> &BTreeMap<String, String> {
+        &self.selected
+    }
+}
+
+impl Pipeline {
+    /// Everything the pipeline holds.
+    pub fn snapshot(&self) -> PipelineState {
+        PipelineState {
+            selected: self.selection.hashes(),
+            rejected: self.selection.rejected.clone(),
+            stages: self
+                .stages
+                .iter()
+                .map(|s| StageState {
+                    name: s.cfg.name.clone(),
+                    plugin: s.cfg.plugin.clone(),
+                    active: s.active.as_ref().map(|a| a.compiled.hash.clone()),
+                    probation_left: s.active.as_ref().map_or(0, |a| a.probation_left),
+                    last_good: s.last_good.as_ref().map(|c| c.hash.clone()),
+                    consecutive_failures: s.consecutive_failures,
+                    quarantined_until: s.quarantined_until,
+                    backoff_ms: s.backoff_ms,
+                    instances_made: s.instances_made,
+                    stats: s.stats.clone(),
+                })
+                .collect(),
+            scopes: self
+                .scopes
+                .iter()
+                .map(|(scope, store)| ScopeState {
+                    scope: scope.to_owned(),
+                    entries: {
+                        let mut v: Vec<_> = store
+                            .snapshot()
+                            .into_iter()
+                            .map(|(k, val)| (crate::window::snapshot::string_key_group(&k), k, val))
+                            .collect();
+                        v.sort();
+                        v
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    /// Continue from `state`, keeping the plugin state keys of `groups`.
+    /// Every version the state names must be available in the registry.
+    pub fn restore(
+        &mut self,
+        state: PipelineState,
+        groups: &crate::window::state::KeyGroupSet,
+    ) -> Result<(), crate::engine::state::SnapshotError> {
+        use crate::engine::state::SnapshotError;
+        let version = |plugin: &str, hash: &str| {
+            self.registry.version(plugin, hash).ok_or_else(|| {
+                SnapshotError::Mismatch(format!(
+                    "plugin `{plugin}` ran version {} when the snapshot was taken, and that \
+                     version is not loaded; put its file in the plugins folder",
+                    short(hash)
+                ))
+            })
+        };
+        let mut selection = Selection {
+            versions: BTreeMap::new(),
+            rejected: state.rejected,
+        };
+        for (plugin, hash) in &state.selected {
+            selection
+                .versions
+                .insert(plugin.clone(), version(plugin, hash)?);
+        }
+        let mut stages = Vec::new();
+        for saved in state.stages {
+            let Some(i) = self.stages.iter().position(|s| s.cfg.name == saved.name) else {
+                tracing::warn!(stage = %saved.name, "the snapshot has a stage that is no longer configured; its state is dropped");
+                continue;
+            };
+            if self.stages[i].cfg.plugin != saved.plugin {
+                return Err(SnapshotError::Mismatch(format!(
+                    "stage `{}` ran plugin `{}` when the snapshot was taken and runs `{}` now",
+                    saved.name, saved.plugin, self.stages[i].cfg.plugin
+                )));
+            }
+            let active = match &saved.active {
+                Some(h) => Some(version(&saved.plugin, h)?),
+                None => None,
+            };
+            let last_good = saved
+                .last_good
+                .as_ref()
+                .and_then(|h| self.registry.version(&saved.plugin, h));
+            stages.push((i, saved, active, last_good));
+        }
+        // Everything checked: apply.
+        self.selection = selection;
+        for (i, saved, active, last_good) in stages {
+            let stage = &mut self.stages[i];
+            stage.active = active.map(|compiled| Active {
+                compiled,
+                instance: None,
+                probation_left: saved.probation_left,
+            });
+            stage.last_good = last_good;
+            stage.consecutive_failures = saved.consecutive_failures;
+            stage.quarantined_until = saved.quarantined_until;
+            stage.backoff_ms = saved.backoff_ms;
+            stage.instances_made = saved.instances_made;
+            stage.stats = saved.stats;
+        }
+        for saved in state.scopes {
+            match self.scopes.get(&saved.scope) {
+                Some(store) => store.restore(
+                    saved
+                        .entries
+                        .into_iter()
+                        .filter(|(kg, _, _)| groups.contains(*kg))
+                        .map(|(_, k, v)| (k, v))
+                        .collect(),
+                ),
+                None => tracing::warn!(
+                    scope = %saved.scope,
+                    "the snapshot has plugin state of a scope no stage uses now; it is dropped"
+                ),
+            }
+        }
+        Ok(())
     }
 }

@@ -1,31 +1,52 @@
-//! The pipeline thread behind `eddy serve`: a bounded ingest queue in front,
-//! the plugin pipeline in the middle, the hub's channels behind.
+//! The driver behind `eddy serve`: it turns HTTP requests, the passing of
+//! time and plugin changes into the [`Engine`]'s inputs, on the engine's own
+//! thread, and publishes what the engine produces on the hub.
 //!
-//! The queue is bounded in *events*, not requests: [`IngestQueue::try_push`]
-//! reserves room for a whole request or refuses it, so the HTTP layer can
-//! answer 429 before it says anything it cannot keep. Reserved room is given
-//! back only after the batch has gone through the pipeline and been
-//! published, so the depth counts everything accepted but not yet delivered.
+//! - **Batches.** HTTP handlers queue their events ([`IngestQueue`]); the
+//!   engine thread merges whatever is queued into batches of up to
+//!   `pipeline.batch_size` events and stamps each with the wall time once,
+//!   when it forms it. The queue is bounded in events *and* bytes
+//!   ([`IngestQueue::try_push`] reserves room for a whole request or refuses
+//!   it, so the HTTP layer answers 429 before it promises anything); room is
+//!   given back once the batch has been applied and published.
+//! - **Ticks.** A ticker asks for a tick every [`TICK`]; the engine thread
+//!   stamps it when it takes it, after whatever was queued before, so an
+//!   idle advance can never overtake events waiting in the queue.
+//! - **Plugin changes.** The registry's notices (a new version compiled, a
+//!   rollback, a file removed) become plugin inputs, applied between
+//!   batches.
+//! - **Queries.** REST handlers never touch the engine: they send a
+//!   [`Query`] and the engine thread answers it between inputs.
 //!
-//! Wasmtime calls are synchronous, so the pipeline runs on its own OS thread
-//! rather than on the async runtime; it merges whatever requests are queued
-//! into batches of up to `pipeline.batch_size` events, which keeps the
-//! per-call cost of plugins low under load without adding latency when
-//! traffic is light.
+//! With `--record FILE` every input is written down before it is applied
+//! (see [`crate::engine::input`]), so `eddy pipe --replay FILE` reproduces
+//! exactly what this server published.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::mpsc;
+use serde_json::Value as Json;
+use tokio::sync::{mpsc, oneshot};
 
+use crate::engine::input::Recorder;
+use crate::engine::{Batch, Emitted, Engine, Input, PluginChange, Sink};
 use crate::event::Event;
-use crate::hub::{Payload, Publisher};
-use crate::pipeline::{Pipeline, StageReport};
+use crate::hub::{Hub, Payload, Publisher};
+use crate::pipeline::StageReport;
+use crate::plugin::Registry;
+use crate::window::HistoryView;
 
-/// Counters shared by the HTTP layer, the pipeline thread and the `stats`
+/// How often the engine gets a tick: idle watermarks advance and early
+/// results fire within a tenth of a second of when they are due.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Ticks between two updates of the window metrics (about once a second).
+const METRICS_EVERY_TICKS: u64 = 10;
+
+/// Counters shared by the HTTP layer, the engine thread and the `stats`
 /// channel.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -43,12 +64,16 @@ pub struct Stats {
     pub dropped: AtomicU64,
     /// Events sent to the dead-letter channel.
     pub dead_lettered: AtomicU64,
-    /// Batches run through the pipeline.
+    /// Batches run through the engine.
     pub batches: AtomicU64,
-    /// Events in the queue or in the pipeline right now.
+    /// Events in the queue or in the engine right now.
     pub queued: AtomicU64,
-    /// Events lost to a panic in the host's pipeline code (a bug).
+    /// Bytes of those events (see [`Event::approx_bytes`]).
+    pub queued_bytes: AtomicU64,
+    /// Events lost to a panic in the host's own code (a bug).
     pub lost: AtomicU64,
+    /// Inputs the engine has applied (REST uses it to tell a stale answer).
+    pub inputs: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`], as published on the `stats` channel and
@@ -69,10 +94,12 @@ pub struct StatsSnapshot {
     pub dropped: u64,
     /// Events dead-lettered since start.
     pub dead_lettered: u64,
-    /// Pipeline batches since start.
+    /// Engine batches since start.
     pub batches: u64,
     /// Events accepted but not yet published.
     pub queue_depth: u64,
+    /// Bytes of those events.
+    pub queue_bytes: u64,
     /// Events lost to a host panic (should stay 0).
     pub lost: u64,
 }
@@ -91,6 +118,7 @@ impl Stats {
             dead_lettered: get(&self.dead_lettered),
             batches: get(&self.batches),
             queue_depth: get(&self.queued),
+            queue_bytes: get(&self.queued_bytes),
             lost: get(&self.lost),
         }
     }
@@ -108,13 +136,72 @@ pub enum PushError {
         /// The bound (`ingest.queue_events`).
         capacity: u64,
     },
+    /// The queue holds as many bytes as it may: retry later.
+    #[error(
+        "the ingest queue is full ({queued} of {capacity} bytes of events waiting); retry later"
+    )]
+    FullBytes {
+        /// Bytes waiting.
+        queued: u64,
+        /// The bound (`ingest.queue_bytes`).
+        capacity: u64,
+    },
     /// The server is shutting down.
     #[error("the server is shutting down and accepts no more events")]
     Closed,
 }
 
+/// A REST read, answered by the engine thread between inputs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Query {
+    /// Every window's definition, watermark and counters.
+    Windows,
+    /// Open groups of a window, at most `limit`.
+    Open {
+        /// The window.
+        window: String,
+        /// Most groups.
+        limit: usize,
+    },
+    /// A copy of a window's history.
+    History {
+        /// The window.
+        window: String,
+    },
+    /// Live users, at most `limit`.
+    LiveUsers {
+        /// Most users.
+        limit: usize,
+    },
+    /// Top pages, at most `limit`.
+    LivePages {
+        /// Most pages.
+        limit: usize,
+    },
+    /// Stage reports.
+    Stages,
+}
+
+/// The engine's answer to a [`Query`].
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// A JSON document (`None`: no such window).
+    Json(Option<Json>),
+    /// A history copy (`None`: no such window).
+    History(Option<HistoryView>),
+    /// Stage reports.
+    Stages(Vec<StageReport>),
+}
+
 enum Msg {
-    Events(Vec<Event>),
+    Events {
+        events: Vec<Event>,
+        bytes: u64,
+    },
+    Tick,
+    Plugin(PluginChange),
+    /// A query is waiting on the query channel.
+    Wake,
     /// Everything before this has been queued; finish it and stop.
     Drain,
 }
@@ -124,14 +211,15 @@ enum Msg {
 pub struct IngestQueue {
     tx: mpsc::UnboundedSender<Msg>,
     capacity: u64,
+    capacity_bytes: u64,
     stats: Arc<Stats>,
     closed: Arc<AtomicBool>,
 }
 
 impl IngestQueue {
-    /// Queue `events` if all of them fit, else refuse them all. The channel
-    /// itself is unbounded in messages; the event count reserved here is
-    /// what bounds it.
+    /// Queue `events` if all of them fit (in events and in bytes), else
+    /// refuse them all. The channel itself is unbounded in messages; the
+    /// room reserved here is what bounds it.
     pub fn try_push(&self, events: Vec<Event>) -> Result<(), PushError> {
         let n = events.len() as u64;
         if self.closed.load(Ordering::Acquire) {
@@ -140,6 +228,12 @@ impl IngestQueue {
         if n == 0 {
             return Ok(());
         }
+        let bytes: u64 = events.iter().map(|e| e.approx_bytes() as u64).sum();
+        let refuse = |e: PushError| {
+            self.stats.refused.fetch_add(n, Ordering::Relaxed);
+            self.stats.refused_requests.fetch_add(1, Ordering::Relaxed);
+            e
+        };
         let reserved =
             self.stats
                 .queued
@@ -147,128 +241,265 @@ impl IngestQueue {
                     (queued + n <= self.capacity).then_some(queued + n)
                 });
         if let Err(queued) = reserved {
-            self.stats.refused.fetch_add(n, Ordering::Relaxed);
-            self.stats.refused_requests.fetch_add(1, Ordering::Relaxed);
-            return Err(PushError::Full {
+            return Err(refuse(PushError::Full {
                 queued,
                 capacity: self.capacity,
-            });
+            }));
         }
-        if self.tx.send(Msg::Events(events)).is_err() {
-            // The pipeline thread is gone (shutting down): nothing accepted.
+        // A request larger than the whole byte bound still goes through an
+        // empty queue: the bound limits what waits, not what one request
+        // may be (`server.max_body_bytes` does that).
+        let reserved_bytes =
+            self.stats
+                .queued_bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                    (queued == 0 || queued + bytes <= self.capacity_bytes).then_some(queued + bytes)
+                });
+        if let Err(queued) = reserved_bytes {
             self.stats.queued.fetch_sub(n, Ordering::AcqRel);
+            return Err(refuse(PushError::FullBytes {
+                queued,
+                capacity: self.capacity_bytes,
+            }));
+        }
+        if self.tx.send(Msg::Events { events, bytes }).is_err() {
+            // The engine thread is gone (shutting down): nothing accepted.
+            self.stats.queued.fetch_sub(n, Ordering::AcqRel);
+            self.stats.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             return Err(PushError::Closed);
         }
         self.stats.accepted.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
 
-    /// The bound (`ingest.queue_events`).
+    /// The bound in events (`ingest.queue_events`).
     pub fn capacity(&self) -> u64 {
         self.capacity
     }
 
-    /// Refuse further events and tell the pipeline thread to stop once it
-    /// has processed everything queued so far.
+    /// The bound in bytes (`ingest.queue_bytes`).
+    pub fn capacity_bytes(&self) -> u64 {
+        self.capacity_bytes
+    }
+
+    /// Refuse further events and tell the engine thread to stop once it
+    /// has applied everything queued so far.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         let _ = self.tx.send(Msg::Drain);
     }
 }
 
-/// Where the pipeline's output goes.
-pub struct Outputs {
-    /// `events`: events after the pipeline.
-    pub events: Publisher,
-    /// `dead-letters`: events a failing stage sent there, with the reason.
-    pub dead_letters: Publisher,
-    /// The windows, fed with the events before they are published.
-    pub windows: Option<crate::window::LiveWindows>,
+/// Asks the engine thread questions for REST; cheap to clone.
+#[derive(Clone)]
+pub struct Queries {
+    tx: std::sync::mpsc::Sender<(Query, oneshot::Sender<Answer>)>,
+    wake: mpsc::UnboundedSender<Msg>,
 }
 
-/// The running pipeline thread.
+impl Queries {
+    /// The engine's answer to `q`; `None` if the engine thread is gone.
+    pub async fn ask(&self, q: Query) -> Option<Answer> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send((q, tx)).ok()?;
+        // Wake the engine thread if it is waiting for input.
+        let _ = self.wake.send(Msg::Wake);
+        rx.await.ok()
+    }
+}
+
+/// The channels the engine's outputs are published on.
+pub struct HubSink {
+    events: Publisher,
+    dead_letters: Publisher,
+    plugins: Publisher,
+    late: Publisher,
+    windows: Vec<Publisher>,
+}
+
+impl HubSink {
+    /// Register the engine's channels on `hub`, each continuing after the
+    /// engine's last sequence number on it.
+    pub fn register(hub: &Hub, engine: &Engine) -> HubSink {
+        let heads: std::collections::HashMap<String, u64> = engine.heads().into_iter().collect();
+        let reg = |name: &str| hub.register_after(name, heads.get(name).copied().unwrap_or(0));
+        HubSink {
+            events: reg(crate::engine::output::EVENTS),
+            dead_letters: reg(crate::engine::output::DEAD_LETTERS),
+            plugins: reg(crate::engine::output::PLUGINS),
+            late: reg(crate::engine::output::LATE),
+            windows: engine
+                .window_names()
+                .iter()
+                .map(|n| reg(&crate::window::channel_name(n)))
+                .collect(),
+        }
+    }
+}
+
+impl Sink for HubSink {
+    fn emit(&mut self, out: Emitted) {
+        match out {
+            Emitted::Events { first_seq, events } => {
+                self.events
+                    .publish_batch_at(first_seq, events.into_iter().map(Payload::Event));
+            }
+            Emitted::DeadLetters { first_seq, letters } => {
+                self.dead_letters.publish_batch_at(
+                    first_seq,
+                    letters
+                        .iter()
+                        .map(|d| Payload::Json(crate::engine::output::dead_letter_json(d))),
+                );
+            }
+            Emitted::Window { seq, output } => {
+                let publisher = match output.stream() {
+                    crate::window::Stream::Late => Some(&self.late),
+                    crate::window::Stream::Results(i) => self.windows.get(i),
+                };
+                if let Some(p) = publisher {
+                    p.publish_batch_at(seq, std::iter::once(Payload::Json(output.to_json())));
+                }
+            }
+            Emitted::Plugin { seq, notice } => {
+                let json = serde_json::to_value(&notice).unwrap_or_default();
+                self.plugins
+                    .publish_batch_at(seq, std::iter::once(Payload::Json(json)));
+            }
+        }
+    }
+}
+
+/// Settings of the engine thread.
+pub struct RunnerOptions {
+    /// Events per batch (`pipeline.batch_size`).
+    pub batch_size: usize,
+    /// The event bound of the queue (`ingest.queue_events`).
+    pub queue_events: u64,
+    /// The byte bound of the queue (`ingest.queue_bytes`).
+    pub queue_bytes: u64,
+    /// Where inputs are recorded, if anywhere.
+    pub recorder: Option<Recorder>,
+}
+
+/// The running engine thread.
 pub struct Runner {
     handle: thread::JoinHandle<()>,
     done: std::sync::mpsc::Receiver<()>,
 }
 
+/// The engine thread's loop state.
+struct Driver {
+    engine: Engine,
+    sink: HubSink,
+    stats: Arc<Stats>,
+    recorder: Option<Recorder>,
+    registry: Arc<Registry>,
+    queries: std::sync::mpsc::Receiver<(Query, oneshot::Sender<Answer>)>,
+    /// Events accepted so far: the position of source 0 (HTTP ingest).
+    position: u64,
+    ticks: u64,
+    tick_pending: Arc<AtomicBool>,
+}
+
 impl Runner {
-    /// Start the pipeline thread. It runs until [`IngestQueue::close`] is
-    /// called (or every queue handle is dropped) and the queue is drained.
+    /// Start the engine thread, its ticker and the thread that turns
+    /// `registry`'s notices into plugin inputs. It runs until
+    /// [`IngestQueue::close`] is called (or every handle is dropped) and the
+    /// queue is drained.
     pub fn start(
-        mut pipeline: Pipeline,
-        batch_size: usize,
-        capacity: u64,
+        engine: Engine,
+        sink: HubSink,
+        registry: Arc<Registry>,
         stats: Arc<Stats>,
-        reports: Arc<Mutex<Vec<StageReport>>>,
-        outputs: Outputs,
-    ) -> std::io::Result<(IngestQueue, Runner)> {
+        options: RunnerOptions,
+    ) -> std::io::Result<(IngestQueue, Queries, Runner)> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+        let (query_tx, query_rx) = std::sync::mpsc::channel();
         let queue = IngestQueue {
-            tx,
-            capacity,
+            tx: tx.clone(),
+            capacity: options.queue_events,
+            capacity_bytes: options.queue_bytes,
             stats: stats.clone(),
             closed: Arc::new(AtomicBool::new(false)),
         };
-        if let Ok(mut r) = reports.lock() {
-            *r = pipeline.report();
-        }
+        let queries = Queries {
+            tx: query_tx,
+            wake: tx.clone(),
+        };
+        forward_notices(&registry, tx.clone());
+        let tick_pending = Arc::new(AtomicBool::new(false));
+        spawn_ticker(tx.clone(), tick_pending.clone())?;
+        let batch_size = options.batch_size.max(1);
+        let mut driver = Driver {
+            engine,
+            sink,
+            stats,
+            recorder: options.recorder,
+            registry,
+            queries: query_rx,
+            position: 0,
+            ticks: 0,
+            tick_pending,
+        };
         let (done_tx, done) = std::sync::mpsc::channel();
         let handle = thread::Builder::new()
-            .name("eddy-pipeline".into())
+            .name("eddy-engine".into())
             .spawn(move || {
                 let mut pending: Option<Msg> = None;
                 loop {
-                    let first = match pending.take().or_else(|| rx.blocking_recv()) {
-                        None => break,
+                    driver.answer_queries();
+                    let Some(msg) = pending.take().or_else(|| rx.blocking_recv()) else {
+                        break;
+                    };
+                    match msg {
                         // Closing the receiver makes later sends fail (so
                         // they are answered 503, never 202) while whatever
                         // is already buffered is still received below.
-                        Some(Msg::Drain) => {
-                            rx.close();
-                            continue;
-                        }
-                        Some(Msg::Events(events)) => events,
-                    };
-                    // Merge what is already waiting, up to one batch; a
-                    // request larger than a batch is split.
-                    let mut batch = first;
-                    while batch.len() < batch_size {
-                        match rx.try_recv() {
-                            Ok(Msg::Events(more)) if batch.len() + more.len() <= batch_size => {
-                                batch.extend(more)
+                        Msg::Drain => rx.close(),
+                        Msg::Wake => {}
+                        Msg::Tick => driver.tick(),
+                        Msg::Plugin(change) => driver.apply(Input::Plugin(change), 0),
+                        Msg::Events { events, bytes } => {
+                            // Merge what is already waiting, up to one batch;
+                            // a request larger than a batch is split.
+                            let mut batch = events;
+                            let mut batch_bytes = bytes;
+                            while batch.len() < batch_size {
+                                match rx.try_recv() {
+                                    Ok(Msg::Events { events, bytes })
+                                        if batch.len() + events.len() <= batch_size =>
+                                    {
+                                        batch.extend(events);
+                                        batch_bytes += bytes;
+                                    }
+                                    Ok(Msg::Drain) => rx.close(),
+                                    Ok(Msg::Wake) => {}
+                                    Ok(more) => {
+                                        pending = Some(more);
+                                        break;
+                                    }
+                                    Err(_) => break,
+                                }
                             }
-                            Ok(Msg::Drain) => rx.close(),
-                            Ok(more) => {
-                                pending = Some(more);
-                                break;
-                            }
-                            Err(_) => break,
+                            driver.batches(batch, batch_bytes, batch_size);
                         }
-                    }
-                    while batch.len() > batch_size {
-                        let rest = batch.split_off(batch_size);
-                        guarded_batch(&mut pipeline, batch, &stats, &outputs);
-                        batch = rest;
-                    }
-                    guarded_batch(&mut pipeline, batch, &stats, &outputs);
-                    if let Ok(mut r) = reports.lock() {
-                        *r = pipeline.report();
                     }
                 }
+                driver.answer_queries();
                 let _ = done_tx.send(());
-                tracing::info!("ingest queue drained; pipeline stopped");
+                tracing::info!("ingest queue drained; engine stopped");
             })?;
-        Ok((queue, Runner { handle, done }))
+        Ok((queue, queries, Runner { handle, done }))
     }
 
     /// Wait up to `limit` for the thread to drain the queue and stop (after
     /// [`IngestQueue::close`]). False if it is still running.
-    pub fn join_within(self, limit: std::time::Duration) -> bool {
+    pub fn join_within(self, limit: Duration) -> bool {
         match self.done.recv_timeout(limit) {
             Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 if self.handle.join().is_err() {
-                    tracing::error!("the pipeline thread panicked");
+                    tracing::error!("the engine thread panicked");
                 }
                 true
             }
@@ -277,51 +508,215 @@ impl Runner {
     }
 }
 
-/// Run one batch; a panic in the host (a bug: plugin failures are errors,
-/// not panics) costs that batch, counted in `lost` and logged, instead of
-/// the pipeline thread.
-fn guarded_batch(pipeline: &mut Pipeline, batch: Vec<Event>, stats: &Stats, outputs: &Outputs) {
-    let n = batch.len() as u64;
-    let run = std::panic::AssertUnwindSafe(|| run_batch(pipeline, batch, stats, outputs));
-    if std::panic::catch_unwind(run).is_err() {
-        stats.lost.fetch_add(n, Ordering::Relaxed);
-        tracing::error!(
-            events = n,
-            "the pipeline panicked on a batch; its events are lost (a bug: please report it)"
-        );
-    }
-    stats.queued.fetch_sub(n, Ordering::AcqRel);
+/// Wall-clock milliseconds since the Unix epoch: the one place `eddy serve`
+/// reads the clock for the engine.
+pub fn wall_ms() -> i64 {
+    crate::ingest::now_ms()
 }
 
-fn run_batch(pipeline: &mut Pipeline, batch: Vec<Event>, stats: &Stats, outputs: &Outputs) {
-    let n = batch.len() as u64;
-    let started = Instant::now();
-    let out = pipeline.process(batch);
-    let published = out.events.len() as u64;
-    let dead = out.dead_letters.len() as u64;
-    if let Some(windows) = &outputs.windows {
-        windows.process(&out.events);
+impl Driver {
+    /// Apply `batch` (split into engine batches of at most `batch_size`),
+    /// then give its room in the queue back.
+    fn batches(&mut self, mut batch: Vec<Event>, bytes: u64, batch_size: usize) {
+        while !batch.is_empty() {
+            let rest = if batch.len() > batch_size {
+                batch.split_off(batch_size)
+            } else {
+                Vec::new()
+            };
+            let n = batch.len() as u64;
+            self.position += n;
+            let input = Input::Batch(Batch {
+                source: 0,
+                position: self.position,
+                wall_ms: Some(wall_ms()),
+                events: batch,
+            });
+            self.apply(input, n);
+            batch = rest;
+        }
+        self.stats.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
     }
-    outputs
-        .events
-        .publish_batch(out.events.into_iter().map(Payload::Event));
-    if dead > 0 {
-        outputs
-            .dead_letters
-            .publish_batch(out.dead_letters.into_iter().map(|d| {
-                Payload::Json(serde_json::json!({
-                    "stage": d.stage,
-                    "reason": d.reason,
-                    "event": d.event,
-                }))
-            }));
+
+    fn tick(&mut self) {
+        self.tick_pending.store(false, Ordering::Release);
+        let tick = Input::Tick {
+            wall_ms: wall_ms(),
+            position: None,
+        };
+        self.apply(tick, 0);
+        self.ticks += 1;
+        if self.ticks.is_multiple_of(METRICS_EVERY_TICKS) {
+            self.engine.windows().record_metrics();
+        }
     }
-    stats.published.fetch_add(published, Ordering::Relaxed);
-    stats.dead_lettered.fetch_add(dead, Ordering::Relaxed);
-    // Split events add to the output, so "dropped" is what is missing.
-    stats
-        .dropped
-        .fetch_add(n.saturating_sub(published + dead), Ordering::Relaxed);
-    stats.batches.fetch_add(1, Ordering::Relaxed);
-    metrics::histogram!("eddy_pipeline_batch_seconds").record(started.elapsed().as_secs_f64());
+
+    /// Record `input`, apply it and publish what it produced; then release
+    /// `events` from the queue's count. A panic in the engine (a bug) costs
+    /// that input, counted in `lost` and logged, instead of the thread.
+    fn apply(&mut self, input: Input, events: u64) {
+        if let (Some(r), Input::Plugin(change)) = (&self.recorder, &input) {
+            self.keep_plugin(r, change);
+        }
+        if let Some(r) = self.recorder.as_mut()
+            && let Err(e) = r.write(&input)
+        {
+            tracing::error!(error = %format!("{e:#}"), "recording stopped: the record cannot be written");
+            self.recorder = None;
+        }
+        let started = Instant::now();
+        let is_batch = matches!(input, Input::Batch(_));
+        let engine = &mut self.engine;
+        let sink = &mut self.sink;
+        let run = std::panic::AssertUnwindSafe(|| engine.step(input, sink));
+        if std::panic::catch_unwind(run).is_err() {
+            self.stats.lost.fetch_add(events, Ordering::Relaxed);
+            tracing::error!(
+                events,
+                "the engine panicked on an input; its events are lost (a bug: please report it)"
+            );
+        }
+        let c = self.engine.counters();
+        self.stats.published.store(c.published, Ordering::Relaxed);
+        self.stats.dropped.store(c.dropped, Ordering::Relaxed);
+        self.stats
+            .dead_lettered
+            .store(c.dead_lettered, Ordering::Relaxed);
+        self.stats.batches.store(c.batches, Ordering::Relaxed);
+        self.stats.inputs.store(c.inputs, Ordering::Release);
+        self.stats.queued.fetch_sub(events, Ordering::AcqRel);
+        if is_batch {
+            metrics::histogram!("eddy_pipeline_batch_seconds")
+                .record(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Copy the plugin version a record names next to it.
+    fn keep_plugin(&self, r: &Recorder, change: &PluginChange) {
+        if let crate::engine::input::VersionChange::Select(hash) = &change.version {
+            match self.registry.version(&change.plugin, hash) {
+                Some(c) => match &c.bytes {
+                    Some(bytes) => {
+                        if let Err(e) = r.keep_plugin(hash, bytes) {
+                            tracing::error!(error = %format!("{e:#}"), "cannot keep a plugin version with the record");
+                        }
+                    }
+                    None => tracing::error!(
+                        plugin = %change.plugin,
+                        "the record cannot keep this plugin version's bytes"
+                    ),
+                },
+                None => tracing::error!(
+                    plugin = %change.plugin,
+                    "the recorded plugin version is not available"
+                ),
+            }
+        }
+    }
+
+    fn answer_queries(&mut self) {
+        while let Ok((q, tx)) = self.queries.try_recv() {
+            let _ = tx.send(self.answer(&q));
+        }
+    }
+
+    fn answer(&self, q: &Query) -> Answer {
+        let w = self.engine.windows();
+        match q {
+            Query::Windows => Answer::Json(Some(w.list())),
+            Query::Open { window, limit } => Answer::Json(w.open(window, *limit)),
+            Query::History { window } => Answer::History(w.history(window)),
+            Query::LiveUsers { limit } => Answer::Json(Some(w.live().users(*limit))),
+            Query::LivePages { limit } => Answer::Json(Some(w.live().pages(*limit))),
+            Query::Stages => Answer::Stages(self.engine.stage_reports()),
+        }
+    }
+}
+
+/// Turn the registry's notices into plugin inputs, queued by the thread
+/// that made the change, before it logs it.
+fn forward_notices(registry: &Registry, tx: mpsc::UnboundedSender<Msg>) {
+    registry.subscribe_with(move |notice| {
+        let change = crate::engine::input::notice_change(notice.clone());
+        tx.send(Msg::Plugin(change)).is_ok()
+    });
+}
+
+/// Ask for a tick every [`TICK`], unless one is still waiting.
+fn spawn_ticker(tx: mpsc::UnboundedSender<Msg>, pending: Arc<AtomicBool>) -> std::io::Result<()> {
+    thread::Builder::new()
+        .name("eddy-ticker".into())
+        .spawn(move || {
+            loop {
+                thread::sleep(TICK);
+                if pending.swap(true, Ordering::AcqRel) {
+                    continue;
+                }
+                if tx.send(Msg::Tick).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::event::Value;
+
+    fn event(bytes: usize) -> Event {
+        Event {
+            id: "e".into(),
+            name: "$pageview".into(),
+            timestamp: 1,
+            distinct_id: "u".into(),
+            session_id: None,
+            properties: vec![("blob".into(), Value::Str("x".repeat(bytes).into()))],
+        }
+    }
+
+    fn queue(events: u64, bytes: u64) -> (IngestQueue, mpsc::UnboundedReceiver<Msg>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let q = IngestQueue {
+            tx,
+            capacity: events,
+            capacity_bytes: bytes,
+            stats: Arc::new(Stats::default()),
+            closed: Arc::new(AtomicBool::new(false)),
+        };
+        (q, rx)
+    }
+
+    #[test]
+    fn the_queue_refuses_what_exceeds_its_byte_bound_whole() {
+        let size = event(60 * 1024).approx_bytes() as u64;
+        let (q, _rx) = queue(1_000_000, size * 10);
+        for _ in 0..3 {
+            q.try_push(vec![event(60 * 1024); 3]).unwrap();
+        }
+        // 9 of 10 used: a request of 2 does not fit, and takes nothing.
+        let err = q.try_push(vec![event(60 * 1024); 2]).unwrap_err();
+        assert!(matches!(err, PushError::FullBytes { .. }), "{err}");
+        assert!(err.to_string().contains("bytes of events waiting"), "{err}");
+        let s = q.stats.snapshot();
+        assert_eq!(
+            (s.accepted, s.queue_depth, s.refused, s.refused_requests),
+            (9, 9, 2, 1)
+        );
+        assert_eq!(s.queue_bytes, size * 9);
+        q.try_push(vec![event(60 * 1024)]).unwrap();
+        // The event bound still applies on its own.
+        let (q, _rx) = queue(2, u64::MAX);
+        let err = q.try_push(vec![event(1); 3]).unwrap_err();
+        assert!(matches!(err, PushError::Full { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_request_larger_than_the_byte_bound_still_goes_through_an_empty_queue() {
+        let (q, _rx) = queue(1_000, 10);
+        q.try_push(vec![event(1_000)]).unwrap();
+        assert!(q.try_push(vec![event(1)]).is_err(), "but nothing joins it");
+    }
 }

@@ -32,6 +32,11 @@ impl Sandbox {
     /// Start `eddy serve --config CONFIG --listen 127.0.0.1:0` and wait until
     /// it listens.
     pub fn serve(&self, config: &Path) -> Server {
+        self.serve_with(config, &[])
+    }
+
+    /// [`Sandbox::serve`] with more arguments for `eddy serve`.
+    pub fn serve_with(&self, config: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(eddy_bin())
             .args([
                 "--log-format",
@@ -42,6 +47,7 @@ impl Sandbox {
                 "--config",
             ])
             .arg(config)
+            .args(extra)
             .env_remove("EDDY_LOG")
             .current_dir(self.path())
             .stdin(Stdio::null())
@@ -103,6 +109,11 @@ impl Sandbox {
 }
 
 impl Server {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// `http://ADDR{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)

@@ -104,6 +104,8 @@ pub struct Config {
     pub streams: StreamsConfig,
     /// `[auth]`: API keys (none: open).
     pub auth: AuthConfig,
+    /// `[time]`: event time (watermark defaults, the future-skew cap).
+    pub time: crate::engine::time::TimeConfig,
     /// `[[windows]]`: event-time windows, in configuration order.
     pub windows: Vec<crate::window::WindowConfig>,
     /// `[live]`: the live users and top pages views.

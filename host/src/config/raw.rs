@@ -158,6 +158,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     auth: super::service::RawAuth,
     #[serde(default)]
+    time: super::windows::RawTime,
+    #[serde(default)]
     windows: Vec<super::windows::RawWindow>,
     #[serde(default)]
     live: super::windows::RawLive,
@@ -601,7 +603,8 @@ impl RawConfig {
             stages.push(stage);
         }
         runtime.grants = v.grants(&stages)?;
-        let windows = v.windows(self.windows)?;
+        let time = v.time(&self.time)?;
+        let windows = v.windows(self.windows, &time)?;
         let live = v.live(&self.live)?;
 
         Ok(Config {
@@ -613,6 +616,7 @@ impl RawConfig {
             ingest,
             streams,
             auth,
+            time,
             windows,
             live,
         })

@@ -32,11 +32,20 @@ const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 // Two seconds of the 1M events/s target: rides out a plugin hiccup without
 // holding more than a few hundred MB of events.
 const DEFAULT_QUEUE_EVENTS: u64 = 200_000;
+// The same two seconds of ~300-byte events is ~60 MB; four times that keeps
+// the default count reachable for larger events, while 200,000 events of
+// 64 KiB (13 GB) cannot pile up.
+const DEFAULT_QUEUE_BYTES: u64 = 256 * MIB;
 const DEFAULT_RETRY_AFTER_S: u64 = 1;
 // Each request holds its whole body (up to max_body_bytes, and up to
 // max_decompressed_bytes inflated) while it is decoded: 64 of them bound
 // that memory, and on 2 cores more would only queue for the CPU anyway.
 const DEFAULT_MAX_CONCURRENT_REQUESTS: u64 = 64;
+// What those requests may hold together while they are decoded: room for a
+// largest gzip body's worst case (64 MiB inflated, its events, the body) and
+// dozens of ordinary ones, well below what 64 worst-case requests would take
+// (some 13 GB).
+const DEFAULT_MAX_INFLIGHT_BYTES: u64 = 512 * MIB;
 // The validation bounds' defaults live with the decoder that applies them.
 const DEFAULT_MAX_EVENTS_PER_REQUEST: u64 = ingest::DEFAULT_MAX_EVENTS_PER_REQUEST as u64;
 const DEFAULT_MAX_EVENT_BYTES: u64 = ingest::DEFAULT_MAX_EVENT_BYTES as u64;
@@ -51,6 +60,8 @@ const DEFAULT_MAX_DECOMPRESSED_BYTES: u64 = ingest::DEFAULT_MAX_DECOMPRESSED_BYT
 // Half a second to a second of traffic at the target rate: a reconnecting
 // client resumes without a gap; ~300 bytes each, about 30 MB per channel.
 const DEFAULT_REPLAY_CAPACITY: u64 = 100_000;
+// The same 100,000 messages at ~2.5 KB each; large events are kept fewer.
+const DEFAULT_REPLAY_BYTES: u64 = crate::hub::DEFAULT_REPLAY_BYTES as u64;
 const DEFAULT_CLIENT_QUEUE: u64 = 65_536;
 const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
 const DEFAULT_MAX_MESSAGE_BYTES: u64 = 64 * KIB;
@@ -124,11 +135,20 @@ pub struct IngestConfig {
     /// Events waiting for the pipeline, at most (`queue_events`). A request
     /// that does not fit is answered 429.
     pub queue_events: u64,
+    /// Bytes of events waiting for the pipeline, at most (`queue_bytes`;
+    /// counted as [`crate::event::Event::approx_bytes`]). A request that
+    /// does not fit is answered 429.
+    pub queue_bytes: u64,
     /// `Retry-After` seconds on a 429 (`retry_after_s`).
     pub retry_after: Duration,
     /// Ingest requests handled at once, at most; more get 503
     /// (`max_concurrent_requests`).
     pub max_concurrent_requests: u64,
+    /// Bytes that ingest requests being read and decoded may hold together
+    /// (`max_inflight_bytes`): a body, what it may inflate to and the events
+    /// decoded from it are reserved before decoding; a request that does not
+    /// fit gets 503.
+    pub max_inflight_bytes: u64,
     /// Partial acceptance policy (`on_invalid`).
     pub on_invalid: InvalidPolicy,
     /// `max_events_per_request`.
@@ -157,6 +177,9 @@ pub struct StreamsConfig {
     /// Messages kept per channel for `since` / `Last-Event-ID` resume and
     /// `/v1/events/recent` (`replay_capacity`).
     pub replay_capacity: u64,
+    /// Bytes of messages kept per channel, at most (`replay_bytes`): the
+    /// oldest go first when either bound is reached.
+    pub replay_bytes: u64,
     /// Messages a subscriber may fall behind before it is closed
     /// (`client_queue`).
     pub client_queue: u64,
@@ -220,8 +243,10 @@ raw_section!(RawServer {
 
 raw_section!(RawIngest {
     queue_events: Int = int(DEFAULT_QUEUE_EVENTS),
+    queue_bytes: Int = int(DEFAULT_QUEUE_BYTES),
     retry_after_s: Int = int(DEFAULT_RETRY_AFTER_S),
     max_concurrent_requests: Int = int(DEFAULT_MAX_CONCURRENT_REQUESTS),
+    max_inflight_bytes: Int = int(DEFAULT_MAX_INFLIGHT_BYTES),
     on_invalid: RawInvalidPolicy = RawInvalidPolicy::AcceptValid,
     max_events_per_request: Int = int(DEFAULT_MAX_EVENTS_PER_REQUEST),
     max_event_bytes: Int = int(DEFAULT_MAX_EVENT_BYTES),
@@ -236,6 +261,7 @@ raw_section!(RawIngest {
 
 raw_section!(RawStreams {
     replay_capacity: Int = int(DEFAULT_REPLAY_CAPACITY),
+    replay_bytes: Int = int(DEFAULT_REPLAY_BYTES),
     client_queue: Int = int(DEFAULT_CLIENT_QUEUE),
     max_connections: Int = int(DEFAULT_MAX_CONNECTIONS),
     max_message_bytes: Int = int(DEFAULT_MAX_MESSAGE_BYTES),
@@ -315,6 +341,7 @@ impl Validator<'_> {
         }
         Ok(IngestConfig {
             queue_events,
+            queue_bytes: self.bytes("ingest.queue_bytes", raw.queue_bytes)?,
             retry_after: Duration::from_secs(self.range(
                 "ingest.retry_after_s",
                 raw.retry_after_s,
@@ -325,6 +352,7 @@ impl Validator<'_> {
                 raw.max_concurrent_requests,
                 "requests",
             )?,
+            max_inflight_bytes: self.bytes("ingest.max_inflight_bytes", raw.max_inflight_bytes)?,
             on_invalid: match raw.on_invalid {
                 RawInvalidPolicy::AcceptValid => InvalidPolicy::AcceptValid,
                 RawInvalidPolicy::RejectRequest => InvalidPolicy::RejectRequest,
@@ -362,6 +390,7 @@ impl Validator<'_> {
         }
         Ok(StreamsConfig {
             replay_capacity,
+            replay_bytes: self.bytes("streams.replay_bytes", raw.replay_bytes)?,
             client_queue,
             max_connections: self.count(
                 "streams.max_connections",
@@ -426,8 +455,10 @@ impl Default for IngestConfig {
     fn default() -> Self {
         Self {
             queue_events: DEFAULT_QUEUE_EVENTS,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
             retry_after: Duration::from_secs(DEFAULT_RETRY_AFTER_S),
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
             on_invalid: InvalidPolicy::AcceptValid,
             max_events_per_request: DEFAULT_MAX_EVENTS_PER_REQUEST,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
@@ -467,6 +498,7 @@ impl Default for StreamsConfig {
     fn default() -> Self {
         Self {
             replay_capacity: DEFAULT_REPLAY_CAPACITY,
+            replay_bytes: DEFAULT_REPLAY_BYTES,
             client_queue: DEFAULT_CLIENT_QUEUE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,

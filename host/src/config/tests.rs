@@ -785,9 +785,10 @@ fn default_toml_shows_every_service_key() {
     // default file: parse each key alone to prove it is accepted, and count.
     for (section, keys) in [
         ("server", 5),
-        ("ingest", 13),
-        ("streams", 8),
+        ("ingest", 15),
+        ("streams", 9),
         ("auth", 3),
+        ("time", 4),
         ("live", 4),
     ] {
         let shown = table[section].as_table().unwrap();

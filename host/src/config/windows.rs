@@ -7,9 +7,9 @@ use std::collections::HashMap;
 
 use super::ConfigError;
 use super::raw::{Int, Validator};
+use crate::engine::time::TimeConfig as EngineTime;
 use crate::window::{
-    DEFAULT_FUTURE_SKEW_MS, DEFAULT_HISTORY_MS, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_GROUPS,
-    DEFAULT_MAX_HISTORY, DEFAULT_OUT_OF_ORDERNESS_MS, LiveConfig, OnFuture, TimeConfig,
+    DEFAULT_HISTORY_MS, DEFAULT_MAX_GROUPS, DEFAULT_MAX_HISTORY, LiveConfig, OnFuture, TimeConfig,
     WindowConfig, WindowKind, WindowSpec,
 };
 
@@ -46,6 +46,16 @@ pub(super) struct RawWindow {
     max_groups: Option<Int>,
     history: Option<String>,
     max_history: Option<Int>,
+}
+
+/// The `[time]` section as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTime {
+    out_of_orderness: Option<String>,
+    idle_timeout: Option<String>,
+    future_skew: Option<String>,
+    on_future: Option<String>,
 }
 
 /// The `[live]` section as written.
@@ -112,12 +122,53 @@ impl Validator<'_> {
         }
     }
 
-    /// Every `[[windows]]` entry, validated.
-    pub(super) fn windows(&self, raw: Vec<RawWindow>) -> Result<Vec<WindowConfig>, ConfigError> {
+    /// The `[time]` section: the engine's event-time settings.
+    pub(super) fn time(&self, raw: &RawTime) -> Result<EngineTime, ConfigError> {
+        let d = EngineTime::default();
+        let on_future = match raw.on_future.as_deref() {
+            None | Some("reject") => OnFuture::Reject,
+            Some("clamp") => OnFuture::Clamp,
+            Some(other) => {
+                return Err(self.invalid(
+                    "time.on_future",
+                    format!("unknown policy `{other}`; expected reject or clamp"),
+                ));
+            }
+        };
+        Ok(EngineTime {
+            out_of_orderness_ms: self.opt_duration(
+                "time.out_of_orderness",
+                &raw.out_of_orderness,
+                0,
+                d.out_of_orderness_ms,
+            )?,
+            idle_timeout_ms: self.opt_duration(
+                "time.idle_timeout",
+                &raw.idle_timeout,
+                1,
+                d.idle_timeout_ms,
+            )?,
+            future_skew_ms: self.opt_duration(
+                "time.future_skew",
+                &raw.future_skew,
+                0,
+                d.future_skew_ms,
+            )?,
+            on_future,
+        })
+    }
+
+    /// Every `[[windows]]` entry, validated; their time settings default to
+    /// `time`'s.
+    pub(super) fn windows(
+        &self,
+        raw: Vec<RawWindow>,
+        time: &EngineTime,
+    ) -> Result<Vec<WindowConfig>, ConfigError> {
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut out = Vec::with_capacity(raw.len());
         for (i, w) in raw.into_iter().enumerate() {
-            let config = self.window(i, w)?;
+            let config = self.window(i, w, time)?;
             if let Some(first) = seen.insert(config.name.clone(), i) {
                 return Err(self.invalid(
                     format!("windows[{i}].name"),
@@ -132,7 +183,12 @@ impl Validator<'_> {
         Ok(out)
     }
 
-    fn window(&self, i: usize, w: RawWindow) -> Result<WindowConfig, ConfigError> {
+    fn window(
+        &self,
+        i: usize,
+        w: RawWindow,
+        time: &EngineTime,
+    ) -> Result<WindowConfig, ConfigError> {
         let at = |key: &str| format!("windows[{i}].{key}");
         if w.name.is_empty()
             || !w
@@ -203,22 +259,27 @@ impl Validator<'_> {
                 ));
             }
         };
-        let on_future = match w.on_future.as_deref() {
-            None | Some("reject") => OnFuture::Reject,
-            Some("clamp") => OnFuture::Clamp,
-            Some(other) => {
+        // Admission is decided once for the whole engine: a timestamp one
+        // window rejected would still move the event time the others read.
+        for (key, set) in [
+            ("future_skew", w.future_skew.is_some()),
+            ("on_future", w.on_future.is_some()),
+        ] {
+            if set {
                 return Err(self.invalid(
-                    at("on_future"),
-                    format!("unknown policy `{other}`; expected reject or clamp"),
+                    at(key),
+                    format!(
+                        "the future-skew cap is engine-wide: set `{key}` in the [time] section, not per window"
+                    ),
                 ));
             }
-        };
+        }
         let time = TimeConfig {
             out_of_orderness_ms: self.opt_duration(
                 &at("out_of_orderness"),
                 &w.out_of_orderness,
                 0,
-                DEFAULT_OUT_OF_ORDERNESS_MS,
+                time.out_of_orderness_ms,
             )?,
             allowed_lateness_ms: self.opt_duration(
                 &at("allowed_lateness"),
@@ -230,15 +291,8 @@ impl Validator<'_> {
                 &at("idle_timeout"),
                 &w.idle_timeout,
                 1,
-                DEFAULT_IDLE_TIMEOUT_MS,
+                time.idle_timeout_ms,
             )?,
-            future_skew_ms: self.opt_duration(
-                &at("future_skew"),
-                &w.future_skew,
-                0,
-                DEFAULT_FUTURE_SKEW_MS,
-            )?,
-            on_future,
             early_every_ms: match &w.early_every {
                 None => None,
                 Some(t) => Some(self.duration(&at("early_every"), t, 1)?),

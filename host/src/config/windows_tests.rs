@@ -36,8 +36,6 @@ aggregates = ["count", "sum(properties.load_ms) as total"]
 out_of_orderness = "2s"
 allowed_lateness = "1m"
 idle_timeout = "30s"
-future_skew = "5m"
-on_future = "clamp"
 early_every = "5s"
 max_groups = 500
 history = "2h"
@@ -49,6 +47,12 @@ kind = "session"
 gap = "30m"
 max_duration = "4h"
 aggregates = ["count"]
+
+[time]
+out_of_orderness = "3s"
+idle_timeout = "20s"
+future_skew = "10m"
+on_future = "clamp"
 
 [live]
 users_window = "1m"
@@ -72,9 +76,12 @@ max_pages = 20
     assert_eq!(w.time.out_of_orderness_ms, 2_000);
     assert_eq!(w.time.allowed_lateness_ms, 60_000);
     assert_eq!(w.time.idle_timeout_ms, 30_000);
-    assert_eq!(w.time.future_skew_ms, 300_000);
-    assert_eq!(w.time.on_future, OnFuture::Clamp);
     assert_eq!(w.time.early_every_ms, Some(5_000));
+    // [time] is the engine's, and the windows' defaults.
+    assert_eq!(config.time.future_skew_ms, 600_000);
+    assert_eq!(config.time.on_future, OnFuture::Clamp);
+    assert_eq!(config.windows[1].time.out_of_orderness_ms, 3_000);
+    assert_eq!(config.windows[1].time.idle_timeout_ms, 20_000);
     assert_eq!(
         (w.max_groups, w.history_ms, w.max_history),
         (500, 7_200_000, 1000)
@@ -156,9 +163,14 @@ fn every_mistake_names_its_key() {
             "is not used by session windows",
         ),
         (
-            "kind = \"tumbling\"\nsize = \"1m\"\non_future = \"drop\"",
+            "kind = \"tumbling\"\nsize = \"1m\"\non_future = \"clamp\"",
             "windows[0].on_future",
-            "expected reject or clamp",
+            "engine-wide: set `on_future` in the [time] section",
+        ),
+        (
+            "kind = \"tumbling\"\nsize = \"1m\"\nfuture_skew = \"1m\"",
+            "windows[0].future_skew",
+            "engine-wide: set `future_skew` in the [time] section",
         ),
         (
             "kind = \"tumbling\"\nsize = \"1m\"\nmax_groups = 0",

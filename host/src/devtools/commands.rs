@@ -107,7 +107,7 @@ fn replay(wasm: Option<&PathBuf>, run: &RunOptions) -> Result<(Outputs, usize), 
         deadline: Duration::from_millis(run.deadline_ms.max(1)),
         batch_size: run.batch_size.map(|n| n.max(1)),
     };
-    let events = replay::read_events(&run.events)?;
+    let input = replay::read_input(&run.events)?;
     let mut replay = match (&run.pipeline, wasm) {
         (Some(pipeline), wasm) => {
             let stem = wasm
@@ -132,8 +132,8 @@ fn replay(wasm: Option<&PathBuf>, run: &RunOptions) -> Result<(Outputs, usize), 
             });
         }
     };
-    let n = events.len();
-    Ok((replay.run(events), n))
+    let n = replay::events(&input).len();
+    Ok((replay.run(input), n))
 }
 
 /// Failed batches, as lines for a person; empty when there were none.

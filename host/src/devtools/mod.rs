@@ -12,18 +12,17 @@
 //! - [`compare`]: event-by-event differences between two outputs (the
 //!   expected output and the actual one, or two plugin versions').
 //!
-//! Everything runs on the same [`crate::plugin::Registry`] and
-//! [`crate::pipeline::Pipeline`] as `eddy serve`, so a plugin behaves here
-//! as it will live.
+//! Everything runs on the same [`crate::engine::Engine`] as `eddy serve`
+//! and `eddy pipe`, so a plugin behaves here as it will live.
 //!
 //! ```no_run
 //! use eddy::devtools::{compare, replay};
 //!
 //! # fn main() -> Result<(), eddy::devtools::DevError> {
-//! let events = replay::read_events("in.ndjson".as_ref())?;
+//! let input = replay::read_input("in.ndjson".as_ref())?;
 //! let opts = replay::ReplayOptions::default();
-//! let old = replay::Replay::plugin("old.wasm".as_ref(), serde_json::json!({}), &[], &opts)?.run(events.clone());
-//! let new = replay::Replay::plugin("new.wasm".as_ref(), serde_json::json!({}), &[], &opts)?.run(events);
+//! let old = replay::Replay::plugin("old.wasm".as_ref(), serde_json::json!({}), &[], &opts)?.run(input.clone());
+//! let new = replay::Replay::plugin("new.wasm".as_ref(), serde_json::json!({}), &[], &opts)?.run(input);
 //! let diff = compare::compare(&old.values(), &new.values());
 //! println!("{}", diff.render(("old", "new"), 20));
 //! # Ok(())

@@ -19,26 +19,32 @@
 //!   listed; a pipeline keeps its stages' policies (they are part of its
 //!   behaviour) and its stage reports count the failed batches.
 //!
-//! - **Windows** of a replayed pipeline see the same virtual time as its
-//!   plugins (the newest event timestamp so far), and fire all at the end
-//!   of the input. Patterns will join the [`Outputs`] the same way.
+//! - **Time** comes from the input alone, exactly as in `eddy pipe --clock
+//!   virtual` (both feed the same [`Engine`] the same inputs: see
+//!   [`crate::engine::input::file_inputs`]): `{"$wall": MS}` lines set the
+//!   wall clock and tick the engine; before the first one, plugins' clocks
+//!   read the newest event timestamp so far. Windows fire at the end of the
+//!   input. Patterns will join the [`Outputs`] the same way.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 
 use super::{DevError, io_err};
 use crate::config::{Config, FailurePolicy};
+use crate::engine::input::{FileLine, file_inputs};
+use crate::engine::{Emitted, Engine, EngineOptions};
 use crate::event::Event;
-use crate::pipeline::{Pipeline, StageReport};
+use crate::ingest::{DecodeOptions, IdMode, LineDecoder};
+use crate::pipeline::StageReport;
 use crate::plugin::clock::VirtualClock;
 use crate::plugin::registry::plugin_name;
 use crate::plugin::{LoadOutcome, PluginEngine, Registry};
-use crate::window::{LATE_CHANNEL, Windows};
+use crate::window::LATE_CHANNEL;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Default per-call deadline in a replay: long enough that no sane plugin
 /// hits it on a loaded 2-core machine (a Python stage takes 15-30 ms for
@@ -137,9 +143,7 @@ impl Outputs {
 
 /// A pipeline ready to replay events.
 pub struct Replay {
-    pipeline: Pipeline,
-    windows: Option<Windows>,
-    clock: Arc<VirtualClock>,
+    engine: Engine,
     batch_size: usize,
     /// Keeps a renamed copy of a plugin alive while it is in use.
     _scratch: Option<tempfile::TempDir>,
@@ -168,7 +172,7 @@ fn make_deterministic(config: &mut Config, opts: &ReplayOptions, dead_letter: bo
     }
 }
 
-fn engine(clock: &Arc<VirtualClock>) -> Result<Arc<PluginEngine>, DevError> {
+fn plugin_engine(clock: &Arc<VirtualClock>) -> Result<Arc<PluginEngine>, DevError> {
     PluginEngine::with_virtual_clock(clock.clone()).map_err(|e| DevError::Engine(format!("{e:#}")))
 }
 
@@ -277,17 +281,7 @@ impl Replay {
             }
         }
         make_deterministic(&mut config, opts, false);
-        let mut replay = Self::start(config.clone(), &files, scratch)?;
-        if !config.windows.is_empty() {
-            let windows = Windows::with_live(&config.windows, config.live).map_err(|e| {
-                DevError::BadConfig {
-                    path: config_path.to_path_buf(),
-                    message: format!("{e:#}"),
-                }
-            })?;
-            replay.windows = Some(windows);
-        }
-        Ok(replay)
+        Self::start(config, &files, scratch)
     }
 
     fn start(
@@ -297,82 +291,121 @@ impl Replay {
     ) -> Result<Replay, DevError> {
         let clock = VirtualClock::new();
         let registry = Registry::new(
-            engine(&clock)?,
+            plugin_engine(&clock)?,
             config.runtime.clone(),
             config.plugins_dir.clone(),
         );
         for file in files {
             load(&registry, file)?;
         }
-        let pipeline = Pipeline::new(&config, registry)?;
+        let options = EngineOptions {
+            first_seq: 1,
+            seed: 0,
+            plugins: registry.live_versions(),
+        };
+        let engine = Engine::new(&config, registry, clock, &options).map_err(|e| match e {
+            crate::engine::EngineError::Stage(p) => DevError::Pipeline(p),
+            other => DevError::Engine(other.to_string()),
+        })?;
         Ok(Replay {
-            pipeline,
-            windows: None,
-            clock,
+            engine,
             batch_size: config.pipeline.batch_size.max(1),
             _scratch: scratch,
         })
     }
 
-    /// Run `events` through, batch by batch.
-    pub fn run(&mut self, events: Vec<Event>) -> Outputs {
+    /// Run the input through, batch by batch, as `eddy pipe --clock virtual`
+    /// would.
+    pub fn run(&mut self, input: Vec<FileLine>) -> Outputs {
         let mut outputs = Outputs::default();
-        let mut events = events.into_iter().peekable();
-        let mut now = i64::MIN;
-        let mut window_out = Vec::new();
-        while events.peek().is_some() {
-            let batch: Vec<Event> = events.by_ref().take(self.batch_size).collect();
-            if let Some(newest) = batch.iter().map(|e| e.timestamp).max() {
-                self.clock.advance_to(newest);
-                now = now.max(newest);
-            }
-            let out = self.pipeline.process(batch);
-            if let Some(windows) = &mut self.windows {
-                windows.process(&out.events, now, &mut window_out);
-            }
-            outputs.events.extend(out.events);
-            // Dead letters of one batch and stage come together, in order.
-            for letter in out.dead_letters {
-                match outputs.failures.last_mut() {
-                    Some(f) if f.stage == letter.stage && f.reason == letter.reason => {
-                        f.event_ids.push(letter.event.id.to_string());
+        let names = self.engine.window_names().to_vec();
+        let mut emitted: Vec<Emitted> = Vec::new();
+        for i in file_inputs(input, self.batch_size) {
+            self.engine.step(i, &mut emitted);
+            for out in emitted.drain(..) {
+                match out {
+                    Emitted::Events { events, .. } => outputs.events.extend(events),
+                    // Dead letters of one batch and stage come together, in
+                    // order.
+                    Emitted::DeadLetters { letters, .. } => {
+                        for letter in letters {
+                            match outputs.failures.last_mut() {
+                                Some(f) if f.stage == letter.stage && f.reason == letter.reason => {
+                                    f.event_ids.push(letter.event.id.to_string());
+                                }
+                                _ => outputs.failures.push(Failure {
+                                    stage: letter.stage,
+                                    reason: letter.reason,
+                                    event_ids: vec![letter.event.id.to_string()],
+                                }),
+                            }
+                        }
                     }
-                    _ => outputs.failures.push(Failure {
-                        stage: letter.stage,
-                        reason: letter.reason,
-                        event_ids: vec![letter.event.id.to_string()],
-                    }),
+                    w @ Emitted::Window { .. } => {
+                        let channel = w.channel(&names);
+                        if let Emitted::Window { output, .. } = w {
+                            outputs.windows.push(
+                                serde_json::json!({"channel": channel, "data": output.to_json()}),
+                            );
+                        }
+                    }
+                    Emitted::Plugin { .. } => {}
                 }
             }
         }
-        if let Some(windows) = &mut self.windows {
-            windows.finish(&mut window_out);
-            outputs.windows = window_out.into_iter().map(|o| windows.line(o)).collect();
-        }
-        outputs.stages = self.pipeline.report();
+        outputs.stages = self.engine.stage_reports();
         outputs
     }
 }
 
-/// Read NDJSON events; blank lines are skipped. Events without an `id` get
-/// `line-N`, as in `eddy pipe`.
-pub fn read_events(path: &Path) -> Result<Vec<Event>, DevError> {
+/// The events of an input, in order (its `$wall` lines left out).
+pub fn events(input: &[FileLine]) -> Vec<Event> {
+    input
+        .iter()
+        .filter_map(|l| match l {
+            FileLine::Event(_, e) => Some(e.clone()),
+            FileLine::Wall(..) => None,
+        })
+        .collect()
+}
+
+/// Read an input file: NDJSON events, decoded as `eddy pipe` decodes them
+/// (the ingest decoder; events without an `id` get `line-N`), and
+/// `{"$wall": MS}` lines. Blank lines are skipped; any other line that is
+/// not an event is an error naming it.
+pub fn read_input(path: &Path) -> Result<Vec<FileLine>, DevError> {
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-    let mut events = Vec::new();
+    let mut decoder = LineDecoder::new(DecodeOptions {
+        limits: crate::config::IngestConfig::default().limits(),
+        now_ms: None,
+        check_time: false,
+        ids: IdMode::Line,
+    });
+    let mut lines = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         let n = i + 1;
-        let event =
-            Event::from_json(line, || format!("line-{n}")).map_err(|e| DevError::BadLine {
-                path: path.to_path_buf(),
-                line: n,
-                message: format!("not an event: {e}"),
-            })?;
-        events.push(event);
+        let bad = |message: String| DevError::BadLine {
+            path: path.to_path_buf(),
+            line: n,
+            message,
+        };
+        if let Some(wall) = crate::ingest::wall_directive(line) {
+            let ms = wall.map_err(bad)?;
+            // Events without a timestamp get the clock's time, as in `eddy
+            // pipe --clock virtual`.
+            decoder.set_now_ms(Some(ms));
+            lines.push(FileLine::Wall(n as u64, ms));
+            continue;
+        }
+        let event = decoder
+            .decode(line.as_bytes(), n)
+            .map_err(|e| bad(format!("not an event: {}", e.error)))?;
+        lines.push(FileLine::Event(n as u64, event));
     }
-    Ok(events)
+    Ok(lines)
 }
 
 /// Read NDJSON as plain JSON values (an expected output).

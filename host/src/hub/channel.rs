@@ -40,14 +40,39 @@ impl Record for Payload {
     }
 }
 
+impl Payload {
+    /// Bytes the payload holds, roughly: what the ring's byte bound counts.
+    pub fn approx_bytes(&self) -> usize {
+        match self {
+            Payload::Event(e) => e.approx_bytes(),
+            Payload::Json(v) => json_bytes(v),
+        }
+    }
+}
+
+/// Bytes of a JSON value, roughly (its compact text, plus per-node
+/// overhead), without serializing it.
+fn json_bytes(v: &serde_json::Value) -> usize {
+    use serde_json::Value as J;
+    const NODE: usize = std::mem::size_of::<J>();
+    NODE + match v {
+        J::Null | J::Bool(_) | J::Number(_) => 0,
+        J::String(s) => s.len(),
+        J::Array(a) => a.iter().map(json_bytes).sum(),
+        J::Object(m) => m.iter().map(|(k, v)| k.len() + NODE + json_bytes(v)).sum(),
+    }
+}
+
 /// One published message. Shared (`Arc`) between the ring and every
 /// subscriber that reads it.
 #[derive(Debug)]
 pub struct Message {
-    /// Position in its channel: 1 for the first message, then contiguous.
+    /// Position in its channel: contiguous from the channel's first.
     pub seq: u64,
     /// The content.
     pub payload: Payload,
+    /// [`Payload::approx_bytes`], counted once.
+    bytes: usize,
     /// The payload's JSON, built by the first caller of
     /// [`Message::payload_json`].
     json: OnceLock<String>,
@@ -61,6 +86,7 @@ impl Message {
     pub fn new(seq: u64, payload: Payload) -> Message {
         Message {
             seq,
+            bytes: payload.approx_bytes(),
             payload,
             json: OnceLock::new(),
             frame: OnceLock::new(),
@@ -112,6 +138,8 @@ pub(super) struct Ring {
     /// Sequence number of the newest message; `first_seq - 1` before the
     /// first.
     pub(super) head: u64,
+    /// Bytes of the messages held.
+    pub(super) bytes: usize,
 }
 
 impl Ring {
@@ -146,6 +174,7 @@ impl Channel {
             ring: Mutex::new(Ring {
                 messages: VecDeque::new(),
                 head: before_first,
+                bytes: 0,
             }),
             publishing: Mutex::new(before_first),
             head_tx: watch::Sender::new(before_first),
@@ -177,14 +206,30 @@ impl Channel {
         ring.messages.range(skip..).cloned().collect()
     }
 
-    /// Append the payloads; returns the first and last seq assigned (last <
-    /// first when there were none).
-    fn append(&self, payloads: impl IntoIterator<Item = Payload>) -> (u64, u64) {
+    /// Append the payloads numbered from `at` (the next seq when `None`);
+    /// returns the first and last seq assigned (last < first when there were
+    /// none). Numbers only move forward: a publisher that numbers its own
+    /// messages (the engine) and skips ahead makes the ring start over
+    /// after the gap (subscribers in it are told they lagged); one that
+    /// goes back is corrected to the next seq.
+    fn append(&self, at: Option<u64>, payloads: impl IntoIterator<Item = Payload>) -> (u64, u64) {
         let mut last = self
             .publishing
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let first = *last + 1;
+        let mut first = *last + 1;
+        let mut gap = false;
+        match at {
+            Some(at) if at > first => {
+                tracing::warn!(channel = %self.name, expected = first, got = at, "sequence numbers skipped ahead");
+                first = at;
+                gap = true;
+            }
+            Some(at) if at < first => {
+                tracing::error!(channel = %self.name, expected = first, got = at, "sequence numbers went back; renumbered");
+            }
+            _ => {}
+        }
         // Allocating the messages is most of a publish; doing it before taking
         // the ring lock keeps readers from waiting on it.
         let fresh: Vec<Arc<Message>> = payloads
@@ -195,16 +240,28 @@ impl Channel {
         if fresh.is_empty() {
             return (first, first - 1);
         }
-        *last += fresh.len() as u64;
+        *last = first - 1 + fresh.len() as u64;
         let evicted: Vec<Arc<Message>> = {
             let mut ring = self.ring();
+            let mut evicted: Vec<Arc<Message>> = Vec::new();
+            if gap {
+                evicted.extend(ring.messages.drain(..));
+                ring.bytes = 0;
+            }
+            ring.bytes += fresh.iter().map(|m| m.bytes).sum::<usize>();
             ring.messages.extend(fresh);
             ring.head = *last;
-            let excess = ring
-                .messages
-                .len()
-                .saturating_sub(self.config.replay_capacity);
-            ring.messages.drain(..excess).collect()
+            // Within both bounds, keeping at least the newest message.
+            while ring.messages.len() > 1
+                && (ring.messages.len() > self.config.replay_capacity
+                    || ring.bytes > self.config.replay_bytes)
+            {
+                if let Some(m) = ring.messages.pop_front() {
+                    ring.bytes -= m.bytes;
+                    evicted.push(m);
+                }
+            }
+            evicted
         };
         self.head_tx.send_replace(*last);
         let range = (first, *last);
@@ -226,13 +283,24 @@ pub struct Publisher {
 impl Publisher {
     /// Publish one message; returns its seq.
     pub fn publish(&self, payload: Payload) -> u64 {
-        self.channel.append(std::iter::once(payload)).0
+        self.channel.append(None, std::iter::once(payload)).0
     }
 
     /// Publish several messages with one lock and one wake-up; returns the
     /// first and last seq, or `None` for an empty batch.
     pub fn publish_batch(&self, payloads: impl IntoIterator<Item = Payload>) -> Option<(u64, u64)> {
-        let (first, last) = self.channel.append(payloads);
+        let (first, last) = self.channel.append(None, payloads);
+        (last >= first).then_some((first, last))
+    }
+
+    /// Like [`Publisher::publish_batch`], numbered by the caller from
+    /// `first_seq` (the engine owns its channels' numbers).
+    pub fn publish_batch_at(
+        &self,
+        first_seq: u64,
+        payloads: impl IntoIterator<Item = Payload>,
+    ) -> Option<(u64, u64)> {
+        let (first, last) = self.channel.append(Some(first_seq), payloads);
         (last >= first).then_some((first, last))
     }
 

@@ -33,6 +33,11 @@ pub use subscription::{Lagged, Subscription};
 
 use channel::Channel;
 
+/// Default [`HubConfig::replay_bytes`]: 256 MiB per channel, a hundred
+/// thousand 2.5 KB events; 64 KiB events are then kept 4,000 deep instead of
+/// 100,000 (6.4 GB).
+pub const DEFAULT_REPLAY_BYTES: usize = 256 * 1024 * 1024;
+
 /// Sizes of a channel's ring and of a subscriber's backlog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HubConfig {
@@ -49,6 +54,11 @@ pub struct HubConfig {
     /// enough that a client that cannot keep up is told so quickly.
     /// At least 1.
     pub client_queue: usize,
+    /// Bytes of messages kept per channel (roughly, see
+    /// [`Payload::approx_bytes`]): with large events, the count alone would
+    /// let a ring hold gigabytes. Default 256 MiB. At least 1 (the newest
+    /// message is always kept).
+    pub replay_bytes: usize,
     /// Sequence number of each channel's first message. Default 1. A server
     /// starts its channels above anything an earlier run could have
     /// reached, so a client resuming with a sequence number from before a
@@ -62,6 +72,7 @@ impl Default for HubConfig {
         HubConfig {
             replay_capacity: 100_000,
             client_queue: 65_536,
+            replay_bytes: DEFAULT_REPLAY_BYTES,
             first_seq: 1,
         }
     }
@@ -74,6 +85,7 @@ impl HubConfig {
         HubConfig {
             replay_capacity: self.replay_capacity.max(1),
             client_queue: self.client_queue.max(1),
+            replay_bytes: self.replay_bytes.max(1),
             first_seq: self.first_seq.max(1),
         }
     }
@@ -157,6 +169,16 @@ impl Hub {
     /// components that share a channel may each register it.
     pub fn register(&self, name: &str) -> Publisher {
         self.register_with(name, self.inner.config)
+    }
+
+    /// Like [`Hub::register`] for a channel whose publisher numbers its own
+    /// messages: a new channel's first message is `last_seq + 1`.
+    pub fn register_after(&self, name: &str, last_seq: u64) -> Publisher {
+        let config = HubConfig {
+            first_seq: last_seq.saturating_add(1),
+            ..self.inner.config
+        };
+        self.register_with(name, config)
     }
 
     /// Like [`Hub::register`], with sizes for this channel (e.g. a small ring

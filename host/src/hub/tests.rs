@@ -315,6 +315,7 @@ fn ring_evicts_the_oldest() {
         HubConfig {
             replay_capacity: 0,
             client_queue: 0,
+            replay_bytes: 0,
             first_seq: 0,
         },
     );
@@ -399,4 +400,55 @@ fn publish_and_read_a_batch_of_events() {
     }
     assert_eq!((batches, out.len()), (4, 1_000));
     assert!(matches!(&out[999].payload, Payload::Event(e) if e.id == "e1000"));
+}
+
+#[test]
+fn the_ring_keeps_within_its_byte_bound_too() {
+    let big = |i: u64| {
+        let mut e = event(i);
+        e.properties
+            .push(("blob".into(), Value::Str("x".repeat(60 * 1024).into())));
+        Payload::Event(e)
+    };
+    let one = big(0).approx_bytes();
+    assert!(one > 60 * 1024, "{one}");
+    let hub = Hub::new(HubConfig {
+        replay_capacity: 1_000,
+        client_queue: 1_000,
+        replay_bytes: one * 10,
+        first_seq: 1,
+    });
+    let p = hub.register("events");
+    p.publish_batch((0..100).map(big));
+    let info = &hub.channels()[0];
+    assert_eq!(info.head_seq, 100);
+    // 100 messages published, 1,000 allowed by count: the bytes bound kept
+    // the last ten.
+    assert_eq!(info.oldest_seq, 91, "{info:?}");
+    // A single message larger than the bound is still kept (the newest
+    // always is).
+    let tiny = Hub::new(HubConfig {
+        replay_bytes: 1,
+        ..HubConfig::default()
+    });
+    let t = tiny.register("t");
+    t.publish_batch((0..3).map(big));
+    assert_eq!(seqs(&t.recent(10)), vec![3]);
+}
+
+#[test]
+fn a_publisher_that_numbers_its_messages_continues_its_sequence() {
+    let hub = hub(10, 10);
+    let p = hub.register_after("engine", 41);
+    assert_eq!(hub.channels()[0].head_seq, 41);
+    assert_eq!(p.publish_batch_at(42, (0..3).map(n)), Some((42, 44)));
+    let mut sub = hub.subscribe("engine", Some(43)).unwrap();
+    assert_eq!(drain(&mut sub).unwrap(), vec![44]);
+    // Skipping ahead starts the ring over after the gap.
+    assert_eq!(p.publish_batch_at(50, (0..2).map(n)), Some((50, 51)));
+    assert_eq!(seqs(&p.recent(10)), vec![50, 51]);
+    assert!(
+        drain(&mut sub).is_err(),
+        "a subscriber in the gap is told it lagged"
+    );
 }

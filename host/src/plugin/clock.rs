@@ -10,10 +10,13 @@
 //!   calls [`VirtualClock::advance_to`] with each batch's newest timestamp
 //!   before running it), and never goes backwards;
 //! - the monotonic clock reads the same instant in nanoseconds;
-//! - both random sources are generators with a fixed seed, restarted for
-//!   every instance.
+//! - both random sources are generators seeded by the engine for every
+//!   instance (from the engine's seed, the stage and the instance count),
+//!   so a replay draws the same numbers.
 //!
-//! Live serving never uses it: there, plugins see the real clocks.
+//! The engine moves the clock to each batch's time before running it: in
+//! `eddy serve` that is the wall time the server stamped on the batch, so
+//! plugins see the real time there too, exactly as a replay will.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -51,14 +54,16 @@ impl VirtualClock {
         self.now_ms.load(Ordering::Acquire)
     }
 
-    /// Make `builder`'s clocks read this clock and its random sources fixed.
-    pub fn install(self: &Arc<Self>, builder: &mut WasiCtxBuilder) {
+    /// Make `builder`'s clocks read this clock and its random sources
+    /// start from `seed` (mixed with [`VIRTUAL_RANDOM_SEED`]).
+    pub fn install(self: &Arc<Self>, builder: &mut WasiCtxBuilder, seed: u64) {
+        let seed = seed ^ VIRTUAL_RANDOM_SEED;
         builder
             .wall_clock(Wall(self.clone()))
             .monotonic_clock(Monotonic(self.clone()))
-            .secure_random(StdRng::seed_from_u64(VIRTUAL_RANDOM_SEED))
-            .insecure_random(StdRng::seed_from_u64(VIRTUAL_RANDOM_SEED.rotate_left(1)))
-            .insecure_random_seed(u128::from(VIRTUAL_RANDOM_SEED));
+            .secure_random(StdRng::seed_from_u64(seed))
+            .insecure_random(StdRng::seed_from_u64(seed.rotate_left(1)))
+            .insecure_random_seed(u128::from(seed));
     }
 }
 

@@ -66,6 +66,10 @@ pub enum PluginError {
     /// The result broke the batch contract.
     #[error("{0}")]
     Abi(#[from] super::abi::AbiError),
+    /// The host's own code panicked during the call (a bug in eddy, not in
+    /// the plugin); the instance is discarded.
+    #[error("eddy failed running this call (a host bug: please report it): {0}")]
+    HostPanic(String),
 }
 
 impl PluginError {
@@ -101,6 +105,9 @@ pub struct Compiled {
     pub loaded_at: SystemTime,
     /// How long compilation took.
     pub compile_time: Duration,
+    /// The file's bytes, when the registry keeps them (`eddy serve
+    /// --record` copies every version it runs next to the record).
+    pub bytes: Option<Arc<[u8]>>,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -202,12 +209,13 @@ impl PluginEngine {
         shared: Arc<PluginShared>,
         memory_limit: u64,
     ) -> Result<Arc<Compiled>, PluginError> {
-        self.compile_granted(bytes, timeout, shared, memory_limit, &[])
+        self.compile_granted(bytes, timeout, shared, memory_limit, &[], false)
     }
 
     /// [`PluginEngine::compile`], with the component's imports checked
     /// against the default policy plus `grants` (the plugin's `allow` list)
-    /// before it is linked or any of its code runs.
+    /// before it is linked or any of its code runs. `keep_bytes` keeps a
+    /// copy of `bytes` in the result.
     pub fn compile_granted(
         self: &Arc<Self>,
         bytes: Vec<u8>,
@@ -215,10 +223,12 @@ impl PluginEngine {
         shared: Arc<PluginShared>,
         memory_limit: u64,
         grants: &[String],
+        keep_bytes: bool,
     ) -> Result<Arc<Compiled>, PluginError> {
         let started = Instant::now();
         let hash = content_hash(&bytes);
         let size = bytes.len();
+        let kept: Option<Arc<[u8]>> = keep_bytes.then(|| Arc::from(bytes.as_slice()));
         let component = self.component(bytes, &hash, timeout)?;
         let ty = component.component_type();
         capabilities::check(
@@ -233,7 +243,7 @@ impl PluginEngine {
             .map_err(|e| PluginError::WrongWorld(format!("{e:#}")))?;
         let pre = ProcessorPre::new(pre).map_err(|e| PluginError::WrongWorld(format!("{e:#}")))?;
         let state = probe_state(&shared);
-        let mut probe = self.instantiate_raw(&pre, shared, state, memory_limit, timeout)?;
+        let mut probe = self.instantiate_raw(&pre, shared, state, memory_limit, timeout, 0)?;
         let info = probe.describe(timeout)?;
         Ok(Arc::new(Compiled {
             pre,
@@ -242,6 +252,7 @@ impl PluginEngine {
             info,
             loaded_at: SystemTime::now(),
             compile_time,
+            bytes: kept,
         }))
     }
 
@@ -295,7 +306,7 @@ impl PluginEngine {
             })
             .and_then(|pre| {
                 let state = probe_state(&shared);
-                self.instantiate_raw(&pre, shared, state, memory_limit, timeout)
+                self.instantiate_raw(&pre, shared, state, memory_limit, timeout, 0)
             })
             .and_then(|mut probe| probe.describe(timeout));
         Ok(Inspection {
@@ -353,10 +364,11 @@ impl PluginEngine {
         state: Arc<StateStore>,
         memory_limit: u64,
         deadline: Duration,
+        seed: u64,
     ) -> Result<Instance, PluginError> {
         let mut store = Store::new(
             &self.engine,
-            StoreData::with_clock(shared, state, memory_limit, self.clock.as_ref()),
+            StoreData::with_clock(shared, state, memory_limit, self.clock.as_ref(), seed),
         );
         store.limiter(|d| d);
         store.epoch_deadline_trap();
@@ -373,7 +385,8 @@ impl PluginEngine {
 
     /// A fresh instance of `compiled`, configured with `config` (JSON),
     /// whose `state` import reads and writes `state` (its stage's store,
-    /// which outlives the instance).
+    /// which outlives the instance). Under a virtual clock its random
+    /// sources start from `seed`.
     #[allow(
         clippy::too_many_arguments,
         reason = "each is one setting of the stage the instance is for"
@@ -387,10 +400,11 @@ impl PluginEngine {
         config: &str,
         deadline: Duration,
         log_budget: u32,
+        seed: u64,
     ) -> Result<Instance, PluginError> {
         shared.attach_state(&state);
         let mut instance =
-            self.instantiate_raw(&compiled.pre, shared, state, memory_limit, deadline)?;
+            self.instantiate_raw(&compiled.pre, shared, state, memory_limit, deadline, seed)?;
         instance.store.data_mut().log_budget = log_budget;
         instance.configure(config, deadline)?;
         instance.commit_state();

@@ -161,16 +161,18 @@ impl StoreData {
     /// Store data for a new, sandboxed instance: no preopened directories,
     /// no environment, no arguments, no network, stdio discarded.
     pub fn new(shared: Arc<PluginShared>, state: Arc<StateStore>, memory_limit_bytes: u64) -> Self {
-        Self::with_clock(shared, state, memory_limit_bytes, None)
+        Self::with_clock(shared, state, memory_limit_bytes, None, 0)
     }
 
     /// [`StoreData::new`], with WASI's clocks and randomness taken from
-    /// `clock` when given (deterministic runs: see [`super::clock`]).
+    /// `clock` when given (deterministic runs: see [`super::clock`]), its
+    /// random sources seeded with `seed`.
     pub fn with_clock(
         shared: Arc<PluginShared>,
         state: Arc<StateStore>,
         memory_limit_bytes: u64,
         clock: Option<&Arc<super::clock::VirtualClock>>,
+        seed: u64,
     ) -> Self {
         let mut builder = WasiCtxBuilder::new();
         builder
@@ -178,7 +180,7 @@ impl StoreData {
             .allow_udp(false)
             .allow_ip_name_lookup(false);
         if let Some(clock) = clock {
-            clock.install(&mut builder);
+            clock.install(&mut builder, seed);
         }
         let wasi = builder.build();
         let limits = StoreLimitsBuilder::new()

@@ -5,13 +5,13 @@
 //! compare it between batches, so a swap takes effect exactly at a batch
 //! boundary and an in-flight batch finishes on the version it started with.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::engine::{Compiled, PluginEngine, PluginError};
 use super::host_api::{PluginLimits, PluginShared};
@@ -19,7 +19,7 @@ use crate::config::RuntimeConfig;
 
 /// A lifecycle change, published to subscribers (the `plugins` channel),
 /// logged and counted.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notice {
     /// Plugin name.
     pub plugin: String,
@@ -34,7 +34,7 @@ pub struct Notice {
 }
 
 /// Kinds of [`Notice`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NoticeKind {
     /// First version of a plugin went live.
@@ -93,7 +93,17 @@ struct Versions {
     /// Hashes that were rolled back: the same bytes are not retried.
     rejected: HashSet<String>,
     last_error: Option<String>,
+    /// Versions compiled lately, newest last, so an engine can select one
+    /// by hash (a replay, a restore, a rollback) after the slot moved on.
+    known: VecDeque<Arc<Compiled>>,
 }
+
+/// Where a subscriber's notices go; false once it is gone.
+type Subscriber = Box<dyn Fn(&Notice) -> bool + Send>;
+
+/// Versions of one plugin kept by hash for [`Registry::version`]: the live
+/// one, the one before and a few older ones an engine may still select.
+const KNOWN_VERSIONS: usize = 8;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Critical sections here are plain field assignments; a poisoned lock
@@ -170,6 +180,12 @@ impl Slot {
     pub fn set_last_error(&self, error: String) {
         lock(&self.versions).last_error = Some(error);
     }
+
+    /// A version of this plugin compiled lately, by content hash.
+    pub fn version(&self, hash: &str) -> Option<Arc<Compiled>> {
+        let v = lock(&self.versions);
+        v.known.iter().rev().find(|c| c.hash == hash).cloned()
+    }
 }
 
 /// All plugins of one plugins folder.
@@ -178,7 +194,9 @@ pub struct Registry {
     config: RuntimeConfig,
     dir: PathBuf,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
-    subscribers: Mutex<Vec<mpsc::Sender<Notice>>>,
+    subscribers: Mutex<Vec<Subscriber>>,
+    /// Keep every version's bytes (`eddy serve --record`).
+    keep_bytes: std::sync::atomic::AtomicBool,
 }
 
 /// What [`Registry::load_file`] did.
@@ -217,7 +235,30 @@ impl Registry {
             dir,
             slots: Mutex::new(HashMap::new()),
             subscribers: Mutex::new(Vec::new()),
+            keep_bytes: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Keep the bytes of every version loaded from now on (for a record).
+    pub fn keep_bytes(&self) {
+        self.keep_bytes.store(true, Ordering::Release);
+    }
+
+    /// Version `hash` of plugin `name`, if it was compiled lately.
+    pub fn version(&self, name: &str, hash: &str) -> Option<Arc<Compiled>> {
+        lock(&self.slots).get(name).and_then(|s| s.version(hash))
+    }
+
+    /// The live version of every plugin that has one: name → hash.
+    pub fn live_versions(&self) -> std::collections::BTreeMap<String, String> {
+        let slots: Vec<(String, Arc<Slot>)> = lock(&self.slots)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        slots
+            .into_iter()
+            .filter_map(|(name, slot)| slot.current().1.map(|c| (name, c.hash.clone())))
+            .collect()
     }
 
     /// The watched folder.
@@ -262,12 +303,26 @@ impl Registry {
     /// Receive every future [`Notice`].
     pub fn subscribe(&self) -> mpsc::Receiver<Notice> {
         let (tx, rx) = mpsc::channel();
-        lock(&self.subscribers).push(tx);
+        self.subscribe_with(move |n| tx.send(n.clone()).is_ok());
         rx
     }
 
-    /// Log, count and publish a notice.
+    /// Hand every future [`Notice`] to `deliver` (which returns false once
+    /// it wants no more), on the thread that makes the change, before the
+    /// notice is logged: whoever sees the log line can count on the notice
+    /// being delivered.
+    pub fn subscribe_with(&self, deliver: impl Fn(&Notice) -> bool + Send + 'static) {
+        lock(&self.subscribers).push(Box::new(deliver));
+    }
+
+    /// Deliver, log and count a notice.
     pub fn notify(&self, notice: Notice) {
+        lock(&self.subscribers).retain(|deliver| deliver(&notice));
+        self.log_notice(&notice);
+    }
+
+    /// Log a notice without publishing it (the engine publishes its own).
+    pub fn log_notice(&self, notice: &Notice) {
         let hash = notice.hash.as_deref().map(short).unwrap_or("");
         let version = notice.version.as_deref().unwrap_or("");
         let plugin = notice.plugin.as_str();
@@ -294,7 +349,6 @@ impl Registry {
                 tracing::info!(plugin, hash, version, detail, "plugin unloaded")
             }
         }
-        lock(&self.subscribers).retain(|tx| tx.send(notice.clone()).is_ok());
     }
 
     /// Load every `*.wasm` in the folder. Failures are logged per file and
@@ -329,28 +383,48 @@ impl Registry {
                 path.display()
             )));
         };
+        match std::fs::read(path) {
+            Ok(bytes) => self.load_bytes(name, bytes, &path.display().to_string()),
+            Err(e) => Err(self.load_failed(
+                name,
+                PluginError::Compile(format!("cannot read file: {e}")),
+                None,
+                &path.display().to_string(),
+            )),
+        }
+    }
+
+    fn load_failed(
+        &self,
+        name: &str,
+        err: PluginError,
+        hash: Option<String>,
+        origin: &str,
+    ) -> PluginError {
         let slot = self.slot(name);
-        let fail = |err: PluginError, hash: Option<String>| {
-            slot.counters.load_failures.fetch_add(1, Ordering::Relaxed);
-            lock(&slot.versions).last_error = Some(err.to_string());
-            self.notify(Notice {
-                plugin: name.to_owned(),
-                kind: NoticeKind::LoadFailed,
-                hash,
-                version: None,
-                detail: format!("{}: {err}", path.display()),
-            });
-            err
-        };
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) => {
-                return Err(fail(
-                    PluginError::Compile(format!("cannot read file: {e}")),
-                    None,
-                ));
-            }
-        };
+        slot.counters.load_failures.fetch_add(1, Ordering::Relaxed);
+        lock(&slot.versions).last_error = Some(err.to_string());
+        self.notify(Notice {
+            plugin: name.to_owned(),
+            kind: NoticeKind::LoadFailed,
+            hash,
+            version: None,
+            detail: format!("{origin}: {err}"),
+        });
+        err
+    }
+
+    /// [`Registry::load_file`] for bytes read elsewhere (`origin` names
+    /// where, in notices).
+    pub fn load_bytes(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        origin: &str,
+    ) -> Result<LoadOutcome, PluginError> {
+        let slot = self.slot(name);
+        let fail =
+            |err: PluginError, hash: Option<String>| self.load_failed(name, err, hash, origin);
         let hash = super::engine::content_hash(&bytes);
         {
             let v = lock(&slot.versions);
@@ -372,6 +446,7 @@ impl Registry {
             slot.shared.clone(),
             self.config.memory_limit_bytes,
             self.config.grants_for(name),
+            self.keep_bytes.load(Ordering::Acquire),
         ) {
             Ok(c) => c,
             Err(e) => return Err(fail(e, Some(hash))),
@@ -386,6 +461,11 @@ impl Registry {
             v.retire_current();
             v.current = Some(compiled.clone());
             v.last_error = None;
+            v.known.retain(|c| c.hash != compiled.hash);
+            v.known.push_back(compiled.clone());
+            while v.known.len() > KNOWN_VERSIONS {
+                v.known.pop_front();
+            }
             slot.generation.fetch_add(1, Ordering::AcqRel);
             outcome
         };
@@ -403,8 +483,7 @@ impl Registry {
             hash: Some(compiled.hash.clone()),
             version: Some(compiled.info.version.clone()),
             detail: format!(
-                "{} ({} bytes, compiled in {} ms)",
-                path.display(),
+                "{origin} ({} bytes, compiled in {} ms)",
                 compiled.size,
                 compiled.compile_time.as_millis()
             ),

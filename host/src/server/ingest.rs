@@ -50,12 +50,19 @@ async fn native(
     body: Body,
     format: Format,
 ) -> Response {
+    let mut body = body;
     let result = async {
-        let _in_flight = InFlight::enter(&state)?;
+        let _in_flight = refuse_unread(InFlight::enter(&state), &mut body).await?;
         state.keys.check_request(Access::Write, &headers, &query)?;
         check_content_type(&headers, format)?;
         let encoding = encoding(&headers)?;
+        let mut memory =
+            refuse_unread(Memory::enter(&state, declared_length(&headers)), &mut body).await?;
         let bytes = read_body(&state, body, &headers).await?;
+        memory.grow_to(
+            &state,
+            decode_bound(&state, bytes.len(), encoding == Encoding::Gzip),
+        )?;
         let decoded = ingest::decode(
             &bytes,
             format,
@@ -64,6 +71,7 @@ async fn native(
             now_ms(),
         )
         .map_err(decode_error)?;
+        drop(bytes);
         accept(&state, decoded).map(|(status, body)| (status, Json(body)).into_response())
     }
     .await;
@@ -79,10 +87,11 @@ pub async fn posthog(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let mut body = body;
     let result = async {
         // PostHog bodies are buffered whole like native ones, so they take
         // one of the same bounded slots.
-        let _in_flight = InFlight::enter(&state)?;
+        let _in_flight = refuse_unread(InFlight::enter(&state), &mut body).await?;
         let header_key =
             presented_key(&headers, query.get("api_key").map(String::as_str)).map(str::to_owned);
         // Refuse early when a key is needed and the header carries a wrong
@@ -91,7 +100,21 @@ pub async fn posthog(
             state.keys.check(Access::Write, Some(key))?;
         }
         let encoding = encoding(&headers)?;
+        let mut memory =
+            refuse_unread(Memory::enter(&state, declared_length(&headers)), &mut body).await?;
         let bytes = read_body(&state, body, &headers).await?;
+        // A PostHog body may be gzip however it is labelled (sniffed, or
+        // inside a form field): bound it as one when it could be.
+        let compression = query.get("compression").map(String::as_str);
+        let may_inflate = encoding == Encoding::Gzip
+            || compression.is_some_and(|c| c.to_ascii_lowercase().contains("gzip"))
+            || bytes.starts_with(&[0x1f, 0x8b])
+            || bytes.starts_with(b"data=")
+            || headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.to_ascii_lowercase().contains("form"));
+        memory.grow_to(&state, decode_bound(&state, bytes.len(), may_inflate))?;
         let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
@@ -118,6 +141,106 @@ pub async fn posthog(
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Largest ratio of inflated to compressed bytes deflate allows (RFC 1951's
+/// longest match per fewest bits): what a gzip body can grow to, before the
+/// `max_decompressed_bytes` cap.
+const DEFLATE_MAX_RATIO: u64 = 1032;
+
+/// Memory an event takes once decoded, per byte of its JSON text, at most:
+/// small events' fixed parts (the event and property slots) about double
+/// their text; large strings are near 1:1.
+const DECODED_PER_TEXT_BYTE: u64 = 2;
+
+fn declared_length(headers: &HeaderMap) -> u64 {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// The most memory decoding a body of `len` bytes can take: the body, what
+/// it inflates to (if it may be gzip) and the events decoded from that.
+fn decode_bound(state: &AppState, len: usize, gzip: bool) -> u64 {
+    let len = len as u64;
+    let text = if gzip {
+        len.saturating_mul(DEFLATE_MAX_RATIO)
+            .min(state.config.ingest.max_decompressed_bytes)
+    } else {
+        len
+    };
+    len.saturating_add(text.saturating_mul(DECODED_PER_TEXT_BYTE + u64::from(gzip)))
+}
+
+/// This request's share of `ingest.max_inflight_bytes`: reserved before a
+/// body is read and decoded, given back when the request ends (its events
+/// are then counted by the queue's own bounds). A request that does not
+/// fit is answered 503, so no burst of uploads can take more memory than
+/// the bound, however large its bodies inflate.
+struct Memory {
+    used: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    held: u64,
+}
+
+impl Memory {
+    fn enter(state: &AppState, bytes: u64) -> Result<Memory, ApiError> {
+        let mut m = Memory {
+            used: state.ingest_bytes.clone(),
+            held: 0,
+        };
+        m.grow_to(state, bytes)?;
+        Ok(m)
+    }
+
+    /// Hold `bytes` in all (more, or the same).
+    fn grow_to(&mut self, state: &AppState, bytes: u64) -> Result<(), ApiError> {
+        use std::sync::atomic::Ordering;
+        let more = bytes.saturating_sub(self.held);
+        if more == 0 {
+            return Ok(());
+        }
+        let max = state.config.ingest.max_inflight_bytes;
+        // An idle server takes any one request its other bounds allow.
+        let held = self.held;
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used == held || used.saturating_add(more) <= max).then_some(used + more)
+            })
+            .map_err(|used| {
+                metrics::counter!("eddy_ingest_refused_requests_total").increment(1);
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ingest_memory_full",
+                    format!(
+                        "requests being decoded hold {used} bytes and this one needs {more} more; \
+                         the bound is {max} (ingest.max_inflight_bytes); retry later"
+                    ),
+                )
+                .retry_after(state.config.ingest.retry_after)
+                .with("accepted", 0)
+            })?;
+        self.held = bytes;
+        Ok(())
+    }
+}
+
+impl Drop for Memory {
+    fn drop(&mut self) {
+        self.used
+            .fetch_sub(self.held, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// A refusal before the body is read: the body is read and dropped first
+/// (within [`DISCARD_MAX_BYTES`] and [`DISCARD_MAX_TIME`]), as for a 413,
+/// so the client, still sending, reads the answer instead of a reset.
+async fn refuse_unread<T>(result: Result<T, ApiError>, body: &mut Body) -> Result<T, ApiError> {
+    if result.is_err() {
+        discard(body).await;
+    }
+    result
 }
 
 /// One of `ingest.max_concurrent_requests`; also what shutdown waits for.
@@ -185,7 +308,7 @@ fn accept(state: &AppState, decoded: Decoded) -> Result<(StatusCode, serde_json:
     let accepted = events.len();
     match state.queue.try_push(events) {
         Ok(()) => {}
-        Err(e @ PushError::Full { .. }) => {
+        Err(e @ (PushError::Full { .. } | PushError::FullBytes { .. })) => {
             metrics::counter!("eddy_ingest_refused_requests_total").increment(1);
             return Err(
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", e.to_string())

@@ -10,8 +10,9 @@
 //! piling up.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -30,6 +31,7 @@ mod ingest;
 mod rest;
 mod sse;
 mod streams;
+mod view;
 mod windows;
 mod ws;
 
@@ -37,11 +39,13 @@ pub use auth::{Access, Keys};
 pub use error::ApiError;
 
 use crate::config::Config;
-use crate::hub::{Hub, HubConfig, Payload};
-use crate::pipeline::{Pipeline, StageReport};
+use crate::engine::input::{RECORD_VERSION, RecordHeader, Recorder};
+use crate::engine::{Engine, EngineOptions};
+use crate::hub::{Hub, HubConfig};
+use crate::plugin::clock::VirtualClock;
 use crate::plugin::{PluginEngine, Registry, watch as plugin_watch};
-use crate::runner::{IngestQueue, Outputs, Runner, Stats};
-use crate::window::{LiveWindows, Windows};
+use crate::runner::{HubSink, IngestQueue, Runner, RunnerOptions, Stats};
+pub use view::View;
 
 /// Channels every server has.
 pub mod channels {
@@ -66,8 +70,8 @@ pub struct AppState {
     pub queue: IngestQueue,
     /// Counters.
     pub stats: Arc<Stats>,
-    /// Latest stage reports from the pipeline thread.
-    pub reports: Arc<Mutex<Vec<StageReport>>>,
+    /// Answers from the engine thread (windows, live views, stages).
+    pub view: View,
     /// Plugins.
     pub registry: Arc<Registry>,
     /// API keys.
@@ -84,8 +88,8 @@ pub struct AppState {
     pub next_connection: Arc<AtomicU64>,
     /// Requests inside an ingest handler right now.
     pub ingest_requests: Arc<AtomicU64>,
-    /// Event-time windows and live views.
-    pub windows: LiveWindows,
+    /// Bytes those requests hold (see `ingest.max_inflight_bytes`).
+    pub ingest_bytes: Arc<AtomicU64>,
 }
 
 /// The router: every route eddy serves.
@@ -156,6 +160,8 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub struct ServeOptions {
     /// `--listen`.
     pub listen: Option<SocketAddr>,
+    /// `--record FILE`: write every engine input there.
+    pub record: Option<PathBuf>,
 }
 
 /// Load plugins, start the pipeline and serve until SIGINT/SIGTERM; then
@@ -168,67 +174,81 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
     let config = Arc::new(config);
     let metrics = install_metrics();
 
-    let engine = PluginEngine::new().context("starting the plugin engine")?;
-    let registry = Registry::new(engine, config.runtime.clone(), config.plugins_dir.clone());
+    // Plugins read the engine's clock: the wall time stamped on each batch.
+    let clock = VirtualClock::new();
+    let plugin_engine =
+        PluginEngine::with_virtual_clock(clock.clone()).context("starting the plugin engine")?;
+    let registry = Registry::new(
+        plugin_engine,
+        config.runtime.clone(),
+        config.plugins_dir.clone(),
+    );
+    if options.record.is_some() {
+        registry.keep_bytes();
+    }
     let loaded = registry
         .load_all()
         .with_context(|| format!("reading plugins folder {}", config.plugins_dir.display()))?;
     tracing::info!(plugins = loaded, dir = %config.plugins_dir.display(), "plugins loaded");
 
+    let engine_options = EngineOptions {
+        first_seq: first_seq(),
+        seed: rand::random(),
+        plugins: registry.live_versions(),
+    };
+    let recorder = match &options.record {
+        None => None,
+        Some(path) => {
+            let header = RecordHeader {
+                eddy_record: RECORD_VERSION,
+                first_seq: engine_options.first_seq,
+                seed: engine_options.seed,
+                plugins: engine_options.plugins.clone(),
+            };
+            let recorder = Recorder::create(path, &header)?;
+            for (name, hash) in &engine_options.plugins {
+                if let Some(bytes) = registry.version(name, hash).and_then(|c| c.bytes.clone()) {
+                    recorder.keep_plugin(hash, &bytes)?;
+                }
+            }
+            tracing::info!(record = %path.display(), "recording every engine input");
+            Some(recorder)
+        }
+    };
+    let engine = Engine::new(&config, registry.clone(), clock, &engine_options)?;
+
     let hub = Hub::new(HubConfig {
         replay_capacity: usize::try_from(config.streams.replay_capacity).unwrap_or(usize::MAX),
         client_queue: usize::try_from(config.streams.client_queue).unwrap_or(usize::MAX),
-        first_seq: first_seq(),
+        replay_bytes: usize::try_from(config.streams.replay_bytes).unwrap_or(usize::MAX),
+        first_seq: engine_options.first_seq,
     });
-    let plugins_channel = hub.register(channels::PLUGINS);
-    let notices = registry.subscribe();
-    std::thread::Builder::new()
-        .name("eddy-notices".into())
-        .spawn(move || {
-            for notice in notices {
-                match serde_json::to_value(&notice) {
-                    Ok(v) => {
-                        plugins_channel.publish(Payload::Json(v));
-                    }
-                    Err(e) => tracing::warn!(error = %e, "plugin notice not serializable"),
-                }
-            }
-        })
-        .context("starting the notice thread")?;
+    let sink = HubSink::register(&hub, &engine);
     let _watcher = plugin_watch::watch(registry.clone(), config.runtime.reload_debounce)
         .with_context(|| format!("watching {}", config.plugins_dir.display()))?;
 
-    let pipeline = Pipeline::new(&config, registry.clone())?;
     let stats = Arc::new(Stats::default());
-    let reports = Arc::new(Mutex::new(Vec::new()));
-    let windows =
-        Windows::with_live(&config.windows, config.live).context("starting the windows")?;
-    let windows = LiveWindows::register(&hub, windows);
-    windows
-        .spawn_ticker()
-        .context("starting the window ticker thread")?;
-    let outputs = Outputs {
-        events: hub.register(channels::EVENTS),
-        dead_letters: hub.register(channels::DEAD_LETTERS),
-        windows: Some(windows.clone()),
-    };
-    let (queue, runner) = Runner::start(
-        pipeline,
-        config.pipeline.batch_size,
-        config.ingest.queue_events,
+    let (queue, queries, runner) = Runner::start(
+        engine,
+        sink,
+        registry.clone(),
         stats.clone(),
-        reports.clone(),
-        outputs,
+        RunnerOptions {
+            batch_size: config.pipeline.batch_size,
+            queue_events: config.ingest.queue_events,
+            queue_bytes: config.ingest.queue_bytes,
+            recorder,
+        },
     )
-    .context("starting the pipeline thread")?;
+    .context("starting the engine thread")?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = AppState {
         config: config.clone(),
         hub: hub.clone(),
         queue: queue.clone(),
+        view: View::new(queries, stats.clone()),
         stats: stats.clone(),
-        reports,
         registry,
         keys: Keys::new(config.auth.clone()),
         connections: Arc::new(AtomicU64::new(0)),
@@ -237,7 +257,7 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
         started: Instant::now(),
         next_connection: Arc::new(AtomicU64::new(1)),
         ingest_requests: Arc::new(AtomicU64::new(0)),
-        windows,
+        ingest_bytes: Arc::new(AtomicU64::new(0)),
     };
     tokio::spawn(rest::publish_stats(
         hub.register(channels::STATS),

@@ -95,7 +95,15 @@ pub async fn plugins(
     if let Err(e) = state.keys.check_request(Access::Read, &headers, &q) {
         return e.into_response();
     }
-    let reports = state.reports.lock().map(|r| r.clone()).unwrap_or_default();
+    let reports = match state
+        .view
+        .get(crate::runner::Query::Stages)
+        .await
+        .as_deref()
+    {
+        Some(crate::runner::Answer::Stages(r)) => r.clone(),
+        _ => Vec::new(),
+    };
     let plugins: Vec<Value> = state
         .registry
         .status()
@@ -255,6 +263,7 @@ fn stats_body(state: &AppState) -> Value {
     let s = state.stats.snapshot();
     let mut v = serde_json::to_value(s).unwrap_or_else(|_| json!({}));
     v["queue_capacity"] = json!(state.queue.capacity());
+    v["queue_capacity_bytes"] = json!(state.queue.capacity_bytes());
     v["uptime_s"] = json!(state.started.elapsed().as_secs());
     v["stream_connections"] = json!(state.connections.load(Ordering::Relaxed));
     v["time"] = json!(super::now_ms());

@@ -1,18 +1,21 @@
 //! REST views of the windows and the live views: `GET /v1/windows`,
 //! `/v1/windows/{name}`, `/v1/windows/{name}/history`, `/v1/live/users`,
-//! `/v1/live/pages`.
+//! `/v1/live/pages`. Each is a query answered by the engine thread (see
+//! [`super::view`]); no handler holds a lock the engine needs.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::Access;
 use super::error::ApiError;
+use crate::runner::{Answer, Query as EngineQuery};
 use crate::window::HistoryQuery;
 
 type Params = Query<HashMap<String, String>>;
@@ -78,12 +81,34 @@ fn respond(result: Result<Value, ApiError>) -> Response {
     }
 }
 
+/// Ask the engine; 503 if it does not answer in time.
+async fn ask(state: &AppState, q: EngineQuery) -> Result<Arc<Answer>, ApiError> {
+    state.view.get(q).await.ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "engine_busy",
+            "the engine did not answer in time; retry later",
+        )
+        .retry_after(state.config.ingest.retry_after)
+    })
+}
+
+/// The JSON of an answer; `None` for "no such window".
+fn json(answer: &Answer) -> Option<Value> {
+    match answer {
+        Answer::Json(v) => v.clone(),
+        _ => None,
+    }
+}
+
 /// `GET /v1/windows`: every window's definition, watermark and counters.
 pub async fn list(State(state): State<AppState>, Query(q): Params, headers: HeaderMap) -> Response {
-    respond((|| {
+    let result = async {
         state.keys.check_request(Access::Read, &headers, &q)?;
-        Ok(json!({ "windows": state.windows.lock().list() }))
-    })())
+        let answer = ask(&state, EngineQuery::Windows).await?;
+        Ok(json!({ "windows": json(&answer).unwrap_or_else(|| json!([])) }))
+    };
+    respond(result.await)
 }
 
 /// `GET /v1/windows/{name}?limit=N`: current values of the open windows.
@@ -93,12 +118,17 @@ pub async fn open(
     Query(q): Params,
     headers: HeaderMap,
 ) -> Response {
-    respond((|| {
+    let result = async {
         state.keys.check_request(Access::Read, &headers, &q)?;
         let limit = limit(&q, DEFAULT_LIMIT)?;
-        let view = state.windows.lock().open(&name, limit);
-        view.ok_or_else(|| unknown_window(&state, &name))
-    })())
+        let query = EngineQuery::Open {
+            window: name.clone(),
+            limit,
+        };
+        let answer = ask(&state, query).await?;
+        json(&answer).ok_or_else(|| unknown_window(&state, &name))
+    };
+    respond(result.await)
 }
 
 /// `GET /v1/windows/{name}/history?from=&to=&group=&group.<dim>=&limit=`:
@@ -109,7 +139,7 @@ pub async fn history(
     Query(q): Params,
     headers: HeaderMap,
 ) -> Response {
-    respond((|| {
+    let result = async {
         state.keys.check_request(Access::Read, &headers, &q)?;
         let mut group: Vec<(String, String)> = q
             .iter()
@@ -129,11 +159,46 @@ pub async fn history(
             group,
             limit: limit(&q, DEFAULT_LIMIT)?,
         };
-        let results = state.windows.lock().history(&name, &query);
-        let results = results.ok_or_else(|| unknown_window(&state, &name))?;
-        let results: Vec<Value> = results.iter().map(|r| (**r).clone()).collect();
-        Ok(json!({ "window": name, "results": results }))
-    })())
+        let answer = ask(
+            &state,
+            EngineQuery::History {
+                window: name.clone(),
+            },
+        )
+        .await?;
+        let Answer::History(Some(view)) = &*answer else {
+            return Err(unknown_window(&state, &name));
+        };
+        // The copy is the engine's; filtering and rendering happen here, on
+        // a blocking worker, never on the engine thread, and once per
+        // version of the history for every client asking the same.
+        let view = view.clone();
+        let key = format!("history {name} {:?}", query_key(&q));
+        let body = state
+            .view
+            .rendered(key, view.version(), move || {
+                let results = view.query(&query);
+                serde_json::to_vec(&json!({ "window": name, "results": results }))
+                    .unwrap_or_default()
+            })
+            .await;
+        Ok(body)
+    };
+    match result.await {
+        Ok(body) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            state.view.send(body).await,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A request's parameters in a fixed order (a cache key).
+fn query_key(q: &HashMap<String, String>) -> Vec<(&String, &String)> {
+    let mut v: Vec<_> = q.iter().filter(|(k, _)| *k != "api_key").collect();
+    v.sort();
+    v
 }
 
 /// `GET /v1/live/users?limit=N`: users seen recently, most recent first.
@@ -142,11 +207,13 @@ pub async fn live_users(
     Query(q): Params,
     headers: HeaderMap,
 ) -> Response {
-    respond((|| {
+    let result = async {
         state.keys.check_request(Access::Read, &headers, &q)?;
         let limit = limit(&q, DEFAULT_LIVE_LIMIT)?;
-        Ok(state.windows.lock().live().users(limit))
-    })())
+        let answer = ask(&state, EngineQuery::LiveUsers { limit }).await?;
+        Ok(json(&answer).unwrap_or_default())
+    };
+    respond(result.await)
 }
 
 /// `GET /v1/live/pages?limit=N`: the most viewed pages of the last minute.
@@ -155,9 +222,11 @@ pub async fn live_pages(
     Query(q): Params,
     headers: HeaderMap,
 ) -> Response {
-    respond((|| {
+    let result = async {
         state.keys.check_request(Access::Read, &headers, &q)?;
         let limit = limit(&q, DEFAULT_LIVE_LIMIT)?;
-        Ok(state.windows.lock().live().pages(limit))
-    })())
+        let answer = ask(&state, EngineQuery::LivePages { limit }).await?;
+        Ok(json(&answer).unwrap_or_default())
+    };
+    respond(result.await)
 }

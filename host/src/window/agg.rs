@@ -101,7 +101,7 @@ use crate::event::Event;
 use crate::filter::{FieldPath, FieldRef, Filter, FilterError, Record};
 
 mod parse;
-mod slot;
+pub(crate) mod slot;
 
 use parse::{parse_alias, parse_call};
 use slot::{Slot, SlotKind};
@@ -565,6 +565,16 @@ impl Aggregates {
             out.insert(name.clone(), acc.result(*output, span_ms));
         }
         out
+    }
+
+    /// The results as typed values, in spec order (see
+    /// [`Aggregates::output_names`]).
+    pub fn finish_values(&self, acc: &Acc, span_ms: i64) -> Box<[crate::event::Value]> {
+        self.plan
+            .outputs
+            .iter()
+            .map(|output| crate::event::Value::from(acc.result(*output, span_ms)))
+            .collect()
     }
 
     /// Heap plus inline bytes this accumulator uses now.

@@ -1,10 +1,25 @@
 //! Closed-window history: the final results (and their corrections) of
 //! one window, kept for a retention period and up to a count.
+//!
+//! Results are kept in chunks shared by reference count, so the engine can
+//! hand REST a consistent copy of the whole history in O(chunks) — a list
+//! of pointers — and the query (filtering, de-duplication, rendering to
+//! JSON) runs on the reader's thread, never the engine's. Only the newest
+//! chunk is ever written; if a reader still holds it, the engine copies
+//! that one chunk (at most [`CHUNK`] pointers) first.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use serde_json::Value as Json;
+
+use super::groups::{GroupKey, KeyPart, OVERFLOW};
+use super::result::WindowResult;
+
+/// Results per chunk: small enough that copying the newest chunk under a
+/// reader costs microseconds, large enough that a full history (100,000
+/// results by default) is ~100 pointers.
+pub const CHUNK: usize = 1024;
 
 /// Which history entries a query wants.
 #[derive(Debug, Clone, Default)]
@@ -21,20 +36,29 @@ pub struct HistoryQuery {
     pub limit: usize,
 }
 
-#[derive(Debug)]
-struct Entry {
-    start: i64,
-    end: i64,
-    payload: Arc<Json>,
-}
+type Chunk = Arc<Vec<Arc<WindowResult>>>;
 
 /// One window's history.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct History {
-    entries: VecDeque<Entry>,
+    chunks: VecDeque<Chunk>,
+    /// Entries of the first chunk that are gone (evicted).
+    skip: usize,
+    len: usize,
     retention_ms: i64,
     max_entries: usize,
     newest_end: i64,
+    /// Changes so far (pushes and evictions): equal versions, equal
+    /// contents, so a reader may reuse what it rendered from it.
+    version: u64,
+}
+
+/// A read-only copy of a [`History`] at one moment, cheap to make.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryView {
+    chunks: Vec<Chunk>,
+    skip: usize,
+    version: u64,
 }
 
 impl History {
@@ -42,81 +66,157 @@ impl History {
     /// one, at most `max_entries` of them.
     pub fn new(retention_ms: i64, max_entries: usize) -> History {
         History {
-            entries: VecDeque::new(),
+            chunks: VecDeque::new(),
+            skip: 0,
+            len: 0,
             retention_ms,
             max_entries: max_entries.max(1),
             newest_end: i64::MIN,
+            version: 0,
         }
     }
 
     /// Record a final result or a correction.
-    pub fn push(&mut self, start: i64, end: i64, payload: Arc<Json>) {
-        self.newest_end = self.newest_end.max(end);
-        self.entries.push_back(Entry {
-            start,
-            end,
-            payload,
-        });
-        while self.entries.len() > self.max_entries {
-            self.entries.pop_front();
+    pub fn push(&mut self, result: Arc<WindowResult>) {
+        self.version += 1;
+        self.newest_end = self.newest_end.max(result.end);
+        match self.chunks.back_mut() {
+            Some(last) if last.len() < CHUNK => Arc::make_mut(last).push(result),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(result);
+                self.chunks.push_back(Arc::new(chunk));
+            }
+        }
+        self.len += 1;
+        while self.len > self.max_entries {
+            self.pop_front();
         }
         let horizon = self.newest_end.saturating_sub(self.retention_ms);
-        while self.entries.front().is_some_and(|e| e.end < horizon) {
-            self.entries.pop_front();
+        while self.front().is_some_and(|r| r.end < horizon) {
+            self.pop_front();
+        }
+    }
+
+    fn front(&self) -> Option<&Arc<WindowResult>> {
+        self.chunks.front().and_then(|c| c.get(self.skip))
+    }
+
+    fn pop_front(&mut self) {
+        let Some(first) = self.chunks.front() else {
+            return;
+        };
+        self.skip += 1;
+        self.len -= 1;
+        if self.skip >= first.len() {
+            self.chunks.pop_front();
+            self.skip = 0;
         }
     }
 
     /// Entries held.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
+    }
+
+    /// Every entry, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<WindowResult>> {
+        self.chunks.iter().flat_map(|c| c.iter()).skip(self.skip)
+    }
+
+    /// A consistent copy for a reader on another thread.
+    pub fn view(&self) -> HistoryView {
+        HistoryView {
+            chunks: self.chunks.iter().cloned().collect(),
+            skip: self.skip,
+            version: self.version,
+        }
     }
 
     /// The latest result of every window and group matching `q`, oldest
-    /// window first.
-    pub fn query(&self, q: &HistoryQuery) -> Vec<Arc<Json>> {
+    /// window first, as published (JSON).
+    pub fn query(&self, q: &HistoryQuery) -> Vec<Json> {
+        self.view().query(q)
+    }
+}
+
+impl HistoryView {
+    /// The history's version when this copy was made (see
+    /// [`History`]: the same version, the same contents).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<WindowResult>> {
+        self.chunks.iter().flat_map(|c| c.iter()).skip(self.skip)
+    }
+
+    /// The latest result of every window and group matching `q`, oldest
+    /// window first (ties by group), at most `q.limit` of the newest.
+    pub fn query(&self, q: &HistoryQuery) -> Vec<Json> {
         // A correction supersedes the earlier result of the same window and
-        // group; keep the position of the latest.
-        let mut latest: HashMap<(i64, i64, String), usize> = HashMap::new();
-        for (i, e) in self.entries.iter().enumerate() {
-            if q.from.is_some_and(|f| e.start < f) || q.to.is_some_and(|t| e.end > t) {
+        // group; keep the latest.
+        let mut latest: HashMap<(i64, i64, &GroupKey), &Arc<WindowResult>> = HashMap::new();
+        let mut dims: Option<Vec<String>> = None;
+        for r in self.iter() {
+            if q.from.is_some_and(|f| r.start < f) || q.to.is_some_and(|t| r.end > t) {
                 continue;
             }
-            let group = e.payload.get("group").cloned().unwrap_or(Json::Null);
-            if !matches_group(&group, &q.group) {
-                continue;
+            if !q.group.is_empty() {
+                let dims = dims.get_or_insert_with(|| dimensions(r));
+                if !matches_group(dims, &r.group, &q.group) {
+                    continue;
+                }
             }
-            latest.insert((e.start, e.end, group.to_string()), i);
+            latest.insert((r.start, r.end, &r.group), r);
         }
-        let mut picked: Vec<((i64, i64, String), usize)> = latest.into_iter().collect();
-        picked.sort_unstable();
-        let picked: Vec<usize> = picked.into_iter().map(|(_, i)| i).collect();
+        let mut picked: Vec<_> = latest.into_iter().collect();
+        picked.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let skip = picked.len().saturating_sub(q.limit);
         picked
             .into_iter()
             .skip(skip)
-            .map(|i| Arc::clone(&self.entries[i].payload))
+            .map(|(_, r)| r.to_json())
             .collect()
     }
 }
 
-fn matches_group(group: &Json, wanted: &[(String, String)]) -> bool {
-    let Json::Object(dims) = group else {
-        return wanted.is_empty();
-    };
-    let text = |v: &Json| match v {
-        Json::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+/// The dimension names of a window's groups (its `group_by` paths).
+fn dimensions(r: &WindowResult) -> Vec<String> {
+    match r.schema.grouping.to_json(&r.schema.grouping.overflow()) {
+        Json::Object(m) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A key part as a group filter compares it: a string's contents, any
+/// other value's JSON text.
+fn text(k: &KeyPart) -> String {
+    match k {
+        KeyPart::Missing | KeyPart::Null => "null".to_owned(),
+        KeyPart::Bool(b) => b.to_string(),
+        KeyPart::Int(i) => i.to_string(),
+        KeyPart::Float(bits) => Json::from(f64::from_bits(*bits)).to_string(),
+        KeyPart::Str(s) => s.to_string(),
+        KeyPart::Json(t) => t.to_string(),
+        KeyPart::Overflow => OVERFLOW.to_owned(),
+    }
+}
+
+fn matches_group(dims: &[String], key: &[KeyPart], wanted: &[(String, String)]) -> bool {
     wanted.iter().all(|(dim, value)| {
         if dim.is_empty() {
-            dims.values().any(|v| text(v) == *value)
+            key.iter().any(|k| text(k) == *value)
         } else {
-            dims.get(dim).is_some_and(|v| text(v) == *value)
+            dims.iter()
+                .position(|d| d == dim)
+                .and_then(|i| key.get(i))
+                .is_some_and(|k| text(k) == *value)
         }
     })
 }

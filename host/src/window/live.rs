@@ -5,9 +5,10 @@
 //! - **Top pages**: `$pageview` counts per `$current_url` over the last
 //!   `pages_window`, in one-second buckets, top-k on request.
 //!
-//! "Now" is event time: the newest timestamp seen, moved on with wall time
-//! once the stream is idle (as window watermarks are), so a replay of old
-//! data shows the users of its own moment. Both views are bounded:
+//! "Now" is event time, from the engine's event-time service: the newest
+//! timestamp seen, moved on with wall time once the stream is idle (as
+//! window watermarks are), so a replay of old data shows the users of its
+//! own moment. Both views are bounded:
 //! `max_users` users (further new users are counted, not tracked, until
 //! older ones expire) and `max_pages` distinct pages per bucket (the rest
 //! count as `__overflow__`).
@@ -18,9 +19,10 @@ use compact_str::CompactString;
 use serde_json::{Value as Json, json};
 
 use super::groups::OVERFLOW;
-use super::time::{Admit, Clock};
+use super::snapshot::{LiveState, string_key_group};
+use super::state::KeyGroupSet;
 use super::users::{Entry, Users};
-use super::{DEFAULT_FUTURE_SKEW_MS, DEFAULT_IDLE_TIMEOUT_MS, OnFuture, TimeConfig};
+use crate::engine::time::{Admit, BatchTime, EventTime};
 use crate::event::{Event, Value};
 
 /// `[live]` settings.
@@ -58,8 +60,9 @@ const BUCKET_MS: i64 = 1_000;
 #[derive(Debug)]
 pub struct LiveViews {
     config: LiveConfig,
-    clock: Clock,
     now: i64,
+    /// Largest admitted timestamp seen (what pruning measures from).
+    max_ts: Option<i64>,
     users: Users,
     /// Per batch: each event's user key (see [`LiveViews::observe`]).
     keys: Vec<u64>,
@@ -72,18 +75,10 @@ pub struct LiveViews {
 impl LiveViews {
     /// Empty views.
     pub fn new(config: LiveConfig) -> LiveViews {
-        let time = TimeConfig {
-            out_of_orderness_ms: 0,
-            allowed_lateness_ms: 0,
-            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
-            future_skew_ms: DEFAULT_FUTURE_SKEW_MS,
-            on_future: OnFuture::Reject,
-            early_every_ms: None,
-        };
         LiveViews {
             config,
-            clock: Clock::new(&time),
             now: i64::MIN,
+            max_ts: None,
             users: Users::new(),
             keys: Vec::new(),
             users_untracked: 0,
@@ -92,8 +87,9 @@ impl LiveViews {
         }
     }
 
-    /// Take in events arriving at wall time `now`.
-    pub fn observe(&mut self, events: &[Event], now: i64) {
+    /// Take in a batch, with the admission the event-time service decided
+    /// for each event.
+    pub fn observe(&mut self, events: &[Event], time: &BatchTime) {
         /// How many events ahead a user's slot is prefetched: enough to
         /// cover a trip to memory, few enough to stay in the cache.
         const AHEAD: usize = 8;
@@ -107,10 +103,10 @@ impl LiveViews {
             if let Some(&ahead) = keys.get(i + AHEAD) {
                 self.users.prefetch(ahead);
             }
-            let Admit::At(ts) = self.clock.admit(ev.timestamp, now) else {
+            let Some(Admit::At(ts)) = time.admit.get(i).copied() else {
                 continue;
             };
-            self.clock.observe(ts, now);
+            self.max_ts = Some(self.max_ts.map_or(ts, |m| m.max(ts)));
             let url = match ev.get(CURRENT_URL) {
                 Some(Value::Str(u)) => Some(u),
                 _ => None,
@@ -124,8 +120,11 @@ impl LiveViews {
         }
         self.keys = keys;
         // Only the cheap part here (dropping whole page buckets); users are
-        // pruned on the ticker, not once per batch.
-        self.expire_pages(now);
+        // pruned on ticks, not once per batch. Within a batch "now" is the
+        // newest timestamp (idle advance happens only on ticks).
+        if let Some(now) = self.max_ts {
+            self.expire_pages(now);
+        }
     }
 
     fn see_user(&mut self, ev: &Event, key: u64, ts: i64, url: Option<&CompactString>) {
@@ -162,7 +161,7 @@ impl LiveViews {
     /// last time this was done (so a full table costs one scan per step of
     /// event time, not one per new user). True if there is room now.
     fn make_room(&mut self) -> bool {
-        let now = self.clock.max_ts().unwrap_or(i64::MIN);
+        let now = self.max_ts.unwrap_or(i64::MIN);
         if now > self.pruned_at {
             self.pruned_at = now;
             let from = now.saturating_sub(self.config.users_window_ms);
@@ -186,24 +185,20 @@ impl LiveViews {
         }
     }
 
-    /// Wall time is `now`: forget what left the windows.
-    pub fn tick(&mut self, now: i64) {
-        self.clock.tick(now);
-        self.expire(now);
-    }
-
-    fn expire(&mut self, now: i64) {
-        let Some(event_now) = self.expire_pages(now) else {
+    /// Wall time moved: move "now" on (idle advance included) and forget
+    /// what left the windows.
+    pub fn tick(&mut self, time: &EventTime) {
+        let Some(event_now) = time.event_now() else {
             return;
         };
+        let event_now = self.expire_pages(event_now);
         let users_from = event_now.saturating_sub(self.config.users_window_ms);
         self.users.retain_seen_after(users_from);
     }
 
-    /// Move "now" on and drop page buckets that left the window; returns
-    /// "now".
-    fn expire_pages(&mut self, now: i64) -> Option<i64> {
-        let event_now = self.clock.event_now(now)?;
+    /// Move "now" to `event_now` and drop page buckets that left the
+    /// window; returns "now".
+    fn expire_pages(&mut self, event_now: i64) -> i64 {
         self.now = event_now;
         let first_bucket = event_now
             .saturating_sub(self.config.pages_window_ms)
@@ -214,7 +209,7 @@ impl LiveViews {
             }
             entry.remove();
         }
-        Some(event_now)
+        event_now
     }
 
     /// `GET /v1/live/users`: the live users, most recently seen first, at
@@ -227,8 +222,18 @@ impl LiveViews {
             .iter()
             .filter(|&(_, last_seen, _)| last_seen > from)
             .collect();
-        users.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let order = |a: &(&CompactString, i64, Option<&CompactString>),
+                     b: &(&CompactString, i64, Option<&CompactString>)| {
+            b.1.cmp(&a.1).then(a.0.cmp(b.0))
+        };
         let count = users.len();
+        // Only the first `limit` are shown: select them in linear time, then
+        // sort those (a dashboard asks for 10 of 100,000).
+        if limit < users.len() {
+            users.select_nth_unstable_by(limit, order);
+            users.truncate(limit);
+        }
+        users.sort_unstable_by(order);
         let list: Vec<Json> = users
             .into_iter()
             .take(limit)
@@ -282,5 +287,62 @@ impl LiveViews {
     pub fn record_metrics(&self) {
         metrics::gauge!("eddy_live_users").set(self.users.len() as f64);
         metrics::counter!("eddy_live_users_untracked_total").absolute(self.users_untracked);
+    }
+}
+
+impl LiveViews {
+    /// Everything the live views hold.
+    pub fn snapshot(&self) -> LiveState {
+        let mut users: Vec<_> = self
+            .users
+            .iter()
+            .map(|(id, seen, url)| (string_key_group(id), id.clone(), seen, url.cloned()))
+            .collect();
+        users.sort();
+        let pages = self
+            .pages
+            .iter()
+            .map(|(bucket, counts)| {
+                let mut v: Vec<_> = counts
+                    .iter()
+                    .map(|(url, n)| (string_key_group(url), url.clone(), *n))
+                    .collect();
+                v.sort();
+                (*bucket, v)
+            })
+            .collect();
+        LiveState {
+            now: self.now,
+            max_ts: self.max_ts,
+            users_untracked: self.users_untracked,
+            pruned_at: self.pruned_at,
+            users,
+            pages,
+        }
+    }
+
+    /// Continue from `state`, keeping the users and pages of `groups`.
+    pub fn restore(&mut self, state: LiveState, groups: &KeyGroupSet) {
+        let mut fresh = LiveViews::new(self.config);
+        fresh.now = state.now;
+        fresh.max_ts = state.max_ts;
+        fresh.users_untracked = state.users_untracked;
+        fresh.pruned_at = state.pruned_at;
+        for (kg, id, seen, url) in state.users {
+            if groups.contains(kg) {
+                fresh.users.restore(&id, seen, url.as_ref());
+            }
+        }
+        for (bucket, counts) in state.pages {
+            let kept: std::collections::HashMap<_, _, _> = counts
+                .into_iter()
+                .filter(|(kg, _, _)| groups.contains(*kg))
+                .map(|(_, url, n)| (url, n))
+                .collect();
+            if !kept.is_empty() {
+                fresh.pages.insert(bucket, kept);
+            }
+        }
+        *self = fresh;
     }
 }

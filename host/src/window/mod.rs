@@ -6,9 +6,11 @@
 //! [aggregates](agg) to compute. [`Windows`] runs every configured window
 //! over the events that come out of the pipeline:
 //!
-//! - each window has its own [`Clock`](time::Clock): a watermark from event
-//!   timestamps minus an out-of-orderness bound, moved on by wall time when
-//!   the stream is idle, with a cap on future timestamps;
+//! - each window has its own [`Watermark`] over the engine's one
+//!   [event-time service](crate::engine::time): the frontier of event
+//!   timestamps minus the window's out-of-orderness bound, moved on by wall
+//!   time when the stream is idle; timestamps beyond the future-skew cap
+//!   are rejected (or clamped) by the service, for every window alike;
 //! - when the watermark passes a window's end its groups are published as
 //!   `final` results; an event for a window that already fired but is within
 //!   `allowed_lateness` is folded in and the group republished as a
@@ -22,7 +24,8 @@
 //!   (a duration) and at most `max_history` results.
 //!
 //! Every kind implements [`WindowOperator`]: one required method
-//! (`on_event`) and defaulted hooks. Results are JSON objects:
+//! (`on_event`) and defaulted hooks. Results are typed
+//! ([`WindowResult`]); published, they are JSON objects:
 //!
 //! ```json
 //! {"window":"pageviews","kind":"final","start":1700000040000,"end":1700000100000,
@@ -32,21 +35,24 @@
 //! Processing does not depend on how events are batched: the watermark moves
 //! after every event, and a window fires as soon as it passes the window's
 //! end. Only early firings and the idle advance depend on wall time, which
-//! the caller passes in (so tests can replay it).
+//! comes from the engine's inputs (so a replay gives the same results).
+//!
+//! [`Standalone`] runs windows on their own event-time service, for tests,
+//! benchmarks and this example:
 //!
 //! ```
-//! use eddy::window::{WindowConfig, WindowKind, Windows};
+//! use eddy::window::{Standalone, WindowConfig, WindowKind};
 //! use eddy::event::Event;
 //!
 //! # fn main() -> anyhow::Result<()> {
 //! let config = WindowConfig::new("per_minute", WindowKind::Tumbling { size_ms: 60_000 }, &["count"]);
-//! let mut windows = Windows::new(&[config])?;
+//! let mut windows = Standalone::new(&[config])?;
 //! let at = |ts: i64| Event::from_json(
 //!     &format!(r#"{{"name":"$pageview","distinct_id":"u","timestamp":{ts}}}"#), || "id".into());
 //! let mut out = Vec::new();
 //! windows.process(&[at(1_000)?, at(2_000)?, at(61_000)?], 61_000, &mut out);
 //! windows.finish(&mut out);
-//! let counts: Vec<_> = out.iter().map(|o| o.payload["values"]["count"].clone()).collect();
+//! let counts: Vec<_> = out.iter().map(|o| o.to_json()["values"]["count"].clone()).collect();
 //! assert_eq!(counts, [2, 1]);
 //! # Ok(())
 //! # }
@@ -65,46 +71,36 @@ pub mod operator;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod prop_tests;
-pub mod publish;
-pub mod replay;
+pub mod result;
 pub mod session;
 pub mod sliding;
+pub mod snapshot;
 pub mod state;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
-pub mod time;
 pub mod tumbling;
 mod users;
 
 pub use agg::Aggregates;
 pub use groups::Grouping;
-pub use history::{History, HistoryQuery};
+pub use history::{History, HistoryQuery, HistoryView};
 pub use live::{LiveConfig, LiveViews};
 pub use operator::{Emitted, ResultKind, WindowOperator};
-pub use publish::LiveWindows;
+pub use result::{LateEvent, LateReason, Schema, WindowResult};
 
+use crate::engine::time::{Admit, BatchTime, EventTime, Watermark};
+pub use crate::engine::time::{
+    DEFAULT_FUTURE_SKEW_MS, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_OUT_OF_ORDERNESS_MS, OnFuture,
+};
 use crate::event::Event;
 use crate::filter::{FieldPath, Filter};
 use operator::Ctx;
-use time::{Admit, Clock};
 
 /// Default `max_groups`: groups per window instance. At roughly 100–300
 /// bytes per group for a few simple aggregates (see [`agg`]), 10,000 groups
 /// cost a few MB per open window, and cover a busy site's distinct pages.
 pub const DEFAULT_MAX_GROUPS: usize = 10_000;
-/// Default `out_of_orderness`: how far behind the newest event an event may
-/// arrive and still count as on time. 5 s covers client clock jitter and
-/// batching by SDKs, which flush every few seconds.
-pub const DEFAULT_OUT_OF_ORDERNESS_MS: i64 = 5_000;
-/// Default `idle_timeout`: after this much wall time without events the
-/// watermark moves with wall time. 10 s: a dashboard sees a quiet minute's
-/// window close within seconds of its end, and a brief lull does not close
-/// windows early.
-pub const DEFAULT_IDLE_TIMEOUT_MS: i64 = 10_000;
-/// Default `future_skew`: timestamps more than this ahead of wall time are
-/// rejected (or clamped). The ingest API's own default cap.
-pub const DEFAULT_FUTURE_SKEW_MS: i64 = crate::ingest::DEFAULT_FUTURE_SKEW_MS;
 /// Default `history`: how long closed results are kept (1 hour).
 pub const DEFAULT_HISTORY_MS: i64 = 3_600_000;
 /// Default `max_history`: most closed results kept per window.
@@ -146,30 +142,17 @@ impl WindowKind {
     }
 }
 
-/// What to do with an event whose timestamp is beyond the future-skew cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnFuture {
-    /// Count it and send it to the `late` channel with reason `future`.
-    #[default]
-    Reject,
-    /// Count it and use `now + future_skew` as its timestamp.
-    Clamp,
-}
-
-/// A window's event-time settings (ms).
+/// A window's event-time settings (ms). Admission (the future-skew cap) is
+/// engine-wide: see [`crate::engine::time::TimeConfig`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeConfig {
-    /// The watermark trails the newest timestamp by this much.
+    /// The watermark trails the event-time frontier by this much.
     pub out_of_orderness_ms: i64,
     /// How long after a window fired its late events still correct it.
     pub allowed_lateness_ms: i64,
     /// Wall time without events after which the watermark follows wall
     /// time.
     pub idle_timeout_ms: i64,
-    /// Largest accepted distance of a timestamp ahead of wall time.
-    pub future_skew_ms: i64,
-    /// What happens beyond it.
-    pub on_future: OnFuture,
     /// Publish early results this often (wall time), if set.
     pub early_every_ms: Option<i64>,
 }
@@ -180,8 +163,6 @@ impl Default for TimeConfig {
             out_of_orderness_ms: DEFAULT_OUT_OF_ORDERNESS_MS,
             allowed_lateness_ms: 0,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
-            future_skew_ms: DEFAULT_FUTURE_SKEW_MS,
-            on_future: OnFuture::Reject,
             early_every_ms: None,
         }
     }
@@ -317,8 +298,20 @@ impl WindowSpec {
     }
 }
 
+impl WindowSpec {
+    /// What this window's results render with, as window number `index`.
+    pub fn schema(&self, index: usize) -> Arc<Schema> {
+        Arc::new(Schema {
+            window: self.name.clone(),
+            index,
+            grouping: self.grouping.clone(),
+            outputs: self.aggregates.output_names().map(str::to_owned).collect(),
+        })
+    }
+}
+
 /// Counters of one window, as `GET /v1/windows` and the metrics show them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct WindowStats {
     /// Events that passed the filter and were aggregated or reported late.
     pub events: u64,
@@ -341,15 +334,21 @@ pub struct WindowStats {
 /// One window at run time.
 struct Window {
     op: Box<dyn WindowOperator>,
-    clock: Clock,
+    watermark: Watermark,
     history: History,
+    /// Wall time of the next early firing, once the first tick set it.
     next_early: Option<i64>,
+    /// Why the window stopped, if its operator panicked (a host bug): it
+    /// takes no more events rather than publish results built on state a
+    /// panic left half-updated.
+    failed: Option<String>,
     core: Core,
 }
 
 /// What an operator's [`Ctx`] borrows.
 struct Core {
     spec: WindowSpec,
+    schema: Arc<Schema>,
     stats: WindowStats,
     emitted: Vec<Emitted>,
 }
@@ -358,6 +357,7 @@ impl Core {
     fn ctx(&mut self) -> Ctx<'_> {
         Ctx {
             spec: &self.spec,
+            schema: &self.schema,
             out: &mut self.emitted,
             stats: &mut self.stats,
         }
@@ -373,14 +373,36 @@ pub enum Stream {
     Late,
 }
 
-/// A message for a channel.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Output {
-    /// Its channel.
-    pub stream: Stream,
-    /// The message.
-    pub payload: Json,
+/// What windows produce for the channels.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// A result, for `windows/<name>`.
+    Result(Arc<WindowResult>),
+    /// An event a window could not take, for `late`.
+    Late(LateEvent),
 }
+
+impl Output {
+    /// Its channel.
+    pub fn stream(&self) -> Stream {
+        match self {
+            Output::Result(r) => Stream::Results(r.schema.index),
+            Output::Late(_) => Stream::Late,
+        }
+    }
+
+    /// The published message.
+    pub fn to_json(&self) -> Json {
+        match self {
+            Output::Result(r) => r.to_json(),
+            Output::Late(l) => l.to_json(),
+        }
+    }
+}
+
+/// An output with the arrival number of the event that caused it and its
+/// window's index: the order outputs are published in.
+type Tagged = (u64, usize, Output);
 
 /// The channel of window `name`'s results.
 pub fn channel_name(name: &str) -> String {
@@ -390,7 +412,8 @@ pub fn channel_name(name: &str) -> String {
 /// The channel events later than their window's lateness go to.
 pub const LATE_CHANNEL: &str = "late";
 
-/// Every configured window, plus the live views.
+/// Every configured window, plus the live views. Driven by the engine with
+/// the event-time facts of each batch and tick.
 pub struct Windows {
     windows: Vec<Window>,
     arrival: u64,
@@ -408,7 +431,8 @@ impl Windows {
     pub fn with_live(configs: &[WindowConfig], live: LiveConfig) -> anyhow::Result<Windows> {
         let windows = configs
             .iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(index, c)| {
                 let spec = WindowSpec::compile(c)
                     .map_err(|e| anyhow::anyhow!("window `{}`: {e}", c.name))?;
                 let op: Box<dyn WindowOperator> =
@@ -429,13 +453,19 @@ impl Windows {
                             spec.time.allowed_lateness_ms,
                         )),
                     };
+                let schema = spec.schema(index);
                 Ok(Window {
-                    clock: Clock::new(&spec.time),
+                    watermark: Watermark::new(
+                        spec.time.out_of_orderness_ms,
+                        spec.time.idle_timeout_ms,
+                    ),
                     history: History::new(c.history_ms, c.max_history),
                     op,
                     next_early: None,
+                    failed: None,
                     core: Core {
                         spec,
+                        schema,
                         stats: WindowStats::default(),
                         emitted: Vec::new(),
                     },
@@ -472,42 +502,81 @@ impl Windows {
     /// An output as one `{"channel", "data"}` line, as `eddy pipe
     /// --windows` writes them and `eddy plugin test --expect-windows` reads
     /// them.
-    pub fn line(&self, o: Output) -> Json {
-        json!({"channel": self.channel(o.stream), "data": o.payload})
+    pub fn line(&self, o: &Output) -> Json {
+        json!({"channel": self.channel(o.stream()), "data": o.to_json()})
     }
 
-    /// Run `events`, arriving at wall time `now` (ms), through every window.
-    pub fn process(&mut self, events: &[Event], now: i64, out: &mut Vec<Output>) {
+    /// Run a batch of events through every window, with the event-time
+    /// facts the engine's service decided for it (`time.admit[i]` and
+    /// `time.frontier[i]` belong to `events[i]`).
+    ///
+    /// Each window runs the whole batch in turn (cheaper than every window
+    /// per event), but outputs come out in the order processing event by
+    /// event would give them — by the event that caused them, then by
+    /// window — so the `late` channel, which all windows share, and files
+    /// that interleave windows read the same however events were batched.
+    pub fn on_batch(&mut self, events: &[Event], time: &BatchTime, out: &mut Vec<Output>) {
         let base = self.arrival;
         self.arrival += events.len() as u64;
+        let mut tagged: Vec<Tagged> = Vec::new();
         for (index, w) in self.windows.iter_mut().enumerate() {
-            for (i, ev) in events.iter().enumerate() {
-                w.step(ev, base + i as u64, now);
-            }
-            w.drain(index, out);
+            w.guarded(|w| {
+                for (i, ev) in events.iter().enumerate() {
+                    let (Some(&admit), Some(&frontier)) = (time.admit.get(i), time.frontier.get(i))
+                    else {
+                        break;
+                    };
+                    let arrival = base + i as u64;
+                    w.step(ev, arrival, admit, frontier);
+                    w.drain(arrival, index, &mut tagged);
+                }
+            });
         }
-        self.live.observe(events, now);
+        // Stable: a window's outputs of one event keep their order.
+        tagged.sort_by_key(|t| (t.0, t.1));
+        out.extend(tagged.into_iter().map(|t| t.2));
+        self.live.observe(events, time);
     }
 
-    /// Wall time is now `now`: advance idle watermarks and publish early
-    /// results that are due. Call periodically (the server: every 100 ms).
-    pub fn tick(&mut self, now: i64, out: &mut Vec<Output>) {
+    /// Wall time moved (the service has taken the tick): advance idle
+    /// watermarks and publish early results that are due.
+    pub fn on_tick(&mut self, time: &EventTime, out: &mut Vec<Output>) {
+        let Some(now) = time.wall() else {
+            return;
+        };
+        let mut tagged = Vec::new();
         for (index, w) in self.windows.iter_mut().enumerate() {
-            w.tick(now);
-            w.drain(index, out);
+            w.guarded(|w| {
+                w.tick(time, now);
+                w.drain(0, index, &mut tagged);
+            });
         }
-        self.live.tick(now);
+        out.extend(tagged.into_iter().map(|t| t.2));
+        self.live.tick(time);
     }
 
     /// The input ended: fire every open window.
-    pub fn finish(&mut self, out: &mut Vec<Output>) {
+    pub fn on_finish(&mut self, out: &mut Vec<Output>) {
+        let mut tagged = Vec::new();
         for (index, w) in self.windows.iter_mut().enumerate() {
-            if w.clock.finish() {
-                let wm = w.clock.watermark();
-                w.op.on_watermark(&mut w.core.ctx(), wm);
-            }
-            w.op.on_close(&mut w.core.ctx());
-            w.drain(index, out);
+            w.guarded(|w| {
+                if w.watermark.finish() {
+                    let wm = w.watermark.get();
+                    w.op.on_watermark(&mut w.core.ctx(), wm);
+                }
+                w.op.on_close(&mut w.core.ctx());
+                w.drain(0, index, &mut tagged);
+            });
+        }
+        out.extend(tagged.into_iter().map(|t| t.2));
+    }
+
+    /// Put `op` in place of window `index`'s operator (tests: an operator
+    /// that misbehaves).
+    #[cfg(test)]
+    pub(crate) fn replace_operator(&mut self, index: usize, op: Box<dyn WindowOperator>) {
+        if let Some(w) = self.windows.get_mut(index) {
+            w.op = op;
         }
     }
 
@@ -536,15 +605,16 @@ impl Windows {
             .collect();
         Some(json!({
             "window": w.core.spec.name,
-            "watermark": watermark_json(w.clock.watermark()),
+            "watermark": watermark_json(w.watermark.get()),
             "groups": groups,
         }))
     }
 
-    /// `GET /v1/windows/<name>/history`. `None` if there is no such window.
-    pub fn history(&self, name: &str, q: &HistoryQuery) -> Option<Vec<Arc<Json>>> {
+    /// A read-only copy of window `name`'s history, for a query on another
+    /// thread. `None` if there is no such window.
+    pub fn history(&self, name: &str) -> Option<HistoryView> {
         let w = self.windows.iter().find(|w| w.core.spec.name == name)?;
-        Some(w.history.query(q))
+        Some(w.history.view())
     }
 
     /// The live views.
@@ -561,7 +631,7 @@ impl Windows {
             metrics::gauge!("eddy_window_groups", "window" => name.clone()).set(groups as f64);
             metrics::gauge!("eddy_window_history_results", "window" => name.clone())
                 .set(w.history.len() as f64);
-            let wm = w.clock.watermark();
+            let wm = w.watermark.get();
             if wm > i64::MIN && wm < i64::MAX {
                 metrics::gauge!("eddy_window_watermark_ms", "window" => name.clone())
                     .set(wm as f64);
@@ -578,6 +648,11 @@ impl Windows {
             ] {
                 metrics::counter!(metric, "window" => name.clone()).absolute(v);
             }
+            metrics::gauge!("eddy_window_failed", "window" => name).set(if w.failed.is_some() {
+                1.0
+            } else {
+                0.0
+            });
         }
         self.live.record_metrics();
     }
@@ -592,23 +667,42 @@ fn watermark_json(wm: i64) -> Json {
 }
 
 impl Window {
-    fn step(&mut self, ev: &Event, arrival: u64, now: i64) {
+    /// Run `f` unless the window has failed; a panic in it (a host bug)
+    /// fails the window: what the event it panicked on made it emit is
+    /// discarded (what earlier events made it publish stands), and it takes
+    /// nothing more. The rest of the engine goes on.
+    fn guarded(&mut self, f: impl FnOnce(&mut Window)) {
+        if self.failed.is_some() {
+            return;
+        }
+        let run = std::panic::AssertUnwindSafe(|| f(self));
+        if let Err(panic) = std::panic::catch_unwind(run) {
+            let why = panic_message(&*panic);
+            tracing::error!(
+                window = %self.core.spec.name,
+                panic = %why,
+                "a window operator panicked (a bug: please report it); the window stops"
+            );
+            self.core.emitted.clear();
+            self.failed = Some(why);
+        }
+    }
+
+    fn step(&mut self, ev: &Event, arrival: u64, admit: Admit, frontier: i64) {
         let matches = self.core.spec.filter.matches(ev);
-        let ts = match self.clock.admit(ev.timestamp, now) {
+        let ts = match admit {
             Admit::At(ts) => ts,
-            Admit::Future => {
+            Admit::Future { cap } => {
                 // Not observed, so it cannot drag the watermark; reported
                 // only if it was this window's event.
                 if matches {
                     self.core.stats.events += 1;
                     self.core.stats.future_rejected += 1;
-                    let cap = now.saturating_add(self.core.spec.time.future_skew_ms);
-                    self.core.emitted.push(Emitted::Late(json!({
-                        "window": self.core.spec.name,
-                        "reason": "future",
-                        "max_timestamp": cap,
-                        "event": ev,
-                    })));
+                    self.core.emitted.push(Emitted::Late(LateEvent {
+                        schema: Arc::clone(&self.core.schema),
+                        reason: LateReason::Future { max_timestamp: cap },
+                        event: ev.clone(),
+                    }));
                 }
                 return;
             }
@@ -619,20 +713,20 @@ impl Window {
                 self.core.stats.future_clamped += 1;
             }
             let key = self.core.spec.grouping.key(ev);
-            let wm = self.clock.watermark();
+            let wm = self.watermark.get();
             self.op
                 .on_event(&mut self.core.ctx(), ev, ts, key, arrival, wm);
         }
-        if self.clock.observe(ts, now) {
-            let wm = self.clock.watermark();
+        if self.watermark.follow(frontier) {
+            let wm = self.watermark.get();
             self.op.on_watermark(&mut self.core.ctx(), wm);
         }
     }
 
-    fn tick(&mut self, now: i64) {
-        if self.clock.tick(now) {
+    fn tick(&mut self, time: &EventTime, now: i64) {
+        if self.watermark.tick(time) {
             self.op
-                .on_watermark(&mut self.core.ctx(), self.clock.watermark());
+                .on_watermark(&mut self.core.ctx(), self.watermark.get());
         }
         let early = match self.core.spec.time.early_every_ms {
             None => false,
@@ -649,30 +743,22 @@ impl Window {
         self.op.on_tick(&mut self.core.ctx(), now, early);
     }
 
-    /// Move what the operator emitted to `out`, recording final results and
-    /// corrections in the history.
-    fn drain(&mut self, index: usize, out: &mut Vec<Output>) {
+    /// Move what the operator emitted to `out`, tagged with the arrival of
+    /// the event that caused it and this window's index, recording final
+    /// results and corrections in the history.
+    fn drain(&mut self, arrival: u64, index: usize, out: &mut Vec<Tagged>) {
         for e in self.core.emitted.drain(..) {
-            match e {
-                Emitted::Result {
-                    kind,
-                    start,
-                    end,
-                    payload,
-                } => {
-                    if kind != ResultKind::Early {
-                        self.history.push(start, end, Arc::new(payload.clone()));
+            let output = match e {
+                Emitted::Result(result) => {
+                    let result = Arc::new(result);
+                    if result.kind != ResultKind::Early {
+                        self.history.push(Arc::clone(&result));
                     }
-                    out.push(Output {
-                        stream: Stream::Results(index),
-                        payload,
-                    });
+                    Output::Result(result)
                 }
-                Emitted::Late(payload) => out.push(Output {
-                    stream: Stream::Late,
-                    payload,
-                }),
-            }
+                Emitted::Late(late) => Output::Late(late),
+            };
+            out.push((arrival, index, output));
         }
     }
 
@@ -705,11 +791,72 @@ impl Window {
             "allowed_lateness_ms": c.time.allowed_lateness_ms,
             "idle_timeout_ms": c.time.idle_timeout_ms,
             "early_every_ms": c.time.early_every_ms,
-            "watermark": watermark_json(self.clock.watermark()),
+            "watermark": watermark_json(self.watermark.get()),
             "open": open,
             "groups": groups,
             "history_results": self.history.len(),
             "stats": self.core.stats,
+            "failed": self.failed,
         })
+    }
+}
+
+/// The text of a caught panic.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// Windows on an event-time service of their own, outside an engine: for
+/// tests, benchmarks and examples. Each call stands for one input arriving
+/// at wall time `now`.
+pub struct Standalone {
+    /// The service.
+    pub time: EventTime,
+    /// The windows.
+    pub windows: Windows,
+}
+
+impl Standalone {
+    /// Windows with default engine-wide time settings.
+    pub fn new(configs: &[WindowConfig]) -> anyhow::Result<Standalone> {
+        Standalone::with_time(configs, crate::engine::time::TimeConfig::default())
+    }
+
+    /// Windows with these engine-wide time settings.
+    pub fn with_time(
+        configs: &[WindowConfig],
+        time: crate::engine::time::TimeConfig,
+    ) -> anyhow::Result<Standalone> {
+        Ok(Standalone {
+            time: EventTime::new(time),
+            windows: Windows::new(configs)?,
+        })
+    }
+
+    /// A batch arriving at wall time `now` (`None`: no wall clock).
+    pub fn process_at(&mut self, events: &[Event], now: Option<i64>, out: &mut Vec<Output>) {
+        let facts = self.time.batch(0, now, events);
+        self.windows.on_batch(events, &facts, out);
+    }
+
+    /// A batch arriving at wall time `now`.
+    pub fn process(&mut self, events: &[Event], now: i64, out: &mut Vec<Output>) {
+        self.process_at(events, Some(now), out);
+    }
+
+    /// Wall time is `now`.
+    pub fn tick(&mut self, now: i64, out: &mut Vec<Output>) {
+        self.time.tick(now);
+        self.windows.on_tick(&self.time, out);
+    }
+
+    /// The input ended.
+    pub fn finish(&mut self, out: &mut Vec<Output>) {
+        self.time.finish();
+        self.windows.on_finish(out);
     }
 }

@@ -1,16 +1,17 @@
 //! The operator trait every window kind implements, and the context it
 //! reports results and late events through.
 
-use serde_json::{Map, Value as Json};
+use std::sync::Arc;
 
 use super::agg::Acc;
 use super::groups::KeyPart;
+use super::result::{LateEvent, LateReason, Schema, WindowResult};
 use super::state::{KeyGroupSet, OperatorState, StateError};
 use super::{WindowSpec, WindowStats};
 use crate::event::Event;
 
 /// The kind of a published window result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ResultKind {
     /// A partial result of a window still open (`early_every`).
     Early,
@@ -33,26 +34,28 @@ impl ResultKind {
 }
 
 /// Something an operator produced.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Emitted {
     /// A window result, for `windows/<name>` (and, unless early, history).
-    Result {
-        /// Its kind.
-        kind: ResultKind,
-        /// Window start (ms, inclusive).
-        start: i64,
-        /// Window end (ms, exclusive).
-        end: i64,
-        /// The message.
-        payload: Json,
-    },
+    Result(WindowResult),
     /// An event the window could not take, for the `late` channel.
-    Late(Json),
+    Late(LateEvent),
+}
+
+impl Emitted {
+    /// The message it becomes when published.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Emitted::Result(r) => r.to_json(),
+            Emitted::Late(l) => l.to_json(),
+        }
+    }
 }
 
 /// What an operator reports through.
 pub struct Ctx<'a> {
     pub(super) spec: &'a WindowSpec,
+    pub(super) schema: &'a Arc<Schema>,
     pub(super) out: &'a mut Vec<Emitted>,
     pub(super) stats: &'a mut WindowStats,
 }
@@ -84,52 +87,43 @@ impl Ctx<'_> {
         revision: u32,
         replaces: Option<&Replaces>,
     ) {
-        let spec = self.spec;
-        let mut m = Map::new();
-        m.insert("window".into(), Json::from(spec.name.as_str()));
-        m.insert("kind".into(), Json::from(kind.as_str()));
-        m.insert("start".into(), Json::from(start));
-        m.insert("end".into(), Json::from(end));
-        m.insert("group".into(), spec.grouping.to_json(key));
-        m.insert(
-            "values".into(),
-            Json::Object(spec.aggregates.finish(acc, end.saturating_sub(start))),
-        );
-        if kind == ResultKind::Correction {
-            m.insert("revision".into(), Json::from(revision));
-        }
-        if let Some(r) = replaces.filter(|r| !r.is_empty()) {
-            let list = r
-                .iter()
-                .map(|(s, e)| serde_json::json!({"start": s, "end": e}))
-                .collect();
-            m.insert("replaces".into(), Json::Array(list));
-        }
+        let values = self
+            .spec
+            .aggregates
+            .finish_values(acc, end.saturating_sub(start));
         match kind {
             ResultKind::Early => self.stats.early_results += 1,
             ResultKind::Final => self.stats.final_results += 1,
             ResultKind::Correction => self.stats.corrections += 1,
         }
-        self.out.push(Emitted::Result {
+        self.out.push(Emitted::Result(WindowResult {
+            schema: Arc::clone(self.schema),
             kind,
             start,
             end,
-            payload: Json::Object(m),
-        });
+            group: key.into(),
+            values,
+            revision: if kind == ResultKind::Correction {
+                revision
+            } else {
+                0
+            },
+            replaces: replaces.cloned().unwrap_or_default(),
+        }));
     }
 
     /// Report `ev` (at event time `ts`) as too late for this window: its
     /// window closed more than `allowed_lateness` before the watermark.
     pub fn late(&mut self, ev: &Event, ts: i64, watermark: i64) {
         self.stats.late_events += 1;
-        let payload = serde_json::json!({
-            "window": self.spec.name,
-            "reason": "late",
-            "watermark": watermark,
-            "lateness_ms": watermark.saturating_sub(ts),
-            "event": ev,
-        });
-        self.out.push(Emitted::Late(payload));
+        self.out.push(Emitted::Late(LateEvent {
+            schema: Arc::clone(self.schema),
+            reason: LateReason::Late {
+                watermark,
+                lateness_ms: watermark.saturating_sub(ts),
+            },
+            event: ev.clone(),
+        }));
     }
 }
 

@@ -202,7 +202,7 @@ fn now_of(events: &[Event]) -> i64 {
 /// None.
 fn run(configs: &[WindowConfig], events: &[Event], chunks: Option<&mut Rng>) -> Vec<Output> {
     let now = now_of(events);
-    let mut w = Windows::new(configs).unwrap();
+    let mut w = Standalone::new(configs).unwrap();
     let mut out = Vec::new();
     match chunks {
         None => w.process(events, now, &mut out),
@@ -220,10 +220,10 @@ fn run(configs: &[WindowConfig], events: &[Event], chunks: Option<&mut Rng>) -> 
     w.finish(&mut out);
     // The window's own counters agree with its channels.
     for (i, c) in configs.iter().enumerate() {
-        let stats = &w.list()[i]["stats"];
+        let stats = &w.windows.list()[i]["stats"];
         let late = out
             .iter()
-            .filter(|o| o.stream == Stream::Late && o.payload["window"] == c.name.as_str())
+            .filter(|o| o.stream() == Stream::Late && o.to_json()["window"] == c.name.as_str())
             .count();
         assert_eq!(stats["late_events"], late, "{}: late counter", c.name);
         assert_eq!(stats["future_rejected"], 0, "{}", c.name);
@@ -426,8 +426,8 @@ struct Published {
 fn published(out: &[Output], index: usize, name: &str) -> Published {
     let mut p = Published::default();
     for o in out {
-        let m = &o.payload;
-        if o.stream == Stream::Late {
+        let m = &o.to_json();
+        if o.stream() == Stream::Late {
             if m["window"] != name {
                 continue;
             }
@@ -438,7 +438,7 @@ fn published(out: &[Output], index: usize, name: &str) -> Published {
             assert!(prev.is_none(), "{name}: {id} reported late twice");
             continue;
         }
-        if o.stream != Stream::Results(index) {
+        if o.stream() != Stream::Results(index) {
             continue;
         }
         assert_eq!(m["window"], name);
@@ -871,8 +871,8 @@ fn results_and_late_events_do_not_depend_on_batch_sizes() {
         // interleave with each other follows the batches).
         let per = |out: &[Output], stream: Stream, name: &str| -> Vec<Json> {
             out.iter()
-                .filter(|o| o.stream == stream && o.payload["window"] == name)
-                .map(|o| o.payload.clone())
+                .filter(|o| o.stream() == stream && o.to_json()["window"] == name)
+                .map(|o| o.to_json())
                 .collect()
         };
         for (i, c) in configs.iter().enumerate() {
@@ -915,7 +915,7 @@ fn a_session_correction_replaces_only_results_that_were_published() {
         let text = json!({"name": "e", "distinct_id": user, "timestamp": ts}).to_string();
         Event::from_json(&text, || format!("{user}@{ts}")).unwrap()
     };
-    let mut w = Windows::new(&[c]).unwrap();
+    let mut w = Standalone::new(&[c]).unwrap();
     let mut out = Vec::new();
     let events = [
         ev("u", 0),
@@ -926,9 +926,9 @@ fn a_session_correction_replaces_only_results_that_were_published() {
     ];
     w.process(&events, 3_500, &mut out);
     w.finish(&mut out);
-    let u: Vec<&Json> = out
+    let all: Vec<Json> = out.iter().map(Output::to_json).collect();
+    let u: Vec<&Json> = all
         .iter()
-        .map(|o| &o.payload)
         .filter(|p| p["group"]["distinct_id"] == "u")
         .collect();
     assert_eq!(u.len(), 2, "{u:?}");

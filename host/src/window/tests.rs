@@ -2,8 +2,8 @@
 
 use serde_json::{Value as Json, json};
 
-use super::replay::replay;
 use super::*;
+use crate::engine::time::TimeConfig as EngineTime;
 
 fn line(ts: i64, url: &str) -> String {
     json!({"name": "$pageview", "distinct_id": "u", "timestamp": ts,
@@ -11,16 +11,41 @@ fn line(ts: i64, url: &str) -> String {
     .to_string()
 }
 
+/// Run NDJSON `input` through `w`: each line an event arriving on its own,
+/// or a `{"$wall": MS}` line setting the wall clock (none before the first)
+/// and ticking; at the end every open window fires.
+fn replay(w: &mut Standalone, input: &str) -> anyhow::Result<Vec<Output>> {
+    let mut out = Vec::new();
+    let mut wall = None;
+    for (i, line) in input.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let doc: Json = serde_json::from_str(line)?;
+        if let Some(t) = doc.get("$wall") {
+            let t = t.as_i64().unwrap();
+            wall = Some(t);
+            w.tick(t, &mut out);
+            continue;
+        }
+        let id = format!("line-{}", i + 1);
+        let ev = Event::from_value(doc, || id)?;
+        w.process_at(std::slice::from_ref(&ev), wall, &mut out);
+    }
+    w.finish(&mut out);
+    Ok(out)
+}
+
 fn run(configs: &[WindowConfig], lines: &[String]) -> Vec<Output> {
-    let mut w = Windows::new(configs).unwrap();
+    let mut w = Standalone::new(configs).unwrap();
     replay(&mut w, &lines.join("\n")).unwrap()
 }
 
 fn results(out: &[Output]) -> Vec<(String, i64, i64, Json, Json)> {
     out.iter()
-        .filter(|o| o.stream != Stream::Late)
+        .filter(|o| o.stream() != Stream::Late)
         .map(|o| {
-            let p = &o.payload;
+            let p = &o.to_json();
             (
                 p["kind"].as_str().unwrap().to_owned(),
                 p["start"].as_i64().unwrap(),
@@ -110,13 +135,13 @@ fn late_events_within_lateness_correct_and_later_ones_go_to_late() {
     assert_eq!(r[0], ("final".into(), 0, 10_000, json!({}), json!(1)));
     assert_eq!(r[1], ("correction".into(), 0, 10_000, json!({}), json!(2)));
     assert_eq!(r[2], ("correction".into(), 0, 10_000, json!({}), json!(3)));
-    assert_eq!(out[1].payload["revision"], 1);
-    assert_eq!(out[2].payload["revision"], 2);
-    let late: Vec<_> = out.iter().filter(|o| o.stream == Stream::Late).collect();
+    assert_eq!(out[1].to_json()["revision"], 1);
+    assert_eq!(out[2].to_json()["revision"], 2);
+    let late: Vec<_> = out.iter().filter(|o| o.stream() == Stream::Late).collect();
     assert_eq!(late.len(), 1);
-    assert_eq!(late[0].payload["reason"], "late");
-    assert_eq!(late[0].payload["event"]["timestamp"], 4_000);
-    assert_eq!(late[0].payload["watermark"], 16_000);
+    assert_eq!(late[0].to_json()["reason"], "late");
+    assert_eq!(late[0].to_json()["event"]["timestamp"], 4_000);
+    assert_eq!(late[0].to_json()["watermark"], 16_000);
     // [10s,20s) fires at the end of input with the on-time events.
     assert_eq!(
         r.last().unwrap(),
@@ -196,11 +221,11 @@ fn sessions_close_after_the_gap_and_a_late_bridge_merges_them() {
         ]
     );
     assert_eq!(
-        out[2].payload["replaces"],
+        out[2].to_json()["replaces"],
         json!([{"start": 0, "end": 15_000}])
     );
     assert_eq!(
-        out[3].payload["replaces"],
+        out[3].to_json()["replaces"],
         json!([{"start": 0, "end": 22_000}, {"start": 30_000, "end": 40_000}])
     );
 }
@@ -215,7 +240,7 @@ fn an_idle_stream_closes_its_windows_with_wall_time() {
         json!({"$wall": 10_999}).to_string(), // idle for 9.999 s: nothing
         json!({"$wall": 64_000}).to_string(), // watermark 1 + 63 - 5 = 59 s
     ];
-    let mut w = Windows::new(&[c.clone()]).unwrap();
+    let mut w = Standalone::new(&[c.clone()]).unwrap();
     let mut out = Vec::new();
     for l in &input[..3] {
         out.extend(replay_no_finish(&mut w, l));
@@ -234,7 +259,7 @@ fn an_idle_stream_closes_its_windows_with_wall_time() {
 }
 
 /// One line, without the end-of-input flush of [`replay`].
-fn replay_no_finish(w: &mut Windows, line: &str) -> Vec<Output> {
+fn replay_no_finish(w: &mut Standalone, line: &str) -> Vec<Output> {
     let doc: Json = serde_json::from_str(line).unwrap();
     let mut out = Vec::new();
     match doc.get("$wall") {
@@ -249,46 +274,60 @@ fn replay_no_finish(w: &mut Windows, line: &str) -> Vec<Output> {
 
 #[test]
 fn future_timestamps_are_rejected_or_clamped_and_cannot_pin_the_watermark() {
-    let mut reject = tumbling(10_000, 0, 0);
-    reject.time.future_skew_ms = 60_000;
-    let mut clamp = reject.clone();
-    clamp.name = "c".into();
-    clamp.time.on_future = OnFuture::Clamp;
     let input = [
         json!({"$wall": 100_000}).to_string(),
         line(100_000, "/"),
         line(10_000_000, "/"), // far future
         line(101_000, "/"),
-    ];
-    let mut w = Windows::new(&[reject, clamp]).unwrap();
-    let out = replay(&mut w, &input.join("\n")).unwrap();
-    let late: Vec<_> = out.iter().filter(|o| o.stream == Stream::Late).collect();
-    assert_eq!(late.len(), 2);
-    assert_eq!(late[0].payload["reason"], "future");
-    assert_eq!(late[0].payload["window"], "t");
-    assert_eq!(late[0].payload["event"]["timestamp"], 10_000_000);
-    // In c, the clamped event moved the watermark to 160 s, so the
-    // on-time event after it is late: why `reject` is the default.
-    assert_eq!(late[1].payload["reason"], "late");
-    assert_eq!(late[1].payload["window"], "c");
-    assert_eq!(late[1].payload["event"]["timestamp"], 101_000);
+    ]
+    .join("\n");
+    let time = |on_future| EngineTime {
+        future_skew_ms: 60_000,
+        on_future,
+        ..EngineTime::default()
+    };
+    // Two windows under one admission: both see the same decision.
+    let mut t2 = tumbling(10_000, 0, 0);
+    t2.name = "t2".into();
+    let configs = [tumbling(10_000, 0, 0), t2];
+
+    let mut reject = Standalone::with_time(&configs, time(OnFuture::Reject)).unwrap();
+    let out = replay(&mut reject, &input).unwrap();
+    let late: Vec<_> = out.iter().filter(|o| o.stream() == Stream::Late).collect();
+    assert_eq!(late.len(), 2, "reported once per window");
+    for (l, window) in late.iter().zip(["t", "t2"]) {
+        let l = l.to_json();
+        assert_eq!(l["reason"], "future");
+        assert_eq!(l["window"], window);
+        assert_eq!(l["max_timestamp"], 160_000);
+        assert_eq!(l["event"]["timestamp"], 10_000_000);
+    }
     let t: Vec<_> = out
         .iter()
-        .filter(|o| o.stream == Stream::Results(0))
+        .filter(|o| o.stream() == Stream::Results(0))
         .collect();
-    assert_eq!(t.len(), 1, "the rejected event did not move t's watermark");
-    assert_eq!(t[0].payload["values"]["count"], 2);
-    // Clamped to 160 s: the on-time event at 101 s after it is then too late.
+    assert_eq!(t.len(), 1, "the rejected event did not move the watermark");
+    assert_eq!(t[0].to_json()["values"]["count"], 2);
+    let list = reject.windows.list();
+    assert_eq!(list[0]["stats"]["future_rejected"], 1);
+    assert_eq!(list[1]["stats"]["future_rejected"], 1);
+
+    let mut clamp = Standalone::with_time(&configs, time(OnFuture::Clamp)).unwrap();
+    let out = replay(&mut clamp, &input).unwrap();
+    // The clamped event moved the watermark to 160 s, so the on-time event
+    // after it is late: why `reject` is the default.
+    let late: Vec<_> = out.iter().filter(|o| o.stream() == Stream::Late).collect();
+    assert_eq!(late.len(), 2);
+    assert_eq!(late[0].to_json()["reason"], "late");
+    assert_eq!(late[0].to_json()["event"]["timestamp"], 101_000);
     let c: Vec<_> = out
         .iter()
-        .filter(|o| o.stream == Stream::Results(1))
+        .filter(|o| o.stream() == Stream::Results(0))
         .collect();
-    assert_eq!(c[0].payload["start"], 100_000);
-    assert_eq!(c[0].payload["values"]["count"], 1);
-    assert_eq!(c[1].payload["start"], 160_000);
-    let list = w.list();
-    assert_eq!(list[0]["stats"]["future_rejected"], 1);
-    assert_eq!(list[1]["stats"]["future_clamped"], 1);
+    assert_eq!(c[0].to_json()["start"], 100_000);
+    assert_eq!(c[0].to_json()["values"]["count"], 1);
+    assert_eq!(c[1].to_json()["start"], 160_000);
+    assert_eq!(clamp.windows.list()[0]["stats"]["future_clamped"], 1);
 }
 
 #[test]
@@ -353,11 +392,11 @@ fn results_do_not_depend_on_batching() {
         session(700, 2_000),
     ];
     let now = 1_000_000;
-    let mut one = Windows::new(&configs).unwrap();
+    let mut one = Standalone::new(&configs).unwrap();
     let mut a = Vec::new();
     one.process(&events, now, &mut a);
     one.finish(&mut a);
-    let mut many = Windows::new(&configs).unwrap();
+    let mut many = Standalone::new(&configs).unwrap();
     let mut b = Vec::new();
     for chunk in events.chunks(7) {
         many.process(chunk, now, &mut b);
@@ -367,8 +406,8 @@ fn results_do_not_depend_on_batching() {
     // other follows the batches).
     let per = |out: &[Output], stream: Stream, window: &str| -> Vec<Json> {
         out.iter()
-            .filter(|o| o.stream == stream && o.payload["window"] == window)
-            .map(|o| o.payload.clone())
+            .filter(|o| o.stream() == stream && o.to_json()["window"] == window)
+            .map(|o| o.to_json())
             .collect()
     };
     for (i, name) in ["t", "s", "sess"].into_iter().enumerate() {
@@ -390,7 +429,7 @@ fn results_do_not_depend_on_batching() {
 fn history_keeps_the_latest_revision_and_filters_by_time_and_group() {
     let mut c = tumbling(10_000, 0, 10_000);
     c.group_by = vec!["properties.$current_url".into()];
-    let mut w = Windows::new(&[c]).unwrap();
+    let mut w = Standalone::new(&[c]).unwrap();
     let input = [
         line(1_000, "/a"),
         line(2_000, "/b"),
@@ -400,15 +439,10 @@ fn history_keeps_the_latest_revision_and_filters_by_time_and_group() {
     ]
     .join("\n");
     replay(&mut w, &input).unwrap();
-    let all = w
-        .history(
-            "t",
-            &HistoryQuery {
-                limit: 100,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let all = w.windows.history("t").unwrap().query(&HistoryQuery {
+        limit: 100,
+        ..Default::default()
+    });
     let summary: Vec<_> = all
         .iter()
         .map(|r| {
@@ -434,10 +468,10 @@ fn history_keeps_the_latest_revision_and_filters_by_time_and_group() {
         group: vec![(String::new(), "/a".into())],
         limit: 100,
     };
-    let some = w.history("t", &q).unwrap();
+    let some = w.windows.history("t").unwrap().query(&q);
     assert_eq!(some.len(), 1);
     assert_eq!(some[0]["start"], 10_000);
-    assert!(w.history("nope", &q).is_none());
+    assert!(w.windows.history("nope").is_none());
 }
 
 #[test]
@@ -484,7 +518,13 @@ fn live_views_track_users_and_top_pages_in_event_time() {
         )
         .unwrap()
     };
-    live.observe(
+    let mut time = EventTime::new(EngineTime::default());
+    let mut observe = |live: &mut LiveViews, events: &[Event], now: i64| {
+        let facts = time.batch(0, Some(now), events);
+        live.observe(events, &facts);
+    };
+    observe(
+        &mut live,
         &[
             ev("u1", 1_000, "/a"),
             ev("u2", 2_000, "/b"),
@@ -504,7 +544,134 @@ fn live_views_track_users_and_top_pages_in_event_time() {
     assert_eq!(pages["pages"], json!([{"url": "/b", "views": 2}]));
     assert_eq!(pages["views"], 4);
     // 70 s later (event time): everyone has left both views.
-    live.observe(&[ev("u9", 74_000, "/z")], 74_000);
+    observe(&mut live, &[ev("u9", 74_000, "/z")], 74_000);
     assert_eq!(live.users(10)["count"], 1);
     assert_eq!(live.pages(10)["pages"], json!([{"url": "/z", "views": 1}]));
+}
+
+/// A tumbling operator that panics on events named `boom` (a stand-in for a
+/// bug in an operator).
+struct Boom(tumbling::Tumbling);
+
+impl WindowOperator for Boom {
+    fn on_event(
+        &mut self,
+        ctx: &mut operator::Ctx<'_>,
+        ev: &Event,
+        ts: i64,
+        key: Box<[groups::KeyPart]>,
+        arrival: u64,
+        watermark: i64,
+    ) {
+        assert_ne!(ev.name, "boom", "a bug in this operator");
+        self.0.on_event(ctx, ev, ts, key, arrival, watermark);
+    }
+    fn on_watermark(&mut self, ctx: &mut operator::Ctx<'_>, watermark: i64) {
+        self.0.on_watermark(ctx, watermark);
+    }
+    fn snapshot(&self) -> state::OperatorState {
+        self.0.snapshot()
+    }
+    fn restore(
+        &mut self,
+        spec: &WindowSpec,
+        state: state::OperatorState,
+        groups: &state::KeyGroupSet,
+    ) -> Result<(), state::StateError> {
+        self.0.restore(spec, state, groups)
+    }
+}
+
+#[test]
+fn a_panicking_window_stops_alone_and_publishes_nothing_half_done() {
+    let mut bad = tumbling(10_000, 0, 0);
+    bad.name = "bad".into();
+    let good = tumbling(10_000, 0, 0);
+    let mut w = Standalone::new(&[bad, good]).unwrap();
+    w.windows
+        .replace_operator(0, Box::new(Boom(tumbling::Tumbling::new(10_000, 0))));
+    let ev = |name: &str, ts: i64| {
+        Event::from_json(
+            &json!({"name": name, "distinct_id": "u", "timestamp": ts}).to_string(),
+            || "x".into(),
+        )
+        .unwrap()
+    };
+    let mut out = Vec::new();
+    // The first window closes (t = 12 s), then the bad operator panics on
+    // the third event of the same batch, then more events follow.
+    w.process(
+        &[
+            ev("a", 1_000),
+            ev("a", 12_000),
+            ev("boom", 13_000),
+            ev("a", 25_000),
+        ],
+        25_000,
+        &mut out,
+    );
+    w.finish(&mut out);
+    let results = |stream| {
+        out.iter()
+            .filter(|o| o.stream() == stream)
+            .map(|o| {
+                (
+                    o.to_json()["start"].clone(),
+                    o.to_json()["values"]["count"].clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // The good window saw everything.
+    assert_eq!(
+        results(Stream::Results(1)),
+        vec![
+            (json!(0), json!(1)),
+            (json!(10_000), json!(2)),
+            (json!(20_000), json!(1))
+        ]
+    );
+    // The bad one published what it had before the panic, and nothing
+    // after: no result built on the state the panic left.
+    assert_eq!(results(Stream::Results(0)), vec![(json!(0), json!(1))]);
+    let list = w.windows.list();
+    assert!(
+        list[0]["failed"]
+            .as_str()
+            .unwrap()
+            .contains("a bug in this operator"),
+        "{}",
+        list[0]
+    );
+    assert!(list[1]["failed"].is_null());
+}
+
+#[test]
+fn live_users_lists_the_most_recent_first_whatever_the_limit() {
+    let mut live = LiveViews::new(LiveConfig::default());
+    let mut time = EventTime::new(EngineTime::default());
+    let events: Vec<Event> = (0..500)
+        .map(|i: i64| {
+            // Last-seen times collide in pairs, so ties are broken by id.
+            let ts = 1_000_000 + (i * 7_919 % 500) / 2;
+            Event::from_json(
+                &json!({"name": "$pageview", "distinct_id": format!("u{i:03}"), "timestamp": ts})
+                    .to_string(),
+                || "x".into(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let facts = time.batch(0, Some(1_000_300), &events);
+    live.observe(&events, &facts);
+    let all = live.users(500);
+    for limit in [1, 7, 100, 499] {
+        let some = live.users(limit);
+        assert_eq!(some["count"], 500);
+        assert_eq!(
+            some["users"].as_array().unwrap()[..],
+            all["users"].as_array().unwrap()[..limit],
+            "limit {limit}"
+        );
+    }
 }

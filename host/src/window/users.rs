@@ -215,6 +215,20 @@ impl Users {
         }
     }
 
+    /// Put back a user from a snapshot (ids are unique there).
+    pub(super) fn restore(
+        &mut self,
+        id: &CompactString,
+        last_seen: i64,
+        url: Option<&CompactString>,
+    ) {
+        let key = self.hash(id);
+        let url = url.map(|u| (u, self.hash(u)));
+        if let Entry::Vacant(at) = self.entry(key) {
+            self.insert(at, key, id, last_seen, url);
+        }
+    }
+
     /// Every user: id, last seen, current URL.
     pub(super) fn iter(
         &self,

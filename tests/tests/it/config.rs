@@ -62,7 +62,11 @@ fn lines_that_are_not_events_are_counted_and_skipped() {
     assert_eq!(run.summary["rejected_lines"], 3);
     let reported = run.stderr.lines().any(|l| {
         let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
-        v["message"] == "input line is not valid UTF-8" && v["line"] == 2
+        v["message"] == "input line is not an event"
+            && v["line"] == 2
+            && v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("not valid UTF-8"))
     });
     assert!(reported, "line 2 reported: {}", run.stderr);
 }

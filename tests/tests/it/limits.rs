@@ -394,3 +394,158 @@ async fn posthog_routes_share_the_in_flight_request_bound() {
         assert_eq!(r.status(), 200, "{path} after the slot is free");
     }
 }
+
+/// Resident memory of a process (Linux `VmRSS`), in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// A flood of 60 KiB events and large gzip bodies, on every ingest route
+/// at once, against small memory bounds: every request is answered (202 or
+/// 200 for what fits; 413, 429 or 503 for what does not), the server's
+/// resident memory stays under the bound the README documents, and it
+/// serves normally afterwards.
+#[tokio::test]
+async fn a_flood_of_large_events_and_gzip_bodies_keeps_memory_bounded() {
+    use eddy_tests::server::http;
+    const MIB: u64 = 1024 * 1024;
+    let (queue, inflight, replay) = (32 * MIB, 128 * MIB, 32 * MIB);
+    let sandbox = Sandbox::new();
+    let config = sandbox.config(&format!(
+        "[ingest]\nqueue_bytes = {queue}\nmax_inflight_bytes = {inflight}\n\
+         [streams]\nreplay_bytes = {replay}\n"
+    ));
+    let server = sandbox.serve(&config);
+    let pid = server.pid();
+    let idle_rss = rss_bytes(pid);
+
+    // 60 KiB an event, in four strings (each within max_string_bytes).
+    let blob = "x".repeat(15 * 1024);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let event = |i: usize| {
+        json!({"name": "big", "distinct_id": format!("u{i}"), "timestamp": now,
+               "properties": {"a": blob, "b": blob, "c": blob, "d": blob}})
+    };
+    let ph_event = |i: usize| json!({"event": "big", "distinct_id": format!("u{i}"), "properties": {"blob": blob}});
+    let ndjson: String = (0..100).map(|i| event(i).to_string() + "\n").collect();
+    let array = serde_json::to_vec(&(0..100).map(event).collect::<Vec<_>>()).unwrap();
+    // 60 MB of events inflated from a few hundred KB.
+    let ph_gzip = gzip(
+        &serde_json::to_vec(
+            &json!({"api_key": "k", "batch": (0..1000).map(ph_event).collect::<Vec<_>>()}),
+        )
+        .unwrap(),
+    );
+    let ph_single = serde_json::to_vec(&ph_event(0)).unwrap();
+    // A gzip bomb: 200 MB of zeros.
+    let bomb = gzip(&vec![b'0'; 200 * 1024 * 1024]);
+    assert!(ph_gzip.len() < 2 * 1024 * 1024 && bomb.len() < 1024 * 1024);
+
+    type Req = (&'static str, &'static str, Option<&'static str>, Vec<u8>);
+    let kinds: Vec<Req> = vec![
+        (
+            "/v1/batch",
+            "application/x-ndjson",
+            None,
+            ndjson.into_bytes(),
+        ),
+        ("/v1/events", "application/json", None, array),
+        ("/batch/", "application/json", Some("gzip"), ph_gzip.clone()),
+        ("/e/", "application/json", None, ph_single.clone()),
+        ("/capture/", "application/json", None, ph_single),
+        ("/i/v0/e/", "application/json", Some("gzip"), ph_gzip),
+        ("/v1/batch", "application/x-ndjson", Some("gzip"), bomb),
+    ];
+    let kinds = std::sync::Arc::new(kinds);
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(idle_rss));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (peak, stop) = (peak.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak.fetch_max(rss_bytes(pid), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    let mut tasks = Vec::new();
+    for worker in 0..12usize {
+        let (kinds, base) = (kinds.clone(), server.url(""));
+        tasks.push(tokio::spawn(async move {
+            let client = http();
+            let mut statuses = std::collections::BTreeMap::<u16, u64>::new();
+            let mut n = worker;
+            while std::time::Instant::now() < deadline {
+                let (path, ctype, encoding, body) = &kinds[n % kinds.len()];
+                n += 1;
+                let mut req = client
+                    .post(format!("{base}{path}"))
+                    .header("content-type", *ctype)
+                    .body(body.clone());
+                if let Some(e) = encoding {
+                    req = req.header("content-encoding", *e);
+                }
+                let resp = req.send().await.expect("every request is answered");
+                *statuses.entry(resp.status().as_u16()).or_default() += 1;
+            }
+            statuses
+        }));
+    }
+    let mut statuses = std::collections::BTreeMap::<u16, u64>::new();
+    for t in tasks {
+        for (k, v) in t.await.unwrap() {
+            *statuses.entry(k).or_default() += v;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.await.unwrap();
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    for code in statuses.keys() {
+        assert!(
+            [200, 202, 413, 429, 503].contains(code),
+            "unexpected status {code}: {statuses:?}"
+        );
+    }
+    assert!(statuses.get(&202).copied().unwrap_or(0) > 0, "{statuses:?}");
+    assert!(
+        statuses.get(&413).copied().unwrap_or(0) > 0,
+        "the bomb is refused: {statuses:?}"
+    );
+    // The bound the README documents: 100 MiB for the process itself, plus
+    // twice what the byte bounds hold (the events channel's ring, the
+    // queue, requests being decoded), for allocator overhead.
+    let bound = 100 * MIB + 2 * (queue + inflight + replay);
+    assert!(
+        peak < bound,
+        "peak RSS {} MiB, bound {} MiB (idle {} MiB); statuses {statuses:?}",
+        peak / MIB,
+        bound / MIB,
+        idle_rss / MIB
+    );
+    eprintln!(
+        "flood: peak RSS {} MiB (bound {} MiB, idle {} MiB); statuses {statuses:?}",
+        peak / MIB,
+        bound / MIB,
+        idle_rss / MIB
+    );
+    // Still serving.
+    let health = http().get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}

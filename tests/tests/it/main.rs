@@ -5,6 +5,8 @@
 
 mod capabilities;
 mod config;
+mod decode;
+mod engine;
 mod limits;
 mod plugins;
 mod polyglot;

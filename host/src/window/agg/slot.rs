@@ -15,7 +15,7 @@ use super::{QUANTILE_ALPHA, QUANTILE_MAX_BINS, QUANTILE_MIN_VALUE};
 use crate::event::Value;
 use crate::filter::FieldRef;
 
-mod persist;
+pub(crate) mod persist;
 
 /// Which state an aggregate reads; slots of one kind on one path are shared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -86,8 +86,10 @@ impl Owner {
         spec: &WindowSpec,
         f: impl FnOnce(&mut dyn WindowOperator, &mut Ctx<'_>) -> R,
     ) -> R {
+        let schema = spec.schema(0);
         let mut ctx = Ctx {
             spec,
+            schema: &schema,
             out: &mut self.out,
             stats: &mut self.stats,
         };
@@ -311,7 +313,8 @@ fn resume(
 /// Fail at the first difference, naming it (whole vectors are too long to
 /// read in a failure).
 fn assert_same_output(got: &[Emitted], want: &[Emitted], what: &str) {
-    if let Some(i) = (0..got.len().min(want.len())).find(|&i| got[i] != want[i]) {
+    if let Some(i) = (0..got.len().min(want.len())).find(|&i| got[i].to_json() != want[i].to_json())
+    {
         panic!(
             "{what}: output {i} differs:\n  got  {:?}\n  want {:?}",
             got[i], want[i]
@@ -335,8 +338,9 @@ impl Seen {
     fn count(&mut self, out: &[Emitted]) {
         for e in out {
             match e {
-                Emitted::Result { kind, payload, .. } => {
-                    match kind {
+                Emitted::Result(r) => {
+                    let payload = r.to_json();
+                    match r.kind {
                         ResultKind::Early => self.early += 1,
                         ResultKind::Correction => self.corrections += 1,
                         ResultKind::Final => {}
@@ -438,11 +442,14 @@ fn per_group(out: &[Emitted]) -> (BTreeMap<String, Vec<String>>, Vec<String>) {
     let mut late = Vec::new();
     for e in out {
         match e {
-            Emitted::Result { payload, .. } => groups
-                .entry(payload["group"].to_string())
-                .or_default()
-                .push(payload.to_string()),
-            Emitted::Late(payload) => late.push(payload.to_string()),
+            Emitted::Result(r) => {
+                let payload = r.to_json();
+                groups
+                    .entry(payload["group"].to_string())
+                    .or_default()
+                    .push(payload.to_string())
+            }
+            Emitted::Late(l) => late.push(l.to_json().to_string()),
         }
     }
     late.sort();

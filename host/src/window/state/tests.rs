@@ -340,9 +340,11 @@ fn page_event(i: u64, page: &str, ts: i64) -> Event {
 fn feed(op: &mut dyn WindowOperator, spec: &WindowSpec, events: &[Event]) -> Vec<Emitted> {
     let mut out = Vec::new();
     let mut stats = WindowStats::default();
+    let schema = spec.schema(0);
     for (i, ev) in events.iter().enumerate() {
         let mut ctx = Ctx {
             spec,
+            schema: &schema,
             out: &mut out,
             stats: &mut stats,
         };

@@ -9,9 +9,10 @@
 //! Three things need care:
 //!
 //! - **Floats.** Binary formats carry an `f64`'s eight bytes as they are.
-//!   serde_json, as eddy builds it (without `float_roundtrip`), may read a
-//!   float back one unit in the last place off, and writes infinities and
-//!   NaN (a sum can overflow) as `null`. So in human-readable formats
+//!   serde_json writes infinities and NaN (a sum can overflow) as `null`,
+//!   and reads a float back exactly only with its `float_roundtrip`
+//!   feature (which eddy enables, but a text snapshot should not depend on
+//!   a build setting). So in human-readable formats
 //!   [`exact_f64`] writes the shortest decimal text that Rust's correctly
 //!   rounded parser reads back to the same bits (`"0.1"`, `"1e300"`,
 //!   `"inf"`), and a NaN other than the canonical one with its bits.
@@ -34,7 +35,7 @@ use super::{Distinct, Quantiles};
 
 /// `f64` fields, exact in binary and in text formats: use as
 /// `#[serde(with = "persist::exact_f64")]`.
-pub(super) mod exact_f64 {
+pub(crate) mod exact_f64 {
     use std::fmt;
 
     use serde::de::Error as _;
@@ -96,7 +97,7 @@ pub(super) mod exact_f64 {
 /// explicitly tagged form (the event's serde impl writes plain JSON, which
 /// loses the difference between `Str` and `Json` and needs a
 /// self-describing format to read back).
-pub(super) mod value {
+pub(crate) mod value {
     use compact_str::CompactString;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -208,7 +209,7 @@ impl DistinctState {
                 }
                 ((a << 2) | (b << 33) | TAG_SMALL, None)
             }
-            DistinctState::Array(hashes) => (TAG_ARRAY, Some(hashes)),
+            DistinctState::Array(codes) => return array_estimator(&codes),
             DistinctState::Hll(registers) => (TAG_HLL, Some(registers)),
         };
         // The estimator checks the buffer's length for its representation.
@@ -216,6 +217,54 @@ impl DistinctState {
         let estimator: CardinalityEstimator<u64> =
             postcard::from_bytes(&bytes).map_err(|e| format!("invalid distinct sketch: {e}"))?;
         Ok(Distinct(estimator))
+    }
+}
+
+/// The estimator's sparse encoding parameters (its defaults, which
+/// `Distinct` uses): `P` index bits of the HyperLogLog, `W` bits of rank.
+const P: u32 = 12;
+const W: u32 = 6;
+
+/// A 64-bit hash whose sparse encoding is `code`: the encoding keeps the
+/// hash's low `32 - W - 1` bits and the length of the run of ones from bit
+/// `P` up (its rank); the low bits are copied back and the run continued
+/// above them as needed.
+fn hash_of_code(code: u32) -> Result<u64, String> {
+    let idx_bits = 32 - W - 1;
+    let rank = code & ((1 << W) - 1);
+    let idx = u64::from(code >> W);
+    let window = idx_bits - P;
+    let ones = ((idx >> P) & ((1 << window) - 1)).trailing_ones();
+    let hash = if ones < window {
+        idx
+    } else {
+        // The run reaches the top of the kept bits: continue it above them.
+        let more = rank
+            .checked_sub(1 + window)
+            .filter(|m| *m < 64 - idx_bits)
+            .ok_or_else(|| format!("a distinct sketch holds an impossible hash code {code}"))?;
+        idx | (((1u64 << more) - 1) << idx_bits)
+    };
+    Ok(hash)
+}
+
+/// An estimator holding `codes` in its array form, built the way the
+/// estimator builds one itself: by inserting them, in order. (Its serde
+/// impl would do it from the buffer, but cardinality-estimator 1.0.3 then
+/// frees that buffer with a size other than the one it was allocated with,
+/// which corrupts memory under a sized allocator such as jemalloc.)
+fn array_estimator(codes: &[u32]) -> Result<Distinct, String> {
+    let mut estimator = CardinalityEstimator::<u64>::new();
+    for &code in codes {
+        estimator.insert_hash(hash_of_code(code)?);
+    }
+    let rebuilt = Distinct(estimator);
+    match DistinctState::of(&rebuilt)? {
+        DistinctState::Array(got) if got == codes => Ok(rebuilt),
+        _ => Err(format!(
+            "a distinct sketch of {} hash codes does not rebuild to the same sketch",
+            codes.len()
+        )),
     }
 }
 

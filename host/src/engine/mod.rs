@@ -1,0 +1,334 @@
+//! The engine: the one deterministic core every way of running eddy drives.
+//!
+//! An [`Engine`] owns the stages (the plugin [`Pipeline`]), the event-time
+//! service ([`time::EventTime`]), the windows and live views, and the
+//! channels' sequence numbers, on one thread. It changes only through
+//! [`Input`]s — batches of events with the wall time they arrived at, ticks
+//! of wall time, plugin version changes, the end of the input — and hands
+//! what each input produced, numbered, to one [`Sink`]. Nothing inside it
+//! reads the clock (stage timings for statistics aside), so the same inputs
+//! give the same outputs, byte for byte, however they are batched and
+//! whichever driver feeds them:
+//!
+//! - `eddy serve` ([`crate::runner`]): HTTP requests become batches stamped
+//!   with the wall time once, a ticker adds ticks, the plugins folder's
+//!   changes become plugin inputs; `--record FILE` writes them all down;
+//! - `eddy pipe` ([`crate::pipe`]): lines of a file become batches, with
+//!   wall time from `{"$wall": MS}` lines (`--clock virtual`) or the
+//!   machine's clock; `--replay FILE` feeds a record instead;
+//! - `eddy plugin test` / `diff` ([`crate::devtools::replay`]).
+//!
+//! Its state — windows with their accumulators and history, live views,
+//! plugin key-value stores, event time, sequence numbers, counters —
+//! snapshots and restores in a versioned format ([`state`]), so a restored
+//! engine continues exactly where the snapshot was taken.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub mod input;
+pub mod output;
+pub mod state;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests;
+pub mod time;
+
+pub use input::{Batch, Input, PluginChange, VersionChange};
+pub use output::{Emitted, Sequencer, Sink};
+
+use crate::config::Config;
+use crate::event::Event;
+use crate::pipeline::{Pipeline, PipelineError, StageReport};
+use crate::plugin::Registry;
+use crate::plugin::clock::VirtualClock;
+use crate::plugin::registry::Notice;
+use crate::window::state::KeyGroupSet;
+use crate::window::{self, Windows};
+use time::{EventTime, SourceId};
+
+/// What a fresh engine starts from besides its configuration (all of it is
+/// in a record's header, so a replay starts the same way).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// The first sequence number of every channel. `eddy serve` starts
+    /// above anything an earlier run could have published (the start time
+    /// in microseconds), so a client resuming with a number from before a
+    /// restart is told it is too old rather than handed other messages under
+    /// the same numbers. A restored engine continues from its snapshot.
+    pub first_seq: u64,
+    /// Seed of the plugins' random sources.
+    pub seed: u64,
+    /// The version each plugin runs at the start (name → content hash).
+    pub plugins: BTreeMap<String, String>,
+}
+
+/// The engine's own counters (part of its state).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Inputs applied.
+    pub inputs: u64,
+    /// Batches applied.
+    pub batches: u64,
+    /// Events that came in.
+    pub events_in: u64,
+    /// Events published on `events` (after the stages).
+    pub published: u64,
+    /// Events the stages dropped (input minus output minus dead letters;
+    /// splits add to the output).
+    pub dropped: u64,
+    /// Events sent to `dead-letters`.
+    pub dead_lettered: u64,
+    /// Window results published.
+    pub window_results: u64,
+    /// Events windows reported late (or future).
+    pub late_events: u64,
+}
+
+/// The core. See the module documentation.
+pub struct Engine {
+    pipeline: Pipeline,
+    time: EventTime,
+    windows: Windows,
+    window_names: Vec<String>,
+    seq: Sequencer,
+    counters: Counters,
+    /// Where each source's log stands (see [`Batch::position`]).
+    positions: BTreeMap<SourceId, u64>,
+    seed: u64,
+    clock: Arc<VirtualClock>,
+}
+
+impl Engine {
+    /// A fresh engine for `config`, drawing plugins from `registry` (whose
+    /// plugin engine must read `clock`).
+    pub fn new(
+        config: &Config,
+        registry: Arc<Registry>,
+        clock: Arc<VirtualClock>,
+        options: &EngineOptions,
+    ) -> Result<Engine, EngineError> {
+        let pipeline = Pipeline::new(config, registry, &options.plugins, options.seed)?;
+        let windows = Windows::with_live(&config.windows, config.live)
+            .map_err(|e| EngineError::Windows(format!("{e:#}")))?;
+        let window_names = windows.names();
+        Ok(Engine {
+            pipeline,
+            time: EventTime::new(config.time),
+            seq: Sequencer::new(options.first_seq.max(1), window_names.len()),
+            windows,
+            window_names,
+            counters: Counters::default(),
+            positions: BTreeMap::new(),
+            seed: options.seed,
+            clock,
+        })
+    }
+
+    /// Apply one input and hand what it produced to `sink`, each output
+    /// numbered on its channel. Outputs reach the sink only once the whole
+    /// input is applied.
+    pub fn step(&mut self, input: Input, sink: &mut dyn Sink) {
+        let mut notices = Vec::new();
+        let mut windows_out = Vec::new();
+        let mut produced = Produced::default();
+        match input {
+            Input::Batch(b) => self.batch(b, &mut notices, &mut windows_out, &mut produced),
+            Input::Tick { wall_ms, position } => {
+                if let Some((source, at)) = position {
+                    let p = self.positions.entry(source).or_insert(0);
+                    *p = (*p).max(at);
+                }
+                self.time.tick(wall_ms);
+                self.windows.on_tick(&self.time, &mut windows_out);
+            }
+            Input::Plugin(change) => {
+                match &change.version {
+                    VersionChange::Keep => {}
+                    VersionChange::Select(hash) => {
+                        self.pipeline.select(&change.plugin, Some(hash));
+                    }
+                    VersionChange::Remove => {
+                        self.pipeline.select(&change.plugin, None);
+                    }
+                }
+                notices.extend(change.notice);
+            }
+            Input::Finish => {
+                self.time.finish();
+                self.windows.on_finish(&mut windows_out);
+            }
+        }
+        self.counters.inputs += 1;
+        if !produced.events.is_empty() {
+            let n = produced.events.len();
+            sink.emit(Emitted::Events {
+                first_seq: self.seq.events(n),
+                events: produced.events,
+            });
+        }
+        if !produced.dead_letters.is_empty() {
+            let n = produced.dead_letters.len();
+            sink.emit(Emitted::DeadLetters {
+                first_seq: self.seq.dead_letters(n),
+                letters: produced.dead_letters,
+            });
+        }
+        for output in windows_out {
+            match &output {
+                window::Output::Result(_) => self.counters.window_results += 1,
+                window::Output::Late(_) => self.counters.late_events += 1,
+            }
+            let seq = self.seq.window(&output);
+            sink.emit(Emitted::Window { seq, output });
+        }
+        for notice in notices {
+            sink.emit(Emitted::Plugin {
+                seq: self.seq.plugin(),
+                notice,
+            });
+        }
+    }
+
+    fn batch(
+        &mut self,
+        b: Batch,
+        notices: &mut Vec<Notice>,
+        windows_out: &mut Vec<window::Output>,
+        produced: &mut Produced,
+    ) {
+        let n = b.events.len() as u64;
+        let position = self.positions.entry(b.source).or_insert(0);
+        *position = (*position).max(b.position);
+        self.counters.batches += 1;
+        self.counters.events_in += n;
+        // Plugins see the batch's time; quarantine backoff runs on it too.
+        let now = self.time.plugin_now_at(b.wall_ms, &b.events);
+        self.clock.advance_to(now);
+        let out = self.pipeline.process(b.events, now, self.seed, notices);
+        let facts = self.time.batch(b.source, b.wall_ms, &out.events);
+        self.windows.on_batch(&out.events, &facts, windows_out);
+        let published = out.events.len() as u64;
+        let dead = out.dead_letters.len() as u64;
+        self.counters.published += published;
+        self.counters.dead_lettered += dead;
+        self.counters.dropped += n.saturating_sub(published + dead);
+        produced.events = out.events;
+        produced.dead_letters = out.dead_letters;
+    }
+
+    /// The windows' names, in configuration order.
+    pub fn window_names(&self) -> &[String] {
+        &self.window_names
+    }
+
+    /// The windows and live views (read-only: REST queries, metrics).
+    pub fn windows(&self) -> &Windows {
+        &self.windows
+    }
+
+    /// The event-time service.
+    pub fn time(&self) -> &EventTime {
+        &self.time
+    }
+
+    /// The engine's counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// The last sequence number of every engine channel.
+    pub fn heads(&self) -> Vec<(String, u64)> {
+        self.seq.heads(&self.window_names)
+    }
+
+    /// Where each source's log stands.
+    pub fn positions(&self) -> &BTreeMap<SourceId, u64> {
+        &self.positions
+    }
+
+    /// A report per stage.
+    pub fn stage_reports(&self) -> Vec<StageReport> {
+        self.pipeline.report()
+    }
+
+    /// The version each plugin runs (name → content hash).
+    pub fn plugin_versions(&self) -> BTreeMap<String, String> {
+        self.pipeline.selection().hashes()
+    }
+
+    /// The engine's whole state, in the versioned snapshot format (see
+    /// [`state`]). Taken between inputs, it is exactly what a restored
+    /// engine needs to continue as this one would.
+    pub fn snapshot(&self) -> Vec<u8> {
+        state::EngineState {
+            counters: self.counters,
+            positions: self.positions.clone(),
+            seed: self.seed,
+            time: self.time.clone(),
+            window_names: self.window_names.clone(),
+            seq: self.seq.clone(),
+            pipeline: self.pipeline.snapshot(),
+            windows: self.windows.snapshot(),
+        }
+        .to_bytes()
+    }
+
+    /// An engine for `config` continuing from `snapshot`. Every plugin
+    /// version the snapshot names must be loaded in `registry`.
+    pub fn restore(
+        config: &Config,
+        registry: Arc<Registry>,
+        clock: Arc<VirtualClock>,
+        snapshot: &[u8],
+    ) -> Result<Engine, EngineError> {
+        Self::restore_groups(config, registry, clock, snapshot, &KeyGroupSet::all())
+    }
+
+    /// [`Engine::restore`] keeping only the keyed state of `groups` (the
+    /// key groups a later Kafka partition or worker owns).
+    pub fn restore_groups(
+        config: &Config,
+        registry: Arc<Registry>,
+        clock: Arc<VirtualClock>,
+        snapshot: &[u8],
+        groups: &KeyGroupSet,
+    ) -> Result<Engine, EngineError> {
+        let saved = state::EngineState::from_bytes(snapshot)?;
+        let options = EngineOptions {
+            first_seq: 1,
+            seed: saved.seed,
+            plugins: saved.pipeline.selected().clone(),
+        };
+        let mut engine = Engine::new(config, registry, clock, &options)?;
+        engine.pipeline.restore(saved.pipeline, groups)?;
+        engine.windows.restore(saved.windows, groups)?;
+        engine.time = saved.time.with_config(config.time);
+        engine.seq = saved.seq.remap(&saved.window_names, &engine.window_names);
+        engine.counters = saved.counters;
+        engine.positions = saved.positions;
+        Ok(engine)
+    }
+}
+
+#[derive(Default)]
+struct Produced {
+    events: Vec<Event>,
+    dead_letters: Vec<crate::pipeline::DeadLetter>,
+}
+
+/// Why an engine cannot start (or be restored).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A stage's plugin refused its configuration.
+    #[error(transparent)]
+    Stage(#[from] PipelineError),
+    /// A window definition is invalid.
+    #[error("{0}")]
+    Windows(String),
+    /// A snapshot could not be read or does not fit this configuration.
+    #[error("{0}")]
+    Snapshot(#[from] state::SnapshotError),
+}

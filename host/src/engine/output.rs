@@ -1,0 +1,205 @@
+//! What the engine produces, numbered for its channels, and where it goes.
+//!
+//! The engine hands every output of an input to one [`Sink`] once the input
+//! has been applied, each with its channel's sequence number. The numbers
+//! are engine state ([`Sequencer`]): they continue across a snapshot and
+//! restore and are never reused, so a client resuming with `since` gets
+//! exactly what it missed, whichever process published it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+use crate::pipeline::DeadLetter;
+use crate::plugin::registry::Notice;
+use crate::window;
+
+/// The channel of events after the stages.
+pub const EVENTS: &str = "events";
+/// The channel of events a failing stage sent there.
+pub const DEAD_LETTERS: &str = "dead-letters";
+/// The channel of plugin lifecycle notices.
+pub const PLUGINS: &str = "plugins";
+/// The channel of events windows could not take.
+pub const LATE: &str = window::LATE_CHANNEL;
+
+/// One output, numbered.
+#[derive(Debug, Clone)]
+pub enum Emitted {
+    /// Events after the stages, numbered `first_seq..` on `events`.
+    Events {
+        /// Seq of the first.
+        first_seq: u64,
+        /// The events, in order.
+        events: Vec<Event>,
+    },
+    /// Events a stage failed on, numbered `first_seq..` on `dead-letters`.
+    DeadLetters {
+        /// Seq of the first.
+        first_seq: u64,
+        /// The letters, in order.
+        letters: Vec<DeadLetter>,
+    },
+    /// A window result (on `windows/<name>`) or late event (on `late`).
+    Window {
+        /// Its seq on its channel.
+        seq: u64,
+        /// The output.
+        output: window::Output,
+    },
+    /// A plugin lifecycle notice, on `plugins`.
+    Plugin {
+        /// Its seq.
+        seq: u64,
+        /// The notice.
+        notice: Notice,
+    },
+}
+
+impl Emitted {
+    /// The channel this goes to (`windows` is the window's list, to name
+    /// `windows/<name>`).
+    pub fn channel(&self, windows: &[String]) -> String {
+        match self {
+            Emitted::Events { .. } => EVENTS.to_owned(),
+            Emitted::DeadLetters { .. } => DEAD_LETTERS.to_owned(),
+            Emitted::Plugin { .. } => PLUGINS.to_owned(),
+            Emitted::Window { output, .. } => match output.stream() {
+                window::Stream::Late => LATE.to_owned(),
+                window::Stream::Results(i) => windows
+                    .get(i)
+                    .map_or_else(|| "windows/?".to_owned(), |n| window::channel_name(n)),
+            },
+        }
+    }
+
+    /// Each message as `(seq, JSON)`, as subscribers receive its data.
+    pub fn messages(&self) -> Vec<(u64, serde_json::Value)> {
+        match self {
+            Emitted::Events { first_seq, events } => (*first_seq..)
+                .zip(events)
+                .map(|(s, e)| (s, serde_json::to_value(e).unwrap_or_default()))
+                .collect(),
+            Emitted::DeadLetters { first_seq, letters } => (*first_seq..)
+                .zip(letters)
+                .map(|(s, d)| (s, dead_letter_json(d)))
+                .collect(),
+            Emitted::Window { seq, output } => vec![(*seq, output.to_json())],
+            Emitted::Plugin { seq, notice } => {
+                vec![(*seq, serde_json::to_value(notice).unwrap_or_default())]
+            }
+        }
+    }
+}
+
+/// A dead letter as published: `{"stage", "reason", "event"}`.
+pub fn dead_letter_json(d: &DeadLetter) -> serde_json::Value {
+    serde_json::json!({"stage": d.stage, "reason": d.reason, "event": d.event})
+}
+
+/// Where outputs go: the hub in `eddy serve`, files in `eddy pipe`, a list
+/// in tests and `eddy plugin test`.
+pub trait Sink {
+    /// Take one output.
+    fn emit(&mut self, out: Emitted);
+}
+
+impl Sink for Vec<Emitted> {
+    fn emit(&mut self, out: Emitted) {
+        self.push(out);
+    }
+}
+
+/// The last sequence number of every engine channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sequencer {
+    events: u64,
+    dead_letters: u64,
+    plugins: u64,
+    late: u64,
+    /// Per window, in configuration order.
+    windows: Vec<u64>,
+    /// What a channel that appears later (a window added on restore)
+    /// starts after.
+    before_first: u64,
+}
+
+impl Sequencer {
+    /// Channels whose first message gets `first_seq` (at least 1).
+    pub fn new(first_seq: u64, windows: usize) -> Sequencer {
+        let before_first = first_seq.max(1) - 1;
+        Sequencer {
+            events: before_first,
+            dead_letters: before_first,
+            plugins: before_first,
+            late: before_first,
+            windows: vec![before_first; windows],
+            before_first,
+        }
+    }
+
+    /// The numbers saved under window names `saved`, for windows `now`
+    /// (a restore under a configuration with other windows: a new one starts
+    /// fresh, a removed one's numbers are dropped).
+    pub fn remap(mut self, saved: &[String], now: &[String]) -> Sequencer {
+        self.windows = now
+            .iter()
+            .map(|name| {
+                saved
+                    .iter()
+                    .position(|s| s == name)
+                    .and_then(|i| self.windows.get(i).copied())
+                    .unwrap_or(self.before_first)
+            })
+            .collect();
+        self
+    }
+
+    fn take(counter: &mut u64, n: u64) -> u64 {
+        let first = *counter + 1;
+        *counter += n;
+        first
+    }
+
+    /// Seqs for `n` events: the first.
+    pub fn events(&mut self, n: usize) -> u64 {
+        Self::take(&mut self.events, n as u64)
+    }
+
+    /// Seqs for `n` dead letters: the first.
+    pub fn dead_letters(&mut self, n: usize) -> u64 {
+        Self::take(&mut self.dead_letters, n as u64)
+    }
+
+    /// The seq of a plugin notice.
+    pub fn plugin(&mut self) -> u64 {
+        Self::take(&mut self.plugins, 1)
+    }
+
+    /// The seq of a window output.
+    pub fn window(&mut self, output: &window::Output) -> u64 {
+        match output.stream() {
+            window::Stream::Late => Self::take(&mut self.late, 1),
+            window::Stream::Results(i) => match self.windows.get_mut(i) {
+                Some(c) => Self::take(c, 1),
+                None => 0,
+            },
+        }
+    }
+
+    /// The last seq of every channel, by name (`windows` names the windows).
+    pub fn heads(&self, windows: &[String]) -> Vec<(String, u64)> {
+        let mut heads = vec![
+            (EVENTS.to_owned(), self.events),
+            (DEAD_LETTERS.to_owned(), self.dead_letters),
+            (PLUGINS.to_owned(), self.plugins),
+            (LATE.to_owned(), self.late),
+        ];
+        heads.extend(
+            windows
+                .iter()
+                .zip(&self.windows)
+                .map(|(n, s)| (window::channel_name(n), *s)),
+        );
+        heads
+    }
+}

@@ -1,0 +1,361 @@
+//! The engine's promises, in process: the same inputs give the same
+//! outputs however they are batched, and a snapshot restored into a new
+//! engine continues exactly as the original would (outputs, sequence
+//! numbers and the state itself). Runs with windows and live views and no
+//! plugins; the integration tests (`tests/it/engine.rs`) drive the real
+//! binary with plugins.
+
+use std::sync::Arc;
+
+use serde_json::Value as Json;
+
+use super::*;
+use crate::plugin::PluginEngine;
+
+const T0: i64 = 1_763_899_980_000;
+
+/// xorshift64*: enough to make varied, reproducible streams.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const CONFIG: &str = r#"
+[time]
+idle_timeout = "10s"
+future_skew = "2m"
+
+[live]
+users_window = "1m"
+max_users = 50
+pages_window = "30s"
+
+[[windows]]
+name = "per_minute"
+kind = "tumbling"
+size = "1m"
+group_by = ["name"]
+aggregates = ["count", "distinct(distinct_id) as users", "p95(properties.ms)"]
+early_every = "5s"
+allowed_lateness = "30s"
+
+[[windows]]
+name = "pages"
+kind = "sliding"
+size = "2m"
+slide = "30s"
+group_by = ["properties.$pathname"]
+aggregates = ["count", "avg(properties.ms)", "last(properties.$pathname) as last"]
+max_groups = 4
+
+[[windows]]
+name = "sessions"
+kind = "session"
+gap = "40s"
+max_duration = "5m"
+group_by = ["distinct_id"]
+aggregates = ["count as events", "first(properties.$pathname) as entry"]
+allowed_lateness = "20s"
+"#;
+
+fn engine() -> (Config, Arc<Registry>, Arc<VirtualClock>) {
+    let dir = std::env::temp_dir();
+    let text = format!("plugins_dir = {:?}\n{CONFIG}", dir.display().to_string());
+    let config = Config::parse(&text, "engine test", &|_| None).unwrap();
+    let clock = VirtualClock::new();
+    let registry = Registry::new(
+        PluginEngine::with_virtual_clock(clock.clone()).unwrap(),
+        config.runtime.clone(),
+        dir,
+    );
+    (config, registry, clock)
+}
+
+fn fresh() -> Engine {
+    let (config, registry, clock) = engine();
+    let options = EngineOptions {
+        first_seq: 1_000,
+        seed: 7,
+        plugins: BTreeMap::new(),
+    };
+    Engine::new(&config, registry, clock, &options).unwrap()
+}
+
+fn event(rng: &mut Rng, i: usize, ts: i64) -> Event {
+    let pages = ["/", "/pricing", "/docs", "/blog", "/about", "/cart"];
+    let path = pages[rng.below(pages.len() as u64) as usize];
+    let mut properties = vec![("$pathname".into(), crate::event::Value::Str(path.into()))];
+    if rng.below(4) > 0 {
+        properties.push((
+            "ms".into(),
+            crate::event::Value::Int(rng.below(900) as i64 + 10),
+        ));
+    }
+    Event {
+        id: format!("e{i}").into(),
+        name: if rng.below(10) == 0 {
+            "$identify"
+        } else {
+            "$pageview"
+        }
+        .into(),
+        timestamp: ts,
+        distinct_id: format!("u{}", rng.below(40)).into(),
+        session_id: None,
+        properties,
+    }
+}
+
+/// A stream of inputs: batches of 1 to 60 events at advancing wall time,
+/// mostly in order, with late and far-future events, idle gaps (ticks
+/// without events) and the end.
+fn inputs(seed: u64) -> Vec<Input> {
+    let mut rng = Rng::new(seed);
+    let mut wall = T0;
+    let mut cursor = T0;
+    let mut out = Vec::new();
+    let mut n = 0;
+    let mut position = 0;
+    for _ in 0..120 {
+        match rng.below(10) {
+            0 => {
+                // An idle gap: wall time moves on in ticks, no events.
+                for _ in 0..rng.below(4) + 1 {
+                    wall += 1_000 + rng.below(8_000) as i64;
+                    out.push(Input::Tick {
+                        wall_ms: wall,
+                        position: None,
+                    });
+                }
+            }
+            1 => {
+                wall += 100;
+                out.push(Input::Tick {
+                    wall_ms: wall,
+                    position: None,
+                });
+            }
+            _ => {
+                let size = rng.below(60) as usize + 1;
+                let mut events = Vec::with_capacity(size);
+                for _ in 0..size {
+                    cursor += rng.below(600) as i64;
+                    let ts = match rng.below(40) {
+                        0 => cursor - 90_000 - rng.below(60_000) as i64, // late
+                        1 => wall + 3_600_000,                           // future
+                        2..=6 => cursor - rng.below(20_000) as i64,      // out of order
+                        _ => cursor,
+                    };
+                    events.push(event(&mut rng, n, ts));
+                    n += 1;
+                }
+                position += events.len() as u64;
+                wall = wall.max(cursor) + rng.below(300) as i64;
+                out.push(Input::Batch(Batch {
+                    source: 0,
+                    position,
+                    wall_ms: Some(wall),
+                    events,
+                }));
+            }
+        }
+    }
+    out.push(Input::Finish);
+    out
+}
+
+/// Every message the inputs published, as `(channel, seq, data)`.
+fn run(engine: &mut Engine, inputs: &[Input]) -> Vec<(String, u64, Json)> {
+    let mut sink: Vec<Emitted> = Vec::new();
+    for i in inputs {
+        engine.step(i.clone(), &mut sink);
+    }
+    let names = engine.window_names().to_vec();
+    sink.iter()
+        .flat_map(|e| {
+            let channel = e.channel(&names);
+            e.messages()
+                .into_iter()
+                .map(move |(seq, data)| (channel.clone(), seq, data))
+        })
+        .collect()
+}
+
+#[test]
+fn the_stream_exercises_what_snapshots_must_carry() {
+    let out = run(&mut fresh(), &inputs(1));
+    let count = |f: &dyn Fn(&(String, u64, Json)) -> bool| out.iter().filter(|m| f(m)).count();
+    assert!(count(&|m| m.2["kind"] == "early") > 0, "early results");
+    assert!(count(&|m| m.2["kind"] == "correction") > 0, "corrections");
+    assert!(count(&|m| m.2["reason"] == "late") > 0, "late events");
+    assert!(count(&|m| m.2["reason"] == "future") > 0, "future events");
+    assert!(count(&|m| m.2["replaces"].is_array()) > 0, "session merges");
+    assert!(
+        count(&|m| m.2["group"]["properties.$pathname"] == "__overflow__") > 0,
+        "overflow"
+    );
+}
+
+#[test]
+fn outputs_do_not_depend_on_how_events_are_batched() {
+    let whole = inputs(2);
+    // The same events, every batch split in two (same wall time each).
+    let mut split = Vec::new();
+    for i in &whole {
+        match i {
+            Input::Batch(b) if b.events.len() > 1 => {
+                let mid = b.events.len() / 2;
+                let (a, c) = b.events.split_at(mid);
+                for part in [a, c] {
+                    split.push(Input::Batch(Batch {
+                        events: part.to_vec(),
+                        ..b.clone()
+                    }));
+                }
+            }
+            other => split.push(other.clone()),
+        }
+    }
+    // Each channel carries the same messages under the same numbers (how
+    // channels interleave follows the batches, as it does on a server).
+    let per_channel = |mut out: Vec<(String, u64, Json)>| {
+        out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        out
+    };
+    let a = per_channel(run(&mut fresh(), &whole));
+    let b = per_channel(run(&mut fresh(), &split));
+    assert!(split.len() > whole.len());
+    if let Some(i) = (0..a.len().min(b.len())).find(|&i| a[i] != b[i]) {
+        panic!(
+            "message {i} differs:\n  whole {:?}\n  split {:?}",
+            a[i], b[i]
+        );
+    }
+    assert_eq!(a.len(), b.len());
+}
+
+#[test]
+fn a_restored_engine_continues_exactly_as_the_original() {
+    let (config, registry, clock) = engine();
+    let mut cuts_checked = 0;
+    for seed in 0..4 {
+        let stream = inputs(seed);
+        let mut original = fresh();
+        let whole = run(&mut original, &stream);
+        let final_state = original.snapshot();
+        let mut rng = Rng::new(seed + 100);
+        for _ in 0..12 {
+            let cut = rng.below(stream.len() as u64) as usize;
+            let mut first = fresh();
+            let mut out = run(&mut first, &stream[..cut]);
+            let bytes = first.snapshot();
+            let mut restored =
+                Engine::restore(&config, registry.clone(), clock.clone(), &bytes).unwrap();
+            assert_eq!(
+                restored.snapshot(),
+                bytes,
+                "seed {seed} cut {cut}: a restore reproduces the state"
+            );
+            out.extend(run(&mut restored, &stream[cut..]));
+            if let Some(i) = (0..whole.len().min(out.len())).find(|&i| whole[i] != out[i]) {
+                panic!(
+                    "seed {seed}, cut at input {cut}: message {i} differs\n  uninterrupted {:?}\n  restored      {:?}",
+                    whole[i], out[i]
+                );
+            }
+            assert_eq!(whole.len(), out.len(), "seed {seed} cut {cut}");
+            assert_eq!(
+                restored.snapshot(),
+                final_state,
+                "seed {seed} cut {cut}: the restored engine ends in the same state"
+            );
+            cuts_checked += 1;
+        }
+    }
+    assert_eq!(cuts_checked, 48);
+}
+
+#[test]
+fn a_damaged_or_foreign_snapshot_is_refused_clearly() {
+    let (config, registry, clock) = engine();
+    let mut e = fresh();
+    run(&mut e, &inputs(3)[..20]);
+    let mut bytes = e.snapshot();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    let err = Engine::restore(&config, registry.clone(), clock.clone(), &bytes)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("damaged"), "{err}");
+
+    // The same snapshot under a changed window definition.
+    let good = e.snapshot();
+    let changed = config_with(&CONFIG.replace("size = \"1m\"", "size = \"2m\""));
+    let err = Engine::restore(&changed, registry, clock, &good)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("window `per_minute` changed since the snapshot"),
+        "{err}"
+    );
+}
+
+fn config_with(body: &str) -> Config {
+    let text = format!(
+        "plugins_dir = {:?}\n{body}",
+        std::env::temp_dir().display().to_string()
+    );
+    Config::parse(&text, "engine test", &|_| None).unwrap()
+}
+
+#[test]
+fn outputs_reach_the_sink_numbered_per_channel_from_the_first_seq() {
+    let mut e = fresh();
+    let mut sink: Vec<Emitted> = Vec::new();
+    let ev = |i: usize, ts| {
+        let mut rng = Rng::new(i as u64);
+        event(&mut rng, i, ts)
+    };
+    e.step(
+        Input::Batch(Batch {
+            source: 0,
+            position: 2,
+            wall_ms: Some(T0),
+            events: vec![ev(0, T0), ev(1, T0 + 3_600_000)],
+        }),
+        &mut sink,
+    );
+    let names = e.window_names().to_vec();
+    let got: Vec<(String, Vec<u64>)> = sink
+        .iter()
+        .map(|o| {
+            (
+                o.channel(&names),
+                o.messages().iter().map(|m| m.0).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(got[0], ("events".to_owned(), vec![1_000, 1_001]));
+    // The future event is reported by each window it matches, on `late`.
+    let late: Vec<u64> = got
+        .iter()
+        .filter(|(c, _)| c == "late")
+        .flat_map(|(_, s)| s.clone())
+        .collect();
+    assert_eq!(late, (1_000..1_000 + late.len() as u64).collect::<Vec<_>>());
+    assert!(!late.is_empty());
+    assert_eq!(e.positions().get(&0), Some(&2));
+}
