@@ -72,6 +72,13 @@ enum Mode {
         /// One request every this many milliseconds, of rate × tick events.
         #[arg(long, default_value_t = 10)]
         tick_ms: u64,
+        /// Meanwhile, this many clients GET the `--hammer-path`s in a loop,
+        /// one request after another each (REST readers under load).
+        #[arg(long, default_value_t = 0)]
+        hammer: usize,
+        /// A path the hammering clients GET (repeatable; round robin).
+        #[arg(long = "hammer-path")]
+        hammer_paths: Vec<String>,
     },
 }
 
@@ -348,6 +355,77 @@ async fn wait_idle(base: &str) -> anyhow::Result<()> {
     }
 }
 
+/// REST readers: clients that GET some paths one request after another,
+/// timing each answer.
+struct Hammer {
+    clients: usize,
+    stop: Arc<AtomicBool>,
+    tasks: tokio::task::JoinSet<(u64, u64, Vec<u64>)>,
+}
+
+impl Hammer {
+    fn start(base: &str, clients: usize, paths: &[String]) -> anyhow::Result<Hammer> {
+        if clients > 0 && paths.is_empty() {
+            bail!("--hammer needs at least one --hammer-path");
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..clients {
+            let client = reqwest::Client::builder().no_proxy().build()?;
+            let urls: Vec<String> = paths.iter().map(|p| format!("{base}{p}")).collect();
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                let (mut ok, mut errors, mut latencies_us) = (0u64, 0u64, Vec::new());
+                let mut i = c;
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let r = client.get(&urls[i % urls.len()]).send().await;
+                    let answered = match r {
+                        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                        _ => false,
+                    };
+                    if answered {
+                        ok += 1;
+                        latencies_us.push(t.elapsed().as_micros() as u64);
+                    } else {
+                        errors += 1;
+                    }
+                    i += 1;
+                }
+                (ok, errors, latencies_us)
+            });
+        }
+        Ok(Hammer {
+            clients,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Stop, and report answers per second over `seconds` and their latency.
+    async fn finish(mut self, seconds: f64) -> Value {
+        if self.tasks.is_empty() {
+            return Value::Null;
+        }
+        self.stop.store(true, Ordering::Release);
+        let (mut ok, mut errors, mut all) = (0, 0, Vec::new());
+        while let Some(Ok((o, e, l))) = self.tasks.join_next().await {
+            ok += o;
+            errors += e;
+            all.extend(l);
+        }
+        all.sort_unstable();
+        let round = |ms: f64| (ms * 100.0).round() / 100.0;
+        json!({
+            "rest_clients": self.clients,
+            "rest_per_s": (ok as f64 / seconds).round(),
+            "rest_errors": errors,
+            "rest_p50_ms": round(percentile(&all, 0.5)),
+            "rest_p99_ms": round(percentile(&all, 0.99)),
+        })
+    }
+}
+
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -369,6 +447,9 @@ fn main() -> anyhow::Result<()> {
         let cell = |k: &str| num(k).map_or("-".to_owned(), |v| format!("{v}"));
         let test = match cli.mode {
             Mode::Throughput { connections, .. } => format!("throughput, {connections} conns"),
+            Mode::Latency { rate, hammer, .. } if hammer > 0 => {
+                format!("latency at {rate}/s+{hammer}")
+            }
             Mode::Latency { rate, .. } => format!("latency at {rate}/s"),
         };
         println!(
@@ -391,6 +472,15 @@ fn main() -> anyhow::Result<()> {
                 ),
                 (Some(e), None) => format!("  (subscriber: {e})"),
                 _ => String::new(),
+            } + &match num("rest_per_s") {
+                Some(_) => format!(
+                    "  (REST: {} answers/s, p50 {} ms, p99 {} ms, {} errors)",
+                    cell("rest_per_s"),
+                    cell("rest_p50_ms"),
+                    cell("rest_p99_ms"),
+                    cell("rest_errors")
+                ),
+                None => String::new(),
             },
         );
     } else {
@@ -529,11 +619,14 @@ async fn run(cli: &Cli) -> anyhow::Result<Value> {
             rate,
             seconds,
             tick_ms,
+            hammer,
+            ref hammer_paths,
         } => {
             let client = reqwest::Client::builder()
                 .no_proxy()
                 .tcp_nodelay(true)
                 .build()?;
+            let readers = Hammer::start(&base, hammer, hammer_paths)?;
             let per_tick = (rate * tick_ms / 1000).max(1);
             let ticks = (seconds * 1000.0 / tick_ms as f64).round() as u64;
             let mut interval = tokio::time::interval(Duration::from_millis(tick_ms));
@@ -560,14 +653,19 @@ async fn run(cli: &Cli) -> anyhow::Result<Value> {
             }
             while tasks.join_next().await.is_some() {}
             let send_s = started.elapsed().as_secs_f64();
-            json!({
+            let rest = readers.finish(send_s).await;
+            let mut out = json!({
                 "mode": "latency",
                 "rate": rate,
                 "achieved_rate": (sent.events.load(Ordering::Relaxed) as f64 / send_s).round(),
                 "seconds": (send_s * 100.0).round() / 100.0,
                 "sent": id,
                 "accepted": sent.accepted.load(Ordering::Relaxed),
-            })
+            });
+            if let (Some(o), Value::Object(r)) = (out.as_object_mut(), rest) {
+                o.extend(r);
+            }
+            out
         }
     };
     let send_done = Instant::now();
