@@ -56,4 +56,6 @@ pub mod plugin;
 mod prefetch;
 pub mod runner;
 pub mod server;
+#[cfg(test)]
+mod test_rng;
 pub mod window;

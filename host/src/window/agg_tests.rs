@@ -2,35 +2,11 @@
 //! property tests against naive computations on random data (a fixed-seed
 //! xorshift generator, so every run sees the same cases).
 
-use super::slot::{Quantiles, distinct_hash, value_json};
+use super::slot::{Quantiles, distinct_hash};
 use super::*;
 use crate::event::Value;
 
-/// xorshift64* (Vigna): small, fast and good enough to drive tests.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+use crate::test_rng::Rng;
 
 fn event(name: &str, ts: i64, props: Vec<(&str, Value)>) -> Event {
     Event {
@@ -599,11 +575,11 @@ fn naive(events: &[Event], span_ms: i64) -> Naive {
     let first = set
         .iter()
         .min_by_key(|s| (s.0, s.1))
-        .map(|s| value_json(&s.2));
+        .map(|s| s.2.to_json_value());
     let last = set
         .iter()
         .max_by_key(|s| (s.0, s.1))
-        .map(|s| value_json(&s.2));
+        .map(|s| s.2.to_json_value());
     let purchases = events.iter().filter(|e| e.name == "purchase").count();
     let users: std::collections::HashSet<&str> = events
         .iter()

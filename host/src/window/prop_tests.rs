@@ -37,41 +37,8 @@ use super::agg::{DISTINCT_EXACT_MAX, DISTINCT_STANDARD_ERROR, QUANTILE_ALPHA};
 use super::*;
 use crate::event::Value;
 
-/// xorshift64* (Vigna): small, fast and good enough to drive tests. Also
-/// drives the snapshot tests (`state/tests.rs`).
-pub(super) struct Rng(u64);
-
-impl Rng {
-    pub(super) fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    pub(super) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub(super) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// Uniform in `0..=n` as an i64.
-    pub(super) fn upto(&mut self, n: i64) -> i64 {
-        self.below(n as u64 + 1) as i64
-    }
-
-    /// Uniform in [0, 1).
-    pub(super) fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    pub(super) fn pick<T: Copy>(&mut self, from: &[T]) -> T {
-        from[self.below(from.len() as u64) as usize]
-    }
-}
+/// The seeded generator; also drives the snapshot tests (`state/tests.rs`).
+pub(super) use crate::test_rng::Rng;
 
 const SEEDS: u64 = 6;
 const T0: i64 = 1_700_000_000_000;

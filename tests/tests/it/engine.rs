@@ -121,6 +121,17 @@ fn workload() -> String {
     lines.join("\n") + "\n"
 }
 
+/// A sandbox with the default configuration and the golden workload: the
+/// sandbox, the configuration's path and the input's.
+fn golden() -> (Sandbox, String, String) {
+    let sandbox = Sandbox::new();
+    let config = s(&default_config(&sandbox));
+    let input = sandbox.path().join("workload.ndjson");
+    std::fs::write(&input, workload()).unwrap();
+    let input = s(&input);
+    (sandbox, config, input)
+}
+
 fn eddy(sandbox: &Sandbox, args: &[&str]) -> std::process::Output {
     let mut cmd = std::process::Command::new(eddy_tests::eddy_bin());
     cmd.args(args)
@@ -154,11 +165,7 @@ fn s(p: &Path) -> String {
 
 #[test]
 fn pipe_and_plugin_test_give_one_result_at_every_batch_size() {
-    let sandbox = Sandbox::new();
-    let config = s(&default_config(&sandbox));
-    let input = sandbox.path().join("workload.ndjson");
-    std::fs::write(&input, workload()).unwrap();
-    let input = s(&input);
+    let (sandbox, config, input) = golden();
 
     let mut windows = Vec::new();
     let mut events = Vec::new();
@@ -281,11 +288,7 @@ fn channels(path: &Path) -> Vec<(String, u64, Value)> {
 
 #[test]
 fn a_snapshot_restored_in_a_new_process_continues_exactly() {
-    let sandbox = Sandbox::new();
-    let config = s(&default_config(&sandbox));
-    let input = sandbox.path().join("workload.ndjson");
-    std::fs::write(&input, workload()).unwrap();
-    let input = s(&input);
+    let (sandbox, config, input) = golden();
     let pipe = |extra: &[&str]| {
         let mut args = vec![
             "pipe",

@@ -350,7 +350,7 @@ pub(super) struct Stamped {
 
 impl Stamped {
     pub(super) fn to_json(&self) -> Json {
-        value_json(&self.value)
+        self.value.to_json_value()
     }
 }
 
@@ -398,17 +398,6 @@ fn assign(slot: &mut Value, v: FieldRef<'_>) {
                 FieldRef::Node(n) => Value::Json(n.to_string()),
             }
         }
-    }
-}
-
-pub(super) fn value_json(v: &Value) -> Json {
-    match v {
-        Value::Null => Json::Null,
-        Value::Bool(b) => Json::Bool(*b),
-        Value::Int(i) => Json::from(*i),
-        Value::Float(f) => Json::from(*f),
-        Value::Str(s) => Json::from(s.as_str()),
-        Value::Json(t) => serde_json::from_str(t).unwrap_or_else(|_| Json::from(t.as_str())),
     }
 }
 
@@ -486,7 +475,9 @@ fn mum(a: u64, b: u64) -> u64 {
     (r as u64) ^ ((r >> 64) as u64)
 }
 
-fn fmix64(mut h: u64) -> u64 {
+/// MurmurHash3's 64-bit finalizer: every output bit depends on every input
+/// bit.
+pub(crate) fn fmix64(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;

@@ -101,15 +101,9 @@ fn fnv1a(key: &[KeyPart]) -> u64 {
     h.finish()
 }
 
-/// MurmurHash3's 64-bit finalizer: every output bit depends on every input
-/// bit.
-fn fmix64(mut h: u64) -> u64 {
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
+// MurmurHash3's 64-bit finalizer (every output bit depends on every input
+// bit), the one `distinct` hashes with too.
+use crate::window::agg::slot::fmix64;
 
 /// The key group of a group key, in `0..KEY_GROUPS`; the same in every
 /// process and release (see the module docs).
