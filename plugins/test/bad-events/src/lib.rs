@@ -8,7 +8,7 @@
 //!
 //! Events without `bad` are kept unchanged.
 
-use eddy_plugin_sdk::{Config, Event, NewEvent, OwnedValue, Outcome, Processor};
+use eddy_plugin_sdk::{Config, Event, NewEvent, Outcome, OwnedValue, Processor};
 
 /// The plugin.
 pub struct BadEvents;
