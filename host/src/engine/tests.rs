@@ -343,3 +343,57 @@ fn outputs_reach_the_sink_numbered_per_channel_from_the_first_seq() {
     assert!(!late.is_empty());
     assert_eq!(e.positions().get(&0), Some(&2));
 }
+
+/// The layering stays one-way: the engine and everything below it (the
+/// stages, windows, plugins, hub, decoder, configuration) never name a
+/// driver (`eddy serve`'s runner and server, `eddy pipe`, the plugin tools,
+/// the client).
+#[test]
+fn no_module_below_the_drivers_imports_one() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let below = [
+        "engine",
+        "window",
+        "plugin",
+        "hub",
+        "ingest",
+        "filter",
+        "config",
+        "pipeline.rs",
+        "event.rs",
+    ];
+    let drivers = [
+        "crate::runner",
+        "crate::server",
+        "crate::pipe::",
+        "crate::pipe;",
+        "crate::devtools",
+        "crate::client",
+        "super::runner",
+    ];
+    let mut files = Vec::new();
+    let mut stack: Vec<std::path::PathBuf> = below.iter().map(|b| root.join(b)).collect();
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else if p.extension().is_some_and(|e| e == "rs") && !p.ends_with("engine/tests.rs") {
+            files.push(p);
+        }
+    }
+    assert!(files.len() > 40, "{} files", files.len());
+    let mut found = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if let Some(d) = drivers.iter().find(|d| code.contains(*d)) {
+                found.push(format!("{}:{}: {d}", f.display(), n + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "modules below the drivers import them:\n{}",
+        found.join("\n")
+    );
+}
