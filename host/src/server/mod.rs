@@ -247,7 +247,11 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
         config: config.clone(),
         hub: hub.clone(),
         queue: queue.clone(),
-        view: View::new(queries, stats.clone()),
+        view: View::new(
+            queries,
+            stats.clone(),
+            config.server.large_response_bytes_per_s,
+        ),
         stats: stats.clone(),
         registry,
         keys: Keys::new(config.auth.clone()),

@@ -58,6 +58,8 @@ pub struct View {
     render: Arc<tokio::sync::Semaphore>,
     /// One large response on the wire at a time (see [`View::send`]).
     sending: Arc<tokio::sync::Semaphore>,
+    /// Their pace (`server.large_response_bytes_per_s`).
+    bytes_per_s: u64,
 }
 
 /// Responses at least this large are sent one at a time: a crowd of clients
@@ -72,7 +74,7 @@ const PIECE_BYTES: usize = 256 * 1024;
 impl View {
     /// A view asking through `queries`; `stats.inputs` tells whether the
     /// engine moved on.
-    pub fn new(queries: Queries, stats: Arc<Stats>) -> View {
+    pub fn new(queries: Queries, stats: Arc<Stats>, large_response_bytes_per_s: u64) -> View {
         View {
             queries,
             stats,
@@ -80,28 +82,39 @@ impl View {
             rendered: Arc::default(),
             render: Arc::new(tokio::sync::Semaphore::new(1)),
             sending: Arc::new(tokio::sync::Semaphore::new(1)),
+            bytes_per_s: large_response_bytes_per_s.max(1),
         }
     }
 
     /// A response body for `bytes`: a small one as it is; a large one waits
-    /// its turn (one on the wire at a time) and holds it until the
-    /// connection has taken its last piece.
+    /// its turn (one on the wire at a time), is handed over in pieces at
+    /// most `server.large_response_bytes_per_s` fast, and holds the turn
+    /// until the connection has taken its last piece.
     pub async fn send(&self, bytes: Bytes) -> axum::body::Body {
         if bytes.len() < LARGE_RESPONSE_BYTES {
             return axum::body::Body::from(bytes);
         }
         let permit = self.sending.clone().acquire_owned().await.ok();
-        let pieces: Vec<Bytes> = (0..bytes.len())
-            .step_by(PIECE_BYTES)
-            .map(|at| bytes.slice(at..(at + PIECE_BYTES).min(bytes.len())))
-            .collect();
-        use futures_util::StreamExt as _;
-        let stream =
-            futures_util::stream::iter(pieces.into_iter().map(Ok::<_, std::convert::Infallible>))
-                .chain(futures_util::stream::once(async move {
-                    drop(permit);
-                    Ok(Bytes::new())
-                }));
+        let piece_time = Duration::from_secs_f64(PIECE_BYTES as f64 / self.bytes_per_s as f64);
+        let started = tokio::time::Instant::now();
+        let stream = futures_util::stream::unfold(
+            (bytes, 0usize, permit),
+            move |(bytes, at, permit)| async move {
+                if at >= bytes.len() {
+                    // The turn ends with the state.
+                    return None;
+                }
+                // Pace: piece n goes no sooner than n piece-times in.
+                let n = u32::try_from(at / PIECE_BYTES).unwrap_or(u32::MAX);
+                tokio::time::sleep_until(started + piece_time * n).await;
+                let end = (at + PIECE_BYTES).min(bytes.len());
+                let piece = bytes.slice(at..end);
+                Some((
+                    Ok::<_, std::convert::Infallible>(piece),
+                    (bytes, end, permit),
+                ))
+            },
+        );
         axum::body::Body::from_stream(stream)
     }
 
