@@ -426,12 +426,7 @@ impl WindowOperator for Sessions {
     ) -> Result<(), StateError> {
         let state = match state {
             OperatorState::Sessions(s) => s,
-            other => {
-                return Err(StateError::Kind {
-                    saved: other.kind(),
-                    operator: "session",
-                });
-            }
+            other => return Err(other.wrong_kind("session")),
         };
         same_setting("gap_ms", state.gap, self.gap)?;
         same_setting("max_duration_ms", state.max_duration, self.max_duration)?;

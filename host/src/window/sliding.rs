@@ -363,12 +363,7 @@ impl WindowOperator for Sliding {
     ) -> Result<(), StateError> {
         let state = match state {
             OperatorState::Sliding(s) => s,
-            other => {
-                return Err(StateError::Kind {
-                    saved: other.kind(),
-                    operator: "sliding",
-                });
-            }
+            other => return Err(other.wrong_kind("sliding")),
         };
         same_setting("size_ms", state.size, self.size)?;
         same_setting("slide_ms", state.slide, self.slide)?;

@@ -87,6 +87,15 @@ impl OperatorState {
         }
     }
 
+    /// The refusal to restore this state into an `operator` window of
+    /// another kind.
+    pub(super) fn wrong_kind(&self, operator: &'static str) -> StateError {
+        StateError::Kind {
+            saved: self.kind(),
+            operator,
+        }
+    }
+
     /// The key groups that have keyed entries in this state.
     pub fn key_groups(&self) -> KeyGroupSet {
         let mut set = KeyGroupSet::empty();

@@ -198,12 +198,7 @@ impl WindowOperator for Tumbling {
     ) -> Result<(), StateError> {
         let state = match state {
             OperatorState::Tumbling(s) => s,
-            other => {
-                return Err(StateError::Kind {
-                    saved: other.kind(),
-                    operator: "tumbling",
-                });
-            }
+            other => return Err(other.wrong_kind("tumbling")),
         };
         same_setting("size_ms", state.size, self.size)?;
         same_setting("allowed_lateness_ms", state.lateness, self.lateness)?;
