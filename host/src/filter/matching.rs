@@ -15,8 +15,8 @@ use super::{FieldRef, Op, Predicate, Record};
 pub(super) struct Compiled {
     pub(super) predicate: Predicate,
     /// For equality with an object or array: its compact text, compared with
-    /// event properties' nested JSON text.
-    compound_text: Option<String>,
+    /// event properties' nested JSON text (for `in`, one per listed value).
+    compound_text: Vec<Option<String>>,
     /// For `contains`: the Knuth–Morris–Pratt failure table of the needle, to
     /// search nested JSON payload values while serializing them.
     kmp: Vec<usize>,
@@ -24,10 +24,11 @@ pub(super) struct Compiled {
 
 impl Compiled {
     pub(super) fn new(predicate: Predicate) -> Compiled {
+        let text = |v: &Json| matches!(v, Json::Array(_) | Json::Object(_)).then(|| v.to_string());
         let compound_text = match &predicate.op {
-            Op::Equals(v @ (Json::Array(_) | Json::Object(_)))
-            | Op::NotEquals(v @ (Json::Array(_) | Json::Object(_))) => Some(v.to_string()),
-            _ => None,
+            Op::Equals(v) | Op::NotEquals(v) => vec![text(v)],
+            Op::In(items) => items.iter().map(text).collect(),
+            _ => Vec::new(),
         };
         let kmp = match &predicate.op {
             Op::Contains(needle) => kmp_table(needle.as_bytes()),
@@ -43,24 +44,28 @@ impl Compiled {
     pub(super) fn test(&self, r: &(impl Record + ?Sized)) -> bool {
         let field = r.field(&self.predicate.path);
         match (&self.predicate.op, field) {
-            (Op::Equals(v), Some(f)) => self.equals(f, v),
-            (Op::Equals(_), None) => false,
-            (Op::NotEquals(v), Some(f)) => !self.equals(f, v),
+            (Op::Equals(v), Some(f)) => self.equals(f, v, 0),
+            (Op::Equals(_) | Op::In(_), None) => false,
+            (Op::NotEquals(v), Some(f)) => !self.equals(f, v, 0),
             (Op::NotEquals(_), None) => true,
+            (Op::In(items), Some(f)) => items.iter().enumerate().any(|(i, v)| self.equals(f, v, i)),
             (Op::Contains(needle), Some(f)) => match f {
                 FieldRef::Str(s) | FieldRef::JsonText(s) => s.contains(needle.as_str()),
                 FieldRef::Node(n) => node_contains(n, needle.as_bytes(), &self.kmp),
                 _ => false,
             },
             (Op::Gt(t), Some(f)) => f.number().is_some_and(|x| x > *t),
+            (Op::Gte(t), Some(f)) => f.number().is_some_and(|x| x >= *t),
             (Op::Lt(t), Some(f)) => f.number().is_some_and(|x| x < *t),
-            (Op::Contains(_) | Op::Gt(_) | Op::Lt(_), None) => false,
+            (Op::Lte(t), Some(f)) => f.number().is_some_and(|x| x <= *t),
+            (Op::Contains(_) | Op::Gt(_) | Op::Gte(_) | Op::Lt(_) | Op::Lte(_), None) => false,
             (Op::IsSet, f) => !matches!(f, None | Some(FieldRef::Null)),
             (Op::IsNotSet, f) => matches!(f, None | Some(FieldRef::Null)),
         }
     }
 
-    fn equals(&self, field: FieldRef<'_>, expected: &Json) -> bool {
+    /// Whether `field` equals `expected`, the `i`th value of the predicate.
+    fn equals(&self, field: FieldRef<'_>, expected: &Json, i: usize) -> bool {
         match (field, expected) {
             (FieldRef::Null, Json::Null) => true,
             (FieldRef::Bool(a), Json::Bool(b)) => a == *b,
@@ -69,7 +74,9 @@ impl Compiled {
                 field.number() == n.as_f64()
             }
             (FieldRef::Str(a), Json::String(b)) => a == b,
-            (FieldRef::JsonText(t), _) => self.compound_text.as_deref() == Some(t),
+            (FieldRef::JsonText(t), _) => {
+                self.compound_text.get(i).and_then(Option::as_deref) == Some(t)
+            }
             (FieldRef::Node(n), e @ (Json::Array(_) | Json::Object(_))) => n == e,
             _ => false,
         }

@@ -22,7 +22,10 @@
 //!   when the field is missing.
 //! - `contains`: a string field contains the substring; a nested object or
 //!   array contains it when its compact JSON text does. Other types never do.
-//! - `gt` / `lt`: numeric fields only; anything else (or missing) is false.
+//! - `gt` / `gte` / `lt` / `lte`: numeric fields only; anything else (or
+//!   missing) is false.
+//! - `in`: the value is a JSON array; the field equals (as `equals` compares)
+//!   one of its items. Missing is false.
 //! - `is_set`: present and not null; `is_not_set`: missing or null.
 //!
 //! This module holds [`Filter`], its [`Op`]s and [`Predicate`]s, the
@@ -62,7 +65,7 @@ pub const MAX_NAMES: usize = 256;
 pub const MAX_FIELDS: usize = MAX_PREDICATES;
 
 /// The operator names, in the order error messages list them.
-const OP_NAMES: &str = "equals, not_equals, contains, gt, lt, is_set, is_not_set";
+const OP_NAMES: &str = "equals, not_equals, contains, gt, gte, lt, lte, in, is_set, is_not_set";
 
 /// The paths that resolve on an [`Event`](crate::event::Event), as error
 /// messages list them.
@@ -175,8 +178,14 @@ pub enum Op {
     Contains(String),
     /// The field is a number greater than this.
     Gt(f64),
+    /// The field is a number greater than or equal to this.
+    Gte(f64),
     /// The field is a number less than this.
     Lt(f64),
+    /// The field is a number less than or equal to this.
+    Lte(f64),
+    /// The field equals one of these values.
+    In(Vec<Json>),
     /// The field is present and not null.
     IsSet,
     /// The field is missing or null.

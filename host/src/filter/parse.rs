@@ -131,7 +131,9 @@ fn parse_predicate(i: usize, v: &Json) -> Result<Predicate, FilterError> {
         (OpKind::Equals | OpKind::NotEquals, None) => return Err(needs("a value")),
         (OpKind::Contains, Some(Json::String(s))) => Op::Contains(s.clone()),
         (OpKind::Contains, _) => return Err(needs("a string")),
-        (OpKind::Gt | OpKind::Lt, v) => {
+        (OpKind::In, Some(Json::Array(items))) => in_list(items.clone(), &value_at)?,
+        (OpKind::In, _) => return Err(needs("an array of values")),
+        (OpKind::Gt | OpKind::Gte | OpKind::Lt | OpKind::Lte, v) => {
             kind.with_number(v.and_then(Json::as_f64).ok_or_else(|| needs("a number"))?)
         }
     };
@@ -179,11 +181,31 @@ fn parse_where_text(i: usize, text: &str) -> Result<Predicate, FilterError> {
             Json::String(s) => s,
             _ => raw.to_owned(),
         }),
-        (OpKind::Gt | OpKind::Lt, Some(raw)) => {
+        // `in` takes a JSON array, or comma-separated plain values.
+        (OpKind::In, Some(raw)) => match as_json(raw) {
+            Json::Array(items) => in_list(items, &value_at)?,
+            _ => in_list(raw.split(',').map(as_json).collect(), &value_at)?,
+        },
+        (OpKind::Gt | OpKind::Gte | OpKind::Lt | OpKind::Lte, Some(raw)) => {
             kind.with_number(as_json(raw).as_f64().ok_or_else(|| needs("a number"))?)
         }
     };
     Ok(Predicate { path, op })
+}
+
+/// The most values one `in` may list (it is matched by a linear scan).
+pub const MAX_IN_VALUES: usize = 256;
+
+fn in_list(items: Vec<Json>, at: &str) -> Result<Op, FilterError> {
+    if items.is_empty() {
+        return Err(FilterError::BadValue {
+            at: at.to_owned(),
+            op: "in",
+            needs: "a non-empty array of values",
+        });
+    }
+    check_count("in", items.len(), MAX_IN_VALUES)?;
+    Ok(Op::In(items))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -192,18 +214,24 @@ enum OpKind {
     NotEquals,
     Contains,
     Gt,
+    Gte,
     Lt,
+    Lte,
+    In,
     IsSet,
     IsNotSet,
 }
 
 impl OpKind {
-    const ALL: [OpKind; 7] = [
+    const ALL: [OpKind; 10] = [
         OpKind::Equals,
         OpKind::NotEquals,
         OpKind::Contains,
         OpKind::Gt,
+        OpKind::Gte,
         OpKind::Lt,
+        OpKind::Lte,
+        OpKind::In,
         OpKind::IsSet,
         OpKind::IsNotSet,
     ];
@@ -224,14 +252,17 @@ impl OpKind {
             OpKind::NotEquals => "not_equals",
             OpKind::Contains => "contains",
             OpKind::Gt => "gt",
+            OpKind::Gte => "gte",
             OpKind::Lt => "lt",
+            OpKind::Lte => "lte",
+            OpKind::In => "in",
             OpKind::IsSet => "is_set",
             OpKind::IsNotSet => "is_not_set",
         }
     }
 
     fn numeric(self) -> bool {
-        matches!(self, OpKind::Gt | OpKind::Lt)
+        matches!(self, OpKind::Gt | OpKind::Gte | OpKind::Lt | OpKind::Lte)
     }
 
     fn without_value(self) -> Op {
@@ -244,6 +275,8 @@ impl OpKind {
     fn with_number(self, n: f64) -> Op {
         match self {
             OpKind::Lt => Op::Lt(n),
+            OpKind::Lte => Op::Lte(n),
+            OpKind::Gte => Op::Gte(n),
             _ => Op::Gt(n),
         }
     }

@@ -355,3 +355,66 @@ fn kmp_finds_overlapping_needles() {
     assert!(!found("aaaa"));
     assert!(found(""));
 }
+
+#[test]
+fn gte_lte_and_in() {
+    let e = event();
+    let t = |f: &str, op: &str, v: Option<Json>| one(f, op, v).matches(&e);
+    assert!(t("properties.price", "gte", Some(json!(10))));
+    assert!(!t("properties.price", "gte", Some(json!(10.01))));
+    assert!(t("properties.price", "lte", Some(json!(10))));
+    assert!(!t("properties.price", "lte", Some(json!(9.99))));
+    assert!(!t("properties.missing", "gte", Some(json!(0))));
+    assert!(
+        !t("properties.count", "lte", Some(json!(100))),
+        "text is not a number"
+    );
+    assert!(t(
+        "properties.$browser",
+        "in",
+        Some(json!(["Firefox", "Chrome"]))
+    ));
+    assert!(!t(
+        "properties.$browser",
+        "in",
+        Some(json!(["Firefox", "Safari"]))
+    ));
+    assert!(
+        t("properties.price", "in", Some(json!([1, 10.0]))),
+        "numbers by value"
+    );
+    assert!(
+        !t("properties.price", "in", Some(json!(["10"]))),
+        "text is not a number"
+    );
+    assert!(
+        t("properties.tags", "in", Some(json!([["x"], ["a", "b"]]))),
+        "compound values"
+    );
+    assert!(!t("properties.missing", "in", Some(json!([null]))));
+    let q = |w: &str| {
+        Filter::from_query(&[("where".to_owned(), w.to_owned())])
+            .unwrap()
+            .matches(&e)
+    };
+    assert!(q("properties.$browser:in:Safari,Chrome"));
+    assert!(q("properties.price:in:[3,10]"));
+    assert!(q("properties.price:gte:10"));
+    assert!(!q("properties.price:lte:9"));
+}
+
+#[test]
+fn in_needs_a_non_empty_array() {
+    assert_eq!(
+        err(json!({"where": [{"field": "name", "op": "in", "value": "a"}]})),
+        "where[0].value: in needs an array of values"
+    );
+    assert_eq!(
+        err(json!({"where": [{"field": "name", "op": "in", "value": []}]})),
+        "where[0].value: in needs a non-empty array of values"
+    );
+    assert_eq!(
+        err(json!({"where": [{"field": "name", "op": "gte"}]})),
+        "where[0].value: gte needs a number"
+    );
+}
