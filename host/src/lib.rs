@@ -50,6 +50,7 @@ pub mod event;
 pub mod filter;
 pub mod hub;
 pub mod ingest;
+pub mod pattern;
 pub mod pipe;
 pub mod pipeline;
 pub mod plugin;

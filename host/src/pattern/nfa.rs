@@ -1,0 +1,1368 @@
+//! The compiler from [`PatternDef`] to [`Nfa`], and the per-key matcher.
+//!
+//! The compiler follows FlinkCEP's `NFACompiler`: it walks the steps from
+//! the last to the first and builds states with TAKE (consume the event and
+//! move on), IGNORE (skip the event) and PROCEED (move on without consuming,
+//! an epsilon edge) transitions. Negations become STOP states that kill the
+//! computation reaching them; a trailing `notFollowedBy` becomes a PENDING
+//! state that completes when `within` runs out. PROCEED closures are
+//! flattened once at compile time so that matching an event is a scan of a
+//! short list of conditions.
+
+use std::mem;
+
+use serde::{Deserialize, Serialize};
+
+use super::spec::{Bits, Contiguity, Inner, PatternDef, Skip, Step, WithinType};
+
+/// Most steps in one pattern: one bit each in [`Bits`].
+pub const MAX_STEPS: usize = 32;
+
+/// Most compiled states in one pattern. A `times(n)` step compiles to n
+/// states (twice that with an ignore copy each), so this bounds the size of
+/// repetition counts; 4,096 keeps state ids in a `u16` with room to spare.
+pub const MAX_STATES: usize = 4096;
+
+/// A pattern definition that cannot be compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct PatternError {
+    /// The offending item, e.g. `steps[2].quantifier.max`, `skip`, `within`.
+    pub key: String,
+    /// What is wrong and what to do instead.
+    pub message: String,
+}
+
+fn err<T>(key: impl Into<String>, message: impl Into<String>) -> Result<T, PatternError> {
+    Err(PatternError {
+        key: key.into(),
+        message: message.into(),
+    })
+}
+
+/// A condition over one event's [`Bits`], built by the compiler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cond {
+    True,
+    False,
+    Step(u8),
+    Until(u8),
+    Not(Box<Cond>),
+    And(Box<Cond>, Box<Cond>),
+    Or(Box<Cond>, Box<Cond>),
+}
+
+impl Cond {
+    fn eval(&self, b: Bits) -> bool {
+        match self {
+            Cond::True => true,
+            Cond::False => false,
+            Cond::Step(i) => b.steps >> i & 1 == 1,
+            Cond::Until(i) => b.until >> i & 1 == 1,
+            Cond::Not(c) => !c.eval(b),
+            Cond::And(x, y) => x.eval(b) && y.eval(b),
+            Cond::Or(x, y) => x.eval(b) || y.eval(b),
+        }
+    }
+
+    fn and(x: Cond, y: Cond) -> Cond {
+        match (x, y) {
+            (Cond::True, c) | (c, Cond::True) => c,
+            (Cond::False, _) | (_, Cond::False) => Cond::False,
+            (x, y) => Cond::And(Box::new(x), Box::new(y)),
+        }
+    }
+
+    fn or(x: Cond, y: Cond) -> Cond {
+        match (x, y) {
+            (Cond::False, c) | (c, Cond::False) => c,
+            (Cond::True, _) | (_, Cond::True) => Cond::True,
+            (x, y) => Cond::Or(Box::new(x), Box::new(y)),
+        }
+    }
+
+    fn not(x: Cond) -> Cond {
+        match x {
+            Cond::True => Cond::False,
+            Cond::False => Cond::True,
+            Cond::Not(c) => *c,
+            c => Cond::Not(Box::new(c)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Normal,
+    Final,
+    Stop,
+    Pending,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Take,
+    Ignore,
+    Proceed,
+}
+
+#[derive(Debug, Clone)]
+struct Edge {
+    action: Action,
+    target: u16,
+    cond: Cond,
+}
+
+/// A state while compiling: Flink's `State` with its transitions.
+#[derive(Debug, Clone)]
+struct CState {
+    kind: Kind,
+    step: u8,
+    edges: Vec<Edge>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FlatAction {
+    Take,
+    Ignore,
+    Stop,
+}
+
+/// One TAKE or IGNORE edge reachable from a state through PROCEED edges,
+/// with the conjunction of every condition on the way; or a STOP state so
+/// reached.
+#[derive(Debug, Clone)]
+struct Flat {
+    action: FlatAction,
+    cond: Cond,
+    target: u16,
+    /// For TAKE: the step the event is recorded under (the edge's source).
+    step: u8,
+}
+
+#[derive(Debug, Clone)]
+struct RState {
+    kind: Kind,
+    step: u8,
+    /// Position among the states of its step, in creation order (for
+    /// migration).
+    ordinal: u16,
+    flat: Vec<Flat>,
+    /// When an event was just taken into this state: can it PROCEED to the
+    /// final state on the same event (Flink's `findFinalStateAfterProceed`)?
+    to_final: Cond,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SkipRule {
+    NoSkip,
+    ToNext,
+    PastLast,
+    ToFirst(u8),
+    ToLast(u8),
+}
+
+/// A compiled pattern: immutable, shared by every key.
+#[derive(Debug, Clone)]
+pub struct Nfa {
+    states: Vec<RState>,
+    start: u16,
+    within: Option<i64>,
+    within_type: WithinType,
+    skip: SkipRule,
+    steps: Vec<Step>,
+    /// Per step: how many states it compiled to (for migration).
+    group_sizes: Vec<u16>,
+}
+
+/// Caps consulted by [`Nfa::advance`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most partial matches one key may hold before new starts are refused.
+    pub max_partials: usize,
+    /// False when the pattern-wide cap is reached: no key may start.
+    pub allow_starts: bool,
+}
+
+/// Whether an [`Outcome`] is a match or a timed-out partial match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// A complete match (including a trailing absence that held).
+    Match,
+    /// A partial match that ran out of time.
+    Timeout,
+}
+
+/// A match or a timeout with its events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome<E> {
+    /// Match or timeout.
+    pub kind: OutcomeKind,
+    /// Timestamp of the first event.
+    pub start: i64,
+    /// The last event's timestamp for a match; the deadline (start + within,
+    /// or previous + within) for a timeout and for a trailing-absence match.
+    pub end: i64,
+    /// (step index, events) in step order, only steps with events.
+    pub steps: Vec<(usize, Vec<E>)>,
+}
+
+/// One event taken by a partial match: the step it was taken for and its
+/// slot in the key's event slab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Entry {
+    step: u8,
+    slot: u32,
+}
+
+/// A computation state (Flink's `ComputationState`) that holds events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Partial {
+    state: u16,
+    start_ts: i64,
+    prev_ts: i64,
+    /// Arrival number of the first event: orders partial matches (Flink
+    /// orders by the start event's id) and drives the skip strategies.
+    start_seq: u64,
+    path: Vec<Entry>,
+}
+
+/// A completed match held back by a skip strategy until no partial match
+/// that started earlier remains (Flink's `completedMatches`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Done {
+    start_seq: u64,
+    start_ts: i64,
+    end: i64,
+    path: Vec<Entry>,
+}
+
+/// One stored event and how many partial or held matches refer to it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Slot<E> {
+    event: Option<E>,
+    ts: i64,
+    seq: u64,
+    refs: u32,
+}
+
+/// Reused buffers: nothing that outlives one call, so not serialised.
+#[derive(Debug, Clone, Default)]
+struct Scratch {
+    next: Vec<Partial>,
+    potential: Vec<Done>,
+}
+
+/// One key's matcher state: its partial matches, matches held back by a
+/// skip strategy, and the events they refer to, each stored once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound(serialize = "E: Serialize", deserialize = "E: Deserialize<'de>"))]
+pub struct KeyState<E> {
+    partials: Vec<Partial>,
+    completed: Vec<Done>,
+    slots: Vec<Slot<E>>,
+    free: Vec<u32>,
+    seq: u64,
+    #[serde(skip)]
+    scratch: Scratch,
+}
+
+impl<E> Default for KeyState<E> {
+    fn default() -> KeyState<E> {
+        KeyState {
+            partials: Vec::new(),
+            completed: Vec::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            seq: 0,
+            scratch: Scratch::default(),
+        }
+    }
+}
+
+impl<E> KeyState<E> {
+    /// Partial matches held (the implicit start state not counted).
+    pub fn partials(&self) -> usize {
+        self.partials.len()
+    }
+
+    /// Nothing buffered or pending: the operator may drop the key.
+    pub fn is_empty(&self) -> bool {
+        self.partials.is_empty() && self.completed.is_empty()
+    }
+
+    /// Events stored for this key (each once, however many partial matches
+    /// refer to it).
+    pub fn stored_events(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    fn store(&mut self, ts: i64, seq: u64, event: E) -> u32 {
+        let slot = Slot {
+            event: Some(event),
+            ts,
+            seq,
+            refs: 0,
+        };
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = slot;
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    fn incref(&mut self, slot: u32) {
+        self.slots[slot as usize].refs += 1;
+    }
+
+    fn clone_path(&mut self, path: &[Entry]) -> Vec<Entry> {
+        for e in path {
+            self.incref(e.slot);
+        }
+        path.to_vec()
+    }
+
+    fn release(&mut self, path: &[Entry]) {
+        for e in path {
+            let s = &mut self.slots[e.slot as usize];
+            s.refs = s.refs.saturating_sub(1);
+            if s.refs == 0 {
+                s.event = None;
+                self.free.push(e.slot);
+            }
+        }
+    }
+
+    fn seq_of(&self, e: &Entry) -> u64 {
+        self.slots[e.slot as usize].seq
+    }
+
+    fn materialize(&self, path: &[Entry]) -> Vec<(usize, Vec<E>)>
+    where
+        E: Clone,
+    {
+        let mut steps: Vec<(usize, Vec<E>)> = Vec::new();
+        for e in path {
+            let Some(ev) = self.slots[e.slot as usize].event.clone() else {
+                continue;
+            };
+            match steps.last_mut() {
+                Some((s, v)) if *s == e.step as usize => v.push(ev),
+                _ => steps.push((e.step as usize, vec![ev])),
+            }
+        }
+        steps
+    }
+
+    /// With nothing left, give back the slab (a key that matched a burst
+    /// long ago should not keep its high-water mark).
+    fn compact(&mut self) {
+        if self.is_empty() && !self.slots.is_empty() {
+            self.slots = Vec::new();
+            self.free = Vec::new();
+        }
+    }
+}
+
+/// Hands out the path of a computation state to its successors: clones for
+/// all but the last, which gets the original (no allocation when a partial
+/// match only moves on).
+fn hand_out<E>(
+    st: &mut KeyState<E>,
+    path: &mut Option<Vec<Entry>>,
+    remaining: &mut usize,
+) -> Vec<Entry> {
+    *remaining = remaining.saturating_sub(1);
+    if *remaining == 0 {
+        path.take().unwrap_or_default()
+    } else {
+        match path.as_deref() {
+            Some(p) => st.clone_path(p),
+            None => Vec::new(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- compiler
+
+struct Compiler<'a> {
+    def: &'a PatternDef,
+    states: Vec<CState>,
+    stops: Vec<Option<u16>>,
+    /// Greedy with until: a state and its copy made before the greedy
+    /// conditions were added (Flink's `originalStateMap`).
+    originals: Vec<(u16, u16)>,
+}
+
+impl Compiler<'_> {
+    fn n(&self) -> usize {
+        self.def.steps.len()
+    }
+
+    fn step(&self, i: usize) -> &Step {
+        &self.def.steps[i]
+    }
+
+    fn new_state(&mut self, kind: Kind, step: usize) -> Result<u16, PatternError> {
+        if self.states.len() >= MAX_STATES {
+            return err(
+                format!("steps[{step}].quantifier"),
+                format!(
+                    "the pattern compiles to more than {MAX_STATES} states; use smaller repetition counts"
+                ),
+            );
+        }
+        self.states.push(CState {
+            kind,
+            step: step as u8,
+            edges: Vec::new(),
+        });
+        Ok((self.states.len() - 1) as u16)
+    }
+
+    fn edge(&mut self, from: u16, action: Action, target: u16, cond: Cond) {
+        self.states[from as usize].edges.push(Edge {
+            action,
+            target,
+            cond,
+        });
+    }
+
+    /// The TAKE condition of a step, with its until-condition folded in.
+    fn take_cond(&self, i: usize) -> Cond {
+        let c = Cond::Step(i as u8);
+        if self.step(i).until {
+            Cond::and(Cond::not(Cond::Until(i as u8)), c)
+        } else {
+            c
+        }
+    }
+
+    fn ignore_for(i: usize, strategy: Inner) -> Option<Cond> {
+        match strategy {
+            Inner::Strict => None,
+            Inner::Relaxed => Some(Cond::not(Cond::Step(i as u8))),
+            Inner::Any => Some(Cond::True),
+        }
+    }
+
+    /// IGNORE condition of a step's first state, from its contiguity to the
+    /// previous step (`begin` is relaxed in Flink; unused from the start).
+    fn outer_ignore(&self, i: usize) -> Option<Cond> {
+        let strategy = if i == 0 {
+            Inner::Relaxed
+        } else {
+            match self.step(i).after {
+                Contiguity::Strict => Inner::Strict,
+                Contiguity::Any => Inner::Any,
+                _ => Inner::Relaxed,
+            }
+        };
+        Self::ignore_for(i, strategy)
+    }
+
+    /// IGNORE condition between repetitions, with the until-condition.
+    fn inner_ignore(&self, i: usize) -> Option<Cond> {
+        let c = Self::ignore_for(i, self.step(i).quantifier.inner)?;
+        Some(if self.step(i).until {
+            Cond::and(Cond::not(Cond::Until(i as u8)), c)
+        } else {
+            c
+        })
+    }
+
+    /// Flink's `getCurrentNotCondition`: the `notFollowedBy` steps before
+    /// step i, looking back through optional steps.
+    fn current_nots(&self, i: usize) -> Vec<usize> {
+        let mut nots = Vec::new();
+        let mut j = i;
+        while j > 0 {
+            let prev = self.step(j - 1);
+            if !(prev.quantifier.optional || prev.after == Contiguity::NotRelaxed) {
+                break;
+            }
+            j -= 1;
+            if prev.after == Contiguity::NotRelaxed {
+                nots.push(j);
+            }
+        }
+        nots
+    }
+
+    fn stop(&mut self, j: usize) -> Result<u16, PatternError> {
+        if let Some(s) = self.stops[j] {
+            return Ok(s);
+        }
+        let s = self.new_state(Kind::Stop, j)?;
+        self.stops[j] = Some(s);
+        Ok(s)
+    }
+
+    fn add_stop_states(&mut self, i: usize, state: u16) -> Result<(), PatternError> {
+        for j in self.current_nots(i) {
+            let stop = self.stop(j)?;
+            self.edge(state, Action::Proceed, stop, Cond::Step(j as u8));
+        }
+        Ok(())
+    }
+
+    fn add_stop_to_looping(&mut self, i: usize, state: u16) -> Result<(), PatternError> {
+        if i + 1 < self.n() && self.step(i + 1).after == Contiguity::NotRelaxed {
+            let stop = self.stop(i + 1)?;
+            self.edge(state, Action::Proceed, stop, Cond::Step((i + 1) as u8));
+        }
+        Ok(())
+    }
+
+    /// Flink's `copyWithoutTransitiveNots`: taking an event in an optional
+    /// step voids the `notFollowedBy`s before it, so its TAKE leads to a
+    /// copy of the sink without their STOP edges.
+    fn copy_without_nots(&mut self, i: usize, sink: u16) -> Result<u16, PatternError> {
+        let nots = self.current_nots(i);
+        if nots.is_empty() || !self.step(i).quantifier.optional {
+            return Ok(sink);
+        }
+        let (kind, step) = (
+            self.states[sink as usize].kind,
+            self.states[sink as usize].step,
+        );
+        let copy = self.new_state(kind, step as usize)?;
+        let edges = self.states[sink as usize].edges.clone();
+        for e in edges {
+            if e.action == Action::Proceed {
+                let t = &self.states[e.target as usize];
+                let target = if t.kind == Kind::Stop {
+                    if nots.contains(&(t.step as usize)) {
+                        continue;
+                    }
+                    e.target
+                } else {
+                    self.copy_without_nots(i, e.target)?
+                };
+                self.edge(copy, e.action, target, e.cond);
+            } else {
+                let target = if e.target == sink { copy } else { e.target };
+                self.edge(copy, e.action, target, e.cond);
+            }
+        }
+        Ok(copy)
+    }
+
+    /// Flink's `copy`: the same transitions, self-loops pointing at the copy.
+    fn copy(&mut self, state: u16) -> Result<u16, PatternError> {
+        let (kind, step) = (
+            self.states[state as usize].kind,
+            self.states[state as usize].step,
+        );
+        let copy = self.new_state(kind, step as usize)?;
+        let edges = self.states[state as usize].edges.clone();
+        for e in edges {
+            let target = if e.target == state { copy } else { e.target };
+            self.edge(copy, e.action, target, e.cond);
+        }
+        Ok(copy)
+    }
+
+    /// Greedy: the states after a greedy step may not use an event the
+    /// step itself could take.
+    fn update_greedy(&mut self, state: u16, take: &Cond) {
+        for e in &mut self.states[state as usize].edges {
+            e.cond = Cond::and(
+                mem::replace(&mut e.cond, Cond::True),
+                Cond::not(take.clone()),
+            );
+        }
+    }
+
+    fn singleton(
+        &mut self,
+        i: usize,
+        sink: u16,
+        proceed: Option<u16>,
+        take: Cond,
+        ignore: Option<Cond>,
+        optional: bool,
+    ) -> Result<u16, PatternError> {
+        let s = self.new_state(Kind::Normal, i)?;
+        let sink = self.copy_without_nots(i, sink)?;
+        self.edge(s, Action::Take, sink, take.clone());
+        if let (true, Some(p)) = (optional, proceed) {
+            let step = self.step(i);
+            if step.quantifier.greedy && step.until {
+                // Once the until-condition holds the greedy restriction is
+                // over: proceed to the unrestricted copy of the next state.
+                let original = self
+                    .originals
+                    .iter()
+                    .find(|(o, _)| *o == p)
+                    .map_or(p, |(_, c)| *c);
+                self.edge(s, Action::Proceed, original, Cond::Until(i as u8));
+                self.edge(s, Action::Proceed, p, Cond::not(Cond::Until(i as u8)));
+            } else {
+                self.edge(s, Action::Proceed, p, Cond::True);
+            }
+        }
+        if let Some(ign) = ignore {
+            let target = if optional {
+                // After skipping an event an optional state may no longer
+                // PROCEED: that branch was already taken on the first event.
+                let x = self.new_state(Kind::Normal, i)?;
+                self.edge(x, Action::Take, sink, take);
+                self.edge(x, Action::Ignore, x, ign.clone());
+                self.add_stop_states(i, x)?;
+                x
+            } else {
+                s
+            };
+            self.edge(s, Action::Ignore, target, ign);
+        }
+        Ok(s)
+    }
+
+    fn times(
+        &mut self,
+        i: usize,
+        sink: u16,
+        proceed: u16,
+        from: u32,
+        to: u32,
+    ) -> Result<u16, PatternError> {
+        let take = self.take_cond(i);
+        let inner = self.inner_ignore(i);
+        if self.step(i).quantifier.greedy && from != to {
+            self.update_greedy(sink, &take);
+        }
+        let mut last = sink;
+        for _ in from..to {
+            last = self.singleton(i, last, Some(proceed), take.clone(), inner.clone(), true)?;
+            self.add_stop_to_looping(i, last)?;
+        }
+        for _ in 1..from {
+            last = self.singleton(i, last, None, take.clone(), inner.clone(), false)?;
+            self.add_stop_to_looping(i, last)?;
+        }
+        let outer = self.outer_ignore(i);
+        let optional = self.step(i).quantifier.optional;
+        self.singleton(i, last, Some(proceed), take, outer, optional)
+    }
+
+    fn looping(&mut self, i: usize, sink: u16) -> Result<u16, PatternError> {
+        let take = self.take_cond(i);
+        let ignore = self.inner_ignore(i);
+        let l = self.new_state(Kind::Normal, i)?;
+        if self.step(i).quantifier.greedy {
+            if self.step(i).until {
+                let copy = self.copy(sink)?;
+                self.edge(l, Action::Proceed, copy, Cond::Until(i as u8));
+                self.originals.push((sink, copy));
+                self.edge(l, Action::Proceed, sink, Cond::not(Cond::Until(i as u8)));
+            } else {
+                self.edge(l, Action::Proceed, sink, Cond::True);
+            }
+            // Flink restricts the next state by the plain condition here,
+            // without the until-condition.
+            self.update_greedy(sink, &Cond::Step(i as u8));
+        } else {
+            self.edge(l, Action::Proceed, sink, Cond::True);
+        }
+        self.edge(l, Action::Take, l, take.clone());
+        self.add_stop_to_looping(i, l)?;
+        if let Some(ign) = ignore {
+            let x = self.new_state(Kind::Normal, i)?;
+            self.edge(x, Action::Take, l, take);
+            self.edge(x, Action::Ignore, x, ign.clone());
+            self.edge(l, Action::Ignore, x, ign);
+            self.add_stop_to_looping(i, x)?;
+        }
+        Ok(l)
+    }
+
+    fn convert(&mut self, i: usize, sink: u16) -> Result<u16, PatternError> {
+        let q = self.step(i).quantifier.clone();
+        let first = match q.max {
+            None => {
+                let s = self.copy_without_nots(i, sink)?;
+                let l = self.looping(i, s)?;
+                self.times(i, l, sink, q.min, q.min)?
+            }
+            Some(max) => self.times(i, sink, sink, q.min, max)?,
+        };
+        self.add_stop_states(i, first)?;
+        Ok(first)
+    }
+
+    fn build(&mut self) -> Result<u16, PatternError> {
+        let n = self.n();
+        let mut sink = self.new_state(Kind::Final, 0)?;
+        for i in (1..n).rev() {
+            match self.step(i).after {
+                Contiguity::NotRelaxed => {
+                    // In the middle a notFollowedBy is only STOP edges on its
+                    // neighbours; at the end it waits for `within`.
+                    if i == n - 1 {
+                        let p = self.new_state(Kind::Pending, i)?;
+                        let stop = self.stop(i)?;
+                        self.edge(p, Action::Proceed, stop, Cond::Step(i as u8));
+                        self.edge(p, Action::Ignore, p, Cond::not(Cond::Step(i as u8)));
+                        sink = p;
+                    }
+                }
+                Contiguity::NotStrict => {
+                    let s = self.new_state(Kind::Normal, i)?;
+                    let stop = self.stop(i)?;
+                    let not = Cond::not(Cond::Step(i as u8));
+                    if self.states[sink as usize].kind == Kind::Final {
+                        self.edge(s, Action::Ignore, sink, not);
+                    } else {
+                        self.edge(s, Action::Proceed, sink, not);
+                    }
+                    self.edge(s, Action::Proceed, stop, Cond::Step(i as u8));
+                    sink = s;
+                }
+                _ => sink = self.convert(i, sink)?,
+            }
+        }
+        self.convert(0, sink)
+    }
+}
+
+fn validate(def: &PatternDef) -> Result<(), PatternError> {
+    let n = def.steps.len();
+    if n == 0 {
+        return err("steps", "a pattern needs at least one step");
+    }
+    if n > MAX_STEPS {
+        return err(
+            "steps",
+            format!("{n} steps; at most {MAX_STEPS} are supported"),
+        );
+    }
+    if def.within.is_some_and(|w| w <= 0) {
+        return err("within", "must be a positive number of milliseconds");
+    }
+    for (i, s) in def.steps.iter().enumerate() {
+        let key = |k: &str| format!("steps[{i}].{k}");
+        if def.steps[..i].iter().any(|p| p.name == s.name) {
+            return err(key("name"), format!("duplicate step name {:?}", s.name));
+        }
+        let q = &s.quantifier;
+        if s.after.is_negated() {
+            if i == 0 {
+                return err(
+                    key("after"),
+                    "a pattern cannot start with a negation (notNext / notFollowedBy)",
+                );
+            }
+            if !q.is_single() || q.optional || q.greedy || s.until {
+                return err(
+                    key("quantifier"),
+                    "a negated step takes no quantifier, optional, greedy or until",
+                );
+            }
+            if i == n - 1 && s.after == Contiguity::NotStrict {
+                return err(
+                    key("after"),
+                    "notNext cannot end a pattern; use notFollowedBy with within",
+                );
+            }
+            if i == n - 1 && s.after == Contiguity::NotRelaxed && def.within.is_none() {
+                return err("within", "a pattern ending in notFollowedBy needs within");
+            }
+            continue;
+        }
+        if q.min == 0 {
+            return err(
+                key("quantifier.min"),
+                "must be at least 1; use optional for zero occurrences",
+            );
+        }
+        if let Some(max) = q.max {
+            if max < q.min {
+                return err(
+                    key("quantifier.max"),
+                    format!("{max} is less than min {}", q.min),
+                );
+            }
+        } else if def.within.is_none() && !s.until {
+            return err(
+                key("quantifier.max"),
+                "an unbounded loop needs within or until, or its state grows without bound",
+            );
+        }
+        if q.greedy && q.is_single() {
+            return err(
+                key("quantifier.greedy"),
+                "greedy applies only to a repeated or looping step",
+            );
+        }
+        if s.until && q.max.is_some() {
+            return err(
+                key("until"),
+                "until applies only to a looping step (one_or_more / times_or_more)",
+            );
+        }
+    }
+    Ok(())
+}
+
+impl PatternDef {
+    /// Checks the definition and compiles it (Flink's `NFACompiler`).
+    pub fn compile(&self) -> Result<Nfa, PatternError> {
+        validate(self)?;
+        let find = |name: &str| -> Result<u8, PatternError> {
+            match self.steps.iter().position(|s| s.name == name) {
+                Some(i) => Ok(i as u8),
+                None => err("skip", format!("no step named {name:?}")),
+            }
+        };
+        let skip = match &self.skip {
+            Skip::NoSkip => SkipRule::NoSkip,
+            Skip::ToNext => SkipRule::ToNext,
+            Skip::PastLastEvent => SkipRule::PastLast,
+            Skip::ToFirst(name) => SkipRule::ToFirst(find(name)?),
+            Skip::ToLast(name) => SkipRule::ToLast(find(name)?),
+        };
+        let mut c = Compiler {
+            def: self,
+            states: Vec::new(),
+            stops: vec![None; self.steps.len()],
+            originals: Vec::new(),
+        };
+        let start = c.build()?;
+        let states = c.states;
+
+        let mut group_sizes = vec![0u16; self.steps.len()];
+        let mut ordinals = Vec::with_capacity(states.len());
+        for s in &states {
+            if s.kind == Kind::Final {
+                ordinals.push(0);
+                continue;
+            }
+            let g = &mut group_sizes[s.step as usize];
+            ordinals.push(*g);
+            *g += 1;
+        }
+        let rstates = (0..states.len())
+            .map(|s| RState {
+                kind: states[s].kind,
+                step: states[s].step,
+                ordinal: ordinals[s],
+                flat: flatten(&states, s as u16),
+                to_final: to_final(&states, s as u16),
+            })
+            .collect();
+        Ok(Nfa {
+            states: rstates,
+            start,
+            within: self.within,
+            within_type: self.within_type,
+            skip,
+            steps: self.steps.clone(),
+            group_sizes,
+        })
+    }
+}
+
+/// Flink's `createDecisionGraph`, done once per state: every TAKE and
+/// IGNORE edge reachable through PROCEED edges, and every STOP state.
+fn flatten(states: &[CState], from: u16) -> Vec<Flat> {
+    let mut out = Vec::new();
+    let mut stack = vec![(from, Cond::True)];
+    while let Some((cur, conj)) = stack.pop() {
+        let st = &states[cur as usize];
+        if st.kind == Kind::Stop {
+            out.push(Flat {
+                action: FlatAction::Stop,
+                cond: conj,
+                target: cur,
+                step: st.step,
+            });
+            continue;
+        }
+        for e in &st.edges {
+            let c = Cond::and(conj.clone(), e.cond.clone());
+            if c == Cond::False {
+                continue;
+            }
+            match e.action {
+                Action::Proceed => stack.push((e.target, c)),
+                Action::Take => out.push(Flat {
+                    action: FlatAction::Take,
+                    cond: c,
+                    target: e.target,
+                    step: st.step,
+                }),
+                Action::Ignore => out.push(Flat {
+                    action: FlatAction::Ignore,
+                    cond: c,
+                    target: e.target,
+                    step: st.step,
+                }),
+            }
+        }
+    }
+    out
+}
+
+fn to_final(states: &[CState], from: u16) -> Cond {
+    let mut acc = Cond::False;
+    let mut stack = vec![(from, Cond::True)];
+    while let Some((cur, conj)) = stack.pop() {
+        for e in &states[cur as usize].edges {
+            if e.action != Action::Proceed {
+                continue;
+            }
+            let c = Cond::and(conj.clone(), e.cond.clone());
+            if states[e.target as usize].kind == Kind::Final {
+                acc = Cond::or(acc, c);
+            } else {
+                stack.push((e.target, c));
+            }
+        }
+    }
+    acc
+}
+
+// ----------------------------------------------------------------- matcher
+
+/// What one event does to the key, passed down while stepping.
+struct Ev<E> {
+    ts: i64,
+    seq: u64,
+    bits: Bits,
+    event: Option<E>,
+    slot: Option<u32>,
+}
+
+impl Nfa {
+    /// A fresh, empty state for one key.
+    pub fn key_state<E>(&self) -> KeyState<E> {
+        KeyState::default()
+    }
+
+    /// The step names, in order.
+    pub fn step_names(&self) -> Vec<&str> {
+        self.steps.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    fn deadline(&self, p: &Partial) -> Option<i64> {
+        let w = self.within?;
+        Some(match self.within_type {
+            WithinType::FirstAndLast => p.start_ts.saturating_add(w),
+            WithinType::PreviousAndCurrent => p.prev_ts.saturating_add(w),
+        })
+    }
+
+    /// The earliest event time at which [`Nfa::advance_time`] would do
+    /// something for this key (None if nothing is pending).
+    pub fn next_deadline<E>(&self, st: &KeyState<E>) -> Option<i64> {
+        st.partials.iter().filter_map(|p| self.deadline(p)).min()
+    }
+
+    /// Feed one event of this key. Events arrive in timestamp order (ties in
+    /// arrival order). Returns how many new starts were refused by `limits`.
+    pub fn advance<E: Clone>(
+        &self,
+        st: &mut KeyState<E>,
+        ts: i64,
+        event: E,
+        bits: Bits,
+        limits: &Limits,
+        out: &mut Vec<Outcome<E>>,
+    ) -> u64 {
+        st.seq += 1;
+        // Flink's operator advances time to each event's timestamp before
+        // feeding it: partial matches expire first (strict boundary).
+        if self.within.is_some() && !st.partials.is_empty() {
+            self.advance_time(st, ts, out);
+        }
+        if bits.steps == 0 && st.partials.is_empty() {
+            return 0;
+        }
+        let mut ev = Ev {
+            ts,
+            seq: st.seq,
+            bits,
+            event: Some(event),
+            slot: None,
+        };
+        let mut next = mem::take(&mut st.scratch.next);
+        let mut potential = mem::take(&mut st.scratch.potential);
+        let mut old = mem::take(&mut st.partials);
+        for p in old.drain(..) {
+            self.step_one(st, p, false, &mut ev, &mut next, &mut potential);
+        }
+        let mut refused = 0;
+        if bits.steps != 0 && self.start_takes(bits) {
+            if !limits.allow_starts || next.len() >= limits.max_partials {
+                refused += 1;
+            } else {
+                let start = Partial {
+                    state: self.start,
+                    start_ts: ts,
+                    prev_ts: ts,
+                    start_seq: ev.seq,
+                    path: Vec::new(),
+                };
+                self.step_one(st, start, true, &mut ev, &mut next, &mut potential);
+            }
+        }
+        st.partials = next;
+        st.scratch.next = old;
+        self.emit(st, &mut potential, out);
+        st.scratch.potential = potential;
+        st.compact();
+        refused
+    }
+
+    fn start_takes(&self, bits: Bits) -> bool {
+        self.states[self.start as usize]
+            .flat
+            .iter()
+            .any(|f| f.action == FlatAction::Take && f.cond.eval(bits))
+    }
+
+    /// Flink's `computeNextStates` for one computation state.
+    fn step_one<E>(
+        &self,
+        st: &mut KeyState<E>,
+        p: Partial,
+        is_start: bool,
+        ev: &mut Ev<E>,
+        next: &mut Vec<Partial>,
+        potential: &mut Vec<Done>,
+    ) {
+        let rs = &self.states[p.state as usize];
+        // First pass: how many successors need the path, and whether a STOP
+        // state was reached (which discards this whole branch).
+        let mut uses = 0usize;
+        for f in &rs.flat {
+            if !f.cond.eval(ev.bits) {
+                continue;
+            }
+            match f.action {
+                FlatAction::Stop => {
+                    st.release(&p.path);
+                    return;
+                }
+                FlatAction::Ignore => uses += usize::from(!is_start),
+                FlatAction::Take => uses += 1,
+            }
+        }
+        let (start_ts, start_seq) = if is_start {
+            (ev.ts, ev.seq)
+        } else {
+            (p.start_ts, p.start_seq)
+        };
+        let mut path = Some(p.path);
+        let mut remaining = uses;
+        for f in &rs.flat {
+            if !f.cond.eval(ev.bits) {
+                continue;
+            }
+            match f.action {
+                FlatAction::Stop => {}
+                FlatAction::Ignore => {
+                    if is_start {
+                        continue;
+                    }
+                    let path = hand_out(st, &mut path, &mut remaining);
+                    let q = Partial {
+                        state: f.target,
+                        start_ts,
+                        prev_ts: p.prev_ts,
+                        start_seq,
+                        path,
+                    };
+                    if self.states[f.target as usize].kind == Kind::Final {
+                        potential.push(Done {
+                            start_seq,
+                            start_ts,
+                            end: ev.ts,
+                            path: q.path,
+                        });
+                    } else {
+                        next.push(q);
+                    }
+                }
+                FlatAction::Take => {
+                    let mut path = hand_out(st, &mut path, &mut remaining);
+                    let slot = match ev.slot {
+                        Some(s) => s,
+                        None => {
+                            let Some(e) = ev.event.take() else { continue };
+                            let s = st.store(ev.ts, ev.seq, e);
+                            ev.slot = Some(s);
+                            s
+                        }
+                    };
+                    st.incref(slot);
+                    path.push(Entry { step: f.step, slot });
+                    let target = &self.states[f.target as usize];
+                    if target.kind == Kind::Final {
+                        potential.push(Done {
+                            start_seq,
+                            start_ts,
+                            end: ev.ts,
+                            path,
+                        });
+                        continue;
+                    }
+                    if target.to_final.eval(ev.bits) {
+                        let copy = st.clone_path(&path);
+                        potential.push(Done {
+                            start_seq,
+                            start_ts,
+                            end: ev.ts,
+                            path: copy,
+                        });
+                    }
+                    next.push(Partial {
+                        state: f.target,
+                        start_ts,
+                        prev_ts: ev.ts,
+                        start_seq,
+                        path,
+                    });
+                }
+            }
+        }
+        if let Some(rest) = path {
+            st.release(&rest);
+        }
+    }
+
+    /// Event time reached `watermark` (all events <= watermark were fed):
+    /// expire partial matches (timeouts, reported with end = start + within)
+    /// and complete trailing absences.
+    pub fn advance_time<E: Clone>(
+        &self,
+        st: &mut KeyState<E>,
+        watermark: i64,
+        out: &mut Vec<Outcome<E>>,
+    ) {
+        if self.within.is_none() || st.partials.is_empty() {
+            return;
+        }
+        if self.next_deadline(st).is_none_or(|d| watermark < d) {
+            return;
+        }
+        let mut potential = mem::take(&mut st.scratch.potential);
+        let mut old = mem::take(&mut st.partials);
+        let mut keep = mem::take(&mut st.scratch.next);
+        for p in old.drain(..) {
+            let Some(deadline) = self.deadline(&p) else {
+                keep.push(p);
+                continue;
+            };
+            if watermark < deadline {
+                keep.push(p);
+            } else if self.states[p.state as usize].kind == Kind::Pending {
+                potential.push(Done {
+                    start_seq: p.start_seq,
+                    start_ts: p.start_ts,
+                    end: deadline,
+                    path: p.path,
+                });
+            } else {
+                out.push(Outcome {
+                    kind: OutcomeKind::Timeout,
+                    start: p.start_ts,
+                    end: deadline,
+                    steps: st.materialize(&p.path),
+                });
+                st.release(&p.path);
+            }
+        }
+        st.partials = keep;
+        st.scratch.next = old;
+        self.emit(st, &mut potential, out);
+        st.scratch.potential = potential;
+        st.compact();
+    }
+
+    /// Emits completed matches: all at once without a skip strategy;
+    /// otherwise Flink's `processMatchesAccordingToSkipStrategy` — hold
+    /// matches while a partial match that started earlier is alive, and let
+    /// each emitted match prune partial and held matches.
+    fn emit<E: Clone>(
+        &self,
+        st: &mut KeyState<E>,
+        potential: &mut Vec<Done>,
+        out: &mut Vec<Outcome<E>>,
+    ) {
+        for d in potential.drain(..) {
+            let at = st.completed.partition_point(|c| c.start_seq <= d.start_seq);
+            st.completed.insert(at, d);
+        }
+        while let Some(first) = st.completed.first() {
+            let blocked = self.skip != SkipRule::NoSkip
+                && st
+                    .partials
+                    .first()
+                    .is_some_and(|p| first.start_seq > p.start_seq);
+            if blocked {
+                break;
+            }
+            let m = st.completed.remove(0);
+            if let Some((pid, inclusive)) = self.pruning_id(st, &m.path) {
+                let prune = |s: u64| if inclusive { s <= pid } else { s < pid };
+                let mut dropped = Vec::new();
+                st.partials.retain_mut(|p| {
+                    if prune(p.start_seq) {
+                        dropped.push(mem::take(&mut p.path));
+                        false
+                    } else {
+                        true
+                    }
+                });
+                st.completed.retain_mut(|c| {
+                    if prune(c.start_seq) {
+                        dropped.push(mem::take(&mut c.path));
+                        false
+                    } else {
+                        true
+                    }
+                });
+                for path in dropped {
+                    st.release(&path);
+                }
+            }
+            out.push(Outcome {
+                kind: OutcomeKind::Match,
+                start: m.start_ts,
+                end: m.end,
+                steps: st.materialize(&m.path),
+            });
+            st.release(&m.path);
+        }
+    }
+
+    /// The skip strategy's pruning event and whether it prunes partial
+    /// matches starting at it (`<=`) or only before it (`<`).
+    fn pruning_id<E>(&self, st: &KeyState<E>, path: &[Entry]) -> Option<(u64, bool)> {
+        match self.skip {
+            SkipRule::NoSkip => None,
+            SkipRule::ToNext => path.first().map(|e| (st.seq_of(e), true)),
+            SkipRule::PastLast => path.iter().map(|e| st.seq_of(e)).max().map(|s| (s, true)),
+            SkipRule::ToFirst(k) => path
+                .iter()
+                .find(|e| e.step == k)
+                .map(|e| (st.seq_of(e), false)),
+            SkipRule::ToLast(k) => path
+                .iter()
+                .rev()
+                .find(|e| e.step == k)
+                .map(|e| (st.seq_of(e), false)),
+        }
+    }
+
+    /// Carry a key's state over to a new version of the pattern: partial
+    /// matches whose steps (the ones they hold events for, and the one they
+    /// are in) still exist by name carry over; the rest are dropped; returns
+    /// the new state and the number dropped.
+    ///
+    /// A partial match continues in the state at the same position within
+    /// its step; it is dropped when its step's definition (contiguity,
+    /// quantifier, until) or compiled shape changed, since that position
+    /// would then mean something else.
+    pub fn migrate<E: Clone>(&self, from: &Nfa, mut st: KeyState<E>) -> (KeyState<E>, u64) {
+        let step_map: Vec<Option<u8>> = from
+            .steps
+            .iter()
+            .map(|s| {
+                self.steps
+                    .iter()
+                    .position(|t| t.name == s.name)
+                    .map(|i| i as u8)
+            })
+            .collect();
+        let map_path = |path: &mut Vec<Entry>| -> bool {
+            let mut last = 0u8;
+            for e in path.iter_mut() {
+                match step_map.get(e.step as usize).copied().flatten() {
+                    Some(s) if s >= last => {
+                        e.step = s;
+                        last = s;
+                    }
+                    _ => return false,
+                }
+            }
+            true
+        };
+        let mut dropped = 0u64;
+        let mut gone: Vec<Vec<Entry>> = Vec::new();
+        let mut partials = mem::take(&mut st.partials);
+        partials.retain_mut(|p| {
+            let ok = self
+                .map_state(from, p.state, &step_map)
+                .is_some_and(|(s, step)| {
+                    p.state = s;
+                    map_path(&mut p.path) && p.path.last().is_none_or(|e| e.step <= step)
+                });
+            if !ok {
+                dropped += 1;
+                gone.push(mem::take(&mut p.path));
+            }
+            ok
+        });
+        st.partials = partials;
+        let mut completed = mem::take(&mut st.completed);
+        completed.retain_mut(|c| {
+            let ok = map_path(&mut c.path);
+            if !ok {
+                dropped += 1;
+                gone.push(mem::take(&mut c.path));
+            }
+            ok
+        });
+        st.completed = completed;
+        for path in gone {
+            st.release(&path);
+        }
+        st.compact();
+        (st, dropped)
+    }
+
+    fn map_state(&self, from: &Nfa, state: u16, step_map: &[Option<u8>]) -> Option<(u16, u8)> {
+        let old = from.states.get(state as usize)?;
+        if !matches!(old.kind, Kind::Normal | Kind::Pending) {
+            return None;
+        }
+        let new_step = (*step_map.get(old.step as usize)?)?;
+        let (a, b) = (
+            from.steps.get(old.step as usize)?,
+            self.steps.get(new_step as usize)?,
+        );
+        if (a.after, &a.quantifier, a.until) != (b.after, &b.quantifier, b.until)
+            || from.group_sizes.get(old.step as usize) != self.group_sizes.get(new_step as usize)
+        {
+            return None;
+        }
+        let s = self
+            .states
+            .iter()
+            .position(|r| r.kind == old.kind && r.step == new_step && r.ordinal == old.ordinal)?;
+        Some((s as u16, new_step))
+    }
+}
+
+#[cfg(test)]
+mod sizes {
+    use super::*;
+
+    /// The figures quoted in the module docs.
+    #[test]
+    fn memory_figures_in_the_docs_hold() {
+        assert_eq!(mem::size_of::<Partial>(), 56);
+        assert_eq!(mem::size_of::<Entry>(), 8);
+        assert_eq!(mem::size_of::<Done>(), 48);
+        assert_eq!(mem::size_of::<Slot<std::sync::Arc<String>>>(), 32);
+    }
+}
