@@ -967,6 +967,14 @@ impl Nfa {
 
     /// Feed one event of this key. Events arrive in timestamp order (ties in
     /// arrival order). Returns how many new starts were refused by `limits`.
+    ///
+    /// Time first advances to `ts` (partial matches due expire, as Flink's
+    /// operator does before each event). Existing partial matches always
+    /// continue; a new start from this event is refused — and counted once —
+    /// when `limits.allow_starts` is false or the key holds at least
+    /// `limits.max_partials` partial matches after the existing ones moved
+    /// on. A start that would complete a match at once is refused too, so
+    /// that a closed cap means no new work for the key.
     pub fn advance<E: Clone>(
         &self,
         st: &mut KeyState<E>,
