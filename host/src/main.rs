@@ -193,8 +193,13 @@ fn run(command: Option<Command>) -> anyhow::Result<()> {
             listen,
             record,
         } => {
+            let config_path = config.clone();
             let config = eddy::config::Config::load(config.as_deref())?;
-            let options = eddy::server::ServeOptions { listen, record };
+            let options = eddy::server::ServeOptions {
+                listen,
+                record,
+                config_path,
+            };
             let runtime = tokio_runtime()?;
             let result = runtime.block_on(eddy::server::run(config, options));
             // Whatever is still running past the shutdown grace is not waited for.

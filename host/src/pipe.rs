@@ -66,11 +66,13 @@ pub struct PipeOptions {
     /// Do not watch the plugins folder for new versions.
     #[arg(long)]
     pub no_watch: bool,
-    /// Write the configuration's `[[windows]]` results and late events
-    /// here, one `{"channel", "data"}` object per line. At the end of input
-    /// every open window fires.
-    #[arg(long)]
-    pub windows: Option<PathBuf>,
+    /// Write the configuration's results here — window results, pattern
+    /// matches and timeouts, and the events they reported late — one
+    /// `{"channel", "data"}` object per line. At the end of input every open
+    /// window fires and every pattern's timers run. (`--windows` is the old
+    /// name.)
+    #[arg(long, alias = "windows")]
+    pub results: Option<PathBuf>,
     /// Write every message the engine publishes (events, window results,
     /// late events, dead letters, plugin notices) here, one `{"channel",
     /// "seq", "data"}` object per line, in the order published: what `eddy
@@ -154,6 +156,10 @@ pub struct Summary {
     pub stages: Vec<StageReport>,
     /// Per-plugin status.
     pub plugins: Vec<PluginStatus>,
+    /// Pattern matches and timeouts published.
+    pub pattern_results: u64,
+    /// Per-pattern reports (counters, partial matches held at the end).
+    pub patterns: Vec<crate::pattern::PatternReport>,
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`).
@@ -176,7 +182,7 @@ enum Item {
 /// Where the engine's outputs go.
 struct Files {
     output: Box<dyn Write>,
-    windows: Option<BufWriter<File>>,
+    results: Option<BufWriter<File>>,
     channels: Option<BufWriter<File>>,
     dead_letter: PathBuf,
     dead_file: Option<BufWriter<File>>,
@@ -213,14 +219,16 @@ impl Files {
                 self.write_dead_letters(letters)?;
                 self.dead_lettered += letters.len() as u64;
             }
-            Emitted::Window { output, .. } => {
-                if let Some(f) = self.windows.as_mut() {
+            Emitted::Window { .. } | Emitted::Pattern { .. } => {
+                if let Some(f) = self.results.as_mut() {
                     let channel = out.channel(&self.window_names);
-                    serde_json::to_writer(
-                        &mut *f,
-                        &serde_json::json!({"channel": channel, "data": output.to_json()}),
-                    )?;
-                    f.write_all(b"\n")?;
+                    for (_, data) in out.messages() {
+                        serde_json::to_writer(
+                            &mut *f,
+                            &serde_json::json!({"channel": channel, "data": data}),
+                        )?;
+                        f.write_all(b"\n")?;
+                    }
                 }
             }
             Emitted::Plugin { .. } => {}
@@ -248,7 +256,7 @@ impl Files {
 
     fn flush(&mut self) -> io::Result<()> {
         self.output.flush()?;
-        for f in [&mut self.windows, &mut self.channels, &mut self.dead_file]
+        for f in [&mut self.results, &mut self.channels, &mut self.dead_file]
             .into_iter()
             .flatten()
         {
@@ -417,10 +425,10 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
             Some(p) => Box::new(create(p, "output")?),
             None => Box::new(BufWriter::new(io::stdout().lock())),
         },
-        windows: opts
-            .windows
+        results: opts
+            .results
             .as_deref()
-            .map(|p| create(p, "windows output"))
+            .map(|p| create(p, "results output"))
             .transpose()?,
         channels: opts
             .channels
@@ -632,6 +640,8 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
         peak_rss_bytes: peak_rss_bytes(),
         stages: engine.stage_reports(),
         plugins: setup.registry.status(),
+        pattern_results: counters.pattern_results,
+        patterns: engine.patterns().reports(),
     };
     summary.failed_batches = summary.stages.iter().map(|s| s.stats.failed_batches).sum();
     if let Some(e) = read_error {
@@ -805,6 +815,18 @@ impl Summary {
         }
         if let Some(p) = &self.dead_letter_file {
             s.push_str(&format!("\ndead letters: {}", p.display()));
+        }
+        for p in &self.patterns {
+            s.push_str(&format!(
+                "\npattern {}: {} events, {} matches, {} timeouts, {} late, {} refused, {} partial matches held",
+                p.name,
+                p.counters.events,
+                p.counters.matches,
+                p.counters.timeouts,
+                p.counters.late,
+                p.counters.refused,
+                p.partial_matches
+            ));
         }
         s.push_str(&format!(
             "\n{:<16} {:<16} {:<12} {:<10} {:>10} {:>10} {:>8} {:>7} {:>10} {:>10}",

@@ -637,6 +637,36 @@ impl Pipeline {
         Ok(pipeline)
     }
 
+    /// The stages' configurations, in order.
+    pub fn stage_configs(&self) -> Vec<&StageConfig> {
+        self.stages.iter().map(|s| &s.cfg).collect()
+    }
+
+    /// Take the stages of `config` (a configuration reload): a stage that
+    /// keeps its name and plugin keeps its version, failure record and
+    /// statistics; every state scope still in use keeps its entries. On an
+    /// error (a plugin refusing its new configuration) nothing changes.
+    pub fn reconfigure(&mut self, config: &Config, seed: u64) -> Result<(), PipelineError> {
+        let mut saved = self.snapshot();
+        let mut fresh = Pipeline::new(config, self.registry.clone(), &saved.selected, seed)?;
+        saved.stages.retain(|s| {
+            fresh
+                .stages
+                .iter()
+                .any(|f| f.cfg.name == s.name && f.cfg.plugin == s.plugin)
+        });
+        let stage = |e: crate::engine::state::SnapshotError| PipelineError {
+            stage: "(reload)".into(),
+            plugin: String::new(),
+            error: PluginError::HostPanic(format!("carrying stage state over: {e}")),
+        };
+        fresh
+            .restore(saved, &crate::window::state::KeyGroupSet::all())
+            .map_err(stage)?;
+        *self = fresh;
+        Ok(())
+    }
+
     /// The registry the stages draw plugins from.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry

@@ -22,6 +22,7 @@
 //! (see [`crate::engine::input`]), so `eddy pipe --replay FILE` reproduces
 //! exactly what this server published.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -180,6 +181,17 @@ pub enum Query {
     },
     /// Stage reports.
     Stages,
+    /// Every pattern's definition and counters.
+    Patterns,
+    /// A pattern's latest matches and timeouts.
+    PatternMatches {
+        /// The pattern.
+        pattern: String,
+        /// Only matches (`Some(true)`) or only timeouts (`Some(false)`).
+        matched: Option<bool>,
+        /// Most results.
+        limit: usize,
+    },
 }
 
 /// The engine's answer to a [`Query`].
@@ -200,6 +212,11 @@ enum Msg {
     },
     Tick,
     Plugin(PluginChange),
+    /// A configuration reload, answered with what changed.
+    Reconfigure(
+        crate::engine::Reconfigure,
+        oneshot::Sender<Result<Vec<String>, String>>,
+    ),
     /// A query is waiting on the query channel.
     Wake,
     /// Everything before this has been queued; finish it and stop.
@@ -272,6 +289,17 @@ impl IngestQueue {
         Ok(())
     }
 
+    /// Apply a reloaded configuration between inputs; the answer is what
+    /// changed, or why nothing did. `None` if the engine has stopped.
+    pub async fn reconfigure(
+        &self,
+        r: crate::engine::Reconfigure,
+    ) -> Option<Result<Vec<String>, String>> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Msg::Reconfigure(r, tx)).ok()?;
+        rx.await.ok()
+    }
+
     /// The bound in events (`ingest.queue_events`).
     pub fn capacity(&self) -> u64 {
         self.capacity
@@ -310,11 +338,14 @@ impl Queries {
 
 /// The channels the engine's outputs are published on.
 pub struct HubSink {
+    hub: Hub,
     events: Publisher,
     dead_letters: Publisher,
     plugins: Publisher,
     late: Publisher,
     windows: Vec<Publisher>,
+    /// `patterns/<name>` by pattern name; patterns come and go at run time.
+    patterns: BTreeMap<String, Publisher>,
 }
 
 impl HubSink {
@@ -323,7 +354,9 @@ impl HubSink {
     pub fn register(hub: &Hub, engine: &Engine) -> HubSink {
         let heads: std::collections::HashMap<String, u64> = engine.heads().into_iter().collect();
         let reg = |name: &str| hub.register_after(name, heads.get(name).copied().unwrap_or(0));
-        HubSink {
+        let mut sink = HubSink {
+            hub: hub.clone(),
+            patterns: BTreeMap::new(),
             events: reg(crate::engine::output::EVENTS),
             dead_letters: reg(crate::engine::output::DEAD_LETTERS),
             plugins: reg(crate::engine::output::PLUGINS),
@@ -333,6 +366,23 @@ impl HubSink {
                 .iter()
                 .map(|n| reg(&crate::window::channel_name(n)))
                 .collect(),
+        };
+        sink.sync_patterns(engine);
+        sink
+    }
+
+    /// Register the channel of every pattern the engine runs now (a
+    /// pattern plugin loaded, a configuration reloaded), so clients can
+    /// subscribe before its first match.
+    pub fn sync_patterns(&mut self, engine: &Engine) {
+        for name in engine.patterns().names() {
+            if !self.patterns.contains_key(&name) {
+                let head = engine.pattern_head(&name);
+                let p = self
+                    .hub
+                    .register_after(&crate::pattern::channel_name(&name), head);
+                self.patterns.insert(name, p);
+            }
         }
     }
 }
@@ -365,6 +415,24 @@ impl Sink for HubSink {
                 let json = serde_json::to_value(&notice).unwrap_or_default();
                 self.plugins
                     .publish_batch_at(seq, std::iter::once(Payload::Json(json)));
+            }
+            Emitted::Pattern { seq, output } => {
+                let publisher = match &output {
+                    crate::pattern::PatternOutput::Late { .. } => Some(&self.late),
+                    crate::pattern::PatternOutput::Result(r) => {
+                        if !self.patterns.contains_key(&*r.pattern) {
+                            let p = self.hub.register_after(
+                                &crate::pattern::channel_name(&r.pattern),
+                                seq.saturating_sub(1),
+                            );
+                            self.patterns.insert(r.pattern.to_string(), p);
+                        }
+                        self.patterns.get(&*r.pattern)
+                    }
+                };
+                if let Some(p) = publisher {
+                    p.publish_batch_at(seq, std::iter::once(Payload::Json(output.to_json())));
+                }
             }
         }
     }
@@ -460,6 +528,15 @@ impl Runner {
                         Msg::Wake => {}
                         Msg::Tick => driver.tick(),
                         Msg::Plugin(change) => driver.apply(Input::Plugin(change), 0),
+                        Msg::Reconfigure(r, reply) => {
+                            driver.apply(Input::Reconfigure(r), 0);
+                            let outcome = driver
+                                .engine
+                                .take_reconfigure_outcome()
+                                .unwrap_or_else(|| Err("the engine failed applying it".into()));
+                            driver.sink.sync_patterns(&driver.engine);
+                            let _ = reply.send(outcome);
+                        }
                         Msg::Events { events, bytes } => {
                             // Merge what is already waiting, up to one batch;
                             // a request larger than a batch is split.
@@ -548,6 +625,7 @@ impl Driver {
         self.ticks += 1;
         if self.ticks.is_multiple_of(METRICS_EVERY_TICKS) {
             self.engine.windows().record_metrics();
+            self.engine.patterns().record_metrics();
         }
     }
 
@@ -566,6 +644,7 @@ impl Driver {
         }
         let started = Instant::now();
         let is_batch = matches!(input, Input::Batch(_));
+        let changes_patterns = matches!(input, Input::Plugin(_));
         let engine = &mut self.engine;
         let sink = &mut self.sink;
         let run = std::panic::AssertUnwindSafe(|| engine.step(input, sink));
@@ -575,6 +654,9 @@ impl Driver {
                 events,
                 "the engine panicked on an input; its events are lost (a bug: please report it)"
             );
+        }
+        if changes_patterns {
+            self.sink.sync_patterns(&self.engine);
         }
         let c = self.engine.counters();
         self.stats.published.store(c.published, Ordering::Relaxed);
@@ -629,6 +711,29 @@ impl Driver {
             Query::LiveUsers { limit } => Answer::Json(Some(w.live().users(*limit))),
             Query::LivePages { limit } => Answer::Json(Some(w.live().pages(*limit))),
             Query::Stages => Answer::Stages(self.engine.stage_reports()),
+            Query::Patterns => Answer::Json(Some(
+                serde_json::to_value(self.engine.patterns().reports()).unwrap_or_default(),
+            )),
+            Query::PatternMatches {
+                pattern,
+                matched,
+                limit,
+            } => Answer::Json(
+                self.engine
+                    .patterns()
+                    .recent(
+                        pattern,
+                        matched.map(|m| {
+                            if m {
+                                crate::pattern::OutcomeKind::Match
+                            } else {
+                                crate::pattern::OutcomeKind::Timeout
+                            }
+                        }),
+                        *limit,
+                    )
+                    .map(|v| Json::Array(v.iter().map(|r| r.to_json()).collect())),
+            ),
         }
     }
 }

@@ -26,6 +26,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod interpolate;
+mod patterns;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod patterns_tests;
 mod raw;
 mod service;
 #[cfg(test)]
@@ -110,6 +114,8 @@ pub struct Config {
     pub windows: Vec<crate::window::WindowConfig>,
     /// `[live]`: the live users and top pages views.
     pub live: crate::window::LiveConfig,
+    /// `[[patterns]]`: sequence patterns declared here, in order.
+    pub patterns: Vec<crate::pattern::PatternConfig>,
 }
 
 /// `[pipeline]` settings.

@@ -163,6 +163,8 @@ pub(super) struct RawConfig {
     windows: Vec<super::windows::RawWindow>,
     #[serde(default)]
     live: super::windows::RawLive,
+    #[serde(default)]
+    patterns: Vec<super::patterns::RawPattern>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -606,6 +608,7 @@ impl RawConfig {
         let time = v.time(&self.time)?;
         let windows = v.windows(self.windows, &time)?;
         let live = v.live(&self.live)?;
+        let patterns = v.patterns(self.patterns, &time)?;
 
         Ok(Config {
             plugins_dir: PathBuf::from(plugins_dir),
@@ -619,6 +622,7 @@ impl RawConfig {
             time,
             windows,
             live,
+            patterns,
         })
     }
 }

@@ -70,7 +70,7 @@ pub(super) struct RawLive {
 
 impl Validator<'_> {
     /// A duration key: text such as "10s"; `min_ms` is the smallest allowed.
-    fn duration(&self, key: &str, text: &str, min_ms: i64) -> Result<i64, ConfigError> {
+    pub(super) fn duration(&self, key: &str, text: &str, min_ms: i64) -> Result<i64, ConfigError> {
         let parsed = humantime::parse_duration(text).map_err(|e| {
             self.invalid(
                 key,
@@ -92,7 +92,7 @@ impl Validator<'_> {
         Ok(ms)
     }
 
-    fn opt_duration(
+    pub(super) fn opt_duration(
         &self,
         key: &str,
         text: &Option<String>,
@@ -105,7 +105,7 @@ impl Validator<'_> {
         }
     }
 
-    fn bounded(
+    pub(super) fn bounded(
         &self,
         key: &str,
         value: Option<Int>,

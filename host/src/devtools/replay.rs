@@ -96,8 +96,9 @@ pub struct Outputs {
     pub failures: Vec<Failure>,
     /// A report per stage (counts, ns/event, version).
     pub stages: Vec<StageReport>,
-    /// With a pipeline that has `[[windows]]`: their results and late
-    /// events, as `{"channel", "data"}` objects, in order.
+    /// With a pipeline that has `[[windows]]` or `[[patterns]]`: window
+    /// results, pattern matches and timeouts, and late events, as
+    /// `{"channel", "data"}` objects, in order.
     pub windows: Vec<Value>,
 }
 
@@ -111,8 +112,20 @@ impl Outputs {
             .map(|w| {
                 let d = &w["data"];
                 let mut v = d.clone();
-                let id = if w["channel"] == LATE_CHANNEL {
+                let id = if w["channel"] == LATE_CHANNEL && d.get("pattern").is_some() {
+                    format!("late pattern {} {}", d["pattern"], d["event"]["id"])
+                } else if w["channel"] == LATE_CHANNEL {
                     format!("late {} {}", d["window"], d["event"]["id"])
+                } else if d.get("pattern").is_some() {
+                    format!(
+                        "{} {} {} [{}, {}] {}",
+                        w["channel"].as_str().unwrap_or("?"),
+                        d["kind"].as_str().unwrap_or("?"),
+                        d["key"],
+                        d["start"],
+                        d["end"],
+                        d["steps"]
+                    )
                 } else {
                     format!(
                         "{} {} [{}, {}) {} r{}",
@@ -341,12 +354,12 @@ impl Replay {
                             }
                         }
                     }
-                    w @ Emitted::Window { .. } => {
+                    w @ (Emitted::Window { .. } | Emitted::Pattern { .. }) => {
                         let channel = w.channel(&names);
-                        if let Emitted::Window { output, .. } = w {
-                            outputs.windows.push(
-                                serde_json::json!({"channel": channel, "data": output.to_json()}),
-                            );
+                        for (_, data) in w.messages() {
+                            outputs
+                                .windows
+                                .push(serde_json::json!({"channel": channel, "data": data}));
                         }
                     }
                     Emitted::Plugin { .. } => {}

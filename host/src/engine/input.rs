@@ -94,8 +94,42 @@ pub enum Input {
     },
     /// A plugin version went live, was rolled back or removed.
     Plugin(PluginChange),
+    /// The configuration file was reloaded (`SIGHUP`, `POST
+    /// /v1/admin/reload`): its stages and declared patterns apply from the
+    /// next input on.
+    Reconfigure(Reconfigure),
     /// The input ended (a file, a replay): every open window fires.
     Finish,
+}
+
+/// A reloaded configuration: its text (what a record keeps) and the
+/// configuration parsed from it.
+#[derive(Debug, Clone)]
+pub struct Reconfigure {
+    /// Where the text came from (a path), for messages.
+    pub origin: String,
+    /// The file's text, as read (before `${VAR}` interpolation).
+    pub text: String,
+    /// The validated configuration.
+    pub config: std::sync::Arc<crate::config::Config>,
+}
+
+impl PartialEq for Reconfigure {
+    fn eq(&self, other: &Self) -> bool {
+        self.origin == other.origin && self.text == other.text
+    }
+}
+
+impl Reconfigure {
+    /// Parse `text`, interpolating with this process's environment.
+    pub fn parse(origin: &str, text: &str) -> Result<Reconfigure, crate::config::ConfigError> {
+        let config = crate::config::Config::parse(text, origin, &|k| std::env::var(k).ok())?;
+        Ok(Reconfigure {
+            origin: origin.to_owned(),
+            text: text.to_owned(),
+            config: std::sync::Arc::new(config),
+        })
+    }
 }
 
 /// One line of an event file that feeds the engine.
@@ -189,6 +223,12 @@ enum Line {
         position: Option<(SourceId, u64)>,
     },
     Plugin(PluginChange),
+    /// A reload, with the file's text (parsed again when the record is
+    /// read, with that process's environment).
+    Config {
+        origin: String,
+        text: String,
+    },
     Finish {},
 }
 
@@ -225,6 +265,10 @@ impl Input {
                 position: *position,
             },
             Input::Plugin(c) => Line::Plugin(c.clone()),
+            Input::Reconfigure(r) => Line::Config {
+                origin: r.origin.clone(),
+                text: r.text.clone(),
+            },
             Input::Finish => Line::Finish {},
         };
         serde_json::to_string(&line).unwrap_or_default()
@@ -254,6 +298,10 @@ impl Input {
             }),
             Line::Tick { wall_ms, position } => Input::Tick { wall_ms, position },
             Line::Plugin(c) => Input::Plugin(c),
+            Line::Config { origin, text } => Input::Reconfigure(
+                Reconfigure::parse(&origin, &text)
+                    .map_err(|e| anyhow::anyhow!("the recorded configuration reload: {e}"))?,
+            ),
             Line::Finish {} => Input::Finish,
         })
     }

@@ -36,11 +36,12 @@ pub mod state;
 mod tests;
 pub mod time;
 
-pub use input::{Batch, Input, PluginChange, VersionChange};
+pub use input::{Batch, Input, PluginChange, Reconfigure, VersionChange};
 pub use output::{Emitted, Sequencer, Sink};
 
 use crate::config::Config;
 use crate::event::Event;
+use crate::pattern::{PatternOutput, Patterns};
 use crate::pipeline::{Pipeline, PipelineError, StageReport};
 use crate::plugin::Registry;
 use crate::plugin::clock::VirtualClock;
@@ -85,6 +86,10 @@ pub struct Counters {
     pub window_results: u64,
     /// Events windows reported late (or future).
     pub late_events: u64,
+    /// Pattern matches and timeouts published.
+    pub pattern_results: u64,
+    /// Events patterns reported late (or future).
+    pub pattern_late: u64,
 }
 
 /// The core. See the module documentation.
@@ -93,12 +98,15 @@ pub struct Engine {
     time: EventTime,
     windows: Windows,
     window_names: Vec<String>,
+    patterns: Patterns,
     seq: Sequencer,
     counters: Counters,
     /// Where each source's log stands (see [`Batch::position`]).
     positions: BTreeMap<SourceId, u64>,
     seed: u64,
     clock: Arc<VirtualClock>,
+    /// What the last configuration reload changed, or why it failed.
+    last_reconfigure: Option<Result<Vec<String>, String>>,
 }
 
 impl Engine {
@@ -114,7 +122,10 @@ impl Engine {
         let windows = Windows::with_live(&config.windows, config.live)
             .map_err(|e| EngineError::Windows(format!("{e:#}")))?;
         let window_names = windows.names();
+        let patterns =
+            Patterns::new(&config.patterns).map_err(|e| EngineError::Patterns(e.to_string()))?;
         Ok(Engine {
+            patterns,
             pipeline,
             time: EventTime::new(config.time),
             seq: Sequencer::new(options.first_seq.max(1), window_names.len()),
@@ -124,6 +135,7 @@ impl Engine {
             positions: BTreeMap::new(),
             seed: options.seed,
             clock,
+            last_reconfigure: None,
         })
     }
 
@@ -133,9 +145,14 @@ impl Engine {
     pub fn step(&mut self, input: Input, sink: &mut dyn Sink) {
         let mut notices = Vec::new();
         let mut windows_out = Vec::new();
+        let mut patterns_out = Vec::new();
         let mut produced = Produced::default();
         match input {
-            Input::Batch(b) => self.batch(b, &mut notices, &mut windows_out, &mut produced),
+            Input::Batch(b) => {
+                let now = self.batch(b, &mut notices, &mut windows_out, &mut produced);
+                self.patterns
+                    .on_batch(&produced.events, &produced.time, now, &mut patterns_out);
+            }
             Input::Tick { wall_ms, position } => {
                 if let Some((source, at)) = position {
                     let p = self.positions.entry(source).or_insert(0);
@@ -143,6 +160,8 @@ impl Engine {
                 }
                 self.time.tick(wall_ms);
                 self.windows.on_tick(&self.time, &mut windows_out);
+                self.patterns
+                    .on_tick(&self.time, wall_ms, &mut patterns_out);
             }
             Input::Plugin(change) => {
                 match &change.version {
@@ -156,9 +175,15 @@ impl Engine {
                 }
                 notices.extend(change.notice);
             }
+            Input::Reconfigure(r) => {
+                let outcome = self.reconfigure(&r.config, &mut notices);
+                self.last_reconfigure = Some(outcome);
+            }
             Input::Finish => {
                 self.time.finish();
                 self.windows.on_finish(&mut windows_out);
+                let now = self.time.wall().unwrap_or(0);
+                self.patterns.on_finish(now, &mut patterns_out);
             }
         }
         self.counters.inputs += 1;
@@ -184,6 +209,14 @@ impl Engine {
             let seq = self.seq.window(&output);
             sink.emit(Emitted::Window { seq, output });
         }
+        for output in patterns_out {
+            match &output {
+                PatternOutput::Result(_) => self.counters.pattern_results += 1,
+                PatternOutput::Late { .. } => self.counters.pattern_late += 1,
+            }
+            let seq = self.seq.pattern(&output);
+            sink.emit(Emitted::Pattern { seq, output });
+        }
         for notice in notices {
             sink.emit(Emitted::Plugin {
                 seq: self.seq.plugin(),
@@ -198,7 +231,7 @@ impl Engine {
         notices: &mut Vec<Notice>,
         windows_out: &mut Vec<window::Output>,
         produced: &mut Produced,
-    ) {
+    ) -> i64 {
         let n = b.events.len() as u64;
         let position = self.positions.entry(b.source).or_insert(0);
         *position = (*position).max(b.position);
@@ -217,6 +250,88 @@ impl Engine {
         self.counters.dropped += n.saturating_sub(published + dead);
         produced.events = out.events;
         produced.dead_letters = out.dead_letters;
+        produced.time = facts;
+        now
+    }
+
+    /// Apply a reloaded configuration's stages and declared patterns (the
+    /// rest of a configuration needs a restart). Stages and patterns that
+    /// did not change keep everything; a changed pattern keeps the partial
+    /// matches whose steps still exist. Returns what changed; on an error
+    /// nothing changed.
+    fn reconfigure(
+        &mut self,
+        config: &Config,
+        notices: &mut Vec<Notice>,
+    ) -> Result<Vec<String>, String> {
+        use crate::pattern::Conditions;
+        use crate::plugin::registry::NoticeKind;
+        let notice = |item: String, detail: String| Notice {
+            plugin: item,
+            kind: NoticeKind::Reconfigured,
+            hash: None,
+            version: None,
+            detail,
+        };
+        let mut changes = Vec::new();
+        let now = self.pipeline.stage_configs();
+        let stages_changed = now.len() != config.stages.len()
+            || now.iter().zip(&config.stages).any(|(a, b)| *a != b);
+        if stages_changed {
+            let before: Vec<String> = now.iter().map(|s| s.name.clone()).collect();
+            if let Err(e) = self.pipeline.reconfigure(config, self.seed) {
+                let message = format!("the stages could not be applied: {e}");
+                notices.push(notice("config".into(), message.clone()));
+                return Err(message);
+            }
+            let after: Vec<String> = config.stages.iter().map(|s| s.name.clone()).collect();
+            let detail = format!("stages [{}] → [{}]", before.join(", "), after.join(", "));
+            notices.push(notice("stages".into(), detail.clone()));
+            changes.push(detail);
+        }
+        // Declared patterns: the plugin ones come and go with their files.
+        let declared_now: Vec<String> = self
+            .patterns
+            .names()
+            .into_iter()
+            .filter(|n| {
+                self.patterns
+                    .config(n)
+                    .is_some_and(|c| matches!(c.conditions, Conditions::Declared(_)))
+            })
+            .collect();
+        for name in &declared_now {
+            if !config.patterns.iter().any(|p| &p.name == name) {
+                let dropped = self.patterns.remove(name).unwrap_or(0);
+                let detail = format!("pattern `{name}` removed with {dropped} partial matches");
+                notices.push(notice(format!("pattern:{name}"), detail.clone()));
+                changes.push(detail);
+            }
+        }
+        for p in &config.patterns {
+            let detail = match self.patterns.config(&p.name) {
+                Some(c) if c == p => continue,
+                Some(_) => match self.patterns.change(p.clone(), None) {
+                    Ok(dropped) => format!(
+                        "pattern `{}` changed; {dropped} partial matches whose steps are gone were dropped",
+                        p.name
+                    ),
+                    Err(e) => format!("pattern `{}` could not be changed: {e}", p.name),
+                },
+                None => match self.patterns.add(p.clone(), None) {
+                    Ok(()) => format!("pattern `{}` added", p.name),
+                    Err(e) => format!("pattern `{}` could not be added: {e}", p.name),
+                },
+            };
+            notices.push(notice(format!("pattern:{}", p.name), detail.clone()));
+            changes.push(detail);
+        }
+        Ok(changes)
+    }
+
+    /// What the last configuration reload changed (or why it failed), once.
+    pub fn take_reconfigure_outcome(&mut self) -> Option<Result<Vec<String>, String>> {
+        self.last_reconfigure.take()
     }
 
     /// The windows' names, in configuration order.
@@ -227,6 +342,11 @@ impl Engine {
     /// The windows and live views (read-only: REST queries, metrics).
     pub fn windows(&self) -> &Windows {
         &self.windows
+    }
+
+    /// The patterns (read-only: REST queries, metrics).
+    pub fn patterns(&self) -> &Patterns {
+        &self.patterns
     }
 
     /// The event-time service.
@@ -242,6 +362,11 @@ impl Engine {
     /// The last sequence number of every engine channel.
     pub fn heads(&self) -> Vec<(String, u64)> {
         self.seq.heads(&self.window_names)
+    }
+
+    /// The last sequence number of pattern `name`'s channel.
+    pub fn pattern_head(&self, name: &str) -> u64 {
+        self.seq.pattern_head(name)
     }
 
     /// Where each source's log stands.
@@ -272,6 +397,7 @@ impl Engine {
             seq: self.seq.clone(),
             pipeline: self.pipeline.snapshot(),
             windows: self.windows.snapshot(),
+            patterns: self.patterns.snapshot(),
         }
         .to_bytes()
     }
@@ -305,6 +431,10 @@ impl Engine {
         let mut engine = Engine::new(config, registry, clock, &options)?;
         engine.pipeline.restore(saved.pipeline, groups)?;
         engine.windows.restore(saved.windows, groups)?;
+        engine
+            .patterns
+            .restore(saved.patterns, groups)
+            .map_err(|e| EngineError::Patterns(e.to_string()))?;
         engine.time = saved.time.with_config(config.time);
         engine.seq = saved.seq.remap(&saved.window_names, &engine.window_names);
         engine.counters = saved.counters;
@@ -317,6 +447,7 @@ impl Engine {
 struct Produced {
     events: Vec<Event>,
     dead_letters: Vec<crate::pipeline::DeadLetter>,
+    time: time::BatchTime,
 }
 
 /// Why an engine cannot start (or be restored).
@@ -328,6 +459,9 @@ pub enum EngineError {
     /// A window definition is invalid.
     #[error("{0}")]
     Windows(String),
+    /// A pattern cannot be set up.
+    #[error("{0}")]
+    Patterns(String),
     /// A snapshot could not be read or does not fit this configuration.
     #[error("{0}")]
     Snapshot(#[from] state::SnapshotError),

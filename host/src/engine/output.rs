@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::Event;
+use crate::pattern::PatternOutput;
 use crate::pipeline::DeadLetter;
 use crate::plugin::registry::Notice;
 use crate::window;
@@ -53,6 +54,14 @@ pub enum Emitted {
         /// The notice.
         notice: Notice,
     },
+    /// A pattern match or timeout (on `patterns/<name>`) or an event a
+    /// pattern could not take (on `late`).
+    Pattern {
+        /// Its seq on its channel.
+        seq: u64,
+        /// The output.
+        output: PatternOutput,
+    },
 }
 
 impl Emitted {
@@ -63,6 +72,10 @@ impl Emitted {
             Emitted::Events { .. } => EVENTS.to_owned(),
             Emitted::DeadLetters { .. } => DEAD_LETTERS.to_owned(),
             Emitted::Plugin { .. } => PLUGINS.to_owned(),
+            Emitted::Pattern { output, .. } => match output {
+                PatternOutput::Result(r) => crate::pattern::channel_name(&r.pattern),
+                PatternOutput::Late { .. } => LATE.to_owned(),
+            },
             Emitted::Window { output, .. } => match output.stream() {
                 window::Stream::Late => LATE.to_owned(),
                 window::Stream::Results(i) => windows
@@ -84,6 +97,7 @@ impl Emitted {
                 .map(|(s, d)| (s, dead_letter_json(d)))
                 .collect(),
             Emitted::Window { seq, output } => vec![(*seq, output.to_json())],
+            Emitted::Pattern { seq, output } => vec![(*seq, output.to_json())],
             Emitted::Plugin { seq, notice } => {
                 vec![(*seq, serde_json::to_value(notice).unwrap_or_default())]
             }
@@ -118,6 +132,8 @@ pub struct Sequencer {
     late: u64,
     /// Per window, in configuration order.
     windows: Vec<u64>,
+    /// Per pattern, by name (patterns come and go at run time).
+    patterns: std::collections::BTreeMap<String, u64>,
     /// What a channel that appears later (a window added on restore)
     /// starts after.
     before_first: u64,
@@ -133,6 +149,7 @@ impl Sequencer {
             plugins: before_first,
             late: before_first,
             windows: vec![before_first; windows],
+            patterns: std::collections::BTreeMap::new(),
             before_first,
         }
     }
@@ -186,7 +203,31 @@ impl Sequencer {
         }
     }
 
-    /// The last seq of every channel, by name (`windows` names the windows).
+    /// The seq of a pattern output.
+    pub fn pattern(&mut self, output: &PatternOutput) -> u64 {
+        match output {
+            PatternOutput::Late { .. } => Self::take(&mut self.late, 1),
+            PatternOutput::Result(r) => {
+                let before_first = self.before_first;
+                let c = self
+                    .patterns
+                    .entry(r.pattern.to_string())
+                    .or_insert(before_first);
+                Self::take(c, 1)
+            }
+        }
+    }
+
+    /// The last seq of pattern `name`'s channel.
+    pub fn pattern_head(&self, name: &str) -> u64 {
+        self.patterns
+            .get(name)
+            .copied()
+            .unwrap_or(self.before_first)
+    }
+
+    /// The last seq of every channel, by name (`windows` names the windows;
+    /// patterns that published anything are included).
     pub fn heads(&self, windows: &[String]) -> Vec<(String, u64)> {
         let mut heads = vec![
             (EVENTS.to_owned(), self.events),
@@ -199,6 +240,11 @@ impl Sequencer {
                 .iter()
                 .zip(&self.windows)
                 .map(|(n, s)| (window::channel_name(n), *s)),
+        );
+        heads.extend(
+            self.patterns
+                .iter()
+                .map(|(n, s)| (crate::pattern::channel_name(n), *s)),
         );
         heads
     }

@@ -32,6 +32,7 @@ pub struct EngineState {
     pub(super) seq: Sequencer,
     pub(super) pipeline: PipelineState,
     pub(super) windows: WindowsState,
+    pub(super) patterns: crate::pattern::PatternsState,
 }
 
 impl EngineState {
@@ -51,7 +52,7 @@ impl EngineState {
 /// The envelope's first bytes.
 pub const MAGIC: &[u8; 8] = b"EDDYSNAP";
 /// The body's format version: bump it when [`EngineState`] changes shape.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Why a snapshot cannot be read or restored.
 #[derive(Debug, thiserror::Error)]

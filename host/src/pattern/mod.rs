@@ -9,6 +9,12 @@
 //! plus unbounded loops without `within` or `until`, whose state would grow
 //! without bound — and builds an [`Nfa`], shared by every key.
 //!
+//! The operator around it ([`operator`]) runs every configured pattern in
+//! the engine: it classifies events (declared filters, or a pattern
+//! plugin's one call per batch), buffers them per pattern until the
+//! watermark passes them, feeds each key's matcher in timestamp order and
+//! publishes matches and timeouts on `patterns/<name>`.
+//!
 //! The matcher is per key: the operator keeps one [`KeyState`] per key, feeds
 //! it the key's events in event-time order with the [`Bits`] of conditions
 //! each event satisfies ([`Nfa::advance`]), and tells it when event time
@@ -83,9 +89,14 @@
 //! partial match takes it.
 
 mod nfa;
+pub mod operator;
 mod spec;
 #[cfg(test)]
 mod tests;
 
 pub use nfa::{KeyState, Limits, MAX_STATES, MAX_STEPS, Nfa, Outcome, OutcomeKind, PatternError};
+pub use operator::{
+    Classify, Conditions, MatchView, PatternConfig, PatternOutput, PatternReport, PatternResult,
+    Patterns, PatternsState, StepConditions, Verdict, channel_name,
+};
 pub use spec::{Bits, Contiguity, Inner, PatternDef, Quantifier, Skip, Step, WithinType};

@@ -53,6 +53,10 @@ pub enum NoticeKind {
     Failed,
     /// The file was removed; the plugin is no longer live.
     Unloaded,
+    /// A configuration reload changed a stage or a declared pattern (the
+    /// `plugin` field names it: `stage:<name>` or `pattern:<name>`), or
+    /// could not be applied (`config`).
+    Reconfigured,
 }
 
 /// Counters of one plugin's lifecycle.
@@ -347,6 +351,9 @@ impl Registry {
             }
             NoticeKind::Unloaded => {
                 tracing::info!(plugin, hash, version, detail, "plugin unloaded")
+            }
+            NoticeKind::Reconfigured => {
+                tracing::info!(plugin, detail, "configuration reloaded")
             }
         }
     }

@@ -28,6 +28,8 @@ use tokio::sync::watch;
 mod auth;
 mod error;
 mod ingest;
+mod patterns;
+mod reload;
 mod rest;
 mod sse;
 mod streams;
@@ -90,6 +92,8 @@ pub struct AppState {
     pub ingest_requests: Arc<AtomicU64>,
     /// Bytes those requests hold (see `ingest.max_inflight_bytes`).
     pub ingest_bytes: Arc<AtomicU64>,
+    /// The configuration file, for reloads (`None`: the embedded default).
+    pub config_path: Option<PathBuf>,
 }
 
 /// The router: every route eddy serves.
@@ -112,10 +116,13 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/plugins", get(rest::plugins))
         .route("/v1/plugins/{name}/reload", post(rest::reload_plugin))
         .route("/v1/plugins/{name}/rollback", post(rest::rollback_plugin))
+        .route("/v1/admin/reload", post(reload::admin_reload))
         .route("/v1/stats", get(rest::stats))
         .route("/v1/windows", get(windows::list))
         .route("/v1/windows/{name}", get(windows::open))
         .route("/v1/windows/{name}/history", get(windows::history))
+        .route("/v1/patterns", get(patterns::list))
+        .route("/v1/patterns/{name}/matches", get(patterns::matches))
         .route("/v1/live/users", get(windows::live_users))
         .route("/v1/live/pages", get(windows::live_pages))
         .route("/metrics", get(rest::metrics))
@@ -143,10 +150,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/plugins"),
     ("post", "/v1/plugins/{name}/reload"),
     ("post", "/v1/plugins/{name}/rollback"),
+    ("post", "/v1/admin/reload"),
     ("get", "/v1/stats"),
     ("get", "/v1/windows"),
     ("get", "/v1/windows/{name}"),
     ("get", "/v1/windows/{name}/history"),
+    ("get", "/v1/patterns"),
+    ("get", "/v1/patterns/{name}/matches"),
     ("get", "/v1/live/users"),
     ("get", "/v1/live/pages"),
     ("get", "/metrics"),
@@ -162,6 +172,8 @@ pub struct ServeOptions {
     pub listen: Option<SocketAddr>,
     /// `--record FILE`: write every engine input there.
     pub record: Option<PathBuf>,
+    /// The configuration file (`--config`), read again on a reload.
+    pub config_path: Option<PathBuf>,
 }
 
 /// Load plugins, start the pipeline and serve until SIGINT/SIGTERM; then
@@ -262,7 +274,9 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
         next_connection: Arc::new(AtomicU64::new(1)),
         ingest_requests: Arc::new(AtomicU64::new(0)),
         ingest_bytes: Arc::new(AtomicU64::new(0)),
+        config_path: options.config_path.clone(),
     };
+    reload::spawn_sighup(state.clone());
     tokio::spawn(rest::publish_stats(
         hub.register(channels::STATS),
         state.clone(),

@@ -28,7 +28,7 @@ const MAX_LIMIT: usize = 100_000;
 /// Default `limit` of the live views (a dashboard panel).
 const DEFAULT_LIVE_LIMIT: usize = 10;
 
-fn limit(q: &HashMap<String, String>, default: usize) -> Result<usize, ApiError> {
+pub(super) fn limit(q: &HashMap<String, String>, default: usize) -> Result<usize, ApiError> {
     match q.get("limit") {
         None => Ok(default),
         Some(v) => match v.parse::<usize>() {
@@ -74,7 +74,7 @@ fn unknown_window(state: &AppState, name: &str) -> ApiError {
     .with("available", available)
 }
 
-fn respond(result: Result<Value, ApiError>) -> Response {
+pub(super) fn respond(result: Result<Value, ApiError>) -> Response {
     match result {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
@@ -82,7 +82,7 @@ fn respond(result: Result<Value, ApiError>) -> Response {
 }
 
 /// Ask the engine; 503 if it does not answer in time.
-async fn ask(state: &AppState, q: EngineQuery) -> Result<Arc<Answer>, ApiError> {
+pub(super) async fn ask(state: &AppState, q: EngineQuery) -> Result<Arc<Answer>, ApiError> {
     state.view.get(q).await.ok_or_else(|| {
         ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -94,7 +94,7 @@ async fn ask(state: &AppState, q: EngineQuery) -> Result<Arc<Answer>, ApiError> 
 }
 
 /// The JSON of an answer; `None` for "no such window".
-fn json(answer: &Answer) -> Option<Value> {
+pub(super) fn json(answer: &Answer) -> Option<Value> {
     match answer {
         Answer::Json(v) => v.clone(),
         _ => None,

@@ -169,7 +169,7 @@ fn parse_errors_say_what_is_wrong_and_what_is_allowed() {
         (
             "ratio(name:eq:purchase)",
             "aggregate: invalid ratio predicate `name:eq:purchase`: unknown operator `eq`; \
-             expected one of equals, not_equals, contains, gt, lt, is_set, is_not_set",
+             expected one of equals, not_equals, contains, gt, gte, lt, lte, in, is_set, is_not_set",
         ),
         (
             "ratio(name)",
