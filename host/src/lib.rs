@@ -59,4 +59,5 @@ pub mod runner;
 pub mod server;
 #[cfg(test)]
 mod test_rng;
+pub mod wal;
 pub mod window;
