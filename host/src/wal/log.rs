@@ -1,5 +1,6 @@
 //! The segmented log: recovery, append, sync, rotation, retention, reading.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -316,13 +317,24 @@ impl Log {
                 path: join(&dir, &segment::file_name(first)),
             },
         };
+        // A directory we may list but not write to is the data directory's
+        // problem, not a segment's.
+        let not_writable = |e: WalError| match e {
+            WalError::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
+                WalError::DataDir {
+                    path: dir.clone(),
+                    source,
+                }
+            }
+            e => e,
+        };
         let mut file = if needs_header {
-            let file = create_segment(fs.as_ref(), &dir, first)?;
+            let file = create_segment(fs.as_ref(), &dir, first).map_err(not_writable)?;
             active.bytes = HEADER_BYTES as u64;
             file
         } else {
             fs.open_append(&active.path, false)
-                .map_err(|e| WalError::io("open", &active.path, e))?
+                .map_err(|e| not_writable(WalError::io("open", &active.path, e)))?
         };
         // What a crashed process left in the page cache is on disk from here on.
         file.sync_data()

@@ -53,7 +53,17 @@
 //!
 //! In every policy a failed write (disk full, I/O error) is answered with an
 //! error and cut off again, so nothing that was not written is ever
-//! acknowledged, and the next append after space returns succeeds.
+//! acknowledged, and the next append after space returns succeeds. The
+//! converse does not hold: a request answered with an error may still be
+//! in the log (a segment roll synced it before its group's sync failed), so
+//! a client's retry can log it twice — event ids make that harmless.
+//!
+//! A failed sync under `always` cuts the group's records off again and
+//! answers them with errors. Under `interval` the records were already
+//! acknowledged: the failure is logged and counted, and the next interval
+//! syncs again — but after a failed `fsync` Linux may have dropped the dirty
+//! pages, so records acknowledged in that window can be lost at a later
+//! power cut even though a later sync succeeds.
 //!
 //! # Why not a WAL crate
 //!

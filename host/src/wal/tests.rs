@@ -766,3 +766,118 @@ fn a_cut_at_any_step_of_a_checkpoint_write_leaves_one_loadable() {
         assert!(fs.list(&dir).unwrap().iter().all(|n| !n.ends_with(".tmp")));
     }
 }
+
+// ---------------------------------------------------------------------------
+// The real filesystem
+// ---------------------------------------------------------------------------
+
+#[test]
+fn the_log_and_checkpoints_work_on_the_real_filesystem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fs: Arc<dyn WalFs> = Arc::new(StdFs);
+    let missing = Log::open(Arc::clone(&fs), tmp.path().join("missing"), opts(256));
+    assert!(matches!(missing, Err(WalError::DataDir { .. })));
+
+    let (log, _) = open(&fs, tmp.path(), opts(256));
+    let gc = GroupCommit::start(log, WalConfig::default().policy()).unwrap();
+    for i in 1..=50 {
+        assert_eq!(gc.submit_blocking(payload(i)).unwrap(), i);
+    }
+    drop(gc);
+    let (mut log, rec) = open(&fs, tmp.path(), opts(256));
+    assert_eq!((rec.records, rec.truncated_bytes), (50, 0));
+    assert!(rec.segments > 1);
+    // A torn tail on a real file.
+    let last = segment_firsts(&fs, tmp.path()).pop().unwrap();
+    let path = segment_path(tmp.path(), last);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &[9, 0, 0, 0, 1, 2]))
+        .unwrap();
+    drop(log);
+    let (l, rec) = open(&fs, tmp.path(), opts(256));
+    log = l;
+    assert_eq!((rec.records, rec.truncated_bytes), (50, 6));
+    assert_eq!(read_all(&log, 1).len(), 50);
+
+    let store = CheckpointStore::open(Arc::clone(&fs), tmp.path()).unwrap();
+    store.write(50, b"state").unwrap();
+    let (info, payload) = store.load_latest().unwrap().unwrap();
+    assert_eq!((info.wal_seq, payload), (50, b"state".to_vec()));
+    log.set_retention_floor(store.oldest_kept().unwrap().unwrap() + 1);
+    log.truncate_before(51).unwrap();
+    assert_eq!(log.stats().segments, 1);
+}
+
+/// Appends/s and commit latency per policy for ~100 KB records (about a
+/// 1,000-event batch) on the real disk:
+/// `cargo test -p eddy --release --lib wal::tests::bench -- --ignored --nocapture`
+/// (`EDDY_WAL_BENCH_DIR` picks the directory, default the system temp dir).
+#[test]
+#[ignore = "a benchmark: prints figures, asserts nothing about speed"]
+fn bench_commit_policies_on_the_real_disk() {
+    const RECORD: usize = 100 * 1024;
+    const SUBMITTERS: usize = 8;
+    const PER_SUBMITTER: usize = 250;
+    let base = std::env::var_os("EDDY_WAL_BENCH_DIR").map(PathBuf::from);
+    let policies = [
+        ("always", WalConfig::default().policy()),
+        (
+            "interval 100ms",
+            FsyncPolicy::Interval(Duration::from_millis(100)),
+        ),
+        ("never", FsyncPolicy::Never),
+    ];
+    for submitters in [1, SUBMITTERS] {
+        for (name, policy) in policies {
+            let tmp = match &base {
+                Some(b) => tempfile::tempdir_in(b).unwrap(),
+                None => tempfile::tempdir().unwrap(),
+            };
+            let fs: Arc<dyn WalFs> = Arc::new(StdFs);
+            let (log, _) = open(&fs, tmp.path(), LogOptions::default());
+            let gc = Arc::new(GroupCommit::start(log, policy).unwrap());
+            let per = PER_SUBMITTER * SUBMITTERS / submitters;
+            let started = Instant::now();
+            let threads: Vec<_> = (0..submitters)
+                .map(|t| {
+                    let gc = Arc::clone(&gc);
+                    std::thread::spawn(move || {
+                        let mut lat = Vec::with_capacity(per);
+                        let record = vec![b'a' + t as u8; RECORD];
+                        for _ in 0..per {
+                            let t0 = Instant::now();
+                            gc.submit_blocking(record.clone()).unwrap();
+                            lat.push(t0.elapsed());
+                        }
+                        lat
+                    })
+                })
+                .collect();
+            let mut lat: Vec<Duration> = threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect();
+            let elapsed = started.elapsed();
+            lat.sort_unstable();
+            let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+            let stats = gc.stats();
+            let n = lat.len() as f64;
+            println!(
+                "{name:>15} x{submitters}: {:>7.0} appends/s {:>6.0} MB/s  p50 {:>8.2?} p99 {:>8.2?}  syncs {:>5} (p50 {} us), {:.1} records/sync",
+                n / elapsed.as_secs_f64(),
+                n * RECORD as f64 / 1e6 / elapsed.as_secs_f64(),
+                q(0.5),
+                q(0.99),
+                stats.syncs,
+                stats.sync_latency_us.quantile(0.5),
+                if stats.group_records.count > 0 {
+                    stats.group_records.sum as f64 / stats.group_records.count as f64
+                } else {
+                    0.0
+                },
+            );
+        }
+    }
+}
