@@ -79,7 +79,7 @@
 //! | never | 8 | 7,183 | 0.41 ms | 45 ms | – |
 //!
 //! A sync of one group takes 2–4 ms (as DESIGN.md's figures say), so
-//! `always` buys durability at about 65 MB/s of log per core-pair.
+//! `always` with 8 concurrent submitters logs about 65 MB/s.
 //!
 //! # Why not a WAL crate
 //!
