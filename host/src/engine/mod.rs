@@ -146,12 +146,23 @@ impl Engine {
         let mut notices = Vec::new();
         let mut windows_out = Vec::new();
         let mut patterns_out = Vec::new();
+        let mut ordered: Vec<Operated> = Vec::new();
         let mut produced = Produced::default();
         match input {
             Input::Batch(b) => {
-                let now = self.batch(b, &mut notices, &mut windows_out, &mut produced);
-                self.patterns
-                    .on_batch(&produced.events, &produced.time, now, &mut patterns_out);
+                let mut windows_tagged = Vec::new();
+                let mut patterns_tagged = Vec::new();
+                let now = self.batch(b, &mut notices, &mut windows_tagged, &mut produced);
+                self.patterns.on_batch(
+                    &produced.events,
+                    &produced.time,
+                    now,
+                    self.window_names.len(),
+                    &mut patterns_tagged,
+                );
+                // Window and pattern outputs share the `late` channel: both
+                // in event order, as an event-by-event run would have them.
+                ordered = merge_by_event(windows_tagged, patterns_tagged);
             }
             Input::Tick { wall_ms, position } => {
                 if let Some((source, at)) = position {
@@ -201,21 +212,27 @@ impl Engine {
                 letters: produced.dead_letters,
             });
         }
-        for output in windows_out {
-            match &output {
-                window::Output::Result(_) => self.counters.window_results += 1,
-                window::Output::Late(_) => self.counters.late_events += 1,
+        ordered.extend(windows_out.into_iter().map(Operated::Window));
+        ordered.extend(patterns_out.into_iter().map(Operated::Pattern));
+        for out in ordered {
+            match out {
+                Operated::Window(output) => {
+                    match &output {
+                        window::Output::Result(_) => self.counters.window_results += 1,
+                        window::Output::Late(_) => self.counters.late_events += 1,
+                    }
+                    let seq = self.seq.window(&output);
+                    sink.emit(Emitted::Window { seq, output });
+                }
+                Operated::Pattern(output) => {
+                    match &output {
+                        PatternOutput::Result(_) => self.counters.pattern_results += 1,
+                        PatternOutput::Late { .. } => self.counters.pattern_late += 1,
+                    }
+                    let seq = self.seq.pattern(&output);
+                    sink.emit(Emitted::Pattern { seq, output });
+                }
             }
-            let seq = self.seq.window(&output);
-            sink.emit(Emitted::Window { seq, output });
-        }
-        for output in patterns_out {
-            match &output {
-                PatternOutput::Result(_) => self.counters.pattern_results += 1,
-                PatternOutput::Late { .. } => self.counters.pattern_late += 1,
-            }
-            let seq = self.seq.pattern(&output);
-            sink.emit(Emitted::Pattern { seq, output });
         }
         for notice in notices {
             sink.emit(Emitted::Plugin {
@@ -229,7 +246,7 @@ impl Engine {
         &mut self,
         b: Batch,
         notices: &mut Vec<Notice>,
-        windows_out: &mut Vec<window::Output>,
+        windows_out: &mut Vec<(u64, usize, window::Output)>,
         produced: &mut Produced,
     ) -> i64 {
         let n = b.events.len() as u64;
@@ -242,7 +259,8 @@ impl Engine {
         self.clock.advance_to(now);
         let out = self.pipeline.process(b.events, now, self.seed, notices);
         let facts = self.time.batch(b.source, b.wall_ms, &out.events);
-        self.windows.on_batch(&out.events, &facts, windows_out);
+        self.windows
+            .on_batch_tagged(&out.events, &facts, windows_out);
         let published = out.events.len() as u64;
         let dead = out.dead_letters.len() as u64;
         self.counters.published += published;
@@ -441,6 +459,33 @@ impl Engine {
         engine.positions = saved.positions;
         Ok(engine)
     }
+}
+
+/// An operator's output, before numbering.
+enum Operated {
+    Window(window::Output),
+    Pattern(PatternOutput),
+}
+
+/// Window and pattern outputs of one batch, each tagged (event index,
+/// operator index) and sorted, merged into one list in that order (windows
+/// before patterns at the same event: their indexes come first).
+fn merge_by_event(
+    windows: Vec<(u64, usize, window::Output)>,
+    patterns: Vec<(u64, usize, PatternOutput)>,
+) -> Vec<Operated> {
+    let mut all: Vec<(u64, usize, Operated)> = windows
+        .into_iter()
+        .map(|(e, i, o)| (e, i, Operated::Window(o)))
+        .chain(
+            patterns
+                .into_iter()
+                .map(|(e, i, o)| (e, i, Operated::Pattern(o))),
+        )
+        .collect();
+    // Stable: an operator's outputs of one event keep their order.
+    all.sort_by_key(|t| (t.0, t.1));
+    all.into_iter().map(|t| t.2).collect()
 }
 
 #[derive(Default)]

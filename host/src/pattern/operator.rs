@@ -496,14 +496,18 @@ impl PatternOp {
         })
     }
 
+    /// Take a batch; each output is tagged with the index of the event
+    /// that produced it and `index` (this pattern's).
     fn on_batch(
         &mut self,
         events: &[Event],
         time: &BatchTime,
         arrival: u64,
         now_ms: i64,
-        out: &mut Vec<PatternOutput>,
+        index: usize,
+        tagged: &mut Vec<(u64, usize, PatternOutput)>,
     ) {
+        let mut out = Vec::new();
         let bits = match self.classify.classify(events, now_ms) {
             Ok(b) if b.len() == events.len() => Some(b),
             Ok(b) => {
@@ -571,8 +575,9 @@ impl PatternOp {
                 (Admit::At(_), None) => {}
             }
             if self.watermark.follow(frontier) {
-                self.fire(now_ms, out);
+                self.fire(now_ms, &mut out);
             }
+            tagged.extend(out.drain(..).map(|o| (i as u64, index, o)));
         }
     }
 
@@ -1059,18 +1064,26 @@ impl Patterns {
     }
 
     /// Take a batch (after the stages) with its event-time facts.
+    ///
+    /// Each output is tagged with the index in the batch of the event that
+    /// produced it and `first_index` plus the pattern's position, and they
+    /// come in that order: as if the batch had been fed event by event, so
+    /// outputs do not depend on batching.
     pub fn on_batch(
         &mut self,
         events: &[Event],
         time: &BatchTime,
         now_ms: i64,
-        out: &mut Vec<PatternOutput>,
+        first_index: usize,
+        out: &mut Vec<(u64, usize, PatternOutput)>,
     ) {
         let base = self.arrival;
         self.arrival += events.len() as u64;
-        for op in &mut self.ops {
-            op.on_batch(events, time, base, now_ms, out);
+        let start = out.len();
+        for (i, op) in self.ops.iter_mut().enumerate() {
+            op.on_batch(events, time, base, now_ms, first_index + i, out);
         }
+        out[start..].sort_by_key(|t| (t.0, t.1));
     }
 
     /// Wall time moved: idle sources may move the watermarks on.

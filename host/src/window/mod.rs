@@ -516,6 +516,20 @@ impl Windows {
     /// window — so the `late` channel, which all windows share, and files
     /// that interleave windows read the same however events were batched.
     pub fn on_batch(&mut self, events: &[Event], time: &BatchTime, out: &mut Vec<Output>) {
+        let mut tagged = Vec::new();
+        self.on_batch_tagged(events, time, &mut tagged);
+        out.extend(tagged.into_iter().map(|t| t.2));
+    }
+
+    /// [`Windows::on_batch`], each output tagged with the index in the
+    /// batch of the event that produced it and the window's index, in that
+    /// order (so the engine can merge other operators' outputs by event).
+    pub fn on_batch_tagged(
+        &mut self,
+        events: &[Event],
+        time: &BatchTime,
+        out: &mut Vec<(u64, usize, Output)>,
+    ) {
         let base = self.arrival;
         self.arrival += events.len() as u64;
         let mut tagged: Vec<Tagged> = Vec::new();
@@ -534,7 +548,11 @@ impl Windows {
         }
         // Stable: a window's outputs of one event keep their order.
         tagged.sort_by_key(|t| (t.0, t.1));
-        out.extend(tagged.into_iter().map(|t| t.2));
+        out.extend(
+            tagged
+                .into_iter()
+                .map(|(arrival, w, o)| (arrival - base, w, o)),
+        );
         self.live.observe(events, time);
     }
 

@@ -8,6 +8,7 @@ mod config;
 mod decode;
 mod engine;
 mod limits;
+mod patterns;
 mod plugins;
 mod polyglot;
 mod reload;
