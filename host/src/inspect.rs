@@ -19,7 +19,10 @@ const EDDY_PACKAGE: &str = "eddy:plugin";
 
 /// eddy's worlds and the interfaces a component must export to target
 /// each one (`wit/worlds.wit`). A new world is one more row.
-const WORLDS: &[(&str, &[&str])] = &[("processor", &["plugin", "processing"])];
+const WORLDS: &[(&str, &[&str])] = &[
+    ("processor", &["plugin", "processing"]),
+    ("pattern", &["plugin", "matching"]),
+];
 
 /// Name used for the plugin's host-side state while `describe()` runs, when
 /// the file name is not a valid plugin name.

@@ -161,6 +161,12 @@ fn push_span(text: &mut Vec<u8>, s: &str) -> u64 {
 impl Encoder {
     /// Lay `events` out as one columnar batch.
     pub fn encode(&mut self, events: &[Event]) -> &wit::Batch {
+        self.encode_refs(events)
+    }
+
+    /// [`Encoder::encode`] for events held elsewhere (the events of a
+    /// pattern match, step by step).
+    pub fn encode_refs<'a>(&mut self, events: impl IntoIterator<Item = &'a Event>) -> &wit::Batch {
         let b = &mut self.batch;
         b.text.clear();
         b.ids.clear();

@@ -14,6 +14,8 @@ use wasmtime::{Config as WasmConfig, Engine, Store, Trap};
 
 use super::bindings::eddy::plugin::types as wit;
 use super::bindings::exports::eddy::plugin::plugin::Info;
+use super::bindings::pattern::exports::eddy::plugin::matching as pwit;
+use super::bindings::pattern::{Pattern, PatternPre};
 use super::bindings::{Processor, ProcessorPre};
 use super::capabilities::{self, CapabilityError};
 use super::clock::VirtualClock;
@@ -42,8 +44,26 @@ pub enum PluginError {
     CompileTimeout(Duration),
     /// A valid component of the wrong world, or with imports eddy does not
     /// provide.
-    #[error("component does not fit the eddy:plugin/processor world: {0}")]
+    #[error("component does not fit the eddy:plugin/processor or eddy:plugin/pattern world: {0}")]
     WrongWorld(String),
+    /// A plugin of one kind where another is needed: a processor stage
+    /// naming a pattern plugin, or a pattern naming a processor.
+    #[error(
+        "plugin `{plugin}` is {found} plugin, but {wanted} plugin is needed here \
+         (a pipeline stage runs a processor; a pattern runs a pattern plugin)"
+    )]
+    WrongKind {
+        /// The plugin's name.
+        plugin: String,
+        /// What it is.
+        found: PluginKind,
+        /// What the caller needs.
+        wanted: PluginKind,
+    },
+    /// A pattern plugin's description breaks the rules of
+    /// `wit/pattern.wit` (too many steps, a duplicate name, ...).
+    #[error("the plugin's pattern is invalid: {0}")]
+    BadPattern(String),
     /// The component imports capabilities (files, sockets, ...) that its
     /// stages do not grant; see [`super::capabilities`].
     #[error("refused by the capability policy: {0}")]
@@ -60,6 +80,13 @@ pub enum PluginError {
     /// The guest returned an error.
     #[error("plugin returned an error: {0}")]
     Returned(String),
+    /// The plugin failed repeatedly and is not called until engine time
+    /// `until_ms` (a pattern plugin's quarantine backoff).
+    #[error("plugin is quarantined after repeated failures until engine time {until_ms} ms")]
+    Quarantined {
+        /// End of the backoff (engine time, ms).
+        until_ms: i64,
+    },
     /// `configure` refused the stage's configuration.
     #[error("plugin rejected its configuration: {0}")]
     Config(String),
@@ -72,11 +99,60 @@ pub enum PluginError {
     HostPanic(String),
 }
 
+/// The kinds of plugin, one per WIT world; a component's kind is found
+/// from its exports when it is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginKind {
+    /// The `processor` world: a pipeline stage.
+    Processor,
+    /// The `pattern` world: a sequence pattern whose conditions need code.
+    Pattern,
+}
+
+impl PluginKind {
+    /// The world's name, as in `wit/worlds.wit`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::Processor => "processor",
+            PluginKind::Pattern => "pattern",
+        }
+    }
+
+    /// The kind whose world exports the interfaces named in `exports`
+    /// (component export names such as `eddy:plugin/matching@0.1.0`): a
+    /// component exporting the `matching` interface is a pattern plugin,
+    /// anything else is checked as a processor.
+    pub fn from_exports<'a>(exports: impl IntoIterator<Item = &'a str>) -> PluginKind {
+        let pattern = exports.into_iter().any(|e| {
+            e.strip_prefix("eddy:plugin/matching")
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('@'))
+        });
+        if pattern {
+            PluginKind::Pattern
+        } else {
+            PluginKind::Processor
+        }
+    }
+}
+
+impl std::fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PluginKind::Processor => "a processor",
+            PluginKind::Pattern => "a pattern",
+        })
+    }
+}
+
 impl PluginError {
     /// Whether the instance must be thrown away (never reuse a Store after
     /// a trap).
     pub fn poisons_instance(&self) -> bool {
-        !matches!(self, PluginError::Returned(_))
+        !matches!(
+            self,
+            PluginError::Returned(_) | PluginError::Quarantined { .. }
+        )
     }
 }
 
@@ -91,10 +167,33 @@ pub struct PluginEngine {
     clock: Option<Arc<VirtualClock>>,
 }
 
+/// A pre-linked component of one of the plugin worlds.
+pub enum Pre {
+    /// A processor.
+    Processor(ProcessorPre<StoreData>),
+    /// A pattern plugin.
+    Pattern(PatternPre<StoreData>),
+}
+
+impl Pre {
+    /// The plugin kind this component is.
+    pub fn kind(&self) -> PluginKind {
+        match self {
+            Pre::Processor(_) => PluginKind::Processor,
+            Pre::Pattern(_) => PluginKind::Pattern,
+        }
+    }
+}
+
 /// A compiled, type-checked plugin version, ready to instantiate.
 pub struct Compiled {
     /// Pre-linked component.
-    pub pre: ProcessorPre<StoreData>,
+    pub pre: Pre,
+    /// What kind of plugin it is (the world its exports implement).
+    pub kind: PluginKind,
+    /// A pattern plugin's pattern, as `describe-pattern` answered (and
+    /// checked) when the version was loaded; `None` for other kinds.
+    pub pattern: Option<super::pattern::PatternDescription>,
     /// Hex SHA-256 of the file's bytes.
     pub hash: String,
     /// The component's size in bytes.
@@ -114,6 +213,7 @@ impl std::fmt::Debug for Compiled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Compiled")
             .field("hash", &self.hash)
+            .field("kind", &self.kind)
             .field("size", &self.size)
             .field("name", &self.info.name)
             .field("version", &self.info.version)
@@ -237,16 +337,25 @@ impl PluginEngine {
             grants,
         )?;
         let compile_time = started.elapsed();
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| PluginError::WrongWorld(format!("{e:#}")))?;
-        let pre = ProcessorPre::new(pre).map_err(|e| PluginError::WrongWorld(format!("{e:#}")))?;
+        let pre = self.pre(&component)?;
         let state = probe_state(&shared);
         let mut probe = self.instantiate_raw(&pre, shared, state, memory_limit, timeout, 0)?;
         let info = probe.describe(timeout)?;
+        // A pattern plugin's pattern is part of the version: checked now,
+        // so a version with a bad pattern never goes live.
+        let pattern = match &pre {
+            Pre::Pattern(_) => {
+                let described = probe.describe_pattern(timeout)?;
+                let description = super::pattern::PatternDescription::from(described);
+                description.check().map_err(PluginError::BadPattern)?;
+                Some(description)
+            }
+            Pre::Processor(_) => None,
+        };
         Ok(Arc::new(Compiled {
+            kind: pre.kind(),
             pre,
+            pattern,
             hash,
             size,
             info,
@@ -298,12 +407,7 @@ impl PluginEngine {
             .map(|(name, _)| name.to_owned())
             .collect();
         let describe = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| PluginError::WrongWorld(format!("{e:#}")))
-            .and_then(|pre| {
-                ProcessorPre::new(pre).map_err(|e| PluginError::WrongWorld(format!("{e:#}")))
-            })
+            .pre(&component)
             .and_then(|pre| {
                 let state = probe_state(&shared);
                 self.instantiate_raw(&pre, shared, state, memory_limit, timeout, 0)
@@ -315,6 +419,18 @@ impl PluginEngine {
             imports,
             exports,
             describe,
+        })
+    }
+
+    /// Link `component` as the kind its exports say it is.
+    fn pre(&self, component: &Component) -> Result<Pre, PluginError> {
+        let wrong = |e: wasmtime::Error| PluginError::WrongWorld(format!("{e:#}"));
+        let ty = component.component_type();
+        let kind = PluginKind::from_exports(ty.exports(&self.engine).map(|(name, _)| name));
+        let pre = self.linker.instantiate_pre(component).map_err(wrong)?;
+        Ok(match kind {
+            PluginKind::Processor => Pre::Processor(ProcessorPre::new(pre).map_err(wrong)?),
+            PluginKind::Pattern => Pre::Pattern(PatternPre::new(pre).map_err(wrong)?),
         })
     }
 
@@ -359,7 +475,7 @@ impl PluginEngine {
 
     fn instantiate_raw(
         &self,
-        pre: &ProcessorPre<StoreData>,
+        pre: &Pre,
         shared: Arc<PluginShared>,
         state: Arc<StateStore>,
         memory_limit: u64,
@@ -373,9 +489,11 @@ impl PluginEngine {
         store.limiter(|d| d);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(ticks(deadline));
-        let bindings = pre
-            .instantiate(&mut store)
-            .map_err(|e| classify(e, &store, deadline, memory_limit))?;
+        let bindings = match pre {
+            Pre::Processor(p) => p.instantiate(&mut store).map(Bindings::Processor),
+            Pre::Pattern(p) => p.instantiate(&mut store).map(Bindings::Pattern),
+        }
+        .map_err(|e| classify(e, &store, deadline, memory_limit))?;
         Ok(Instance {
             store,
             bindings,
@@ -383,10 +501,11 @@ impl PluginEngine {
         })
     }
 
-    /// A fresh instance of `compiled`, configured with `config` (JSON),
-    /// whose `state` import reads and writes `state` (its stage's store,
-    /// which outlives the instance). Under a virtual clock its random
-    /// sources start from `seed`.
+    /// A fresh instance of processor `compiled`, configured with `config`
+    /// (JSON), whose `state` import reads and writes `state` (its stage's
+    /// store, which outlives the instance). Under a virtual clock its random
+    /// sources start from `seed`. A pattern plugin is refused with
+    /// [`PluginError::WrongKind`]: a stage cannot run one.
     #[allow(
         clippy::too_many_arguments,
         reason = "each is one setting of the stage the instance is for"
@@ -402,6 +521,72 @@ impl PluginEngine {
         log_budget: u32,
         seed: u64,
     ) -> Result<Instance, PluginError> {
+        self.instantiate_as(
+            PluginKind::Processor,
+            compiled,
+            shared,
+            state,
+            memory_limit,
+            config,
+            deadline,
+            log_budget,
+            seed,
+        )
+    }
+
+    /// [`PluginEngine::instantiate`] for a pattern plugin (see
+    /// [`super::pattern::PatternInstance`]).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each is one setting of the pattern the instance is for"
+    )]
+    pub fn instantiate_pattern(
+        &self,
+        compiled: &Compiled,
+        shared: Arc<PluginShared>,
+        state: Arc<StateStore>,
+        memory_limit: u64,
+        config: &str,
+        deadline: Duration,
+        log_budget: u32,
+        seed: u64,
+    ) -> Result<Instance, PluginError> {
+        self.instantiate_as(
+            PluginKind::Pattern,
+            compiled,
+            shared,
+            state,
+            memory_limit,
+            config,
+            deadline,
+            log_budget,
+            seed,
+        )
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the settings of instantiate, and the kind wanted"
+    )]
+    fn instantiate_as(
+        &self,
+        wanted: PluginKind,
+        compiled: &Compiled,
+        shared: Arc<PluginShared>,
+        state: Arc<StateStore>,
+        memory_limit: u64,
+        config: &str,
+        deadline: Duration,
+        log_budget: u32,
+        seed: u64,
+    ) -> Result<Instance, PluginError> {
+        if compiled.kind != wanted {
+            return Err(PluginError::WrongKind {
+                plugin: shared.name.clone(),
+                found: compiled.kind,
+                wanted,
+            });
+        }
         shared.attach_state(&state);
         let mut instance =
             self.instantiate_raw(&compiled.pre, shared, state, memory_limit, deadline, seed)?;
@@ -427,11 +612,17 @@ fn probe_state(shared: &PluginShared) -> Arc<StateStore> {
     ))
 }
 
+/// An instance's exports, by world.
+enum Bindings {
+    Processor(Processor),
+    Pattern(Pattern),
+}
+
 /// One live plugin instance: a Store and its bindings. Thrown away after a
 /// trap; never reused.
 pub struct Instance {
     store: Store<StoreData>,
-    bindings: Processor,
+    bindings: Bindings,
     memory_limit: u64,
 }
 
@@ -459,21 +650,43 @@ fn classify(
 }
 
 impl Instance {
+    /// The plugin's kind.
+    pub fn kind(&self) -> PluginKind {
+        match self.bindings {
+            Bindings::Processor(_) => PluginKind::Processor,
+            Bindings::Pattern(_) => PluginKind::Pattern,
+        }
+    }
+
     fn describe(&mut self, deadline: Duration) -> Result<Info, PluginError> {
         self.store.set_epoch_deadline(ticks(deadline));
-        let r = self
-            .bindings
-            .eddy_plugin_plugin()
-            .call_describe(&mut self.store);
+        let r = match &self.bindings {
+            Bindings::Processor(b) => b.eddy_plugin_plugin().call_describe(&mut self.store),
+            // The same WIT record, generated once per world.
+            Bindings::Pattern(b) => {
+                b.eddy_plugin_plugin()
+                    .call_describe(&mut self.store)
+                    .map(|i| Info {
+                        name: i.name,
+                        version: i.version,
+                        description: i.description,
+                        config_schema: i.config_schema,
+                    })
+            }
+        };
         r.map_err(|e| classify(e, &self.store, deadline, self.memory_limit))
     }
 
     fn configure(&mut self, config: &str, deadline: Duration) -> Result<(), PluginError> {
         self.store.set_epoch_deadline(ticks(deadline));
-        let r = self
-            .bindings
-            .eddy_plugin_plugin()
-            .call_configure(&mut self.store, config);
+        let r = match &self.bindings {
+            Bindings::Processor(b) => b
+                .eddy_plugin_plugin()
+                .call_configure(&mut self.store, config),
+            Bindings::Pattern(b) => b
+                .eddy_plugin_plugin()
+                .call_configure(&mut self.store, config),
+        };
         match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(msg)) => Err(PluginError::Config(clip(msg))),
@@ -499,10 +712,12 @@ impl Instance {
         deadline: Duration,
         log_budget: u32,
     ) -> Result<wit::Processed, PluginError> {
+        let Bindings::Processor(bindings) = &self.bindings else {
+            return Err(self.wrong_kind(PluginKind::Processor));
+        };
         self.store.set_epoch_deadline(ticks(deadline));
         self.store.data_mut().log_budget = log_budget;
-        let r = self
-            .bindings
+        let r = bindings
             .eddy_plugin_processing()
             .call_process(&mut self.store, batch);
         match r {
@@ -510,5 +725,70 @@ impl Instance {
             Ok(Err(msg)) => Err(PluginError::Returned(clip(msg))),
             Err(e) => Err(classify(e, &self.store, deadline, self.memory_limit)),
         }
+    }
+
+    fn wrong_kind(&self, wanted: PluginKind) -> PluginError {
+        PluginError::WrongKind {
+            plugin: self.store.data().shared.name.clone(),
+            found: self.kind(),
+            wanted,
+        }
+    }
+
+    /// Ask a pattern plugin for its pattern, under `deadline`.
+    pub fn describe_pattern(
+        &mut self,
+        deadline: Duration,
+    ) -> Result<pwit::PatternDescription, PluginError> {
+        let Bindings::Pattern(bindings) = &self.bindings else {
+            return Err(self.wrong_kind(PluginKind::Pattern));
+        };
+        self.store.set_epoch_deadline(ticks(deadline));
+        bindings
+            .eddy_plugin_matching()
+            .call_describe_pattern(&mut self.store)
+            .map_err(|e| classify(e, &self.store, deadline, self.memory_limit))
+    }
+
+    /// Classify a batch with a pattern plugin, under `deadline`, allowing
+    /// `log_budget` log records. State writes stay pending until
+    /// [`Instance::commit_state`].
+    pub fn classify(
+        &mut self,
+        batch: &wit::Batch,
+        deadline: Duration,
+        log_budget: u32,
+    ) -> Result<Vec<pwit::ConditionBits>, PluginError> {
+        let Bindings::Pattern(bindings) = &self.bindings else {
+            return Err(self.wrong_kind(PluginKind::Pattern));
+        };
+        self.store.set_epoch_deadline(ticks(deadline));
+        self.store.data_mut().log_budget = log_budget;
+        match bindings
+            .eddy_plugin_matching()
+            .call_classify(&mut self.store, batch)
+        {
+            Ok(Ok(bits)) => Ok(bits),
+            Ok(Err(msg)) => Err(PluginError::Returned(clip(msg))),
+            Err(e) => Err(classify(e, &self.store, deadline, self.memory_limit)),
+        }
+    }
+
+    /// Hand a completed match to a pattern plugin, under `deadline`.
+    pub fn on_match(
+        &mut self,
+        m: &pwit::CompletedMatch,
+        deadline: Duration,
+        log_budget: u32,
+    ) -> Result<pwit::MatchVerdict, PluginError> {
+        let Bindings::Pattern(bindings) = &self.bindings else {
+            return Err(self.wrong_kind(PluginKind::Pattern));
+        };
+        self.store.set_epoch_deadline(ticks(deadline));
+        self.store.data_mut().log_budget = log_budget;
+        bindings
+            .eddy_plugin_matching()
+            .call_on_match(&mut self.store, m)
+            .map_err(|e| classify(e, &self.store, deadline, self.memory_limit))
     }
 }

@@ -11,9 +11,10 @@ pub mod capabilities;
 pub mod clock;
 pub mod engine;
 pub mod host_api;
+pub mod pattern;
 pub mod registry;
 pub mod state_store;
 pub mod watch;
 
-pub use engine::{PluginEngine, PluginError};
+pub use engine::{PluginEngine, PluginError, PluginKind};
 pub use registry::{LoadOutcome, Notice, NoticeKind, PluginStatus, Registry};

@@ -13,8 +13,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::{Compiled, PluginEngine, PluginError};
+use super::engine::{Compiled, PluginEngine, PluginError, PluginKind};
 use super::host_api::{PluginLimits, PluginShared};
+use super::pattern::{PatternContext, PatternInstance};
 use crate::config::RuntimeConfig;
 
 /// A lifecycle change, published to subscribers (the `plugins` channel),
@@ -265,6 +266,51 @@ impl Registry {
             .collect()
     }
 
+    /// The pattern plugins loaded now: name → content hash of the live
+    /// version.
+    pub fn patterns(&self) -> std::collections::BTreeMap<String, String> {
+        let slots: Vec<(String, Arc<Slot>)> = lock(&self.slots)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        slots
+            .into_iter()
+            .filter_map(|(name, slot)| {
+                let live = slot.current().1?;
+                (live.kind == PluginKind::Pattern).then(|| (name, live.hash.clone()))
+            })
+            .collect()
+    }
+
+    /// An instance of pattern plugin `name` at version `hash` (the engine
+    /// selects versions by hash, as for stages), configured from
+    /// `context.config` and using `context.state` for its `state` import.
+    /// Fails with [`PluginError::WrongKind`] if that version is not a
+    /// pattern plugin, and with the plugin's error if it rejects its
+    /// configuration.
+    pub fn pattern_instance(
+        self: &Arc<Self>,
+        name: &str,
+        hash: &str,
+        context: &PatternContext,
+    ) -> Result<PatternInstance, PluginError> {
+        let slot = self.slot(name);
+        let Some(compiled) = slot.version(hash) else {
+            return Err(PluginError::Compile(format!(
+                "pattern plugin `{name}` has no loaded version {}; put its file in the plugins folder",
+                short(hash)
+            )));
+        };
+        if compiled.kind != PluginKind::Pattern {
+            return Err(PluginError::WrongKind {
+                plugin: name.to_owned(),
+                found: compiled.kind,
+                wanted: PluginKind::Pattern,
+            });
+        }
+        PatternInstance::new(self.clone(), slot, compiled, context.clone())
+    }
+
     /// The watched folder.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -490,7 +536,8 @@ impl Registry {
             hash: Some(compiled.hash.clone()),
             version: Some(compiled.info.version.clone()),
             detail: format!(
-                "{origin} ({} bytes, compiled in {} ms)",
+                "{origin} ({} plugin, {} bytes, compiled in {} ms)",
+                compiled.kind.as_str(),
                 compiled.size,
                 compiled.compile_time.as_millis()
             ),
@@ -589,6 +636,7 @@ impl Registry {
                 PluginStatus {
                     name,
                     live: v.current.is_some(),
+                    kind: v.current.as_ref().map(|c| c.kind),
                     hash: v.current.as_ref().map(|c| c.hash.clone()),
                     version: v.current.as_ref().map(|c| c.info.version.clone()),
                     description: v.current.as_ref().map(|c| c.info.description.clone()),
@@ -622,6 +670,8 @@ pub struct PluginStatus {
     pub name: String,
     /// Whether a version is live.
     pub live: bool,
+    /// The live version's kind (`processor`, `pattern`).
+    pub kind: Option<PluginKind>,
     /// Content hash of the live version.
     pub hash: Option<String>,
     /// Self-reported version of the live version.
