@@ -11,3 +11,6 @@ wit_bindgen::generate!({
     default_bindings_module: "::eddy_plugin_sdk::bindings",
     runtime_path: "::eddy_plugin_sdk::__private::wit_bindgen::rt",
 });
+
+/// The `pattern` world, generated in a crate of its own (see there why).
+pub use eddy_plugin_sdk_pattern_bindings as pattern;

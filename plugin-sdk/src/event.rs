@@ -528,6 +528,26 @@ fn apply_edit(e: &mut NewEvent, text: &str, key: u64, kind: u8, value: u64) {
     }
 }
 
+/// Show `f` every event of `input` with indices `range`, read-only: edits
+/// made through the event are discarded (pattern plugins only read).
+pub(crate) fn each_event(
+    input: &Input,
+    range: std::ops::Range<usize>,
+    mut f: impl FnMut(&mut Event<'_>),
+) {
+    let mut out = Output::new();
+    for index in range.start..range.end.min(input.len()) {
+        let mut event = Event {
+            input,
+            index,
+            out: &mut out,
+            first_edit: 0,
+        };
+        f(&mut event);
+        out.truncate_edits(0);
+    }
+}
+
 /// Run `f` over every event of `input`, collecting the columnar result.
 pub(crate) fn run_batch(
     input: &Input,

@@ -43,6 +43,10 @@
 //! under `target/wasm32-wasip2/release/` is the plugin. Drop it into eddy's
 //! plugins folder and it goes live without a restart.
 //!
+//! Pattern plugins (a sequence pattern whose conditions need code) are
+//! built with [`pattern::Pattern`] and exported with [`pattern!`]; see
+//! [`pattern`].
+//!
 //! State that must outlive an instance (instances are thrown away after a
 //! trap and replaced on hot swap) goes through [`state`]; logs through
 //! [`log`]; custom metrics through [`metrics`].
@@ -55,6 +59,7 @@ pub mod bindings;
 mod event;
 mod host;
 mod layout;
+pub mod pattern;
 pub mod testing;
 mod value;
 
@@ -251,7 +256,7 @@ pub mod __private {
         })
     }
 
-    fn install_panic_hook() {
+    pub fn install_panic_hook() {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {
             std::panic::set_hook(Box::new(|info| {

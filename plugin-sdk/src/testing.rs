@@ -49,3 +49,13 @@ impl Encoded {
             .len()
     }
 }
+
+/// Configure pattern plugin `P` from `config` (JSON) and classify `events`
+/// as one batch: per event, the bits of the steps whose condition holds and
+/// of the steps whose `until` condition holds.
+pub fn classify<P: crate::pattern::PatternPlugin>(
+    config: &str,
+    events: &[NewEvent],
+) -> Result<Vec<(u32, u32)>, String> {
+    crate::pattern::__private::classify_native::<P>(config, event::encode(events))
+}

@@ -27,6 +27,9 @@ world ``processor`` of eddy's WIT). The SDK turns eddy's columnar batches
 (``wit/types.wit``) into :class:`Event` views and collects your edits, so the
 boundary is crossed once per batch.
 
+Pattern plugins (world ``pattern``): build a :class:`Pattern` with
+``Pattern.begin(..)`` and export with ``Plugin, Matching = pattern_plugin(cls)``.
+
 Host services: :func:`log`, :mod:`state` (``state_get``/``state_set``...) and
 :func:`counter_add`/:func:`gauge_set`. They are only there inside eddy.
 """
@@ -281,6 +284,310 @@ def processor(cls):
             return _wit.Processed(bytes(kinds), args, out.keys, bytes(out.kinds), out.values, empty)
 
     return Plugin, Processing
+
+
+# Pattern plugins (the `pattern` world): a sequence pattern whose
+# conditions are Python functions. The host runs the matching; the SDK
+# describes the pattern, classifies each batch by calling every step's
+# condition on every event, and hands completed matches to ``on_match``.
+
+REJECT = object()
+"""Returned by ``on_match``: drop the match."""
+
+_CONTIGUITY = ("strict", "relaxed", "any", "not_strict", "not_relaxed")
+_SKIPS = ("no_skip", "to_next", "past_last_event", "to_first", "to_last")
+
+
+def seconds(n):
+    """``n`` seconds, in milliseconds (for ``Pattern.within``)."""
+    return int(n * 1000)
+
+
+def minutes(n):
+    """``n`` minutes, in milliseconds."""
+    return int(n * 60_000)
+
+
+def hours(n):
+    """``n`` hours, in milliseconds."""
+    return int(n * 3_600_000)
+
+
+class _Step:
+    __slots__ = ("name", "after", "min", "max", "optional", "greedy", "inner", "cond", "until")
+
+    def __init__(self, name, after):
+        self.name = name
+        self.after = after
+        self.min = 1
+        self.max = 1
+        self.optional = False
+        self.greedy = False
+        self.inner = "relaxed"
+        self.cond = None
+        self.until = None
+
+
+class Pattern:
+    """A sequence pattern, built FlinkCEP-style::
+
+        Pattern.begin("cart").matching(lambda e: e.name == "add_to_cart").one_or_more()
+            .followed_by("purchase").matching(lambda e: e.name == "purchase")
+            .within(minutes(30)).skip("past_last_event")
+
+    Methods that shape a step apply to the step added last.
+    """
+
+    def __init__(self, name):
+        self.key_path = "distinct_id"
+        self.steps = [_Step(name, "relaxed")]
+        self.within_ms = None
+        self.within_kind = "first_and_last"
+        self.skip_strategy = ("no_skip", None)
+
+    @staticmethod
+    def begin(name):
+        """A pattern whose first step is ``name`` (keyed by distinct_id)."""
+        return Pattern(name)
+
+    def _then(self, name, after):
+        self.steps.append(_Step(name, after))
+        return self
+
+    def next(self, name):
+        """A step directly after the previous one (strict contiguity)."""
+        return self._then(name, "strict")
+
+    def followed_by(self, name):
+        """A step that may come after other events (relaxed contiguity)."""
+        return self._then(name, "relaxed")
+
+    def followed_by_any(self, name):
+        """Like ``followed_by``, every matching event starting an alternative."""
+        return self._then(name, "any")
+
+    def not_next(self, name):
+        """The event right after the previous step's must not match this step."""
+        return self._then(name, "not_strict")
+
+    def not_followed_by(self, name):
+        """No event matching this step may come before the next step."""
+        return self._then(name, "not_relaxed")
+
+    def matching(self, condition):
+        """The step's condition, a function of an :class:`Event`; ANDed if repeated."""
+        step = self.steps[-1]
+        before = step.cond
+        step.cond = condition if before is None else (lambda e: before(e) and condition(e))
+        return self
+
+    def times(self, n, m=None):
+        """Exactly ``n`` events, or from ``n`` to ``m``."""
+        step = self.steps[-1]
+        step.min, step.max = n, n if m is None else m
+        return self
+
+    def one_or_more(self):
+        """One event or more."""
+        return self.times_or_more(1)
+
+    def times_or_more(self, n):
+        """``n`` events or more."""
+        step = self.steps[-1]
+        step.min, step.max = n, None
+        return self
+
+    def optional(self):
+        """The step may take no event."""
+        self.steps[-1].optional = True
+        return self
+
+    def greedy(self):
+        """A looping step takes as many events as it can."""
+        self.steps[-1].greedy = True
+        return self
+
+    def consecutive(self):
+        """A looping step's events follow one another directly."""
+        self.steps[-1].inner = "strict"
+        return self
+
+    def allow_combinations(self):
+        """A looping step matches every combination of its events."""
+        self.steps[-1].inner = "any"
+        return self
+
+    def until(self, condition):
+        """A looping step stops at the first event for which ``condition`` holds."""
+        self.steps[-1].until = condition
+        return self
+
+    def within(self, ms, kind="first_and_last"):
+        """The match takes less than ``ms`` (``kind``: or "previous_and_current")."""
+        self.within_ms = int(ms)
+        self.within_kind = kind
+        return self
+
+    def key(self, path):
+        """What partial matches are kept per: distinct_id, session_id, properties.x."""
+        self.key_path = path
+        return self
+
+    def skip(self, strategy, step=None):
+        """After-match skip: no_skip, to_next, past_last_event, to_first/to_last (with ``step``)."""
+        if strategy not in _SKIPS:
+            raise ValueError(f"unknown skip strategy {strategy!r}; one of {', '.join(_SKIPS)}")
+        self.skip_strategy = (strategy, step)
+        return self
+
+    def classify(self, event):
+        """``(steps, until)`` bits of the steps whose conditions ``event`` satisfies."""
+        steps = until = 0
+        for i, s in enumerate(self.steps[:32]):
+            if s.cond is None or s.cond(event):
+                steps |= 1 << i
+            if s.until is not None and s.until(event):
+                until |= 1 << i
+        return steps, until
+
+
+class Match:
+    """A completed match: ``key``, ``start``/``end`` (ms) and its events per step."""
+
+    def __init__(self, key, start, end, batch, steps):
+        self.key = key
+        self.start = start
+        self.end = end
+        self._batch = batch
+        self._text = bytes(batch.text)
+        self._steps = {s.name: (s.first, s.count) for s in steps}
+
+    @property
+    def steps(self):
+        """Names of the steps that took events, in pattern order."""
+        return list(self._steps)
+
+    def events(self, step):
+        """The events step ``step`` took, in order."""
+        first, count = self._steps.get(step, (0, 0))
+        return [Event(self._batch, self._text, i) for i in range(first, first + count)]
+
+    def sum(self, step, key):
+        """The sum of numeric property ``key`` over ``step``'s events."""
+        total = 0
+        for e in self.events(step):
+            v = e.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                total += v
+        return total
+
+
+def pattern_plugin(cls):
+    """Export ``cls`` as this component's pattern: ``Plugin, Matching = pattern_plugin(cls)``.
+
+    ``cls(config)`` builds an instance; ``instance.pattern()`` returns a
+    :class:`Pattern` whose structure must not depend on the configuration
+    (the host reads it at load time, from an instance built with ``{}``);
+    an optional ``instance.on_match(match)`` returns None (keep), a dict
+    (keep, with that JSON payload) or ``REJECT``.
+    """
+    if _exports is None:
+        raise ImportError("eddy_plugin.pattern_plugin() only works inside a component built by componentize-py")
+    from wit_world.exports import matching as _m
+
+    holder = {}
+    sys.stdout = sys.stderr = _LogWriter()
+    wants = callable(getattr(cls, "on_match", None))
+
+    def live():
+        if "instance" not in holder:
+            instance = cls({})
+            holder["instance"], holder["pattern"] = instance, instance.pattern()
+        return holder["instance"], holder["pattern"]
+
+    class Plugin(_exports.Plugin):
+        def describe(self):
+            schema = getattr(cls, "config_schema", {"type": "object"})
+            if not isinstance(schema, str):
+                schema = json.dumps(schema)
+            return _plugin_types.Info(
+                getattr(cls, "name", cls.__name__),
+                getattr(cls, "version", "0.0.0"),
+                getattr(cls, "description", (cls.__doc__ or "").strip()),
+                schema,
+            )
+
+        def configure(self, config):
+            try:
+                instance = cls(json.loads(config) if config else {})
+                holder["instance"], holder["pattern"] = instance, instance.pattern()
+            except Exception as e:
+                raise Err(str(e) or type(e).__name__)
+
+    contiguity = {
+        "strict": _m.Contiguity.STRICT,
+        "relaxed": _m.Contiguity.RELAXED,
+        "any": _m.Contiguity.ANY,
+        "not_strict": _m.Contiguity.NOT_STRICT,
+        "not_relaxed": _m.Contiguity.NOT_RELAXED,
+    }
+    inner = {
+        "strict": _m.InnerContiguity.STRICT,
+        "relaxed": _m.InnerContiguity.RELAXED,
+        "any": _m.InnerContiguity.ANY,
+    }
+
+    def skip(strategy, step):
+        if strategy == "to_next":
+            return _m.SkipStrategy_ToNext()
+        if strategy == "past_last_event":
+            return _m.SkipStrategy_PastLastEvent()
+        if strategy == "to_first":
+            return _m.SkipStrategy_ToFirst(step)
+        if strategy == "to_last":
+            return _m.SkipStrategy_ToLast(step)
+        return _m.SkipStrategy_NoSkip()
+
+    class Matching(_exports.Matching):
+        def describe_pattern(self):
+            _, p = live()
+            steps = [
+                _m.StepDescription(
+                    s.name, contiguity[s.after], s.min, s.max, s.optional, s.greedy,
+                    inner[s.inner], s.until is not None,
+                )
+                for s in p.steps
+            ]
+            within = (
+                _m.WithinType.PREVIOUS_AND_CURRENT
+                if p.within_kind == "previous_and_current"
+                else _m.WithinType.FIRST_AND_LAST
+            )
+            return _m.PatternDescription(
+                p.key_path, steps, p.within_ms, within, skip(*p.skip_strategy), wants
+            )
+
+        def classify(self, batch):
+            try:
+                _, p = live()
+                text = bytes(batch.text)
+                return [
+                    _m.ConditionBits(*p.classify(Event(batch, text, i)))
+                    for i in range(len(batch.names))
+                ]
+            except Exception as e:
+                raise Err(f"{type(e).__name__}: {e}")
+
+        def on_match(self, m):
+            instance, _ = live()
+            verdict = instance.on_match(Match(m.key, m.start, m.end, m.events, m.steps))
+            if verdict is REJECT:
+                return _m.MatchVerdict_Reject()
+            if verdict is None or verdict is KEEP:
+                return _m.MatchVerdict_Keep(None)
+            return _m.MatchVerdict_Keep(json.dumps(verdict, separators=(",", ":")))
+
+    return Plugin, Matching
 
 
 class _LogWriter:

@@ -8,6 +8,7 @@ mod config;
 mod decode;
 mod engine;
 mod limits;
+mod pattern_plugins;
 mod patterns;
 mod plugins;
 mod polyglot;
