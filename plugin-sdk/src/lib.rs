@@ -65,6 +65,9 @@ mod value;
 
 pub use event::{Event, NewEvent, Outcome, ValueArg};
 pub use host::{log, metrics, state};
+/// serde_json, for building payloads (`pattern::Verdict::Keep`) and reading
+/// configuration without another dependency.
+pub use serde_json;
 pub use value::{OwnedValue, Value};
 
 /// A processor plugin: filter, enricher, transformer.

@@ -10,6 +10,7 @@ use super::{DevError, io_err};
 pub const WIT: &[(&str, &str)] = &[
     ("log.wit", include_str!("../../../wit/log.wit")),
     ("metrics.wit", include_str!("../../../wit/metrics.wit")),
+    ("pattern.wit", include_str!("../../../wit/pattern.wit")),
     ("plugin.wit", include_str!("../../../wit/plugin.wit")),
     (
         "processing.wit",

@@ -67,6 +67,8 @@ impl Lang {
 pub enum Kind {
     /// The `processor` world: filters, enrichers, transformers.
     Processor,
+    /// The `pattern` world: a sequence pattern whose conditions need code.
+    Pattern,
 }
 
 impl Kind {
@@ -74,6 +76,7 @@ impl Kind {
     pub fn world(self) -> &'static str {
         match self {
             Kind::Processor => "processor",
+            Kind::Pattern => "pattern",
         }
     }
 }

@@ -32,6 +32,10 @@ const EXPECTED: (&str, &str) = (
 );
 const PLUGIN_TOML: (&str, &str) = ("plugin.toml", include_str!("templates/common/plugin.toml"));
 const README: (&str, &str) = ("README.md", include_str!("templates/common/README.md"));
+const PATTERN_README: (&str, &str) = (
+    "README.md",
+    include_str!("templates/common/PATTERN_README.md"),
+);
 
 /// Every template.
 pub const TEMPLATES: &[Template] = &[
@@ -72,6 +76,42 @@ pub const TEMPLATES: &[Template] = &[
             PLUGIN_TOML,
             EVENTS,
             EXPECTED,
+        ],
+    },
+    Template {
+        lang: Lang::Rust,
+        kind: Kind::Pattern,
+        files: &[
+            (
+                "Cargo.toml",
+                include_str!("templates/rust-pattern/Cargo.toml"),
+            ),
+            (
+                "src/lib.rs",
+                include_str!("templates/rust-pattern/src/lib.rs"),
+            ),
+            (".gitignore", "/target\n"),
+            PATTERN_README,
+        ],
+    },
+    Template {
+        lang: Lang::Python,
+        kind: Kind::Pattern,
+        files: &[
+            ("app.py", include_str!("templates/python-pattern/app.py")),
+            (".gitignore", "/target\n__pycache__/\n"),
+            PYTHON_SDK,
+            PATTERN_README,
+        ],
+    },
+    Template {
+        lang: Lang::Js,
+        kind: Kind::Pattern,
+        files: &[
+            ("app.js", include_str!("templates/js-pattern/app.js")),
+            (".gitignore", "/target\n"),
+            JS_SDK,
+            PATTERN_README,
         ],
     },
 ];
@@ -250,6 +290,18 @@ mod tests {
                     "{lang:?} {needed}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn every_language_has_a_pattern_template() {
+        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+            let t = TEMPLATES
+                .iter()
+                .find(|t| t.lang == lang && t.kind == Kind::Pattern)
+                .unwrap();
+            let (_, readme) = t.files.iter().find(|(p, _)| *p == "README.md").unwrap();
+            assert!(readme.contains("--kind pattern"), "{lang:?}");
         }
     }
 

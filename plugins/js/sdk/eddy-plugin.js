@@ -287,6 +287,207 @@ export function processor(def) {
   };
 }
 
+// Pattern plugins (world `pattern`): a sequence pattern whose conditions
+// are JavaScript functions. The host runs the matching; the SDK describes
+// the pattern, classifies each batch by calling every step's condition on
+// every event, and hands completed matches to `onMatch`:
+//
+//   import { patternPlugin, Pattern, minutes, REJECT } from "./eddy-plugin.js";
+//
+//   export const { plugin, matching } = patternPlugin({
+//     name: "big-basket",
+//     init(config) { return { min: config.min_total ?? 100 }; },
+//     pattern: () => Pattern.begin("cart").matching((e) => e.name === "add_to_cart").oneOrMore()
+//       .followedBy("purchase").matching((e) => e.name === "purchase")
+//       .within(minutes(30)).skip("past-last-event"),
+//     onMatch(m, state) {
+//       const total = m.sum("cart", "price");
+//       return total < state.min ? REJECT : { basket_total: total };
+//     },
+//   });
+
+/** Returned by `onMatch`: drop the match. */
+export const REJECT = Symbol("reject");
+
+/** `n` seconds, in milliseconds (for `Pattern.within`). */
+export const seconds = (n) => Math.round(n * 1000);
+/** `n` minutes, in milliseconds. */
+export const minutes = (n) => Math.round(n * 60000);
+/** `n` hours, in milliseconds. */
+export const hours = (n) => Math.round(n * 3600000);
+
+const SKIPS = ["no-skip", "to-next", "past-last-event", "to-first", "to-last"];
+
+/** A sequence pattern; methods that shape a step apply to the step added last. */
+export class Pattern {
+  constructor(name) {
+    this.keyPath = "distinct_id";
+    this.steps = [];
+    this.withinMs = undefined;
+    this.withinType = "first-and-last";
+    this.skipStrategy = { tag: "no-skip" };
+    this._then(name, "relaxed");
+  }
+  /** A pattern whose first step is `name` (keyed by distinct_id). */
+  static begin(name) { return new Pattern(name); }
+  _then(name, after) {
+    this.steps.push({ name, after, min: 1, max: 1, optional: false, greedy: false,
+      inner: "relaxed", cond: undefined, until: undefined });
+    return this;
+  }
+  get _last() { return this.steps[this.steps.length - 1]; }
+  /** A step directly after the previous one (strict contiguity). */
+  next(name) { return this._then(name, "strict"); }
+  /** A step that may come after other events (relaxed contiguity). */
+  followedBy(name) { return this._then(name, "relaxed"); }
+  /** Like followedBy, every matching event starting an alternative. */
+  followedByAny(name) { return this._then(name, "any"); }
+  /** The event right after the previous step's must not match this step. */
+  notNext(name) { return this._then(name, "not-strict"); }
+  /** No event matching this step may come before the next step. */
+  notFollowedBy(name) { return this._then(name, "not-relaxed"); }
+  /** The step's condition, a function of an Event; ANDed if repeated. */
+  matching(cond) {
+    const s = this._last, before = s.cond;
+    s.cond = before === undefined ? cond : (e) => before(e) && cond(e);
+    return this;
+  }
+  /** Exactly `n` events, or from `n` to `m`. */
+  times(n, m = n) { Object.assign(this._last, { min: n, max: m }); return this; }
+  /** One event or more. */
+  oneOrMore() { return this.timesOrMore(1); }
+  /** `n` events or more. */
+  timesOrMore(n) { Object.assign(this._last, { min: n, max: undefined }); return this; }
+  /** The step may take no event. */
+  optional() { this._last.optional = true; return this; }
+  /** A looping step takes as many events as it can. */
+  greedy() { this._last.greedy = true; return this; }
+  /** A looping step's events follow one another directly. */
+  consecutive() { this._last.inner = "strict"; return this; }
+  /** A looping step matches every combination of its events. */
+  allowCombinations() { this._last.inner = "any"; return this; }
+  /** A looping step stops at the first event for which `cond` holds. */
+  until(cond) { this._last.until = cond; return this; }
+  /** The match takes less than `ms` (type: or "previous-and-current"). */
+  within(ms, type = "first-and-last") { this.withinMs = ms; this.withinType = type; return this; }
+  /** What partial matches are kept per: distinct_id, session_id, properties.x. */
+  key(path) { this.keyPath = path; return this; }
+  /** After-match skip: no-skip, to-next, past-last-event, to-first/to-last (with `step`). */
+  skip(strategy, step) {
+    if (!SKIPS.includes(strategy)) throw new Error(`unknown skip strategy ${strategy}; one of ${SKIPS.join(", ")}`);
+    this.skipStrategy = step === undefined ? { tag: strategy } : { tag: strategy, val: step };
+    return this;
+  }
+  /** `[steps, until]` bits of the steps whose conditions `event` satisfies. */
+  classify(event) {
+    let steps = 0, until = 0;
+    const n = Math.min(this.steps.length, 32);
+    for (let i = 0; i < n; i++) {
+      const s = this.steps[i];
+      if (s.cond === undefined || s.cond(event)) steps |= 1 << i;
+      if (s.until !== undefined && s.until(event)) until |= 1 << i;
+    }
+    return [steps >>> 0, until >>> 0];
+  }
+  /** The WIT description (`wit/pattern.wit`). */
+  description(wantsMatches) {
+    return {
+      key: this.keyPath,
+      steps: this.steps.map((s) => ({ name: s.name, after: s.after, min: s.min, max: s.max,
+        optional: s.optional, greedy: s.greedy, inner: s.inner, hasUntil: s.until !== undefined })),
+      withinMs: this.withinMs === undefined ? undefined : BigInt(this.withinMs),
+      withinType: this.withinType,
+      skip: this.skipStrategy,
+      wantsMatches,
+    };
+  }
+}
+
+/** A completed match: `key`, `start`/`end` (ms) and its events per step. */
+export class Match {
+  constructor(m) {
+    this.key = m.key;
+    this.start = Number(m.start);
+    this.end = Number(m.end);
+    this._batch = new Batch(m.events);
+    this._steps = new Map(m.steps.map((s) => [s.name, [s.first, s.count]]));
+  }
+  /** Names of the steps that took events, in pattern order. */
+  get steps() { return [...this._steps.keys()]; }
+  /** The events step `step` took, in order. */
+  events(step) {
+    const [first, count] = this._steps.get(step) ?? [0, 0];
+    const out = [];
+    for (let i = first; i < first + count; i++) out.push(new Event(this._batch, i));
+    return out;
+  }
+  /** The sum of numeric property `key` over `step`'s events. */
+  sum(step, key) {
+    let total = 0;
+    for (const e of this.events(step)) {
+      const v = e.get(key);
+      if (typeof v === "number") total += v;
+    }
+    return total;
+  }
+}
+
+/** The `plugin` and `matching` exports for a pattern definition. */
+export function patternPlugin(def) {
+  let state, pattern;
+  const schema = def.configSchema ?? { type: "object" };
+  const build = (config) => {
+    state = def.init ? def.init(config) : undefined;
+    pattern = def.pattern(state);
+  };
+  const live = () => { if (pattern === undefined) build({}); };
+  return {
+    plugin: {
+      describe() {
+        return {
+          name: def.name,
+          version: def.version ?? "0.0.0",
+          description: def.description ?? "",
+          configSchema: typeof schema === "string" ? schema : JSON.stringify(schema),
+        };
+      },
+      configure(config) {
+        try {
+          build(config ? JSON.parse(config) : {});
+        } catch (e) {
+          throw String(e?.message ?? e);
+        }
+      },
+    },
+    matching: {
+      describePattern() {
+        live();
+        return pattern.description(typeof def.onMatch === "function");
+      },
+      classify(wit) {
+        try {
+          live();
+          const batch = new Batch(wit), n = wit.timestamps.length, bits = new Array(n);
+          for (let i = 0; i < n; i++) {
+            const [steps, until] = pattern.classify(new Event(batch, i));
+            bits[i] = { steps, until };
+          }
+          return bits;
+        } catch (e) {
+          throw `${e?.name ?? "Error"}: ${e?.message ?? e}`;
+        }
+      },
+      onMatch(m) {
+        live();
+        const verdict = def.onMatch ? def.onMatch(new Match(m), state) : undefined;
+        if (verdict === REJECT) return { tag: "reject" };
+        if (verdict === undefined || verdict === null || verdict === KEEP) return { tag: "keep", val: undefined };
+        return { tag: "keep", val: JSON.stringify(verdict) };
+      },
+    },
+  };
+}
+
 /** Log through the host: level is "trace", "debug", "info", "warn" or "error". */
 export function log(level, message, fields = {}) {
   hostLog(level, message, Object.entries(fields).map(([k, v]) => [k, String(v)]));
