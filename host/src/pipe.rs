@@ -219,6 +219,23 @@ impl Files {
                 self.write_dead_letters(letters)?;
                 self.dead_lettered += letters.len() as u64;
             }
+            Emitted::Pattern {
+                output: crate::pattern::PatternOutput::Result(r),
+                ..
+            } => {
+                if let Some(f) = self.results.as_mut() {
+                    let mut line = String::with_capacity(512);
+                    line.push_str("{\"channel\":");
+                    crate::event::write_json_str(
+                        &mut line,
+                        &crate::pattern::channel_name(&r.pattern),
+                    );
+                    line.push_str(",\"data\":");
+                    r.write_json(&mut line);
+                    line.push_str("}\n");
+                    f.write_all(line.as_bytes())?;
+                }
+            }
             Emitted::Window { .. } | Emitted::Pattern { .. } => {
                 if let Some(f) = self.results.as_mut() {
                     let channel = out.channel(&self.window_names);

@@ -201,6 +201,46 @@ impl PatternResult {
         }
     }
 
+    /// Append the published form's compact JSON to `out` (what
+    /// [`PatternResult::to_json`] serialises to), written directly: a
+    /// timeout storm at the end of an input renders many of these.
+    pub fn write_json(&self, out: &mut String) {
+        use crate::event::{push_number, write_json_str};
+        use serde_json::ser::{CompactFormatter, Formatter as _};
+        out.push_str("{\"pattern\":");
+        write_json_str(out, &self.pattern);
+        out.push_str(",\"kind\":\"");
+        out.push_str(self.kind_name());
+        out.push_str("\",\"key\":");
+        write_json_str(out, &self.key);
+        out.push_str(",\"start\":");
+        push_number(out, |w| CompactFormatter.write_i64(w, self.start));
+        out.push_str(",\"end\":");
+        push_number(out, |w| CompactFormatter.write_i64(w, self.end));
+        out.push_str(",\"steps\":{");
+        for (i, (name, events)) in self.steps.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_json_str(out, name);
+            out.push_str(":[");
+            for (j, e) in events.iter().enumerate() {
+                if j > 0 {
+                    out.push(',');
+                }
+                e.write_json(out);
+            }
+            out.push(']');
+        }
+        out.push('}');
+        if let Some(p) = &self.payload {
+            use std::fmt::Write as _;
+            out.push_str(",\"payload\":");
+            let _ = write!(out, "{p}");
+        }
+        out.push('}');
+    }
+
     /// The published form: `{"pattern","kind","key","start","end","steps":{"<step>":[events]},"payload"?}`.
     pub fn to_json(&self) -> Json {
         let steps: serde_json::Map<String, Json> = self
