@@ -660,11 +660,24 @@ impl Pipeline {
             plugin: String::new(),
             error: PluginError::HostPanic(format!("carrying stage state over: {e}")),
         };
+        // Scopes no stage uses any more (a pattern plugin's) keep their
+        // store: whoever holds it keeps writing to the one snapshotted.
+        for (scope, store) in self.scopes.iter() {
+            fresh.scopes.adopt(scope, store.clone());
+        }
         fresh
             .restore(saved, &crate::window::state::KeyGroupSet::all())
             .map_err(stage)?;
         *self = fresh;
         Ok(())
+    }
+
+    /// The host-backed state store of `scope` (created empty on first use):
+    /// pattern plugins keep theirs here, so it is snapshotted with the
+    /// stages' and survives swaps and restarts.
+    pub fn state_store(&mut self, scope: &str) -> Arc<StateStore> {
+        let limits = StateLimits::from(self.registry.config());
+        self.scopes.store(scope, limits)
     }
 
     /// The registry the stages draw plugins from.

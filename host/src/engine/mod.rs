@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod input;
 pub mod output;
+pub mod plugin_patterns;
 pub mod state;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -107,6 +108,10 @@ pub struct Engine {
     clock: Arc<VirtualClock>,
     /// What the last configuration reload changed, or why it failed.
     last_reconfigure: Option<Result<Vec<String>, String>>,
+    /// The configuration (for pattern plugins' defaults).
+    config: Config,
+    /// The plugins' registry (pattern plugins' instances).
+    registry: Arc<Registry>,
 }
 
 impl Engine {
@@ -118,12 +123,32 @@ impl Engine {
         clock: Arc<VirtualClock>,
         options: &EngineOptions,
     ) -> Result<Engine, EngineError> {
-        let pipeline = Pipeline::new(config, registry, &options.plugins, options.seed)?;
+        let mut pipeline = Pipeline::new(config, registry.clone(), &options.plugins, options.seed)?;
         let windows = Windows::with_live(&config.windows, config.live)
             .map_err(|e| EngineError::Windows(format!("{e:#}")))?;
         let window_names = windows.names();
-        let patterns =
+        let mut patterns =
             Patterns::new(&config.patterns).map_err(|e| EngineError::Patterns(e.to_string()))?;
+        for (plugin, hash) in &options.plugins {
+            if plugin_patterns::is_pattern(&registry, plugin, hash) {
+                let made = plugin_patterns::instantiate(
+                    &registry,
+                    &mut pipeline,
+                    config,
+                    plugin,
+                    hash,
+                    options.seed,
+                )
+                .and_then(|(p, c)| {
+                    patterns
+                        .add(p, Some(Box::new(c)))
+                        .map_err(|e| e.to_string())
+                });
+                if let Err(e) = made {
+                    tracing::warn!(plugin = %plugin, error = %e, "pattern plugin not started");
+                }
+            }
+        }
         Ok(Engine {
             patterns,
             pipeline,
@@ -136,6 +161,8 @@ impl Engine {
             seed: options.seed,
             clock,
             last_reconfigure: None,
+            config: config.clone(),
+            registry,
         })
     }
 
@@ -179,9 +206,11 @@ impl Engine {
                     VersionChange::Keep => {}
                     VersionChange::Select(hash) => {
                         self.pipeline.select(&change.plugin, Some(hash));
+                        self.select_pattern_plugin(&change.plugin, hash);
                     }
                     VersionChange::Remove => {
                         self.pipeline.select(&change.plugin, None);
+                        self.remove_pattern_plugin(&change.plugin);
                     }
                 }
                 notices.extend(change.notice);
@@ -198,6 +227,7 @@ impl Engine {
             }
         }
         self.counters.inputs += 1;
+        notices.extend(self.patterns.take_notices());
         if !produced.events.is_empty() {
             let n = produced.events.len();
             sink.emit(Emitted::Events {
@@ -329,6 +359,10 @@ impl Engine {
         for p in &config.patterns {
             let detail = match self.patterns.config(&p.name) {
                 Some(c) if c == p => continue,
+                Some(c) if !matches!(c.conditions, Conditions::Declared(_)) => format!(
+                    "pattern `{}` not applied: a pattern plugin has that name; rename the declared pattern",
+                    p.name
+                ),
                 Some(_) => match self.patterns.change(p.clone(), None) {
                     Ok(dropped) => format!(
                         "pattern `{}` changed; {dropped} partial matches whose steps are gone were dropped",
@@ -345,6 +379,54 @@ impl Engine {
             changes.push(detail);
         }
         Ok(changes)
+    }
+
+    /// Version `hash` of `plugin` went live: if it is a pattern plugin, its
+    /// pattern runs from now on (a new version takes over the partial
+    /// matches whose steps still exist).
+    fn select_pattern_plugin(&mut self, plugin: &str, hash: &str) {
+        if !plugin_patterns::is_pattern(&self.registry, plugin, hash) {
+            return;
+        }
+        let made = plugin_patterns::instantiate(
+            &self.registry,
+            &mut self.pipeline,
+            &self.config,
+            plugin,
+            hash,
+            self.seed,
+        );
+        match made {
+            Ok((pattern, classifier)) => {
+                match self.patterns.change(pattern, Some(Box::new(classifier))) {
+                    Ok(0) => {}
+                    Ok(dropped) => tracing::info!(
+                        plugin,
+                        dropped,
+                        "pattern plugin changed: partial matches whose steps are gone were dropped"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(plugin, error = %e, "pattern plugin version not started")
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(plugin, error = %e, "pattern plugin version not started"),
+        }
+    }
+
+    /// `plugin`'s file was removed: its pattern stops, if it is a pattern
+    /// plugin's.
+    fn remove_pattern_plugin(&mut self, plugin: &str) {
+        let is_plugin_pattern = self.patterns.config(plugin).is_some_and(|c| {
+            matches!(&c.conditions, crate::pattern::Conditions::Plugin { plugin: p } if p == plugin)
+        });
+        if is_plugin_pattern && let Some(dropped) = self.patterns.remove(plugin) {
+            tracing::info!(
+                plugin,
+                dropped,
+                "pattern plugin removed with its partial matches"
+            );
+        }
     }
 
     /// What the last configuration reload changed (or why it failed), once.

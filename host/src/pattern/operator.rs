@@ -117,6 +117,10 @@ pub trait Classify: Send {
     fn on_match(&mut self, _m: &MatchView<'_>, _now_ms: i64) -> Result<Verdict, String> {
         Ok(Verdict::Keep(None))
     }
+    /// Lifecycle notices (failures, quarantine) for the `plugins` channel.
+    fn take_notices(&mut self) -> Vec<crate::plugin::registry::Notice> {
+        Vec::new()
+    }
 }
 
 /// Declared conditions, compiled.
@@ -1055,6 +1059,15 @@ impl Patterns {
         config: PatternConfig,
         classify: Option<Box<dyn Classify>>,
     ) -> Result<(), SetupError> {
+        if self.ops.iter().any(|o| o.config.name == config.name) {
+            return Err(SetupError {
+                pattern: config.name.clone(),
+                error: PatternError {
+                    key: "name".into(),
+                    message: "another pattern (declared, or a pattern plugin) has this name".into(),
+                },
+            });
+        }
         let classify = match classify {
             Some(c) => c,
             None => Self::declared(&config)?,
@@ -1165,6 +1178,14 @@ impl Patterns {
             .collect();
         v.reverse();
         Some(v)
+    }
+
+    /// Notices the classifiers have (a plugin's failures, quarantine).
+    pub fn take_notices(&mut self) -> Vec<crate::plugin::registry::Notice> {
+        self.ops
+            .iter_mut()
+            .flat_map(|o| o.classify.take_notices())
+            .collect()
     }
 
     /// Set the Prometheus gauges and counters of every pattern.

@@ -184,6 +184,13 @@ impl StateScopes {
             .clone()
     }
 
+    /// Keep `store` as `scope`'s unless the scope has one already (a
+    /// reconfigured pipeline keeping the stores of scopes only pattern
+    /// plugins use).
+    pub fn adopt(&mut self, scope: &str, store: Arc<StateStore>) {
+        self.stores.entry(scope.to_owned()).or_insert(store);
+    }
+
     /// The store of `scope`, if one was created.
     pub fn get(&self, scope: &str) -> Option<&Arc<StateStore>> {
         self.stores.get(scope)

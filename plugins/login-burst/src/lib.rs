@@ -11,6 +11,8 @@
 //! burst is reported once, not once per suffix of the streak.
 
 use eddy_plugin_sdk::Config;
+#[cfg(feature = "stamped")]
+use eddy_plugin_sdk::pattern::{Match, Verdict};
 use eddy_plugin_sdk::pattern::{Pattern, PatternPlugin, Skip, minutes};
 
 /// Failed logins that make a burst.
@@ -24,6 +26,9 @@ pub const FAILURES: u32 = 4;
 pub struct LoginBurst;
 
 impl PatternPlugin for LoginBurst {
+    #[cfg(feature = "stamped")]
+    const WANTS_MATCHES: bool = true;
+
     fn new(config: Config) -> Result<Self, String> {
         config.only(&[])?;
         Ok(LoginBurst)
@@ -39,6 +44,11 @@ impl PatternPlugin for LoginBurst {
             .within(minutes(1))
             .key("distinct_id")
             .skip(Skip::PastLastEvent)
+    }
+
+    #[cfg(feature = "stamped")]
+    fn on_match(&mut self, _m: &Match<'_>) -> Verdict {
+        Verdict::Keep(Some(eddy_plugin_sdk::serde_json::json!({"version": 2})))
     }
 }
 

@@ -346,3 +346,449 @@ impl XorShift {
         (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) % n
     }
 }
+
+// ------------------------------------------------------------- end to end
+
+const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// One event line for `eddy serve`.
+fn line(id: &str, name: &str, user: &str, ts: i64) -> String {
+    json!({"id": id, "name": name, "distinct_id": user, "timestamp": ts,
+           "properties": {"$pathname": "/product/1"}})
+    .to_string()
+}
+
+/// A declared pattern and a pattern plugin, fed over HTTP: matches arrive on
+/// WebSocket and SSE subscriptions of `patterns/<name>`, and REST agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posted_events_produce_pattern_messages_on_websocket_and_sse_and_rest_agrees() {
+    use eddy_tests::server::{Ws, http, post_ndjson, sse_events};
+    let sb = Sandbox::new();
+    sb.install(eddy_tests::plugins::LOGIN_BURST, "login-burst");
+    let config = sb.config(
+        r#"
+[time]
+out_of_orderness = "0s"
+
+[[patterns]]
+name = "funnel"
+within = "10m"
+skip = "skip_past_last_event"
+steps = [
+  { name = "view", names = ["$pageview"], where = [{ field = "properties.$pathname", op = "contains", value = "/product/" }] },
+  { name = "cart", names = ["add_to_cart"], times = [1, 5] },
+  { name = "purchase", names = ["purchase"] },
+]
+"#,
+    );
+    let server = sb.serve(&config);
+    let client = http();
+    let mut ws = Ws::connect(&server.ws_url()).await;
+    ws.subscribe("patterns/funnel", json!({})).await;
+    ws.subscribe("patterns/login-burst", json!({})).await;
+    let sse = client
+        .get(server.url("/v1/sse?channel=patterns/funnel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+
+    let t = now_ms() - 60_000;
+    let events = [
+        line("v1", "$pageview", "alice", t),
+        line("c1", "add_to_cart", "alice", t + 1_000),
+        line("f1", "login_failed", "bob", t + 1_500),
+        line("c2", "add_to_cart", "alice", t + 2_000),
+        line("f2", "login_failed", "bob", t + 2_500),
+        line("f3", "login_failed", "bob", t + 3_000),
+        line("p1", "purchase", "alice", t + 3_500),
+        line("s1", "login_succeeded", "bob", t + 4_000),
+        line("x1", "$autocapture", "carol", t + 5_000),
+    ];
+    let answer = post_ndjson(&client, &server.url(""), events.join("\n"), WAIT).await;
+    assert_eq!(answer["accepted"], 9, "{answer}");
+
+    let funnel = ws.messages(1, WAIT).await.remove(0);
+    let burst = ws.messages(1, WAIT).await.remove(0);
+    let (funnel, burst) = if funnel["channel"] == "patterns/funnel" {
+        (funnel, burst)
+    } else {
+        (burst, funnel)
+    };
+    assert_eq!(funnel["channel"], "patterns/funnel");
+    let f = &funnel["data"];
+    assert_eq!(
+        (&f["pattern"], &f["kind"], &f["key"], &f["start"], &f["end"]),
+        (
+            &json!("funnel"),
+            &json!("match"),
+            &json!("alice"),
+            &json!(t),
+            &json!(t + 3_500)
+        )
+    );
+    let ids = |d: &Value, step: &str| -> Vec<String> {
+        d["steps"][step]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(f, "view"), ["v1"]);
+    assert_eq!(ids(f, "cart"), ["c1", "c2"]);
+    assert_eq!(ids(f, "purchase"), ["p1"]);
+    assert_eq!(burst["channel"], "patterns/login-burst");
+    let b = &burst["data"];
+    assert_eq!((&b["kind"], &b["key"]), (&json!("match"), &json!("bob")));
+    assert_eq!(ids(b, "failures"), ["f1", "f2", "f3"]);
+    assert_eq!(ids(b, "success"), ["s1"]);
+
+    let sse = sse_events(sse, 1, WAIT).await;
+    assert_eq!(sse.len(), 1, "{sse:?}");
+    assert_eq!(sse[0].2["data"], *f, "SSE carries the same match");
+    assert_eq!(
+        sse[0].0.as_deref(),
+        Some(funnel["seq"].to_string().as_str())
+    );
+
+    let list: Value = client
+        .get(server.url("/v1/patterns"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let report = |name: &str| -> Value {
+        list["patterns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {list}"))
+            .clone()
+    };
+    let fr = report("funnel");
+    assert_eq!(
+        (&fr["source"], &fr["matches"], &fr["partial_matches"]),
+        (&json!("config"), &json!(1), &json!(0))
+    );
+    assert_eq!(fr["steps"].as_array().unwrap().len(), 3);
+    let lr = report("login-burst");
+    assert_eq!(
+        (&lr["source"], &lr["matches"]),
+        (&json!("plugin:login-burst"), &json!(1))
+    );
+    let recent: Value = client
+        .get(server.url("/v1/patterns/funnel/matches?kind=match"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(recent["results"], json!([f]), "REST agrees with the stream");
+    let missing = client
+        .get(server.url("/v1/patterns/nope/matches"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["code"], "unknown_pattern");
+    assert!(
+        body["available"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("funnel")),
+        "{body}"
+    );
+    let bad = client
+        .get(server.url("/v1/patterns/funnel/matches?kind=maybe"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
+
+/// A pattern plugin replaced halfway through a stream: bursts that span the
+/// swap are found exactly once, completed by the new version (its match
+/// hook stamps them), and nothing before the swap is matched twice.
+#[test]
+fn a_pattern_plugin_swapped_mid_stream_finds_spanning_matches_once() {
+    use eddy_tests::plugins::{LOGIN_BURST, LOGIN_BURST_STAMPED};
+    const USERS: usize = 200;
+    let sb = Sandbox::new();
+    sb.install(LOGIN_BURST, "login-burst");
+    let cfg = sb.config("[time]\nout_of_orderness = \"0s\"\n");
+    let results = sb.path().join("results.ndjson");
+    let mut pipe = sb.spawn_pipe(
+        &cfg,
+        &[
+            "--batch-size",
+            "100",
+            "--results",
+            results.to_str().unwrap(),
+        ],
+    );
+    pipe.wait_log("watching", WAIT, |v| {
+        v["message"] == "watching plugins folder"
+    });
+    let mut ts = BASE;
+    let mut lines = |users: &[String], names: &[&str], tag: &str| -> Vec<String> {
+        // Round robin over the users: each user's events stay in order,
+        // with everyone else's in between (contiguity is per key).
+        let mut out = Vec::new();
+        for (k, name) in names.iter().enumerate() {
+            for u in users {
+                ts += 1;
+                out.push(line(&format!("{u}-{tag}{k}"), name, u, ts));
+            }
+        }
+        out
+    };
+    let group = |g: &str| -> Vec<String> { (0..USERS).map(|i| format!("{g}{i}")).collect() };
+    let (a, s, c) = (group("a"), group("s"), group("c"));
+    let fail = "login_failed";
+    let ok = "login_succeeded";
+    // Before the swap: group a completes bursts; group s starts theirs.
+    let mut before = lines(&a, &[fail, fail, fail, ok], "x");
+    before.extend(lines(&s, &[fail, fail], "x"));
+    before.extend(lines(&group("noise"), &["$pageview"; 20], "x"));
+    pipe.send(&before);
+    pipe.recv_events(before.len(), WAIT);
+    sb.rename_over(LOGIN_BURST_STAMPED, "login-burst");
+    pipe.wait_log("login-burst swapped", WAIT, |v| {
+        eddy_tests::is_log(v, "plugin swapped", "login-burst")
+    });
+    // After: group s completes theirs; group c makes whole new bursts.
+    let mut after = lines(&s, &[fail, ok], "y");
+    after.extend(lines(&c, &[fail, fail, fail, fail, ok], "y"));
+    pipe.send(&after);
+    pipe.recv_events(after.len(), WAIT);
+    let (_, summary) = pipe.finish(WAIT);
+    let pattern = summary["patterns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "login-burst")
+        .unwrap_or_else(|| panic!("no login-burst in {summary}"));
+    assert_eq!(pattern["dropped_on_change"], 0, "{pattern}");
+
+    let matches: Vec<Value> = std::fs::read_to_string(&results)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["data"].clone())
+        .filter(|d| d["kind"] == "match")
+        .collect();
+    let mut by_key: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for m in &matches {
+        by_key
+            .entry(m["key"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(m);
+    }
+    assert_eq!(by_key.len(), 3 * USERS, "one match per user of a, s and c");
+    for (key, ms) in &by_key {
+        assert_eq!(ms.len(), 1, "{key}: found once, not {}", ms.len());
+        let m = ms[0];
+        let failures = m["steps"]["failures"].as_array().unwrap().len();
+        match &key[..1] {
+            "a" => {
+                assert_eq!(failures, 3, "{m}");
+                assert!(m.get("payload").is_none(), "matched before the swap: {m}");
+            }
+            "s" => {
+                assert_eq!(failures, 3, "{m}");
+                let ids: Vec<&str> = m["steps"]["failures"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["id"].as_str().unwrap())
+                    .collect();
+                assert_eq!(
+                    ids,
+                    [
+                        format!("{key}-x0"),
+                        format!("{key}-x1"),
+                        format!("{key}-y0")
+                    ]
+                );
+                assert_eq!(
+                    m["payload"],
+                    json!({"version": 2}),
+                    "completed after the swap"
+                );
+            }
+            _ => {
+                assert_eq!(failures, 4, "{m}");
+                assert_eq!(m["payload"], json!({"version": 2}), "{m}");
+            }
+        }
+    }
+}
+
+/// A configuration reload (`POST /v1/admin/reload`, then `SIGHUP`) applies
+/// a changed declared pattern between batches: the unchanged pattern keeps
+/// its partial matches, the changed one keeps those whose steps still
+/// exist, and an invalid file changes nothing and says where it is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_declared_patterns_and_keeps_partial_matches() {
+    use eddy_tests::server::{http, post_ndjson};
+    let sb = Sandbox::new();
+    let pattern = |name: &str, within: &str, last: &str| {
+        format!(
+            "[[patterns]]\nname = \"{name}\"\nwithin = \"{within}\"\nsteps = [{{ name = \"a\", names = [\"a\"] }}, {{ name = \"b\", names = [\"{last}\"] }}]\n"
+        )
+    };
+    let head = "[time]\nout_of_orderness = \"0s\"\n";
+    let config = sb.config(&format!(
+        "{head}{}{}",
+        pattern("keep", "10m", "b"),
+        pattern("change", "10m", "b")
+    ));
+    let prefix = format!(
+        "plugins_dir = {:?}\n",
+        sb.plugins_dir().display().to_string()
+    );
+    let write = |body: &str| std::fs::write(&config, format!("{prefix}{body}")).unwrap();
+    let mut server = sb.serve(&config);
+    let client = http();
+    let t = now_ms() - 60_000;
+    let post = |lines: Vec<String>| {
+        let client = client.clone();
+        let url = server.url("");
+        async move { post_ndjson(&client, &url, lines.join("\n"), WAIT).await }
+    };
+    post(vec![line("a1", "a", "u", t), line("a2", "a", "v", t + 1)]).await;
+    let reload = || async {
+        client
+            .post(server.url("/v1/admin/reload"))
+            .send()
+            .await
+            .unwrap()
+    };
+    // Unchanged file: nothing changes.
+    let r = reload().await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["changes"], json!([]));
+    // An invalid file: 400 naming the file and key; the running patterns stay.
+    write(&format!("{head}{}", pattern("keep", "soon", "b")));
+    let r = reload().await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_config");
+    let msg = body["error"].as_str().unwrap();
+    assert!(
+        msg.contains("eddy.toml") && msg.contains("patterns[0].within"),
+        "{msg}"
+    );
+    // `change` now ends with c instead of b (same step names).
+    let changed = format!(
+        "{head}{}{}",
+        pattern("keep", "10m", "b"),
+        pattern("change", "5m", "c")
+    );
+    write(&changed);
+    let r = reload().await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["changes"].as_array().unwrap().len(), 1, "{body}");
+    assert!(
+        body["changes"][0]
+            .as_str()
+            .unwrap()
+            .contains("pattern `change` changed"),
+        "{body}"
+    );
+    // The partial matches started before the reload complete after it.
+    post(vec![
+        line("b1", "b", "u", t + 2),
+        line("c1", "c", "v", t + 3),
+    ])
+    .await;
+    let wait_matches = |name: &'static str, n: u64| {
+        let client = client.clone();
+        let url = server.url(&format!("/v1/patterns/{name}/matches?kind=match"));
+        async move {
+            let deadline = std::time::Instant::now() + WAIT;
+            loop {
+                let v: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+                if v["results"].as_array().unwrap().len() as u64 >= n
+                    || std::time::Instant::now() > deadline
+                {
+                    return v["results"].clone();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let keep = wait_matches("keep", 1).await;
+    assert_eq!(keep.as_array().unwrap().len(), 1, "{keep}");
+    assert_eq!(
+        keep[0]["steps"]["a"][0]["id"], "a1",
+        "the partial match kept across the reload"
+    );
+    let change = wait_matches("change", 1).await;
+    assert_eq!(change.as_array().unwrap().len(), 1, "{change}");
+    assert_eq!(change[0]["steps"]["a"][0]["id"], "a2");
+    assert_eq!(
+        change[0]["steps"]["b"][0]["id"], "c1",
+        "the new condition applies"
+    );
+    // SIGHUP reloads too: a third pattern appears with its channel.
+    write(&format!("{changed}{}", pattern("third", "1m", "b")));
+    let pid = server.pid().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let list: Value = client
+            .get(server.url("/v1/patterns"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if list["patterns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "third")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not add `third`: {list}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let channels: Value = client
+        .get(server.url("/v1/channels"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        channels.to_string().contains("patterns/third"),
+        "{channels}"
+    );
+    let _ = server.terminate(WAIT);
+}
