@@ -50,9 +50,10 @@ pub struct TestOptions {
     /// The expected output (NDJSON). Without it, the output is printed.
     #[arg(long)]
     pub expect: Option<PathBuf>,
-    /// With --pipeline: the expected window results and late events
-    /// (NDJSON, `{"channel", "data"}` lines as `eddy pipe --windows` writes).
-    #[arg(long)]
+    /// With --pipeline: the expected window results, pattern matches and
+    /// timeouts, and late events (NDJSON, `{"channel", "data"}` lines as
+    /// `eddy pipe --results` writes). `--expect-windows` is the old name.
+    #[arg(long = "expect-results", alias = "expect-windows")]
     pub expect_windows: Option<PathBuf>,
     /// Input, configuration and limits.
     #[command(flatten)]
@@ -190,7 +191,10 @@ fn counts(outputs: &Outputs, events_in: usize) -> String {
     let windows = if outputs.windows.is_empty() {
         String::new()
     } else {
-        format!(", {} window results and late events", outputs.windows.len())
+        format!(
+            ", {} window results, pattern matches and late events",
+            outputs.windows.len()
+        )
     };
     format!(
         "{events_in} events in, {} out{windows}\n  {}",
@@ -237,7 +241,7 @@ pub fn test(opts: &TestOptions) -> Result<bool, DevError> {
             if c.is_empty() {
                 writeln!(
                     stdout,
-                    "ok: window results: {}",
+                    "ok: window and pattern results: {}",
                     c.summary(("expected", "actual"))
                 )
                 .map_err(write_err)?;
@@ -250,7 +254,7 @@ pub fn test(opts: &TestOptions) -> Result<bool, DevError> {
                 .map_err(write_err)?;
                 writeln!(
                     stdout,
-                    "FAILED: the window results differ from {}",
+                    "FAILED: the window and pattern results differ from {}",
                     path.display()
                 )
                 .map_err(write_err)?;
@@ -323,7 +327,7 @@ pub fn diff(opts: &DiffOptions) -> Result<bool, DevError> {
         }
         print!("{}", comparison.render(("old", "new"), run.max_diffs));
         if windows.left + windows.right > 0 {
-            println!("window results:");
+            println!("window and pattern results:");
             print!("{}", windows.render(("old", "new"), run.max_diffs));
         }
     }

@@ -269,7 +269,10 @@ fn pipe_and_plugin_test_give_one_result_at_every_batch_size() {
             "plugin test --batch-size {size}:\n{stdout}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(stdout.contains("ok: window results"), "{stdout}");
+        assert!(
+            stdout.contains("ok: window and pattern results"),
+            "{stdout}"
+        );
     }
 }
 

@@ -416,7 +416,7 @@ aggregates = ["count", "distinct(properties.$browser_version) as versions"]
         "{out}{}",
         String::from_utf8_lossy(&test.stderr)
     );
-    assert!(out.contains("ok: window results"), "{out}");
+    assert!(out.contains("ok: window and pattern results"), "{out}");
 
     // A wrong expectation fails, naming the result that moved.
     let wrong = s(&sandbox.path().join("wrong.ndjson"));
@@ -437,7 +437,10 @@ aggregates = ["count", "distinct(properties.$browser_version) as versions"]
     ]);
     let out = String::from_utf8_lossy(&test.stdout);
     assert_eq!(test.status.code(), Some(1), "{out}");
-    assert!(out.contains("FAILED: the window results differ"), "{out}");
+    assert!(
+        out.contains("FAILED: the window and pattern results differ"),
+        "{out}"
+    );
 
     // v2 also sets $browser_version: the windows' distinct versions move.
     let diff = eddy(&[
