@@ -15,7 +15,7 @@
 //! strict contiguity they are buffered too, since they break sequences.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use compact_str::CompactString;
@@ -439,6 +439,59 @@ impl Ord for Pending {
     }
 }
 
+/// Events waiting for the watermark, in (timestamp, arrival) order: those
+/// that arrive in order (nearly all) are appended to a run, the others go to
+/// a heap; the smaller front of the two comes out first.
+#[derive(Default)]
+struct PendingQueue {
+    run: VecDeque<Pending>,
+    heap: BinaryHeap<Reverse<Pending>>,
+}
+
+impl PendingQueue {
+    fn push(&mut self, p: Pending) {
+        match self.run.back() {
+            Some(last) if p < *last => self.heap.push(Reverse(p)),
+            _ => self.run.push_back(p),
+        }
+    }
+
+    /// The timestamp of the next event.
+    fn next_ts(&self) -> Option<i64> {
+        match (self.run.front(), self.heap.peek()) {
+            (Some(a), Some(b)) => Some(a.ts.min(b.0.ts)),
+            (Some(a), None) => Some(a.ts),
+            (None, Some(b)) => Some(b.0.ts),
+            (None, None) => None,
+        }
+    }
+
+    fn pop(&mut self) -> Option<Pending> {
+        let from_heap = match (self.run.front(), self.heap.peek()) {
+            (Some(a), Some(b)) => b.0 < *a,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if from_heap {
+            self.heap.pop().map(|r| r.0)
+        } else {
+            self.run.pop_front()
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.run.len() + self.heap.len()
+    }
+
+    /// Everything, in order (for a snapshot or a change of conditions).
+    fn sorted(&self) -> Vec<Pending> {
+        let mut v: Vec<Pending> = self.run.iter().cloned().collect();
+        v.extend(self.heap.iter().map(|r| r.0.clone()));
+        v.sort();
+        v
+    }
+}
+
 /// One key's matcher state and its registered timer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct KeyEntry {
@@ -458,9 +511,12 @@ struct PatternOp {
     classify: Box<dyn Classify>,
     needs_all: bool,
     watermark: Watermark,
-    pending: BinaryHeap<Reverse<Pending>>,
+    pending: PendingQueue,
     keys: KeyMap,
-    timers: BTreeSet<(i64, CompactString)>,
+    /// Keys' deadlines, earliest first. An entry is stale once its key's
+    /// deadline moved (the key's `deadline` is the truth); stale entries
+    /// are skipped when they come up.
+    timers: BinaryHeap<Reverse<(i64, CompactString)>>,
     partials: usize,
     counters: PatternCounters,
     history: VecDeque<Arc<PatternResult>>,
@@ -520,9 +576,9 @@ impl PatternOp {
             nfa,
             key,
             classify,
-            pending: BinaryHeap::new(),
+            pending: PendingQueue::default(),
             keys: KeyMap::default(),
-            timers: BTreeSet::new(),
+            timers: BinaryHeap::new(),
             partials: 0,
             counters: PatternCounters::default(),
             history: VecDeque::new(),
@@ -607,13 +663,13 @@ impl PatternOp {
                     Some(key) => {
                         let mut event = ev.clone();
                         event.timestamp = ts;
-                        self.pending.push(Reverse(Pending {
+                        self.pending.push(Pending {
                             ts,
                             arrival: arrival + i as u64,
                             key,
                             event: Ev(Arc::new(event)),
                             bits: b,
-                        }));
+                        });
                     }
                 },
                 (Admit::At(_), None) => {}
@@ -643,8 +699,8 @@ impl PatternOp {
         let wm = self.watermark.get();
         let mut outcomes: Vec<Outcome<Ev>> = Vec::new();
         loop {
-            let next_event = self.pending.peek().map(|p| p.0.ts).filter(|&t| t <= wm);
-            let next_timer = self.timers.first().map(|t| t.0).filter(|&t| t <= wm);
+            let next_event = self.pending.next_ts().filter(|&t| t <= wm);
+            let next_timer = self.next_timer().filter(|&t| t <= wm);
             let timer_first = match (next_event, next_timer) {
                 (None, None) => break,
                 (Some(e), Some(t)) => t <= e,
@@ -663,7 +719,7 @@ impl PatternOp {
                 }
                 continue;
             }
-            let Some(Reverse(p)) = self.pending.pop() else {
+            let Some(p) = self.pending.pop() else {
                 break;
             };
             self.counters.events += 1;
@@ -681,8 +737,21 @@ impl PatternOp {
         }
     }
 
+    /// The earliest live deadline, dropping stale timer entries on top.
+    fn next_timer(&mut self) -> Option<i64> {
+        while let Some(Reverse((at, key))) = self.timers.peek() {
+            if self.keys.get(key).is_some_and(|e| e.deadline == Some(*at)) {
+                return Some(*at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Take the earliest live timer (see [`PatternOp::next_timer`]).
     fn pop_timer(&mut self) -> Option<(i64, CompactString)> {
-        let (at, key) = self.timers.pop_first()?;
+        self.next_timer()?;
+        let Reverse((at, key)) = self.timers.pop()?;
         if let Some(entry) = self.keys.get_mut(&key) {
             entry.deadline = None;
         }
@@ -707,11 +776,9 @@ impl PatternOp {
         self.partials = (self.partials + after).saturating_sub(before);
         let deadline = self.nfa.next_deadline(&entry.state);
         if deadline != entry.deadline {
-            if let Some(old) = entry.deadline {
-                self.timers.remove(&(old, key.clone()));
-            }
+            // The old entry, if any, goes stale.
             if let Some(new) = deadline {
-                self.timers.insert((new, key.clone()));
+                self.timers.push(Reverse((new, key.clone())));
             }
             entry.deadline = deadline;
         }
@@ -813,8 +880,7 @@ impl PatternOp {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         keys.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut pending: Vec<Pending> = self.pending.iter().map(|p| p.0.clone()).collect();
-        pending.sort();
+        let pending = self.pending.sorted();
         PatternSaved {
             name: self.config.name.clone(),
             def: self.config.def.clone(),
@@ -842,12 +908,10 @@ impl PatternOp {
             .watermark
             .with_settings(self.config.out_of_orderness_ms, self.config.idle_timeout_ms);
         self.counters = saved.counters;
-        self.pending = saved
-            .pending
-            .into_iter()
-            .filter(|p| mine(&p.key))
-            .map(Reverse)
-            .collect();
+        self.pending = PendingQueue::default();
+        for p in saved.pending.into_iter().filter(|p| mine(&p.key)) {
+            self.pending.push(p);
+        }
         self.keys.clear();
         self.timers.clear();
         self.partials = 0;
@@ -878,7 +942,7 @@ impl PatternOp {
         let deadline = self.nfa.next_deadline(&state);
         self.partials += state.partials();
         if let Some(d) = deadline {
-            self.timers.insert((d, key.clone()));
+            self.timers.push(Reverse((d, key.clone())));
         }
         if !state.is_empty() || deadline.is_some() {
             self.keys.insert(key, KeyEntry { state, deadline });
@@ -910,11 +974,7 @@ impl PatternOp {
             fresh.insert_key(key, state);
         }
         // Buffered events are classified again under the new conditions.
-        let mut pending: Vec<Pending> = std::mem::take(&mut self.pending)
-            .into_iter()
-            .map(|r| r.0)
-            .collect();
-        pending.sort();
+        let pending = std::mem::take(&mut self.pending).sorted();
         if !pending.is_empty() {
             let events: Vec<Event> = pending.iter().map(|p| (*p.event.0).clone()).collect();
             match fresh.classify.classify(&events, 0) {
@@ -922,7 +982,7 @@ impl PatternOp {
                     for (mut p, b) in pending.into_iter().zip(bits) {
                         if b.steps != 0 || b.until != 0 || fresh.needs_all {
                             p.bits = b;
-                            fresh.pending.push(Reverse(p));
+                            fresh.pending.push(p);
                         }
                     }
                 }
@@ -1247,5 +1307,74 @@ impl Patterns {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, ts: i64) -> Arc<Event> {
+        Arc::new(
+            Event::from_json(
+                &format!(
+                    r#"{{"id":"{id}","name":"n","distinct_id":"u","timestamp":{ts},"properties":{{"s":"a\"b","f":1.5,"j":{{"k":[1,2]}}}}}}"#
+                ),
+                String::new,
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn pending_events_come_out_in_time_then_arrival_order() {
+        let mut q = PendingQueue::default();
+        let mut rng = crate::test_rng::Rng::new(7);
+        let mut all = Vec::new();
+        for arrival in 0..500u64 {
+            let ts = arrival as i64 * 10 - (rng.below(40) as i64);
+            let p = Pending {
+                ts,
+                arrival,
+                key: "k".into(),
+                event: Ev(event("e", ts)),
+                bits: Bits::default(),
+            };
+            all.push((ts, arrival));
+            q.push(p);
+        }
+        all.sort();
+        assert_eq!(q.len(), 500);
+        assert!(!q.heap.is_empty(), "some arrived out of order");
+        let sorted: Vec<(i64, u64)> = q.sorted().iter().map(|p| (p.ts, p.arrival)).collect();
+        assert_eq!(sorted, all);
+        let mut out = Vec::new();
+        while let Some(ts) = q.next_ts() {
+            let p = q.pop().unwrap();
+            assert_eq!(p.ts, ts);
+            out.push((p.ts, p.arrival));
+        }
+        assert_eq!(out, all);
+    }
+
+    #[test]
+    fn a_result_written_directly_is_its_json() {
+        let r = PatternResult {
+            pattern: Arc::from("p\"q"),
+            kind: OutcomeKind::Timeout,
+            key: "ü\n".into(),
+            start: -5,
+            end: 1_700_000_000_000,
+            steps: vec![
+                (Arc::from("a"), vec![event("a1", 1), event("a2", 2)]),
+                (Arc::from("b"), vec![event("b1", 3)]),
+            ],
+            payload: Some(serde_json::json!({"total": 1.25, "items": [1, "x"]})),
+        };
+        let mut text = String::new();
+        r.write_json(&mut text);
+        assert_eq!(serde_json::from_str::<Json>(&text).unwrap(), r.to_json());
+        assert_eq!(text, r.to_json().to_string(), "byte for byte");
     }
 }
