@@ -45,6 +45,7 @@
 pub mod client;
 pub mod config;
 pub mod devtools;
+pub mod durability;
 pub mod engine;
 pub mod event;
 pub mod filter;
