@@ -471,7 +471,9 @@ impl Opened {
         let r = &mut self.report;
         r.records_replayed = replayed.records;
         r.events_replayed = replayed.events;
-        r.corrupt_records += replayed.corrupt;
+        // Open counted every damaged record; the replay's are among them
+        // unless the reader found damage open could not see.
+        r.corrupt_records = r.corrupt_records.max(replayed.corrupt);
         r.undecodable_records = replayed.undecodable;
         r.duration_ms = self.started.elapsed().as_millis() as u64;
         let last_seq = self.log.next_seq().saturating_sub(1);
