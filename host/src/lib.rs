@@ -56,6 +56,7 @@ pub mod pipe;
 pub mod pipeline;
 pub mod plugin;
 mod prefetch;
+pub mod rerun;
 pub mod runner;
 pub mod server;
 #[cfg(test)]
