@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::Event;
 
 /// The ids seen recently, oldest first.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Dedup {
     horizon_ms: u64,
     max_ids: u64,
@@ -28,6 +28,21 @@ pub struct Dedup {
     seen: HashSet<CompactString>,
     /// The newest wall time seen (a batch without one uses it).
     now: i64,
+}
+
+impl Clone for Dedup {
+    /// Without the lookup set (rebuilt from `order` when first needed):
+    /// a snapshot clones this every checkpoint, and the set would double
+    /// the copy.
+    fn clone(&self) -> Self {
+        Dedup {
+            horizon_ms: self.horizon_ms,
+            max_ids: self.max_ids,
+            order: self.order.clone(),
+            seen: HashSet::new(),
+            now: self.now,
+        }
+    }
 }
 
 impl Dedup {
