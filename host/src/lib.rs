@@ -45,6 +45,7 @@
 pub mod client;
 pub mod config;
 pub mod devtools;
+pub mod durability;
 pub mod engine;
 pub mod event;
 pub mod filter;
@@ -55,6 +56,7 @@ pub mod pipe;
 pub mod pipeline;
 pub mod plugin;
 mod prefetch;
+pub mod rerun;
 pub mod runner;
 pub mod server;
 #[cfg(test)]

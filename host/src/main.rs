@@ -87,6 +87,10 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Re-run the history the write-ahead log holds (`--from`, `--to`)
+    /// through a fresh engine under `--config` (say, with a new window) and
+    /// write its results; the live server's state is not touched.
+    Replay(eddy::rerun::ReplayOptions),
     /// Print the embedded default configuration.
     DefaultConfig,
 }
@@ -240,6 +244,11 @@ fn run(command: Option<Command>) -> anyhow::Result<()> {
             // Handled in main, for their exit status.
             PluginCommand::Test(_) | PluginCommand::Diff(_) => Ok(()),
         },
+        Command::Replay(options) => {
+            let summary = eddy::rerun::run(&options)?;
+            eprintln!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
         Command::DefaultConfig => {
             print!("{}", eddy::config::DEFAULT_CONFIG);
             Ok(())

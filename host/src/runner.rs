@@ -22,7 +22,7 @@
 //! (see [`crate::engine::input`]), so `eddy pipe --replay FILE` reproduces
 //! exactly what this server published.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -32,12 +32,14 @@ use serde::Serialize;
 use serde_json::Value as Json;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::durability::Wal;
 use crate::engine::input::Recorder;
 use crate::engine::{Batch, Emitted, Engine, Input, PluginChange, Sink};
 use crate::event::Event;
 use crate::hub::{Hub, Payload, Publisher};
 use crate::pipeline::StageReport;
 use crate::plugin::Registry;
+use crate::wal::WalError;
 use crate::window::HistoryView;
 
 /// How often the engine gets a tick: idle watermarks advance and early
@@ -75,6 +77,10 @@ pub struct Stats {
     pub lost: AtomicU64,
     /// Inputs the engine has applied (REST uses it to tell a stale answer).
     pub inputs: AtomicU64,
+    /// Events dropped as duplicates (an id seen within the dedup horizon).
+    pub duplicates: AtomicU64,
+    /// Events answered 503 because the write-ahead log could not take them.
+    pub wal_refused: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`], as published on the `stats` channel and
@@ -103,6 +109,12 @@ pub struct StatsSnapshot {
     pub queue_bytes: u64,
     /// Events lost to a host panic (should stay 0).
     pub lost: u64,
+    /// Events dropped as duplicates since start (acknowledged, not
+    /// processed again).
+    pub duplicates: u64,
+    /// Events refused with 503 because the write-ahead log could not be
+    /// written.
+    pub wal_refused: u64,
 }
 
 impl Stats {
@@ -121,6 +133,8 @@ impl Stats {
             queue_depth: get(&self.queued),
             queue_bytes: get(&self.queued_bytes),
             lost: get(&self.lost),
+            duplicates: get(&self.duplicates),
+            wal_refused: get(&self.wal_refused),
         }
     }
 }
@@ -151,6 +165,48 @@ pub enum PushError {
     #[error("the server is shutting down and accepts no more events")]
     Closed,
 }
+
+/// Why queued events were not made durable: nothing of the request was
+/// acknowledged, and a retry may succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    /// The disk holding the write-ahead log is full.
+    #[error("the disk holding the write-ahead log is full ({0}); retry later")]
+    DiskFull(String),
+    /// The log could not be written (an I/O error), or the engine stopped.
+    #[error("the write-ahead log cannot be written ({0}); retry later")]
+    Unavailable(String),
+}
+
+impl AckError {
+    fn from_wal(e: &WalError) -> AckError {
+        if e.is_full() {
+            AckError::DiskFull(e.to_string())
+        } else {
+            AckError::Unavailable(e.to_string())
+        }
+    }
+}
+
+/// The answer to a queued request: resolves once its events are durable
+/// (at once when the write-ahead log is off).
+#[derive(Debug)]
+pub struct Ack(Option<oneshot::Receiver<Result<(), AckError>>>);
+
+impl Ack {
+    /// Wait until the request's events are in the log under its fsync
+    /// policy, or the error that kept them out.
+    pub async fn durable(self) -> Result<(), AckError> {
+        match self.0 {
+            None => Ok(()),
+            Some(rx) => rx
+                .await
+                .unwrap_or_else(|_| Err(AckError::Unavailable("the engine stopped".into()))),
+        }
+    }
+}
+
+type AckSender = oneshot::Sender<Result<(), AckError>>;
 
 /// A REST read, answered by the engine thread between inputs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -209,6 +265,8 @@ enum Msg {
     Events {
         events: Vec<Event>,
         bytes: u64,
+        /// Where to answer once durable, and how many events (WAL on).
+        ack: Option<(AckSender, u64)>,
     },
     Tick,
     Plugin(PluginChange),
@@ -231,19 +289,24 @@ pub struct IngestQueue {
     capacity_bytes: u64,
     stats: Arc<Stats>,
     closed: Arc<AtomicBool>,
+    /// Requests are answered once their events are in the write-ahead log.
+    durable: bool,
 }
 
 impl IngestQueue {
     /// Queue `events` if all of them fit (in events and in bytes), else
     /// refuse them all. The channel itself is unbounded in messages; the
     /// room reserved here is what bounds it.
-    pub fn try_push(&self, events: Vec<Event>) -> Result<(), PushError> {
+    ///
+    /// With the write-ahead log on, the returned [`Ack`] resolves once the
+    /// events are durable (and only then are they counted as accepted).
+    pub fn try_push(&self, events: Vec<Event>) -> Result<Ack, PushError> {
         let n = events.len() as u64;
         if self.closed.load(Ordering::Acquire) {
             return Err(PushError::Closed);
         }
         if n == 0 {
-            return Ok(());
+            return Ok(Ack(None));
         }
         let bytes: u64 = events.iter().map(|e| e.approx_bytes() as u64).sum();
         let refuse = |e: PushError| {
@@ -279,14 +342,22 @@ impl IngestQueue {
                 capacity: self.capacity_bytes,
             }));
         }
-        if self.tx.send(Msg::Events { events, bytes }).is_err() {
+        let (ack, answer) = if self.durable {
+            let (tx, rx) = oneshot::channel();
+            (Some((tx, n)), Ack(Some(rx)))
+        } else {
+            (None, Ack(None))
+        };
+        if self.tx.send(Msg::Events { events, bytes, ack }).is_err() {
             // The engine thread is gone (shutting down): nothing accepted.
             self.stats.queued.fetch_sub(n, Ordering::AcqRel);
             self.stats.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             return Err(PushError::Closed);
         }
-        self.stats.accepted.fetch_add(n, Ordering::Relaxed);
-        Ok(())
+        if !self.durable {
+            self.stats.accepted.fetch_add(n, Ordering::Relaxed);
+        }
+        Ok(answer)
     }
 
     /// Apply a reloaded configuration between inputs; the answer is what
@@ -448,6 +519,39 @@ pub struct RunnerOptions {
     pub queue_bytes: u64,
     /// Where inputs are recorded, if anywhere.
     pub recorder: Option<Recorder>,
+    /// The write-ahead log (`None`: `[wal] enabled = false`).
+    pub wal: Option<Wal>,
+    /// The last log record the engine has applied (recovery's end).
+    pub wal_seq: u64,
+}
+
+/// Records submitted to the log and not yet applied, at most: enough to
+/// keep a group commit full, few enough that a slow disk holds back the
+/// queue (which answers 429) rather than memory here.
+const MAX_IN_FLIGHT: usize = 256;
+
+/// What to do once an input's record is answered.
+enum Done {
+    Nothing,
+    /// The last piece of a merged batch: answer its requests and give their
+    /// room in the queue back.
+    Acks {
+        acks: Vec<(AckSender, u64)>,
+        bytes: u64,
+    },
+    /// A configuration reload: answer with what changed.
+    Reconfigure(oneshot::Sender<Result<Vec<String>, String>>),
+}
+
+/// An input submitted to the log, waiting to be applied.
+struct InFlight {
+    input: Input,
+    events: u64,
+    /// `None`: the log is off, apply at once.
+    rx: Option<oneshot::Receiver<Result<u64, WalError>>>,
+    /// The first piece of a merged batch (resets the group's outcome).
+    group_start: bool,
+    done: Done,
 }
 
 /// The running engine thread.
@@ -468,6 +572,14 @@ struct Driver {
     position: u64,
     ticks: u64,
     tick_pending: Arc<AtomicBool>,
+    wal: Option<Wal>,
+    /// The last log record applied.
+    wal_seq: u64,
+    in_flight: VecDeque<InFlight>,
+    /// Why the current merged batch failed, if a piece of it did.
+    group_error: Option<AckError>,
+    /// The log is failing now (logged once per outage).
+    wal_failing: bool,
 }
 
 impl Runner {
@@ -490,6 +602,7 @@ impl Runner {
             capacity_bytes: options.queue_bytes,
             stats: stats.clone(),
             closed: Arc::new(AtomicBool::new(false)),
+            durable: options.wal.is_some(),
         };
         let queries = Queries {
             tx: query_tx,
@@ -509,7 +622,13 @@ impl Runner {
             position: 0,
             ticks: 0,
             tick_pending,
+            wal: options.wal,
+            wal_seq: options.wal_seq,
+            in_flight: VecDeque::new(),
+            group_error: None,
+            wal_failing: false,
         };
+        driver.position = driver.engine.positions().get(&0).copied().unwrap_or(0);
         let (done_tx, done) = std::sync::mpsc::channel();
         let handle = thread::Builder::new()
             .name("eddy-engine".into())
@@ -517,7 +636,28 @@ impl Runner {
                 let mut pending: Option<Msg> = None;
                 loop {
                     driver.answer_queries();
-                    let Some(msg) = pending.take().or_else(|| rx.blocking_recv()) else {
+                    driver.complete_ready();
+                    driver.maybe_checkpoint();
+                    let msg = match pending.take() {
+                        Some(m) => Some(m),
+                        None if driver.in_flight.is_empty() => rx.blocking_recv(),
+                        None if driver.in_flight.len() >= MAX_IN_FLIGHT => {
+                            driver.complete_front();
+                            continue;
+                        }
+                        // Submit what is waiting while earlier records sync
+                        // (they share the next group commit); with nothing
+                        // waiting, wait for the oldest record.
+                        None => match rx.try_recv() {
+                            Ok(m) => Some(m),
+                            Err(mpsc::error::TryRecvError::Empty) => {
+                                driver.complete_front();
+                                continue;
+                            }
+                            Err(mpsc::error::TryRecvError::Disconnected) => None,
+                        },
+                    };
+                    let Some(msg) = msg else {
                         break;
                     };
                     match msg {
@@ -527,28 +667,31 @@ impl Runner {
                         Msg::Drain => rx.close(),
                         Msg::Wake => {}
                         Msg::Tick => driver.tick(),
-                        Msg::Plugin(change) => driver.apply(Input::Plugin(change), 0),
-                        Msg::Reconfigure(r, reply) => {
-                            driver.apply(Input::Reconfigure(r), 0);
-                            let outcome = driver
-                                .engine
-                                .take_reconfigure_outcome()
-                                .unwrap_or_else(|| Err("the engine failed applying it".into()));
-                            driver.sink.sync_patterns(&driver.engine);
-                            let _ = reply.send(outcome);
+                        Msg::Plugin(change) => {
+                            driver.submit(Input::Plugin(change), 0, false, Done::Nothing);
                         }
-                        Msg::Events { events, bytes } => {
+                        Msg::Reconfigure(r, reply) => {
+                            driver.submit(
+                                Input::Reconfigure(r),
+                                0,
+                                false,
+                                Done::Reconfigure(reply),
+                            );
+                        }
+                        Msg::Events { events, bytes, ack } => {
                             // Merge what is already waiting, up to one batch;
                             // a request larger than a batch is split.
                             let mut batch = events;
                             let mut batch_bytes = bytes;
+                            let mut acks: Vec<(AckSender, u64)> = ack.into_iter().collect();
                             while batch.len() < batch_size {
                                 match rx.try_recv() {
-                                    Ok(Msg::Events { events, bytes })
+                                    Ok(Msg::Events { events, bytes, ack })
                                         if batch.len() + events.len() <= batch_size =>
                                     {
                                         batch.extend(events);
                                         batch_bytes += bytes;
+                                        acks.extend(ack);
                                     }
                                     Ok(Msg::Drain) => rx.close(),
                                     Ok(Msg::Wake) => {}
@@ -559,11 +702,13 @@ impl Runner {
                                     Err(_) => break,
                                 }
                             }
-                            driver.batches(batch, batch_bytes, batch_size);
+                            driver.batches(batch, batch_bytes, batch_size, acks);
                         }
                     }
                 }
+                driver.complete_all();
                 driver.answer_queries();
+                driver.close_wal();
                 let _ = done_tx.send(());
                 tracing::info!("ingest queue drained; engine stopped");
             })?;
@@ -594,7 +739,15 @@ pub fn wall_ms() -> i64 {
 impl Driver {
     /// Apply `batch` (split into engine batches of at most `batch_size`),
     /// then give its room in the queue back.
-    fn batches(&mut self, mut batch: Vec<Event>, bytes: u64, batch_size: usize) {
+    fn batches(
+        &mut self,
+        mut batch: Vec<Event>,
+        bytes: u64,
+        batch_size: usize,
+        acks: Vec<(AckSender, u64)>,
+    ) {
+        let mut first = true;
+        let mut acks = Some(acks);
         while !batch.is_empty() {
             let rest = if batch.len() > batch_size {
                 batch.split_off(batch_size)
@@ -609,10 +762,178 @@ impl Driver {
                 wall_ms: Some(wall_ms()),
                 events: batch,
             });
-            self.apply(input, n);
+            let done = if rest.is_empty() {
+                Done::Acks {
+                    acks: acks.take().unwrap_or_default(),
+                    bytes,
+                }
+            } else {
+                Done::Nothing
+            };
+            self.submit(input, n, first, done);
+            first = false;
             batch = rest;
         }
-        self.stats.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Submit `input` to the log (or, with the log off, apply it at once);
+    /// it is applied, in order, once the log answers.
+    fn submit(&mut self, input: Input, events: u64, group_start: bool, done: Done) {
+        let rx = self
+            .wal
+            .as_ref()
+            .map(|w| w.submit(input.to_line().into_bytes()));
+        self.in_flight.push_back(InFlight {
+            input,
+            events,
+            rx,
+            group_start,
+            done,
+        });
+        if self.wal.is_none() {
+            self.complete_ready();
+        }
+    }
+
+    /// Apply the inputs at the front whose records are answered.
+    fn complete_ready(&mut self) {
+        while let Some(front) = self.in_flight.front_mut() {
+            let result = match &mut front.rx {
+                None => Ok(0),
+                Some(rx) => match rx.try_recv() {
+                    Ok(r) => r,
+                    Err(oneshot::error::TryRecvError::Empty) => return,
+                    Err(oneshot::error::TryRecvError::Closed) => Err(WalError::Closed),
+                },
+            };
+            if let Some(f) = self.in_flight.pop_front() {
+                self.complete(f, result);
+            }
+        }
+    }
+
+    /// Wait for the oldest record's answer and apply it.
+    fn complete_front(&mut self) {
+        if let Some(mut f) = self.in_flight.pop_front() {
+            let result = match f.rx.take() {
+                None => Ok(0),
+                Some(rx) => rx.blocking_recv().unwrap_or(Err(WalError::Closed)),
+            };
+            self.complete(f, result);
+        }
+    }
+
+    /// Apply everything still in flight (at shutdown).
+    fn complete_all(&mut self) {
+        while !self.in_flight.is_empty() {
+            self.complete_front();
+        }
+    }
+
+    /// An input's record was answered: apply it if it is in the log, and
+    /// answer whoever waits on it.
+    fn complete(&mut self, f: InFlight, result: Result<u64, WalError>) {
+        if f.group_start {
+            self.group_error = None;
+        }
+        let logged = match result {
+            Ok(seq) => {
+                if self.wal.is_some() {
+                    self.wal_seq = seq;
+                    if self.wal_failing {
+                        self.wal_failing = false;
+                        tracing::info!(wal_seq = seq, "write-ahead log: writes succeed again");
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                if !self.wal_failing {
+                    self.wal_failing = true;
+                    tracing::error!(error = %e, "write-ahead log: a write failed; ingest is answered 503 until writes succeed again");
+                }
+                if f.group_start || self.group_error.is_none() {
+                    self.group_error = Some(AckError::from_wal(&e));
+                }
+                false
+            }
+        };
+        let is_reconfigure = matches!(f.input, Input::Reconfigure(_));
+        match (&f.input, logged) {
+            (_, true) => self.apply(f.input, f.events),
+            (Input::Batch(_), false) => {
+                // Not in the log, so not applied: the client is told 503
+                // and retries.
+                self.stats.queued.fetch_sub(f.events, Ordering::AcqRel);
+                self.stats
+                    .wal_refused
+                    .fetch_add(f.events, Ordering::Relaxed);
+            }
+            (Input::Plugin(_), false) => {
+                // The registry has already switched versions: follow it,
+                // though a recovery will not see this change.
+                tracing::error!(
+                    "write-ahead log: a plugin change could not be logged; applied anyway (a recovery would miss it)"
+                );
+                self.apply(f.input, 0);
+            }
+            // A tick not logged is not applied (the next one carries a later
+            // time); a reload not logged is refused below.
+            _ => {}
+        }
+        match f.done {
+            Done::Nothing => {}
+            Done::Acks { acks, bytes } => {
+                self.stats.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                for (tx, n) in acks {
+                    let answer = match &self.group_error {
+                        None => {
+                            self.stats.accepted.fetch_add(n, Ordering::Relaxed);
+                            Ok(())
+                        }
+                        Some(e) => Err(e.clone()),
+                    };
+                    let _ = tx.send(answer);
+                }
+            }
+            Done::Reconfigure(reply) => {
+                let outcome = if logged && is_reconfigure {
+                    let outcome = self
+                        .engine
+                        .take_reconfigure_outcome()
+                        .unwrap_or_else(|| Err("the engine failed applying it".into()));
+                    self.sink.sync_patterns(&self.engine);
+                    outcome
+                } else {
+                    Err(format!(
+                        "not applied: {}",
+                        self.group_error.as_ref().map_or_else(
+                            || "the write-ahead log failed".to_owned(),
+                            |e| e.to_string()
+                        )
+                    ))
+                };
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+
+    /// Hand a snapshot to the checkpoint thread when one is due.
+    fn maybe_checkpoint(&mut self) {
+        if let Some(w) = &mut self.wal
+            && w.checkpoint_due()
+        {
+            let snapshot = self.engine.snapshot();
+            w.checkpoint(self.wal_seq, snapshot);
+        }
+    }
+
+    /// At shutdown: the final checkpoint, then close the log.
+    fn close_wal(&mut self) {
+        if let Some(w) = self.wal.take() {
+            let snapshot = self.engine.snapshot();
+            w.shutdown(Some((self.wal_seq, snapshot)));
+        }
     }
 
     fn tick(&mut self) {
@@ -621,7 +942,7 @@ impl Driver {
             wall_ms: wall_ms(),
             position: None,
         };
-        self.apply(tick, 0);
+        self.submit(tick, 0, false, Done::Nothing);
         self.ticks += 1;
         if self.ticks.is_multiple_of(METRICS_EVERY_TICKS) {
             self.engine.windows().record_metrics();
@@ -666,6 +987,7 @@ impl Driver {
             .store(c.dead_lettered, Ordering::Relaxed);
         self.stats.batches.store(c.batches, Ordering::Relaxed);
         self.stats.inputs.store(c.inputs, Ordering::Release);
+        self.stats.duplicates.store(c.duplicates, Ordering::Relaxed);
         self.stats.queued.fetch_sub(events, Ordering::AcqRel);
         if is_batch {
             metrics::histogram!("eddy_pipeline_batch_seconds")
@@ -790,6 +1112,7 @@ mod tests {
             capacity_bytes: bytes,
             stats: Arc::new(Stats::default()),
             closed: Arc::new(AtomicBool::new(false)),
+            durable: false,
         };
         (q, rx)
     }

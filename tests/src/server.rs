@@ -49,6 +49,9 @@ impl Sandbox {
             .arg(config)
             .args(extra)
             .env_remove("EDDY_LOG")
+            // The data directory is the sandbox's own `data/` (the default,
+            // relative to the working directory) unless the config says.
+            .env_remove("EDDY_DATA_DIR")
             .current_dir(self.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -154,6 +157,31 @@ impl Server {
             self.seen_logs.push(l);
         }
         &self.seen_logs
+    }
+
+    /// SIGKILL, no warning (a crash), and reap the process.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Wait until a log line containing `needle` has been written; returns
+    /// it. Fails after `limit`.
+    pub fn wait_log(&mut self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(l) = self.drain_logs().iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} within {limit:?}; logs:\n{}",
+                self.seen_logs.join("\n")
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Send SIGTERM and wait for exit.

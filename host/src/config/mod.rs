@@ -35,6 +35,7 @@ mod service;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
+mod wal;
 mod windows;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -59,6 +60,10 @@ const EMBEDDED_ORIGIN: &str = "embedded default";
 const PLUGINS_DIR_VAR: &str = "EDDY_PLUGINS_DIR";
 /// `plugins_dir` when it is left out and `EDDY_PLUGINS_DIR` is unset or empty.
 const DEFAULT_PLUGINS_DIR: &str = "target/plugins";
+/// Environment variable consulted when `data_dir` is left out.
+const DATA_DIR_VAR: &str = "EDDY_DATA_DIR";
+/// `data_dir` when it is left out and `EDDY_DATA_DIR` is unset or empty.
+const DEFAULT_DATA_DIR: &str = "data";
 
 const MIB: u64 = 1024 * 1024;
 
@@ -116,6 +121,11 @@ pub struct Config {
     pub live: crate::window::LiveConfig,
     /// `[[patterns]]`: sequence patterns declared here, in order.
     pub patterns: Vec<crate::pattern::PatternConfig>,
+    /// Where `eddy serve` keeps `wal/` and `checkpoints/` (`data_dir`,
+    /// default `${EDDY_DATA_DIR:-data}`). Relative paths stay relative.
+    pub data_dir: PathBuf,
+    /// `[wal]`: the write-ahead log, checkpoints and deduplication.
+    pub wal: crate::wal::WalConfig,
 }
 
 /// `[pipeline]` settings.

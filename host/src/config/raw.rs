@@ -165,6 +165,9 @@ pub(super) struct RawConfig {
     live: super::windows::RawLive,
     #[serde(default)]
     patterns: Vec<super::patterns::RawPattern>,
+    data_dir: Option<String>,
+    #[serde(default)]
+    wal: super::wal::RawWal,
 }
 
 #[derive(Debug, Deserialize)]
@@ -609,6 +612,19 @@ impl RawConfig {
         let windows = v.windows(self.windows, &time)?;
         let live = v.live(&self.live)?;
         let patterns = v.patterns(self.patterns, &time)?;
+        let data_dir = match self.data_dir {
+            Some(dir) if dir.is_empty() => {
+                return Err(v.invalid(
+                    "data_dir",
+                    "must not be empty (use \".\" for the current directory)",
+                ));
+            }
+            Some(dir) => dir,
+            None => env(super::DATA_DIR_VAR)
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| super::DEFAULT_DATA_DIR.to_owned()),
+        };
+        let wal = v.wal(&self.wal)?;
 
         Ok(Config {
             plugins_dir: PathBuf::from(plugins_dir),
@@ -623,6 +639,8 @@ impl RawConfig {
             windows,
             live,
             patterns,
+            data_dir: PathBuf::from(data_dir),
+            wal,
         })
     }
 }

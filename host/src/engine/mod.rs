@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+mod dedup;
 pub mod input;
 pub mod output;
 pub mod plugin_patterns;
@@ -91,6 +92,8 @@ pub struct Counters {
     pub pattern_results: u64,
     /// Events patterns reported late (or future).
     pub pattern_late: u64,
+    /// Events dropped as duplicates (an id seen within the dedup horizon).
+    pub duplicates: u64,
 }
 
 /// The core. See the module documentation.
@@ -112,6 +115,8 @@ pub struct Engine {
     config: Config,
     /// The plugins' registry (pattern plugins' instances).
     registry: Arc<Registry>,
+    /// Event ids seen recently (off unless a driver turns it on).
+    dedup: dedup::Dedup,
 }
 
 impl Engine {
@@ -163,6 +168,7 @@ impl Engine {
             last_reconfigure: None,
             config: config.clone(),
             registry,
+            dedup: dedup::Dedup::default(),
         })
     }
 
@@ -279,6 +285,9 @@ impl Engine {
         windows_out: &mut Vec<(u64, usize, window::Output)>,
         produced: &mut Produced,
     ) -> i64 {
+        let (events, duplicates) = self.dedup.filter(b.wall_ms, b.events);
+        let b = Batch { events, ..b };
+        self.counters.duplicates += duplicates;
         let n = b.events.len() as u64;
         let position = self.positions.entry(b.source).or_insert(0);
         *position = (*position).max(b.position);
@@ -479,6 +488,19 @@ impl Engine {
         self.pipeline.report()
     }
 
+    /// Drop events whose id was seen within `horizon_ms` of batch wall
+    /// time (0: off, the default), remembering at most `max_ids` ids. The
+    /// ids seen are engine state: snapshots carry them, so a restored
+    /// engine and a replay decide as the original did.
+    pub fn set_dedup(&mut self, horizon_ms: u64, max_ids: u64) {
+        self.dedup.configure(horizon_ms, max_ids);
+    }
+
+    /// Event ids remembered for deduplication now.
+    pub fn dedup_ids(&self) -> usize {
+        self.dedup.len()
+    }
+
     /// The version each plugin runs (name → content hash).
     pub fn plugin_versions(&self) -> BTreeMap<String, String> {
         self.pipeline.selection().hashes()
@@ -498,6 +520,7 @@ impl Engine {
             pipeline: self.pipeline.snapshot(),
             windows: self.windows.snapshot(),
             patterns: self.patterns.snapshot(),
+            dedup: self.dedup.clone(),
         }
         .to_bytes()
     }
@@ -539,6 +562,7 @@ impl Engine {
         engine.seq = saved.seq.remap(&saved.window_names, &engine.window_names);
         engine.counters = saved.counters;
         engine.positions = saved.positions;
+        engine.dedup = saved.dedup;
         Ok(engine)
     }
 }

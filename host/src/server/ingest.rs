@@ -21,7 +21,7 @@ use super::error::ApiError;
 use super::{AppState, now_ms};
 use crate::config::{IngestConfig, InvalidPolicy};
 use crate::ingest::{self, Decoded, Encoding, Format, Limits, PostHogRequest};
-use crate::runner::PushError;
+use crate::runner::{AckError, PushError};
 
 /// `POST /v1/events`: one JSON event or a JSON array of events.
 pub async fn events(
@@ -72,7 +72,9 @@ async fn native(
         )
         .map_err(decode_error)?;
         drop(bytes);
-        accept(&state, decoded).map(|(status, body)| (status, Json(body)).into_response())
+        accept(&state, decoded)
+            .await
+            .map(|(status, body)| (status, Json(body)).into_response())
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -135,7 +137,7 @@ pub async fn posthog(
                 .keys
                 .check(Access::Write, decoded.api_key.as_deref())?;
         }
-        let (_, mut body) = accept(&state, decoded)?;
+        let (_, mut body) = accept(&state, decoded).await?;
         body["status"] = json!(1);
         Ok::<_, ApiError>((StatusCode::OK, Json(body)).into_response())
     }
@@ -279,8 +281,12 @@ impl Drop for InFlight {
     }
 }
 
-/// Apply the partial-acceptance policy and queue the valid events.
-fn accept(state: &AppState, decoded: Decoded) -> Result<(StatusCode, serde_json::Value), ApiError> {
+/// Apply the partial-acceptance policy, queue the valid events and, with
+/// the write-ahead log on, wait until they are durable: 2xx only then.
+async fn accept(
+    state: &AppState,
+    decoded: Decoded,
+) -> Result<(StatusCode, serde_json::Value), ApiError> {
     let Decoded { events, errors, .. } = decoded;
     let rejected = errors.len();
     let stats = &state.stats;
@@ -306,8 +312,8 @@ fn accept(state: &AppState, decoded: Decoded) -> Result<(StatusCode, serde_json:
             .with("errors", json!(errors)));
     }
     let accepted = events.len();
-    match state.queue.try_push(events) {
-        Ok(()) => {}
+    let ack = match state.queue.try_push(events) {
+        Ok(ack) => ack,
         Err(e @ (PushError::Full { .. } | PushError::FullBytes { .. })) => {
             metrics::counter!("eddy_ingest_refused_requests_total").increment(1);
             return Err(
@@ -325,6 +331,18 @@ fn accept(state: &AppState, decoded: Decoded) -> Result<(StatusCode, serde_json:
             .retry_after(state.config.ingest.retry_after)
             .with("accepted", 0));
         }
+    };
+    if let Err(e) = ack.durable().await {
+        metrics::counter!("eddy_ingest_wal_refused_requests_total").increment(1);
+        let code = match e {
+            AckError::DiskFull(_) => "disk_full",
+            AckError::Unavailable(_) => "wal_unavailable",
+        };
+        return Err(
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string())
+                .retry_after(state.config.ingest.retry_after)
+                .with("accepted", 0),
+        );
     }
     metrics::counter!("eddy_ingest_events_total").increment(accepted as u64);
     Ok((

@@ -94,6 +94,8 @@ pub struct AppState {
     pub ingest_bytes: Arc<AtomicU64>,
     /// The configuration file, for reloads (`None`: the embedded default).
     pub config_path: Option<PathBuf>,
+    /// The write-ahead log's figures (`None`: `[wal] enabled = false`).
+    pub wal: Option<Arc<crate::durability::WalStatus>>,
 }
 
 /// The router: every route eddy serves.
@@ -227,7 +229,23 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
             Some(recorder)
         }
     };
-    let engine = Engine::new(&config, registry.clone(), clock, &engine_options)?;
+    let opened = if config.wal.enabled {
+        Some(
+            crate::durability::open(&config, registry.clone(), clock.clone(), &engine_options)
+                .context("opening the data directory")?,
+        )
+    } else {
+        None
+    };
+    let fresh = match opened {
+        Some(_) => None,
+        None => Some(Engine::new(
+            &config,
+            registry.clone(),
+            clock,
+            &engine_options,
+        )?),
+    };
 
     let hub = Hub::new(HubConfig {
         replay_capacity: usize::try_from(config.streams.replay_capacity).unwrap_or(usize::MAX),
@@ -235,7 +253,25 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
         replay_bytes: usize::try_from(config.streams.replay_bytes).unwrap_or(usize::MAX),
         first_seq: engine_options.first_seq,
     });
-    let sink = HubSink::register(&hub, &engine);
+    let wal_status = opened
+        .as_ref()
+        .map(|_| Arc::new(crate::durability::WalStatus::default()));
+    let (engine, sink, wal, wal_seq) = match (opened, fresh, &wal_status) {
+        (Some(o), _, Some(status)) => {
+            // Replayed inputs publish on the hub, so sequence numbers
+            // continue and subscribers resuming with `since` catch up.
+            let mut sink = HubSink::register(&hub, &o.engine);
+            let (engine, wal, seq) = o
+                .finish(&mut sink, &config.wal, status.clone())
+                .context("recovering from the write-ahead log")?;
+            (engine, sink, Some(wal), seq)
+        }
+        (_, Some(engine), _) => {
+            let sink = HubSink::register(&hub, &engine);
+            (engine, sink, None, 0)
+        }
+        _ => anyhow::bail!("no engine was started (a bug)"),
+    };
     let _watcher = plugin_watch::watch(registry.clone(), config.runtime.reload_debounce)
         .with_context(|| format!("watching {}", config.plugins_dir.display()))?;
 
@@ -250,6 +286,8 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
             queue_events: config.ingest.queue_events,
             queue_bytes: config.ingest.queue_bytes,
             recorder,
+            wal,
+            wal_seq,
         },
     )
     .context("starting the engine thread")?;
@@ -275,6 +313,7 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
         ingest_requests: Arc::new(AtomicU64::new(0)),
         ingest_bytes: Arc::new(AtomicU64::new(0)),
         config_path: options.config_path.clone(),
+        wal: wal_status,
     };
     reload::spawn_sighup(state.clone());
     tokio::spawn(rest::publish_stats(

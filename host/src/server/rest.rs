@@ -267,6 +267,10 @@ fn stats_body(state: &AppState) -> Value {
     v["uptime_s"] = json!(state.started.elapsed().as_secs());
     v["stream_connections"] = json!(state.connections.load(Ordering::Relaxed));
     v["time"] = json!(super::now_ms());
+    v["wal"] = match &state.wal {
+        Some(w) => w.json(),
+        None => json!({"enabled": false}),
+    };
     v
 }
 
@@ -314,11 +318,16 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!("eddy_ingest_queue_capacity").set(state.queue.capacity() as f64);
     metrics::gauge!("eddy_stream_connections")
         .set(state.connections.load(Ordering::Relaxed) as f64);
-    let text = state
+    metrics::gauge!("eddy_ingest_duplicate_events").set(s.duplicates as f64);
+    metrics::gauge!("eddy_ingest_wal_refused_events").set(s.wal_refused as f64);
+    let mut text = state
         .metrics
         .as_ref()
         .map(|h| h.render())
         .unwrap_or_default();
+    if let Some(w) = &state.wal {
+        text.push_str(&w.prometheus());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -249,10 +249,24 @@ pub const DEFAULT_FSYNC_INTERVAL_MS: u64 = 100;
 /// (`server.max_body_bytes`, 10 MiB) decoded.
 pub const DEFAULT_MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
 
-/// The `[wal]` section of eddy.toml (not wired into `config` yet).
-#[derive(Debug, Clone, Deserialize)]
+/// Default `checkpoint_interval_ms`: 10 s, so a restart replays at most
+/// about ten seconds of input.
+pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 10_000;
+/// Default `dedup_horizon_ms`: 10 minutes, longer than any client's retry
+/// loop (`eddy send --retry-for-s` defaults to far less).
+pub const DEFAULT_DEDUP_HORIZON_MS: u64 = 10 * 60 * 1000;
+/// Default `dedup_max_ids`: one million ids, about 100 MB at most (an id
+/// of up to ~64 bytes plus its bookkeeping), 1,600 events/s over the
+/// default horizon.
+pub const DEFAULT_DEDUP_MAX_IDS: u64 = 1_000_000;
+
+/// The `[wal]` section of eddy.toml (validated by `config`, which builds
+/// this).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WalConfig {
+    /// `false`: `eddy serve` keeps everything in memory only (benchmarks).
+    pub enabled: bool,
     /// `always`, `interval` or `never`.
     pub fsync: FsyncMode,
     /// Sync period of the `interval` policy (milliseconds).
@@ -269,11 +283,19 @@ pub struct WalConfig {
     pub retention_ms: u64,
     /// Largest record (one request's batch).
     pub max_record_bytes: u64,
+    /// Time between two checkpoints (milliseconds).
+    pub checkpoint_interval_ms: u64,
+    /// An event id seen this long ago (in batch wall time) is a duplicate
+    /// (milliseconds; 0 turns deduplication off).
+    pub dedup_horizon_ms: u64,
+    /// Ids remembered at most; past it the oldest are forgotten early.
+    pub dedup_max_ids: u64,
 }
 
 impl Default for WalConfig {
     fn default() -> Self {
         WalConfig {
+            enabled: true,
             fsync: FsyncMode::Always,
             fsync_interval_ms: DEFAULT_FSYNC_INTERVAL_MS,
             group_commit_max_delay_us: DEFAULT_GROUP_MAX_DELAY_US,
@@ -282,6 +304,9 @@ impl Default for WalConfig {
             retention_bytes: DEFAULT_RETENTION_BYTES,
             retention_ms: DEFAULT_RETENTION_MS,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            checkpoint_interval_ms: DEFAULT_CHECKPOINT_INTERVAL_MS,
+            dedup_horizon_ms: DEFAULT_DEDUP_HORIZON_MS,
+            dedup_max_ids: DEFAULT_DEDUP_MAX_IDS,
         }
     }
 }

@@ -296,11 +296,15 @@ struct Sent {
     requests: AtomicU64,
     refused: AtomicU64,
     errors: AtomicU64,
+    /// Time from sending a request to its 202, in microseconds (with the
+    /// write-ahead log on, that is until the events are durable).
+    ack_us: std::sync::Mutex<Vec<u64>>,
 }
 
 /// Post one body; count the outcome.
 async fn post(client: &reqwest::Client, url: &str, body: reqwest::Body, n: u64, sent: &Sent) {
     sent.requests.fetch_add(1, Ordering::Relaxed);
+    let asked = Instant::now();
     let resp = client
         .post(url)
         .header("content-type", "application/x-ndjson")
@@ -317,6 +321,9 @@ async fn post(client: &reqwest::Client, url: &str, body: reqwest::Body, n: u64, 
                 .unwrap_or(0);
             sent.events.fetch_add(n, Ordering::Relaxed);
             sent.accepted.fetch_add(accepted, Ordering::Relaxed);
+            if let Ok(mut v) = sent.ack_us.lock() {
+                v.push(asked.elapsed().as_micros() as u64);
+            }
         }
         Ok(r) if r.status().as_u16() == 429 => {
             sent.refused.fetch_add(1, Ordering::Relaxed);
@@ -675,6 +682,12 @@ async fn run(cli: &Cli) -> anyhow::Result<Value> {
         .join()
         .map_err(|_| anyhow::anyhow!("the subscriber thread panicked"))?;
     out["refused_requests"] = json!(sent.refused.load(Ordering::Relaxed));
+    if let Ok(mut acks) = sent.ack_us.lock() {
+        acks.sort_unstable();
+        let round = |ms: f64| (ms * 100.0).round() / 100.0;
+        out["ack_p50_ms"] = json!(round(percentile(&acks, 0.50)));
+        out["ack_p99_ms"] = json!(round(percentile(&acks, 0.99)));
+    }
     out["errors"] = json!(sent.errors.load(Ordering::Relaxed));
     out["delivered"] = json!(got.messages);
     if let Some(ended) = &got.ended {

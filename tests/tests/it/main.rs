@@ -6,6 +6,7 @@
 mod capabilities;
 mod config;
 mod decode;
+mod durability;
 mod engine;
 mod limits;
 mod pattern_plugins;
