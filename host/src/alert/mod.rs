@@ -4,7 +4,7 @@
 //!   resolved`, `for`, `keep_firing_for`, no-data handling, an instance cap)
 //!   advanced only by event time, so they live inside the deterministic
 //!   engine and its snapshots. Each evaluation yields [`AlertEvent`]s.
-//! - `notify`: delivery of those events off the engine thread, to
+//! - [`notify`]: delivery of those events off the engine thread, to
 //!   Alertmanager (`/api/v2/alerts`) and to webhooks speaking Alertmanager's
 //!   v4 webhook JSON, through bounded outboxes with retries.
 //! - [`template`]: `{{ $value }}` / `{{ $labels.<name> }}` in annotations.
@@ -29,6 +29,7 @@
 //! ```
 
 pub mod lifecycle;
+pub mod notify;
 
 pub mod template;
 
