@@ -8,7 +8,10 @@
 //! - [`WebhookNotifier`] posts Alertmanager's v4 webhook JSON per group of
 //!   alerts: on firing, on resolve, and every `repeat_interval` while firing.
 //!
-//! Both take events through a `notify(&[AlertEvent])` that only updates a
+//! [`Notifiers`] starts every target of a [`NotifyConfig`] and fans each
+//! batch of events out to them.
+//!
+//! All take events through a `notify(&[AlertEvent])` that only updates a
 //! table under a short lock and wakes a task: it never waits on the network
 //! and needs no runtime context, so the engine thread can call it. What is
 //! ready to send goes into a bounded outbox per target (the oldest message
@@ -33,7 +36,6 @@ pub use alertmanager::{AlertmanagerConfig, AlertmanagerNotifier};
 pub use delivery::NotifierStats;
 pub use webhook::{WebhookConfig, WebhookNotifier};
 
-#[cfg(doc)]
 use super::AlertEvent;
 
 /// Settings every notification target shares: outbox bound, retries,
@@ -70,6 +72,71 @@ impl Default for DeliveryConfig {
             max_backoff: Duration::from_secs(30),
             bearer_token: None,
         }
+    }
+}
+
+/// Every notification target of a deployment, as a config section would
+/// declare them (`[[alertmanagers]]`, `[[webhooks]]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Alertmanagers, each sent every alert.
+    pub alertmanagers: Vec<AlertmanagerConfig>,
+    /// Webhooks, each sent every alert.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// All targets of a [`NotifyConfig`] behind one `notify`: what the engine's
+/// driver hands each batch of [`AlertEvent`]s to.
+#[derive(Debug, Default)]
+pub struct Notifiers {
+    alertmanagers: Vec<AlertmanagerNotifier>,
+    webhooks: Vec<WebhookNotifier>,
+}
+
+impl Notifiers {
+    /// Start every target's tasks on `runtime`; fails on the first target
+    /// that cannot start (the others are stopped).
+    pub fn spawn(
+        config: &NotifyConfig,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Self, NotifyError> {
+        let alertmanagers = config
+            .alertmanagers
+            .iter()
+            .map(|c| AlertmanagerNotifier::spawn(c.clone(), runtime))
+            .collect::<Result<_, _>>()?;
+        let webhooks = config
+            .webhooks
+            .iter()
+            .map(|c| WebhookNotifier::spawn(c.clone(), runtime))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            alertmanagers,
+            webhooks,
+        })
+    }
+
+    /// Hand events to every target (never blocks on delivery).
+    pub fn notify(&self, events: &[AlertEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        for target in &self.alertmanagers {
+            target.notify(events);
+        }
+        for target in &self.webhooks {
+            target.notify(events);
+        }
+    }
+
+    /// Delivery counts per target, Alertmanagers first, in config order.
+    pub fn stats(&self) -> Vec<NotifierStats> {
+        self.alertmanagers
+            .iter()
+            .map(AlertmanagerNotifier::stats)
+            .chain(self.webhooks.iter().map(WebhookNotifier::stats))
+            .collect()
     }
 }
 

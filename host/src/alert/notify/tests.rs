@@ -439,3 +439,21 @@ fn config_reads_from_toml_with_human_durations() {
     assert_eq!(config.repeat_interval, Duration::from_secs(3600));
     assert_eq!(config.group_by, ["alertname"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifiers_from_one_config_section_reach_every_target() {
+    let (am, am_url) = Receiver::start(&[]).await;
+    let (hook, hook_url) = Receiver::start(&[]).await;
+    let config: NotifyConfig = toml::from_str(&format!(
+        "[[alertmanagers]]\nurl = \"{am_url}\"\n\n[[webhooks]]\nurl = \"{hook_url}/hook\"\nreceiver = \"ops\"\n"
+    ))
+    .unwrap();
+    let notifiers = Notifiers::spawn(&config, &tokio::runtime::Handle::current()).unwrap();
+    notifiers.notify(&[event("/cart", AlertState::Firing)]);
+    let got = am.wait_for(1).await;
+    assert_eq!(got[0].path, "/api/v2/alerts");
+    let got = hook.wait_for(1).await;
+    assert_eq!(got[0].body["receiver"], "ops");
+    let stats = notifiers.stats();
+    assert_eq!(stats.len(), 2);
+}
