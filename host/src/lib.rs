@@ -42,6 +42,7 @@
 //! # }
 //! ```
 
+pub mod alert;
 pub mod client;
 pub mod config;
 pub mod devtools;
