@@ -19,7 +19,8 @@ impl PatternPlugin for PurchaseFunnel {
     fn pattern(&self) -> Pattern {
         Pattern::begin("view")
             .matching(|e| {
-                e.name() == "$pageview" && e.str("$pathname").is_some_and(|p| p.contains("/product/"))
+                e.name() == "$pageview"
+                    && e.str("$pathname").is_some_and(|p| p.contains("/product/"))
             })
             .followed_by("cart")
             .matching(|e| e.name() == "add_to_cart")
