@@ -264,6 +264,12 @@ pub struct KeyState<E> {
     slots: Vec<Slot<E>>,
     free: Vec<u32>,
     seq: u64,
+    /// The earliest deadline among `partials` (`Some(None)`: none), kept
+    /// up to date by every call that changes them, so that an event that
+    /// expires nothing costs no scan of the partial matches; `None`
+    /// (unknown, computed on demand) after a restore.
+    #[serde(skip)]
+    earliest: Option<Option<i64>>,
     #[serde(skip)]
     scratch: Scratch,
 }
@@ -276,6 +282,7 @@ impl<E> Default for KeyState<E> {
             slots: Vec::new(),
             free: Vec::new(),
             seq: 0,
+            earliest: Some(None),
             scratch: Scratch::default(),
         }
     }
@@ -962,7 +969,20 @@ impl Nfa {
     /// The earliest event time at which [`Nfa::advance_time`] would do
     /// something for this key (None if nothing is pending).
     pub fn next_deadline<E>(&self, st: &KeyState<E>) -> Option<i64> {
+        match st.earliest {
+            Some(d) => d,
+            None => self.scan_deadlines(st),
+        }
+    }
+
+    fn scan_deadlines<E>(&self, st: &KeyState<E>) -> Option<i64> {
+        self.within?;
         st.partials.iter().filter_map(|p| self.deadline(p)).min()
+    }
+
+    /// Partial matches changed: recompute the key's earliest deadline.
+    fn refresh_deadline<E>(&self, st: &mut KeyState<E>) {
+        st.earliest = Some(self.scan_deadlines(st));
     }
 
     /// Feed one event of this key. Events arrive in timestamp order (ties in
@@ -986,8 +1006,9 @@ impl Nfa {
     ) -> u64 {
         st.seq += 1;
         // Flink's operator advances time to each event's timestamp before
-        // feeding it: partial matches expire first (strict boundary).
-        if self.within.is_some() && !st.partials.is_empty() {
+        // feeding it: partial matches expire first (strict boundary). The
+        // earliest deadline is kept, so this costs nothing when none is due.
+        if self.next_deadline(st).is_some_and(|d| ts >= d) {
             self.advance_time(st, ts, out);
         }
         if bits.steps == 0 && st.partials.is_empty() {
@@ -1026,6 +1047,7 @@ impl Nfa {
         self.emit(st, &mut potential, out);
         st.scratch.potential = potential;
         st.compact();
+        self.refresh_deadline(st);
         refused
     }
 
@@ -1193,6 +1215,7 @@ impl Nfa {
         self.emit(st, &mut potential, out);
         st.scratch.potential = potential;
         st.compact();
+        self.refresh_deadline(st);
     }
 
     /// Emits completed matches: all at once without a skip strategy;
@@ -1335,6 +1358,7 @@ impl Nfa {
             st.release(&path);
         }
         st.compact();
+        self.refresh_deadline(&mut st);
         (st, dropped)
     }
 
