@@ -151,6 +151,8 @@ struct RState {
     /// When an event was just taken into this state: can it PROCEED to the
     /// final state on the same event (Flink's `findFinalStateAfterProceed`)?
     to_final: Cond,
+    /// Some flattened edge is a STOP: only then is a first pass needed.
+    has_stop: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,37 +210,50 @@ pub struct Outcome<E> {
     pub steps: Vec<(usize, Vec<E>)>,
 }
 
-/// One event taken by a partial match: the step it was taken for and its
-/// slot in the key's event slab.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct Entry {
-    step: u8,
+/// No node: the empty path.
+const NIL: u32 = u32::MAX;
+
+/// One event taken by a partial match, linked to the event the match took
+/// before it. Paths are persistent lists that share their prefixes (Flink's
+/// shared buffer, with reference counts instead of Dewey versions): a
+/// partial match that branches hands its successors one index each instead
+/// of a copy of its events.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    /// The event, in the key's slab.
     slot: u32,
+    /// The node before this one, or [`NIL`].
+    parent: u32,
+    /// Partial matches, held matches and child nodes pointing here.
+    refs: u32,
+    /// The step the event was taken for.
+    step: u8,
 }
 
 /// A computation state (Flink's `ComputationState`) that holds events.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 struct Partial {
-    state: u16,
-    start_ts: i64,
-    prev_ts: i64,
     /// Arrival number of the first event: orders partial matches (Flink
     /// orders by the start event's id) and drives the skip strategies.
     start_seq: u64,
-    path: Vec<Entry>,
+    start_ts: i64,
+    prev_ts: i64,
+    /// The last event taken (the path, read backwards), or [`NIL`].
+    tail: u32,
+    state: u16,
 }
 
 /// A completed match held back by a skip strategy until no partial match
 /// that started earlier remains (Flink's `completedMatches`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 struct Done {
     start_seq: u64,
     start_ts: i64,
     end: i64,
-    path: Vec<Entry>,
+    tail: u32,
 }
 
-/// One stored event and how many partial or held matches refer to it.
+/// One stored event and how many path nodes refer to it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Slot<E> {
     event: Option<E>,
@@ -252,25 +267,30 @@ struct Slot<E> {
 struct Scratch {
     next: Vec<Partial>,
     potential: Vec<Done>,
+    tails: Vec<u32>,
 }
 
 /// One key's matcher state: its partial matches, matches held back by a
-/// skip strategy, and the events they refer to, each stored once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(bound(serialize = "E: Serialize", deserialize = "E: Deserialize<'de>"))]
+/// skip strategy, the nodes of their paths and the events those refer to,
+/// each stored once.
+///
+/// Saved in the layout it had when every partial match held its own copy
+/// of its path (see [`Saved`]), so snapshots stay readable across the
+/// change in both directions.
+#[derive(Debug, Clone)]
 pub struct KeyState<E> {
     partials: Vec<Partial>,
     completed: Vec<Done>,
     slots: Vec<Slot<E>>,
     free: Vec<u32>,
+    nodes: Vec<Node>,
+    free_nodes: Vec<u32>,
     seq: u64,
     /// The earliest deadline among `partials` (`Some(None)`: none), kept
     /// up to date by every call that changes them, so that an event that
     /// expires nothing costs no scan of the partial matches; `None`
     /// (unknown, computed on demand) after a restore.
-    #[serde(skip)]
     earliest: Option<Option<i64>>,
-    #[serde(skip)]
     scratch: Scratch,
 }
 
@@ -281,10 +301,28 @@ impl<E> Default for KeyState<E> {
             completed: Vec::new(),
             slots: Vec::new(),
             free: Vec::new(),
+            nodes: Vec::new(),
+            free_nodes: Vec::new(),
             seq: 0,
             earliest: Some(None),
             scratch: Scratch::default(),
         }
+    }
+}
+
+/// The nodes of one path, from its last event back to its first.
+struct Walk<'a> {
+    nodes: &'a [Node],
+    at: u32,
+}
+
+impl<'a> Iterator for Walk<'a> {
+    type Item = &'a Node;
+
+    fn next(&mut self) -> Option<&'a Node> {
+        let n = self.nodes.get(self.at as usize)?;
+        self.at = n.parent;
+        Some(n)
     }
 }
 
@@ -324,38 +362,85 @@ impl<E> KeyState<E> {
         }
     }
 
-    fn incref(&mut self, slot: u32) {
+    /// A path extended by one event; takes over the caller's reference to
+    /// `parent`.
+    fn link(&mut self, parent: u32, step: u8, slot: u32) -> u32 {
         self.slots[slot as usize].refs += 1;
-    }
-
-    fn clone_path(&mut self, path: &[Entry]) -> Vec<Entry> {
-        for e in path {
-            self.incref(e.slot);
-        }
-        path.to_vec()
-    }
-
-    fn release(&mut self, path: &[Entry]) {
-        for e in path {
-            let s = &mut self.slots[e.slot as usize];
-            s.refs = s.refs.saturating_sub(1);
-            if s.refs == 0 {
-                s.event = None;
-                self.free.push(e.slot);
+        let node = Node {
+            slot,
+            parent,
+            refs: 1,
+            step,
+        };
+        match self.free_nodes.pop() {
+            Some(i) => {
+                self.nodes[i as usize] = node;
+                i
+            }
+            None => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
             }
         }
     }
 
-    fn seq_of(&self, e: &Entry) -> u64 {
-        self.slots[e.slot as usize].seq
+    /// One more holder of the path ending at `tail`.
+    fn share(&mut self, tail: u32) -> u32 {
+        if let Some(n) = self.nodes.get_mut(tail as usize) {
+            n.refs += 1;
+        }
+        tail
     }
 
-    fn materialize(&self, path: &[Entry]) -> Vec<(usize, Vec<E>)>
+    /// One holder fewer: frees the nodes (and events) no one else holds.
+    fn release(&mut self, mut tail: u32) {
+        while let Some(n) = self.nodes.get_mut(tail as usize) {
+            n.refs = n.refs.saturating_sub(1);
+            if n.refs > 0 {
+                return;
+            }
+            let (slot, parent) = (n.slot, n.parent);
+            self.free_nodes.push(tail);
+            let s = &mut self.slots[slot as usize];
+            s.refs = s.refs.saturating_sub(1);
+            if s.refs == 0 {
+                s.event = None;
+                self.free.push(slot);
+            }
+            tail = parent;
+        }
+    }
+
+    fn walk(&self, tail: u32) -> Walk<'_> {
+        Walk {
+            nodes: &self.nodes,
+            at: tail,
+        }
+    }
+
+    fn seq_of(&self, n: &Node) -> u64 {
+        self.slots[n.slot as usize].seq
+    }
+
+    /// The path's (step, slot) pairs, first event first.
+    fn entries(&self, tail: u32) -> Vec<Entry> {
+        let mut path: Vec<Entry> = self
+            .walk(tail)
+            .map(|n| Entry {
+                step: n.step,
+                slot: n.slot,
+            })
+            .collect();
+        path.reverse();
+        path
+    }
+
+    fn materialize(&self, tail: u32) -> Vec<(usize, Vec<E>)>
     where
         E: Clone,
     {
         let mut steps: Vec<(usize, Vec<E>)> = Vec::new();
-        for e in path {
+        for e in self.entries(tail) {
             let Some(ev) = self.slots[e.slot as usize].event.clone() else {
                 continue;
             };
@@ -367,32 +452,181 @@ impl<E> KeyState<E> {
         steps
     }
 
-    /// With nothing left, give back the slab (a key that matched a burst
+    /// With nothing left, give back the slabs (a key that matched a burst
     /// long ago should not keep its high-water mark).
     fn compact(&mut self) {
-        if self.is_empty() && !self.slots.is_empty() {
+        if self.is_empty() && !(self.slots.is_empty() && self.nodes.is_empty()) {
             self.slots = Vec::new();
             self.free = Vec::new();
+            self.nodes = Vec::new();
+            self.free_nodes = Vec::new();
         }
     }
 }
 
-/// Hands out the path of a computation state to its successors: clones for
-/// all but the last, which gets the original (no allocation when a partial
-/// match only moves on).
-fn hand_out<E>(
-    st: &mut KeyState<E>,
-    path: &mut Option<Vec<Entry>>,
-    remaining: &mut usize,
-) -> Vec<Entry> {
-    *remaining = remaining.saturating_sub(1);
-    if *remaining == 0 {
-        path.take().unwrap_or_default()
-    } else {
-        match path.as_deref() {
-            Some(p) => st.clone_path(p),
-            None => Vec::new(),
+/// One event of a saved path: the step it was taken for and its slot in
+/// the key's event slab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Entry {
+    step: u8,
+    slot: u32,
+}
+
+/// A partial match as saved, with its own copy of its path.
+#[derive(Serialize, Deserialize)]
+struct SavedPartial {
+    state: u16,
+    start_ts: i64,
+    prev_ts: i64,
+    start_seq: u64,
+    path: Vec<Entry>,
+}
+
+/// A held match as saved.
+#[derive(Serialize, Deserialize)]
+struct SavedDone {
+    start_seq: u64,
+    start_ts: i64,
+    end: i64,
+    path: Vec<Entry>,
+}
+
+/// A stored event as saved; `refs` counts the saved paths that hold it.
+#[derive(Serialize)]
+struct SavedSlot<'a, E> {
+    event: Option<&'a E>,
+    ts: i64,
+    seq: u64,
+    refs: u32,
+}
+
+/// A [`KeyState`] as saved (the field order is the format).
+#[derive(Serialize)]
+struct SavedRef<'a, E> {
+    partials: Vec<SavedPartial>,
+    completed: Vec<SavedDone>,
+    slots: Vec<SavedSlot<'a, E>>,
+    free: &'a [u32],
+    seq: u64,
+}
+
+/// A [`KeyState`] as read back.
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "E: Deserialize<'de>"))]
+struct Saved<E> {
+    partials: Vec<SavedPartial>,
+    completed: Vec<SavedDone>,
+    slots: Vec<Slot<E>>,
+    free: Vec<u32>,
+    seq: u64,
+}
+
+impl<E: Serialize> Serialize for KeyState<E> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut refs = vec![0u32; self.slots.len()];
+        let mut path = |tail: u32| -> Vec<Entry> {
+            let p = self.entries(tail);
+            for e in &p {
+                if let Some(r) = refs.get_mut(e.slot as usize) {
+                    *r += 1;
+                }
+            }
+            p
+        };
+        let partials = self
+            .partials
+            .iter()
+            .map(|p| SavedPartial {
+                state: p.state,
+                start_ts: p.start_ts,
+                prev_ts: p.prev_ts,
+                start_seq: p.start_seq,
+                path: path(p.tail),
+            })
+            .collect();
+        let completed = self
+            .completed
+            .iter()
+            .map(|c| SavedDone {
+                start_seq: c.start_seq,
+                start_ts: c.start_ts,
+                end: c.end,
+                path: path(c.tail),
+            })
+            .collect();
+        let slots = self
+            .slots
+            .iter()
+            .zip(refs)
+            .map(|(x, refs)| SavedSlot {
+                event: x.event.as_ref(),
+                ts: x.ts,
+                seq: x.seq,
+                refs,
+            })
+            .collect();
+        SavedRef {
+            partials,
+            completed,
+            slots,
+            free: &self.free,
+            seq: self.seq,
         }
+        .serialize(s)
+    }
+}
+
+impl<'de, E: Deserialize<'de>> Deserialize<'de> for KeyState<E> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<KeyState<E>, D::Error> {
+        let saved = Saved::<E>::deserialize(d)?;
+        let mut st = KeyState {
+            slots: saved.slots,
+            free: saved.free,
+            seq: saved.seq,
+            earliest: None,
+            ..KeyState::default()
+        };
+        for s in &mut st.slots {
+            s.refs = 0;
+        }
+        // Each saved path becomes a chain of its own: prefixes shared
+        // before saving are no longer shared, which costs memory only.
+        let chain = |st: &mut KeyState<E>, path: &[Entry]| -> Result<u32, D::Error> {
+            let mut tail = NIL;
+            for e in path {
+                if st
+                    .slots
+                    .get(e.slot as usize)
+                    .is_none_or(|s| s.event.is_none())
+                {
+                    return Err(serde::de::Error::custom(
+                        "a saved partial match refers to an event that is not stored",
+                    ));
+                }
+                tail = st.link(tail, e.step, e.slot);
+            }
+            Ok(tail)
+        };
+        for p in saved.partials {
+            let tail = chain(&mut st, &p.path)?;
+            st.partials.push(Partial {
+                start_seq: p.start_seq,
+                start_ts: p.start_ts,
+                prev_ts: p.prev_ts,
+                tail,
+                state: p.state,
+            });
+        }
+        for c in saved.completed {
+            let tail = chain(&mut st, &c.path)?;
+            st.completed.push(Done {
+                start_seq: c.start_seq,
+                start_ts: c.start_ts,
+                end: c.end,
+                tail,
+            });
+        }
+        Ok(st)
     }
 }
 
@@ -856,12 +1090,16 @@ impl PatternDef {
             *g += 1;
         }
         let rstates = (0..states.len())
-            .map(|s| RState {
-                kind: states[s].kind,
-                step: states[s].step,
-                ordinal: ordinals[s],
-                flat: flatten(&states, s as u16),
-                to_final: to_final(&states, s as u16),
+            .map(|s| {
+                let flat = flatten(&states, s as u16);
+                RState {
+                    kind: states[s].kind,
+                    step: states[s].step,
+                    ordinal: ordinals[s],
+                    has_stop: flat.iter().any(|f| f.action == FlatAction::Stop),
+                    flat,
+                    to_final: to_final(&states, s as u16),
+                }
             })
             .collect();
         Ok(Nfa {
@@ -1033,11 +1271,11 @@ impl Nfa {
                 refused += 1;
             } else {
                 let start = Partial {
-                    state: self.start,
+                    start_seq: ev.seq,
                     start_ts: ts,
                     prev_ts: ts,
-                    start_seq: ev.seq,
-                    path: Vec::new(),
+                    tail: NIL,
+                    state: self.start,
                 };
                 self.step_one(st, start, true, &mut ev, &mut next, &mut potential);
             }
@@ -1058,7 +1296,8 @@ impl Nfa {
             .any(|f| f.action == FlatAction::Take && f.cond.eval(bits))
     }
 
-    /// Flink's `computeNextStates` for one computation state.
+    /// Flink's `computeNextStates` for one computation state. Successors
+    /// share the state's path; a TAKE extends it by one node.
     fn step_one<E>(
         &self,
         st: &mut KeyState<E>,
@@ -1069,29 +1308,21 @@ impl Nfa {
         potential: &mut Vec<Done>,
     ) {
         let rs = &self.states[p.state as usize];
-        // First pass: how many successors need the path, and whether a STOP
-        // state was reached (which discards this whole branch).
-        let mut uses = 0usize;
-        for f in &rs.flat {
-            if !f.cond.eval(ev.bits) {
-                continue;
-            }
-            match f.action {
-                FlatAction::Stop => {
-                    st.release(&p.path);
-                    return;
-                }
-                FlatAction::Ignore => uses += usize::from(!is_start),
-                FlatAction::Take => uses += 1,
-            }
+        // A STOP state reached discards this whole branch.
+        if rs.has_stop
+            && rs
+                .flat
+                .iter()
+                .any(|f| f.action == FlatAction::Stop && f.cond.eval(ev.bits))
+        {
+            st.release(p.tail);
+            return;
         }
         let (start_ts, start_seq) = if is_start {
             (ev.ts, ev.seq)
         } else {
             (p.start_ts, p.start_seq)
         };
-        let mut path = Some(p.path);
-        let mut remaining = uses;
         for f in &rs.flat {
             if !f.cond.eval(ev.bits) {
                 continue;
@@ -1102,27 +1333,25 @@ impl Nfa {
                     if is_start {
                         continue;
                     }
-                    let path = hand_out(st, &mut path, &mut remaining);
-                    let q = Partial {
-                        state: f.target,
-                        start_ts,
-                        prev_ts: p.prev_ts,
-                        start_seq,
-                        path,
-                    };
+                    let tail = st.share(p.tail);
                     if self.states[f.target as usize].kind == Kind::Final {
                         potential.push(Done {
                             start_seq,
                             start_ts,
                             end: ev.ts,
-                            path: q.path,
+                            tail,
                         });
                     } else {
-                        next.push(q);
+                        next.push(Partial {
+                            start_seq,
+                            start_ts,
+                            prev_ts: p.prev_ts,
+                            tail,
+                            state: f.target,
+                        });
                     }
                 }
                 FlatAction::Take => {
-                    let mut path = hand_out(st, &mut path, &mut remaining);
                     let slot = match ev.slot {
                         Some(s) => s,
                         None => {
@@ -1132,40 +1361,37 @@ impl Nfa {
                             s
                         }
                     };
-                    st.incref(slot);
-                    path.push(Entry { step: f.step, slot });
+                    let parent = st.share(p.tail);
+                    let tail = st.link(parent, f.step, slot);
                     let target = &self.states[f.target as usize];
                     if target.kind == Kind::Final {
                         potential.push(Done {
                             start_seq,
                             start_ts,
                             end: ev.ts,
-                            path,
+                            tail,
                         });
                         continue;
                     }
                     if target.to_final.eval(ev.bits) {
-                        let copy = st.clone_path(&path);
                         potential.push(Done {
                             start_seq,
                             start_ts,
                             end: ev.ts,
-                            path: copy,
+                            tail: st.share(tail),
                         });
                     }
                     next.push(Partial {
-                        state: f.target,
+                        start_seq,
                         start_ts,
                         prev_ts: ev.ts,
-                        start_seq,
-                        path,
+                        tail,
+                        state: f.target,
                     });
                 }
             }
         }
-        if let Some(rest) = path {
-            st.release(&rest);
-        }
+        st.release(p.tail);
     }
 
     /// Event time reached `watermark` (all events <= watermark were fed):
@@ -1198,16 +1424,16 @@ impl Nfa {
                     start_seq: p.start_seq,
                     start_ts: p.start_ts,
                     end: deadline,
-                    path: p.path,
+                    tail: p.tail,
                 });
             } else {
                 out.push(Outcome {
                     kind: OutcomeKind::Timeout,
                     start: p.start_ts,
                     end: deadline,
-                    steps: st.materialize(&p.path),
+                    steps: st.materialize(p.tail),
                 });
-                st.release(&p.path);
+                st.release(p.tail);
             }
         }
         st.partials = keep;
@@ -1242,55 +1468,51 @@ impl Nfa {
                 break;
             }
             let m = st.completed.remove(0);
-            if let Some((pid, inclusive)) = self.pruning_id(st, &m.path) {
+            if let Some((pid, inclusive)) = self.pruning_id(st, m.tail) {
                 let prune = |s: u64| if inclusive { s <= pid } else { s < pid };
-                let mut dropped = Vec::new();
-                st.partials.retain_mut(|p| {
-                    if prune(p.start_seq) {
-                        dropped.push(mem::take(&mut p.path));
-                        false
-                    } else {
-                        true
+                let mut dropped = mem::take(&mut st.scratch.tails);
+                st.partials.retain(|p| {
+                    let gone = prune(p.start_seq);
+                    if gone {
+                        dropped.push(p.tail);
                     }
+                    !gone
                 });
-                st.completed.retain_mut(|c| {
-                    if prune(c.start_seq) {
-                        dropped.push(mem::take(&mut c.path));
-                        false
-                    } else {
-                        true
+                st.completed.retain(|c| {
+                    let gone = prune(c.start_seq);
+                    if gone {
+                        dropped.push(c.tail);
                     }
+                    !gone
                 });
-                for path in dropped {
-                    st.release(&path);
+                for tail in dropped.drain(..) {
+                    st.release(tail);
                 }
+                st.scratch.tails = dropped;
             }
             out.push(Outcome {
                 kind: OutcomeKind::Match,
                 start: m.start_ts,
                 end: m.end,
-                steps: st.materialize(&m.path),
+                steps: st.materialize(m.tail),
             });
-            st.release(&m.path);
+            st.release(m.tail);
         }
     }
 
     /// The skip strategy's pruning event and whether it prunes partial
     /// matches starting at it (`<=`) or only before it (`<`).
-    fn pruning_id<E>(&self, st: &KeyState<E>, path: &[Entry]) -> Option<(u64, bool)> {
+    fn pruning_id<E>(&self, st: &KeyState<E>, tail: u32) -> Option<(u64, bool)> {
+        let mut path = st.walk(tail);
         match self.skip {
             SkipRule::NoSkip => None,
-            SkipRule::ToNext => path.first().map(|e| (st.seq_of(e), true)),
-            SkipRule::PastLast => path.iter().map(|e| st.seq_of(e)).max().map(|s| (s, true)),
+            SkipRule::ToNext => path.last().map(|n| (st.seq_of(n), true)),
+            SkipRule::PastLast => path.map(|n| st.seq_of(n)).max().map(|s| (s, true)),
             SkipRule::ToFirst(k) => path
-                .iter()
-                .find(|e| e.step == k)
-                .map(|e| (st.seq_of(e), false)),
-            SkipRule::ToLast(k) => path
-                .iter()
-                .rev()
-                .find(|e| e.step == k)
-                .map(|e| (st.seq_of(e), false)),
+                .filter(|n| n.step == k)
+                .last()
+                .map(|n| (st.seq_of(n), false)),
+            SkipRule::ToLast(k) => path.find(|n| n.step == k).map(|n| (st.seq_of(n), false)),
         }
     }
 
@@ -1314,48 +1536,55 @@ impl Nfa {
                     .map(|i| i as u8)
             })
             .collect();
-        let map_path = |path: &mut Vec<Entry>| -> bool {
-            let mut last = 0u8;
-            for e in path.iter_mut() {
-                match step_map.get(e.step as usize).copied().flatten() {
-                    Some(s) if s >= last => {
-                        e.step = s;
-                        last = s;
-                    }
-                    _ => return false,
-                }
+        let mapped = |step: u8| step_map.get(step as usize).copied().flatten();
+        // The path's steps, mapped, must still be in order: read backwards,
+        // never increasing. Returns the mapped step of its last event.
+        let path_ok = |st: &KeyState<E>, tail: u32| -> Option<Option<u8>> {
+            let mut last: Option<u8> = None;
+            let mut after = u8::MAX;
+            for n in st.walk(tail) {
+                let s = mapped(n.step).filter(|&s| s <= after)?;
+                last.get_or_insert(s);
+                after = s;
             }
-            true
+            Some(last)
         };
         let mut dropped = 0u64;
-        let mut gone: Vec<Vec<Entry>> = Vec::new();
+        let mut gone: Vec<u32> = Vec::new();
         let mut partials = mem::take(&mut st.partials);
         partials.retain_mut(|p| {
             let ok = self
                 .map_state(from, p.state, &step_map)
                 .is_some_and(|(s, step)| {
                     p.state = s;
-                    map_path(&mut p.path) && p.path.last().is_none_or(|e| e.step <= step)
+                    path_ok(&st, p.tail).is_some_and(|last| last.is_none_or(|l| l <= step))
                 });
             if !ok {
                 dropped += 1;
-                gone.push(mem::take(&mut p.path));
+                gone.push(p.tail);
             }
             ok
         });
         st.partials = partials;
         let mut completed = mem::take(&mut st.completed);
-        completed.retain_mut(|c| {
-            let ok = map_path(&mut c.path);
+        completed.retain(|c| {
+            let ok = path_ok(&st, c.tail).is_some();
             if !ok {
                 dropped += 1;
-                gone.push(mem::take(&mut c.path));
+                gone.push(c.tail);
             }
             ok
         });
         st.completed = completed;
-        for path in gone {
-            st.release(&path);
+        for tail in gone {
+            st.release(tail);
+        }
+        // Every node still held belongs to a path that carried over, so
+        // each has a new step (nodes are shared: map each once).
+        for n in st.nodes.iter_mut().filter(|n| n.refs > 0) {
+            if let Some(s) = mapped(n.step) {
+                n.step = s;
+            }
         }
         st.compact();
         self.refresh_deadline(&mut st);
@@ -1392,9 +1621,9 @@ mod sizes {
     /// The figures quoted in the module docs.
     #[test]
     fn memory_figures_in_the_docs_hold() {
-        assert_eq!(mem::size_of::<Partial>(), 56);
-        assert_eq!(mem::size_of::<Entry>(), 8);
-        assert_eq!(mem::size_of::<Done>(), 48);
+        assert_eq!(mem::size_of::<Partial>(), 32);
+        assert_eq!(mem::size_of::<Node>(), 16);
+        assert_eq!(mem::size_of::<Done>(), 32);
         assert_eq!(mem::size_of::<Slot<std::sync::Arc<String>>>(), 32);
     }
 }
