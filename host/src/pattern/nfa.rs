@@ -91,6 +91,123 @@ impl Cond {
     }
 }
 
+/// One conjunction of literals over [`Bits`]: these bits set, those clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Term {
+    steps_on: u32,
+    steps_off: u32,
+    until_on: u32,
+    until_off: u32,
+}
+
+impl Term {
+    fn holds(&self, b: Bits) -> bool {
+        (b.steps & self.steps_on) == self.steps_on
+            && (b.steps & self.steps_off) == 0
+            && (b.until & self.until_on) == self.until_on
+            && (b.until & self.until_off) == 0
+    }
+
+    /// Both at once, unless they contradict each other.
+    fn and(&self, o: &Term) -> Option<Term> {
+        let t = Term {
+            steps_on: self.steps_on | o.steps_on,
+            steps_off: self.steps_off | o.steps_off,
+            until_on: self.until_on | o.until_on,
+            until_off: self.until_off | o.until_off,
+        };
+        (t.steps_on & t.steps_off == 0 && t.until_on & t.until_off == 0).then_some(t)
+    }
+}
+
+/// Most terms a condition keeps in disjunctive normal form; past it, the
+/// tree is evaluated as it is. The conditions the compiler builds have a
+/// handful (a TAKE or IGNORE literal, and-ed with negated greedy or until
+/// conditions), so this only guards against blow-up.
+const MAX_TERMS: usize = 16;
+
+/// A [`Cond`] ready to evaluate: in disjunctive normal form as bit masks
+/// (a few AND-and-compare per term, no pointers to chase), or the tree
+/// when its normal form would be too large.
+#[derive(Debug, Clone)]
+enum Test {
+    /// Never holds.
+    Never,
+    /// One term (the usual case).
+    One(Term),
+    /// Any of these terms.
+    Any(Box<[Term]>),
+    /// Evaluated as a tree.
+    Tree(Cond),
+}
+
+impl Test {
+    fn new(c: &Cond) -> Test {
+        match dnf(c, false) {
+            Some(terms) => match terms.as_slice() {
+                [] => Test::Never,
+                [t] => Test::One(*t),
+                _ => Test::Any(terms.into_boxed_slice()),
+            },
+            None => Test::Tree(c.clone()),
+        }
+    }
+
+    fn holds(&self, b: Bits) -> bool {
+        match self {
+            Test::Never => false,
+            Test::One(t) => t.holds(b),
+            Test::Any(ts) => ts.iter().any(|t| t.holds(b)),
+            Test::Tree(c) => c.eval(b),
+        }
+    }
+}
+
+/// `c` (or its negation) as a disjunction of terms; None past
+/// [`MAX_TERMS`].
+fn dnf(c: &Cond, neg: bool) -> Option<Vec<Term>> {
+    let lit = |on: bool, steps: u32, until: u32| {
+        let mut t = Term::default();
+        if on {
+            t.steps_on = steps;
+            t.until_on = until;
+        } else {
+            t.steps_off = steps;
+            t.until_off = until;
+        }
+        vec![t]
+    };
+    let union = |mut x: Vec<Term>, y: Vec<Term>| {
+        x.extend(y);
+        (x.len() <= MAX_TERMS).then_some(x)
+    };
+    let product = |x: Vec<Term>, y: Vec<Term>| {
+        let mut out = Vec::new();
+        for a in &x {
+            for b in &y {
+                if let Some(t) = a.and(b) {
+                    out.push(t);
+                }
+            }
+        }
+        (out.len() <= MAX_TERMS).then_some(out)
+    };
+    Some(match c {
+        Cond::True if neg => Vec::new(),
+        Cond::True => vec![Term::default()],
+        Cond::False if neg => vec![Term::default()],
+        Cond::False => Vec::new(),
+        Cond::Step(i) => lit(!neg, 1u32.checked_shl(u32::from(*i))?, 0),
+        Cond::Until(i) => lit(!neg, 0, 1u32.checked_shl(u32::from(*i))?),
+        Cond::Not(x) => dnf(x, !neg)?,
+        // ¬(x ∧ y) = ¬x ∨ ¬y, ¬(x ∨ y) = ¬x ∧ ¬y.
+        Cond::And(x, y) if neg => union(dnf(x, true)?, dnf(y, true)?)?,
+        Cond::And(x, y) => product(dnf(x, false)?, dnf(y, false)?)?,
+        Cond::Or(x, y) if neg => product(dnf(x, true)?, dnf(y, true)?)?,
+        Cond::Or(x, y) => union(dnf(x, false)?, dnf(y, false)?)?,
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Normal,
@@ -134,7 +251,7 @@ enum FlatAction {
 #[derive(Debug, Clone)]
 struct Flat {
     action: FlatAction,
-    cond: Cond,
+    cond: Test,
     target: u16,
     /// For TAKE: the step the event is recorded under (the edge's source).
     step: u8,
@@ -150,7 +267,7 @@ struct RState {
     flat: Vec<Flat>,
     /// When an event was just taken into this state: can it PROCEED to the
     /// final state on the same event (Flink's `findFinalStateAfterProceed`)?
-    to_final: Cond,
+    to_final: Test,
     /// Some flattened edge is a STOP: only then is a first pass needed.
     has_stop: bool,
 }
@@ -362,8 +479,8 @@ impl<E> KeyState<E> {
         }
     }
 
-    /// A path extended by one event; takes over the caller's reference to
-    /// `parent`.
+    /// A path extended by one event; the new node holds a reference to
+    /// `parent`, which the caller accounts for.
     fn link(&mut self, parent: u32, step: u8, slot: u32) -> u32 {
         self.slots[slot as usize].refs += 1;
         let node = Node {
@@ -386,10 +503,15 @@ impl<E> KeyState<E> {
 
     /// One more holder of the path ending at `tail`.
     fn share(&mut self, tail: u32) -> u32 {
-        if let Some(n) = self.nodes.get_mut(tail as usize) {
-            n.refs += 1;
-        }
+        self.add_refs(tail, 1);
         tail
+    }
+
+    /// `k` more holders of the path ending at `tail`.
+    fn add_refs(&mut self, tail: u32, k: u32) {
+        if let Some(n) = self.nodes.get_mut(tail as usize) {
+            n.refs += k;
+        }
     }
 
     /// One holder fewer: frees the nodes (and events) no one else holds.
@@ -1098,7 +1220,7 @@ impl PatternDef {
                     ordinal: ordinals[s],
                     has_stop: flat.iter().any(|f| f.action == FlatAction::Stop),
                     flat,
-                    to_final: to_final(&states, s as u16),
+                    to_final: Test::new(&to_final(&states, s as u16)),
                 }
             })
             .collect();
@@ -1124,7 +1246,7 @@ fn flatten(states: &[CState], from: u16) -> Vec<Flat> {
         if st.kind == Kind::Stop {
             out.push(Flat {
                 action: FlatAction::Stop,
-                cond: conj,
+                cond: Test::new(&conj),
                 target: cur,
                 step: st.step,
             });
@@ -1139,13 +1261,13 @@ fn flatten(states: &[CState], from: u16) -> Vec<Flat> {
                 Action::Proceed => stack.push((e.target, c)),
                 Action::Take => out.push(Flat {
                     action: FlatAction::Take,
-                    cond: c,
+                    cond: Test::new(&c),
                     target: e.target,
                     step: st.step,
                 }),
                 Action::Ignore => out.push(Flat {
                     action: FlatAction::Ignore,
-                    cond: c,
+                    cond: Test::new(&c),
                     target: e.target,
                     step: st.step,
                 }),
@@ -1293,7 +1415,7 @@ impl Nfa {
         self.states[self.start as usize]
             .flat
             .iter()
-            .any(|f| f.action == FlatAction::Take && f.cond.eval(bits))
+            .any(|f| f.action == FlatAction::Take && f.cond.holds(bits))
     }
 
     /// Flink's `computeNextStates` for one computation state. Successors
@@ -1313,7 +1435,7 @@ impl Nfa {
             && rs
                 .flat
                 .iter()
-                .any(|f| f.action == FlatAction::Stop && f.cond.eval(ev.bits))
+                .any(|f| f.action == FlatAction::Stop && f.cond.holds(ev.bits))
         {
             st.release(p.tail);
             return;
@@ -1323,8 +1445,13 @@ impl Nfa {
         } else {
             (p.start_ts, p.start_seq)
         };
+        // Successors holding `p.tail` (directly, or as the parent of their
+        // new node): the first takes over p's reference, the others' are
+        // added at the end in one go, so a partial match that only moves
+        // on never touches its node.
+        let mut holders = 0u32;
         for f in &rs.flat {
-            if !f.cond.eval(ev.bits) {
+            if !f.cond.holds(ev.bits) {
                 continue;
             }
             match f.action {
@@ -1333,7 +1460,8 @@ impl Nfa {
                     if is_start {
                         continue;
                     }
-                    let tail = st.share(p.tail);
+                    let tail = p.tail;
+                    holders += 1;
                     if self.states[f.target as usize].kind == Kind::Final {
                         potential.push(Done {
                             start_seq,
@@ -1361,8 +1489,8 @@ impl Nfa {
                             s
                         }
                     };
-                    let parent = st.share(p.tail);
-                    let tail = st.link(parent, f.step, slot);
+                    let tail = st.link(p.tail, f.step, slot);
+                    holders += 1;
                     let target = &self.states[f.target as usize];
                     if target.kind == Kind::Final {
                         potential.push(Done {
@@ -1373,7 +1501,7 @@ impl Nfa {
                         });
                         continue;
                     }
-                    if target.to_final.eval(ev.bits) {
+                    if target.to_final.holds(ev.bits) {
                         potential.push(Done {
                             start_seq,
                             start_ts,
@@ -1391,7 +1519,11 @@ impl Nfa {
                 }
             }
         }
-        st.release(p.tail);
+        match holders {
+            0 => st.release(p.tail),
+            1 => {}
+            n => st.add_refs(p.tail, n - 1),
+        }
     }
 
     /// Event time reached `watermark` (all events <= watermark were fed):
@@ -1625,5 +1757,36 @@ mod sizes {
         assert_eq!(mem::size_of::<Node>(), 16);
         assert_eq!(mem::size_of::<Done>(), 32);
         assert_eq!(mem::size_of::<Slot<std::sync::Arc<String>>>(), 32);
+    }
+
+    /// A condition's bit-mask form agrees with the tree on every input.
+    #[test]
+    fn tests_agree_with_conditions() {
+        let mut rng = crate::test_rng::Rng::new(7);
+        fn random_cond(rng: &mut crate::test_rng::Rng, depth: u32) -> Cond {
+            match if depth == 0 {
+                rng.below(4)
+            } else {
+                rng.below(7)
+            } {
+                0 => Cond::True,
+                1 => Cond::False,
+                2 => Cond::Step(rng.below(3) as u8),
+                3 => Cond::Until(rng.below(3) as u8),
+                4 => Cond::not(random_cond(rng, depth - 1)),
+                5 => Cond::and(random_cond(rng, depth - 1), random_cond(rng, depth - 1)),
+                _ => Cond::or(random_cond(rng, depth - 1), random_cond(rng, depth - 1)),
+            }
+        }
+        for _ in 0..2_000 {
+            let c = random_cond(&mut rng, 4);
+            let t = Test::new(&c);
+            for steps in 0..8 {
+                for until in 0..8 {
+                    let b = Bits { steps, until };
+                    assert_eq!(t.holds(b), c.eval(b), "{c:?} at {b:?}");
+                }
+            }
+        }
     }
 }
