@@ -9,6 +9,7 @@
 //! flattened once at compile time so that matching an event is a scan of a
 //! short list of conditions.
 
+use std::cell::Cell;
 use std::mem;
 
 use serde::{Deserialize, Serialize};
@@ -348,7 +349,7 @@ struct Node {
 }
 
 /// A computation state (Flink's `ComputationState`) that holds events.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Partial {
     /// Arrival number of the first event: orders partial matches (Flink
     /// orders by the start event's id) and drives the skip strategies.
@@ -379,12 +380,14 @@ struct Slot<E> {
     refs: u32,
 }
 
-/// Reused buffers: nothing that outlives one call, so not serialised.
-#[derive(Debug, Clone, Default)]
-struct Scratch {
-    next: Vec<Partial>,
-    potential: Vec<Done>,
-    tails: Vec<u32>,
+thread_local! {
+    /// Buffers reused by every key on this thread (successors being built,
+    /// matches found, paths to release): per thread rather than per key, so
+    /// that a key holds only its own partial matches and these stay in
+    /// cache. Taken for the length of one call and put back.
+    static NEXT: Cell<Vec<Partial>> = const { Cell::new(Vec::new()) };
+    static POTENTIAL: Cell<Vec<Done>> = const { Cell::new(Vec::new()) };
+    static TAILS: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
 }
 
 /// One key's matcher state: its partial matches, matches held back by a
@@ -408,7 +411,6 @@ pub struct KeyState<E> {
     /// expires nothing costs no scan of the partial matches; `None`
     /// (unknown, computed on demand) after a restore.
     earliest: Option<Option<i64>>,
-    scratch: Scratch,
 }
 
 impl<E> Default for KeyState<E> {
@@ -422,7 +424,6 @@ impl<E> Default for KeyState<E> {
             free_nodes: Vec::new(),
             seq: 0,
             earliest: Some(None),
-            scratch: Scratch::default(),
         }
     }
 }
@@ -1381,8 +1382,8 @@ impl Nfa {
             event: Some(event),
             slot: None,
         };
-        let mut next = mem::take(&mut st.scratch.next);
-        let mut potential = mem::take(&mut st.scratch.potential);
+        let mut next = NEXT.take();
+        let mut potential = POTENTIAL.take();
         let mut old = mem::take(&mut st.partials);
         for p in old.drain(..) {
             self.step_one(st, p, false, &mut ev, &mut next, &mut potential);
@@ -1402,10 +1403,12 @@ impl Nfa {
                 self.step_one(st, start, true, &mut ev, &mut next, &mut potential);
             }
         }
-        st.partials = next;
-        st.scratch.next = old;
+        old.extend_from_slice(&next);
+        st.partials = old;
+        next.clear();
+        NEXT.set(next);
         self.emit(st, &mut potential, out);
-        st.scratch.potential = potential;
+        POTENTIAL.set(potential);
         st.compact();
         self.refresh_deadline(st);
         refused
@@ -1541,9 +1544,9 @@ impl Nfa {
         if self.next_deadline(st).is_none_or(|d| watermark < d) {
             return;
         }
-        let mut potential = mem::take(&mut st.scratch.potential);
+        let mut potential = POTENTIAL.take();
         let mut old = mem::take(&mut st.partials);
-        let mut keep = mem::take(&mut st.scratch.next);
+        let mut keep = NEXT.take();
         for p in old.drain(..) {
             let Some(deadline) = self.deadline(&p) else {
                 keep.push(p);
@@ -1568,10 +1571,12 @@ impl Nfa {
                 st.release(p.tail);
             }
         }
-        st.partials = keep;
-        st.scratch.next = old;
+        old.extend_from_slice(&keep);
+        st.partials = old;
+        keep.clear();
+        NEXT.set(keep);
         self.emit(st, &mut potential, out);
-        st.scratch.potential = potential;
+        POTENTIAL.set(potential);
         st.compact();
         self.refresh_deadline(st);
     }
@@ -1602,7 +1607,7 @@ impl Nfa {
             let m = st.completed.remove(0);
             if let Some((pid, inclusive)) = self.pruning_id(st, m.tail) {
                 let prune = |s: u64| if inclusive { s <= pid } else { s < pid };
-                let mut dropped = mem::take(&mut st.scratch.tails);
+                let mut dropped = TAILS.take();
                 st.partials.retain(|p| {
                     let gone = prune(p.start_seq);
                     if gone {
@@ -1620,7 +1625,7 @@ impl Nfa {
                 for tail in dropped.drain(..) {
                     st.release(tail);
                 }
-                st.scratch.tails = dropped;
+                TAILS.set(dropped);
             }
             out.push(Outcome {
                 kind: OutcomeKind::Match,
