@@ -102,6 +102,7 @@ struct Term {
 }
 
 impl Term {
+    #[inline]
     fn holds(&self, b: Bits) -> bool {
         (b.steps & self.steps_on) == self.steps_on
             && (b.steps & self.steps_off) == 0
@@ -154,6 +155,9 @@ impl Test {
         }
     }
 
+    // Called per edge per partial match per event: a profile showed it
+    // not inlined.
+    #[inline]
     fn holds(&self, b: Bits) -> bool {
         match self {
             Test::Never => false,
