@@ -9,6 +9,7 @@
 //! flattened once at compile time so that matching an event is a scan of a
 //! short list of conditions.
 
+use std::cell::Cell;
 use std::mem;
 
 use serde::{Deserialize, Serialize};
@@ -91,6 +92,127 @@ impl Cond {
     }
 }
 
+/// One conjunction of literals over [`Bits`]: these bits set, those clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Term {
+    steps_on: u32,
+    steps_off: u32,
+    until_on: u32,
+    until_off: u32,
+}
+
+impl Term {
+    #[inline]
+    fn holds(&self, b: Bits) -> bool {
+        (b.steps & self.steps_on) == self.steps_on
+            && (b.steps & self.steps_off) == 0
+            && (b.until & self.until_on) == self.until_on
+            && (b.until & self.until_off) == 0
+    }
+
+    /// Both at once, unless they contradict each other.
+    fn and(&self, o: &Term) -> Option<Term> {
+        let t = Term {
+            steps_on: self.steps_on | o.steps_on,
+            steps_off: self.steps_off | o.steps_off,
+            until_on: self.until_on | o.until_on,
+            until_off: self.until_off | o.until_off,
+        };
+        (t.steps_on & t.steps_off == 0 && t.until_on & t.until_off == 0).then_some(t)
+    }
+}
+
+/// Most terms a condition keeps in disjunctive normal form; past it, the
+/// tree is evaluated as it is. The conditions the compiler builds have a
+/// handful (a TAKE or IGNORE literal, and-ed with negated greedy or until
+/// conditions), so this only guards against blow-up.
+const MAX_TERMS: usize = 16;
+
+/// A [`Cond`] ready to evaluate: in disjunctive normal form as bit masks
+/// (a few AND-and-compare per term, no pointers to chase), or the tree
+/// when its normal form would be too large.
+#[derive(Debug, Clone)]
+enum Test {
+    /// Never holds.
+    Never,
+    /// One term (the usual case).
+    One(Term),
+    /// Any of these terms.
+    Any(Box<[Term]>),
+    /// Evaluated as a tree.
+    Tree(Cond),
+}
+
+impl Test {
+    fn new(c: &Cond) -> Test {
+        match dnf(c, false) {
+            Some(terms) => match terms.as_slice() {
+                [] => Test::Never,
+                [t] => Test::One(*t),
+                _ => Test::Any(terms.into_boxed_slice()),
+            },
+            None => Test::Tree(c.clone()),
+        }
+    }
+
+    // Called per edge per partial match per event: a profile showed it
+    // not inlined.
+    #[inline]
+    fn holds(&self, b: Bits) -> bool {
+        match self {
+            Test::Never => false,
+            Test::One(t) => t.holds(b),
+            Test::Any(ts) => ts.iter().any(|t| t.holds(b)),
+            Test::Tree(c) => c.eval(b),
+        }
+    }
+}
+
+/// `c` (or its negation) as a disjunction of terms; None past
+/// [`MAX_TERMS`].
+fn dnf(c: &Cond, neg: bool) -> Option<Vec<Term>> {
+    let lit = |on: bool, steps: u32, until: u32| {
+        let mut t = Term::default();
+        if on {
+            t.steps_on = steps;
+            t.until_on = until;
+        } else {
+            t.steps_off = steps;
+            t.until_off = until;
+        }
+        vec![t]
+    };
+    let union = |mut x: Vec<Term>, y: Vec<Term>| {
+        x.extend(y);
+        (x.len() <= MAX_TERMS).then_some(x)
+    };
+    let product = |x: Vec<Term>, y: Vec<Term>| {
+        let mut out = Vec::new();
+        for a in &x {
+            for b in &y {
+                if let Some(t) = a.and(b) {
+                    out.push(t);
+                }
+            }
+        }
+        (out.len() <= MAX_TERMS).then_some(out)
+    };
+    Some(match c {
+        Cond::True if neg => Vec::new(),
+        Cond::True => vec![Term::default()],
+        Cond::False if neg => vec![Term::default()],
+        Cond::False => Vec::new(),
+        Cond::Step(i) => lit(!neg, 1u32.checked_shl(u32::from(*i))?, 0),
+        Cond::Until(i) => lit(!neg, 0, 1u32.checked_shl(u32::from(*i))?),
+        Cond::Not(x) => dnf(x, !neg)?,
+        // ¬(x ∧ y) = ¬x ∨ ¬y, ¬(x ∨ y) = ¬x ∧ ¬y.
+        Cond::And(x, y) if neg => union(dnf(x, true)?, dnf(y, true)?)?,
+        Cond::And(x, y) => product(dnf(x, false)?, dnf(y, false)?)?,
+        Cond::Or(x, y) if neg => product(dnf(x, true)?, dnf(y, true)?)?,
+        Cond::Or(x, y) => union(dnf(x, false)?, dnf(y, false)?)?,
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Normal,
@@ -134,7 +256,7 @@ enum FlatAction {
 #[derive(Debug, Clone)]
 struct Flat {
     action: FlatAction,
-    cond: Cond,
+    cond: Test,
     target: u16,
     /// For TAKE: the step the event is recorded under (the edge's source).
     step: u8,
@@ -150,7 +272,9 @@ struct RState {
     flat: Vec<Flat>,
     /// When an event was just taken into this state: can it PROCEED to the
     /// final state on the same event (Flink's `findFinalStateAfterProceed`)?
-    to_final: Cond,
+    to_final: Test,
+    /// Some flattened edge is a STOP: only then is a first pass needed.
+    has_stop: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,37 +332,50 @@ pub struct Outcome<E> {
     pub steps: Vec<(usize, Vec<E>)>,
 }
 
-/// One event taken by a partial match: the step it was taken for and its
-/// slot in the key's event slab.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct Entry {
-    step: u8,
+/// No node: the empty path.
+const NIL: u32 = u32::MAX;
+
+/// One event taken by a partial match, linked to the event the match took
+/// before it. Paths are persistent lists that share their prefixes (Flink's
+/// shared buffer, with reference counts instead of Dewey versions): a
+/// partial match that branches hands its successors one index each instead
+/// of a copy of its events.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    /// The event, in the key's slab.
     slot: u32,
+    /// The node before this one, or [`NIL`].
+    parent: u32,
+    /// Partial matches, held matches and child nodes pointing here.
+    refs: u32,
+    /// The step the event was taken for.
+    step: u8,
 }
 
 /// A computation state (Flink's `ComputationState`) that holds events.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy)]
 struct Partial {
-    state: u16,
-    start_ts: i64,
-    prev_ts: i64,
     /// Arrival number of the first event: orders partial matches (Flink
     /// orders by the start event's id) and drives the skip strategies.
     start_seq: u64,
-    path: Vec<Entry>,
+    start_ts: i64,
+    prev_ts: i64,
+    /// The last event taken (the path, read backwards), or [`NIL`].
+    tail: u32,
+    state: u16,
 }
 
 /// A completed match held back by a skip strategy until no partial match
 /// that started earlier remains (Flink's `completedMatches`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 struct Done {
     start_seq: u64,
     start_ts: i64,
     end: i64,
-    path: Vec<Entry>,
+    tail: u32,
 }
 
-/// One stored event and how many partial or held matches refer to it.
+/// One stored event and how many path nodes refer to it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Slot<E> {
     event: Option<E>,
@@ -247,25 +384,37 @@ struct Slot<E> {
     refs: u32,
 }
 
-/// Reused buffers: nothing that outlives one call, so not serialised.
-#[derive(Debug, Clone, Default)]
-struct Scratch {
-    next: Vec<Partial>,
-    potential: Vec<Done>,
+thread_local! {
+    /// Buffers reused by every key on this thread (successors being built,
+    /// matches found, paths to release): per thread rather than per key, so
+    /// that a key holds only its own partial matches and these stay in
+    /// cache. Taken for the length of one call and put back.
+    static NEXT: Cell<Vec<Partial>> = const { Cell::new(Vec::new()) };
+    static POTENTIAL: Cell<Vec<Done>> = const { Cell::new(Vec::new()) };
+    static TAILS: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
 }
 
 /// One key's matcher state: its partial matches, matches held back by a
-/// skip strategy, and the events they refer to, each stored once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(bound(serialize = "E: Serialize", deserialize = "E: Deserialize<'de>"))]
+/// skip strategy, the nodes of their paths and the events those refer to,
+/// each stored once.
+///
+/// Saved in the layout it had when every partial match held its own copy
+/// of its path (see [`Saved`]), so snapshots stay readable across the
+/// change in both directions.
+#[derive(Debug, Clone)]
 pub struct KeyState<E> {
     partials: Vec<Partial>,
     completed: Vec<Done>,
     slots: Vec<Slot<E>>,
     free: Vec<u32>,
+    nodes: Vec<Node>,
+    free_nodes: Vec<u32>,
     seq: u64,
-    #[serde(skip)]
-    scratch: Scratch,
+    /// The earliest deadline among `partials` (`Some(None)`: none), kept
+    /// up to date by every call that changes them, so that an event that
+    /// expires nothing costs no scan of the partial matches; `None`
+    /// (unknown, computed on demand) after a restore.
+    earliest: Option<Option<i64>>,
 }
 
 impl<E> Default for KeyState<E> {
@@ -275,9 +424,27 @@ impl<E> Default for KeyState<E> {
             completed: Vec::new(),
             slots: Vec::new(),
             free: Vec::new(),
+            nodes: Vec::new(),
+            free_nodes: Vec::new(),
             seq: 0,
-            scratch: Scratch::default(),
+            earliest: Some(None),
         }
+    }
+}
+
+/// The nodes of one path, from its last event back to its first.
+struct Walk<'a> {
+    nodes: &'a [Node],
+    at: u32,
+}
+
+impl<'a> Iterator for Walk<'a> {
+    type Item = &'a Node;
+
+    fn next(&mut self) -> Option<&'a Node> {
+        let n = self.nodes.get(self.at as usize)?;
+        self.at = n.parent;
+        Some(n)
     }
 }
 
@@ -317,38 +484,90 @@ impl<E> KeyState<E> {
         }
     }
 
-    fn incref(&mut self, slot: u32) {
+    /// A path extended by one event; the new node holds a reference to
+    /// `parent`, which the caller accounts for.
+    fn link(&mut self, parent: u32, step: u8, slot: u32) -> u32 {
         self.slots[slot as usize].refs += 1;
-    }
-
-    fn clone_path(&mut self, path: &[Entry]) -> Vec<Entry> {
-        for e in path {
-            self.incref(e.slot);
-        }
-        path.to_vec()
-    }
-
-    fn release(&mut self, path: &[Entry]) {
-        for e in path {
-            let s = &mut self.slots[e.slot as usize];
-            s.refs = s.refs.saturating_sub(1);
-            if s.refs == 0 {
-                s.event = None;
-                self.free.push(e.slot);
+        let node = Node {
+            slot,
+            parent,
+            refs: 1,
+            step,
+        };
+        match self.free_nodes.pop() {
+            Some(i) => {
+                self.nodes[i as usize] = node;
+                i
+            }
+            None => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
             }
         }
     }
 
-    fn seq_of(&self, e: &Entry) -> u64 {
-        self.slots[e.slot as usize].seq
+    /// One more holder of the path ending at `tail`.
+    fn share(&mut self, tail: u32) -> u32 {
+        self.add_refs(tail, 1);
+        tail
     }
 
-    fn materialize(&self, path: &[Entry]) -> Vec<(usize, Vec<E>)>
+    /// `k` more holders of the path ending at `tail`.
+    fn add_refs(&mut self, tail: u32, k: u32) {
+        if let Some(n) = self.nodes.get_mut(tail as usize) {
+            n.refs += k;
+        }
+    }
+
+    /// One holder fewer: frees the nodes (and events) no one else holds.
+    fn release(&mut self, mut tail: u32) {
+        while let Some(n) = self.nodes.get_mut(tail as usize) {
+            n.refs = n.refs.saturating_sub(1);
+            if n.refs > 0 {
+                return;
+            }
+            let (slot, parent) = (n.slot, n.parent);
+            self.free_nodes.push(tail);
+            let s = &mut self.slots[slot as usize];
+            s.refs = s.refs.saturating_sub(1);
+            if s.refs == 0 {
+                s.event = None;
+                self.free.push(slot);
+            }
+            tail = parent;
+        }
+    }
+
+    fn walk(&self, tail: u32) -> Walk<'_> {
+        Walk {
+            nodes: &self.nodes,
+            at: tail,
+        }
+    }
+
+    fn seq_of(&self, n: &Node) -> u64 {
+        self.slots[n.slot as usize].seq
+    }
+
+    /// The path's (step, slot) pairs, first event first.
+    fn entries(&self, tail: u32) -> Vec<Entry> {
+        let mut path: Vec<Entry> = self
+            .walk(tail)
+            .map(|n| Entry {
+                step: n.step,
+                slot: n.slot,
+            })
+            .collect();
+        path.reverse();
+        path
+    }
+
+    fn materialize(&self, tail: u32) -> Vec<(usize, Vec<E>)>
     where
         E: Clone,
     {
         let mut steps: Vec<(usize, Vec<E>)> = Vec::new();
-        for e in path {
+        for e in self.entries(tail) {
             let Some(ev) = self.slots[e.slot as usize].event.clone() else {
                 continue;
             };
@@ -360,32 +579,181 @@ impl<E> KeyState<E> {
         steps
     }
 
-    /// With nothing left, give back the slab (a key that matched a burst
+    /// With nothing left, give back the slabs (a key that matched a burst
     /// long ago should not keep its high-water mark).
     fn compact(&mut self) {
-        if self.is_empty() && !self.slots.is_empty() {
+        if self.is_empty() && !(self.slots.is_empty() && self.nodes.is_empty()) {
             self.slots = Vec::new();
             self.free = Vec::new();
+            self.nodes = Vec::new();
+            self.free_nodes = Vec::new();
         }
     }
 }
 
-/// Hands out the path of a computation state to its successors: clones for
-/// all but the last, which gets the original (no allocation when a partial
-/// match only moves on).
-fn hand_out<E>(
-    st: &mut KeyState<E>,
-    path: &mut Option<Vec<Entry>>,
-    remaining: &mut usize,
-) -> Vec<Entry> {
-    *remaining = remaining.saturating_sub(1);
-    if *remaining == 0 {
-        path.take().unwrap_or_default()
-    } else {
-        match path.as_deref() {
-            Some(p) => st.clone_path(p),
-            None => Vec::new(),
+/// One event of a saved path: the step it was taken for and its slot in
+/// the key's event slab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Entry {
+    step: u8,
+    slot: u32,
+}
+
+/// A partial match as saved, with its own copy of its path.
+#[derive(Serialize, Deserialize)]
+struct SavedPartial {
+    state: u16,
+    start_ts: i64,
+    prev_ts: i64,
+    start_seq: u64,
+    path: Vec<Entry>,
+}
+
+/// A held match as saved.
+#[derive(Serialize, Deserialize)]
+struct SavedDone {
+    start_seq: u64,
+    start_ts: i64,
+    end: i64,
+    path: Vec<Entry>,
+}
+
+/// A stored event as saved; `refs` counts the saved paths that hold it.
+#[derive(Serialize)]
+struct SavedSlot<'a, E> {
+    event: Option<&'a E>,
+    ts: i64,
+    seq: u64,
+    refs: u32,
+}
+
+/// A [`KeyState`] as saved (the field order is the format).
+#[derive(Serialize)]
+struct SavedRef<'a, E> {
+    partials: Vec<SavedPartial>,
+    completed: Vec<SavedDone>,
+    slots: Vec<SavedSlot<'a, E>>,
+    free: &'a [u32],
+    seq: u64,
+}
+
+/// A [`KeyState`] as read back.
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "E: Deserialize<'de>"))]
+struct Saved<E> {
+    partials: Vec<SavedPartial>,
+    completed: Vec<SavedDone>,
+    slots: Vec<Slot<E>>,
+    free: Vec<u32>,
+    seq: u64,
+}
+
+impl<E: Serialize> Serialize for KeyState<E> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut refs = vec![0u32; self.slots.len()];
+        let mut path = |tail: u32| -> Vec<Entry> {
+            let p = self.entries(tail);
+            for e in &p {
+                if let Some(r) = refs.get_mut(e.slot as usize) {
+                    *r += 1;
+                }
+            }
+            p
+        };
+        let partials = self
+            .partials
+            .iter()
+            .map(|p| SavedPartial {
+                state: p.state,
+                start_ts: p.start_ts,
+                prev_ts: p.prev_ts,
+                start_seq: p.start_seq,
+                path: path(p.tail),
+            })
+            .collect();
+        let completed = self
+            .completed
+            .iter()
+            .map(|c| SavedDone {
+                start_seq: c.start_seq,
+                start_ts: c.start_ts,
+                end: c.end,
+                path: path(c.tail),
+            })
+            .collect();
+        let slots = self
+            .slots
+            .iter()
+            .zip(refs)
+            .map(|(x, refs)| SavedSlot {
+                event: x.event.as_ref(),
+                ts: x.ts,
+                seq: x.seq,
+                refs,
+            })
+            .collect();
+        SavedRef {
+            partials,
+            completed,
+            slots,
+            free: &self.free,
+            seq: self.seq,
         }
+        .serialize(s)
+    }
+}
+
+impl<'de, E: Deserialize<'de>> Deserialize<'de> for KeyState<E> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<KeyState<E>, D::Error> {
+        let saved = Saved::<E>::deserialize(d)?;
+        let mut st = KeyState {
+            slots: saved.slots,
+            free: saved.free,
+            seq: saved.seq,
+            earliest: None,
+            ..KeyState::default()
+        };
+        for s in &mut st.slots {
+            s.refs = 0;
+        }
+        // Each saved path becomes a chain of its own: prefixes shared
+        // before saving are no longer shared, which costs memory only.
+        let chain = |st: &mut KeyState<E>, path: &[Entry]| -> Result<u32, D::Error> {
+            let mut tail = NIL;
+            for e in path {
+                if st
+                    .slots
+                    .get(e.slot as usize)
+                    .is_none_or(|s| s.event.is_none())
+                {
+                    return Err(serde::de::Error::custom(
+                        "a saved partial match refers to an event that is not stored",
+                    ));
+                }
+                tail = st.link(tail, e.step, e.slot);
+            }
+            Ok(tail)
+        };
+        for p in saved.partials {
+            let tail = chain(&mut st, &p.path)?;
+            st.partials.push(Partial {
+                start_seq: p.start_seq,
+                start_ts: p.start_ts,
+                prev_ts: p.prev_ts,
+                tail,
+                state: p.state,
+            });
+        }
+        for c in saved.completed {
+            let tail = chain(&mut st, &c.path)?;
+            st.completed.push(Done {
+                start_seq: c.start_seq,
+                start_ts: c.start_ts,
+                end: c.end,
+                tail,
+            });
+        }
+        Ok(st)
     }
 }
 
@@ -849,12 +1217,16 @@ impl PatternDef {
             *g += 1;
         }
         let rstates = (0..states.len())
-            .map(|s| RState {
-                kind: states[s].kind,
-                step: states[s].step,
-                ordinal: ordinals[s],
-                flat: flatten(&states, s as u16),
-                to_final: to_final(&states, s as u16),
+            .map(|s| {
+                let flat = flatten(&states, s as u16);
+                RState {
+                    kind: states[s].kind,
+                    step: states[s].step,
+                    ordinal: ordinals[s],
+                    has_stop: flat.iter().any(|f| f.action == FlatAction::Stop),
+                    flat,
+                    to_final: Test::new(&to_final(&states, s as u16)),
+                }
             })
             .collect();
         Ok(Nfa {
@@ -879,7 +1251,7 @@ fn flatten(states: &[CState], from: u16) -> Vec<Flat> {
         if st.kind == Kind::Stop {
             out.push(Flat {
                 action: FlatAction::Stop,
-                cond: conj,
+                cond: Test::new(&conj),
                 target: cur,
                 step: st.step,
             });
@@ -894,13 +1266,13 @@ fn flatten(states: &[CState], from: u16) -> Vec<Flat> {
                 Action::Proceed => stack.push((e.target, c)),
                 Action::Take => out.push(Flat {
                     action: FlatAction::Take,
-                    cond: c,
+                    cond: Test::new(&c),
                     target: e.target,
                     step: st.step,
                 }),
                 Action::Ignore => out.push(Flat {
                     action: FlatAction::Ignore,
-                    cond: c,
+                    cond: Test::new(&c),
                     target: e.target,
                     step: st.step,
                 }),
@@ -962,7 +1334,20 @@ impl Nfa {
     /// The earliest event time at which [`Nfa::advance_time`] would do
     /// something for this key (None if nothing is pending).
     pub fn next_deadline<E>(&self, st: &KeyState<E>) -> Option<i64> {
+        match st.earliest {
+            Some(d) => d,
+            None => self.scan_deadlines(st),
+        }
+    }
+
+    fn scan_deadlines<E>(&self, st: &KeyState<E>) -> Option<i64> {
+        self.within?;
         st.partials.iter().filter_map(|p| self.deadline(p)).min()
+    }
+
+    /// Partial matches changed: recompute the key's earliest deadline.
+    fn refresh_deadline<E>(&self, st: &mut KeyState<E>) {
+        st.earliest = Some(self.scan_deadlines(st));
     }
 
     /// Feed one event of this key. Events arrive in timestamp order (ties in
@@ -986,8 +1371,9 @@ impl Nfa {
     ) -> u64 {
         st.seq += 1;
         // Flink's operator advances time to each event's timestamp before
-        // feeding it: partial matches expire first (strict boundary).
-        if self.within.is_some() && !st.partials.is_empty() {
+        // feeding it: partial matches expire first (strict boundary). The
+        // earliest deadline is kept, so this costs nothing when none is due.
+        if self.next_deadline(st).is_some_and(|d| ts >= d) {
             self.advance_time(st, ts, out);
         }
         if bits.steps == 0 && st.partials.is_empty() {
@@ -1000,8 +1386,8 @@ impl Nfa {
             event: Some(event),
             slot: None,
         };
-        let mut next = mem::take(&mut st.scratch.next);
-        let mut potential = mem::take(&mut st.scratch.potential);
+        let mut next = NEXT.take();
+        let mut potential = POTENTIAL.take();
         let mut old = mem::take(&mut st.partials);
         for p in old.drain(..) {
             self.step_one(st, p, false, &mut ev, &mut next, &mut potential);
@@ -1012,20 +1398,23 @@ impl Nfa {
                 refused += 1;
             } else {
                 let start = Partial {
-                    state: self.start,
+                    start_seq: ev.seq,
                     start_ts: ts,
                     prev_ts: ts,
-                    start_seq: ev.seq,
-                    path: Vec::new(),
+                    tail: NIL,
+                    state: self.start,
                 };
                 self.step_one(st, start, true, &mut ev, &mut next, &mut potential);
             }
         }
-        st.partials = next;
-        st.scratch.next = old;
+        old.extend_from_slice(&next);
+        st.partials = old;
+        next.clear();
+        NEXT.set(next);
         self.emit(st, &mut potential, out);
-        st.scratch.potential = potential;
+        POTENTIAL.set(potential);
         st.compact();
+        self.refresh_deadline(st);
         refused
     }
 
@@ -1033,10 +1422,11 @@ impl Nfa {
         self.states[self.start as usize]
             .flat
             .iter()
-            .any(|f| f.action == FlatAction::Take && f.cond.eval(bits))
+            .any(|f| f.action == FlatAction::Take && f.cond.holds(bits))
     }
 
-    /// Flink's `computeNextStates` for one computation state.
+    /// Flink's `computeNextStates` for one computation state. Successors
+    /// share the state's path; a TAKE extends it by one node.
     fn step_one<E>(
         &self,
         st: &mut KeyState<E>,
@@ -1047,31 +1437,28 @@ impl Nfa {
         potential: &mut Vec<Done>,
     ) {
         let rs = &self.states[p.state as usize];
-        // First pass: how many successors need the path, and whether a STOP
-        // state was reached (which discards this whole branch).
-        let mut uses = 0usize;
-        for f in &rs.flat {
-            if !f.cond.eval(ev.bits) {
-                continue;
-            }
-            match f.action {
-                FlatAction::Stop => {
-                    st.release(&p.path);
-                    return;
-                }
-                FlatAction::Ignore => uses += usize::from(!is_start),
-                FlatAction::Take => uses += 1,
-            }
+        // A STOP state reached discards this whole branch.
+        if rs.has_stop
+            && rs
+                .flat
+                .iter()
+                .any(|f| f.action == FlatAction::Stop && f.cond.holds(ev.bits))
+        {
+            st.release(p.tail);
+            return;
         }
         let (start_ts, start_seq) = if is_start {
             (ev.ts, ev.seq)
         } else {
             (p.start_ts, p.start_seq)
         };
-        let mut path = Some(p.path);
-        let mut remaining = uses;
+        // Successors holding `p.tail` (directly, or as the parent of their
+        // new node): the first takes over p's reference, the others' are
+        // added at the end in one go, so a partial match that only moves
+        // on never touches its node.
+        let mut holders = 0u32;
         for f in &rs.flat {
-            if !f.cond.eval(ev.bits) {
+            if !f.cond.holds(ev.bits) {
                 continue;
             }
             match f.action {
@@ -1080,27 +1467,26 @@ impl Nfa {
                     if is_start {
                         continue;
                     }
-                    let path = hand_out(st, &mut path, &mut remaining);
-                    let q = Partial {
-                        state: f.target,
-                        start_ts,
-                        prev_ts: p.prev_ts,
-                        start_seq,
-                        path,
-                    };
+                    let tail = p.tail;
+                    holders += 1;
                     if self.states[f.target as usize].kind == Kind::Final {
                         potential.push(Done {
                             start_seq,
                             start_ts,
                             end: ev.ts,
-                            path: q.path,
+                            tail,
                         });
                     } else {
-                        next.push(q);
+                        next.push(Partial {
+                            start_seq,
+                            start_ts,
+                            prev_ts: p.prev_ts,
+                            tail,
+                            state: f.target,
+                        });
                     }
                 }
                 FlatAction::Take => {
-                    let mut path = hand_out(st, &mut path, &mut remaining);
                     let slot = match ev.slot {
                         Some(s) => s,
                         None => {
@@ -1110,39 +1496,40 @@ impl Nfa {
                             s
                         }
                     };
-                    st.incref(slot);
-                    path.push(Entry { step: f.step, slot });
+                    let tail = st.link(p.tail, f.step, slot);
+                    holders += 1;
                     let target = &self.states[f.target as usize];
                     if target.kind == Kind::Final {
                         potential.push(Done {
                             start_seq,
                             start_ts,
                             end: ev.ts,
-                            path,
+                            tail,
                         });
                         continue;
                     }
-                    if target.to_final.eval(ev.bits) {
-                        let copy = st.clone_path(&path);
+                    if target.to_final.holds(ev.bits) {
                         potential.push(Done {
                             start_seq,
                             start_ts,
                             end: ev.ts,
-                            path: copy,
+                            tail: st.share(tail),
                         });
                     }
                     next.push(Partial {
-                        state: f.target,
+                        start_seq,
                         start_ts,
                         prev_ts: ev.ts,
-                        start_seq,
-                        path,
+                        tail,
+                        state: f.target,
                     });
                 }
             }
         }
-        if let Some(rest) = path {
-            st.release(&rest);
+        match holders {
+            0 => st.release(p.tail),
+            1 => {}
+            n => st.add_refs(p.tail, n - 1),
         }
     }
 
@@ -1161,9 +1548,9 @@ impl Nfa {
         if self.next_deadline(st).is_none_or(|d| watermark < d) {
             return;
         }
-        let mut potential = mem::take(&mut st.scratch.potential);
+        let mut potential = POTENTIAL.take();
         let mut old = mem::take(&mut st.partials);
-        let mut keep = mem::take(&mut st.scratch.next);
+        let mut keep = NEXT.take();
         for p in old.drain(..) {
             let Some(deadline) = self.deadline(&p) else {
                 keep.push(p);
@@ -1176,23 +1563,26 @@ impl Nfa {
                     start_seq: p.start_seq,
                     start_ts: p.start_ts,
                     end: deadline,
-                    path: p.path,
+                    tail: p.tail,
                 });
             } else {
                 out.push(Outcome {
                     kind: OutcomeKind::Timeout,
                     start: p.start_ts,
                     end: deadline,
-                    steps: st.materialize(&p.path),
+                    steps: st.materialize(p.tail),
                 });
-                st.release(&p.path);
+                st.release(p.tail);
             }
         }
-        st.partials = keep;
-        st.scratch.next = old;
+        old.extend_from_slice(&keep);
+        st.partials = old;
+        keep.clear();
+        NEXT.set(keep);
         self.emit(st, &mut potential, out);
-        st.scratch.potential = potential;
+        POTENTIAL.set(potential);
         st.compact();
+        self.refresh_deadline(st);
     }
 
     /// Emits completed matches: all at once without a skip strategy;
@@ -1219,55 +1609,51 @@ impl Nfa {
                 break;
             }
             let m = st.completed.remove(0);
-            if let Some((pid, inclusive)) = self.pruning_id(st, &m.path) {
+            if let Some((pid, inclusive)) = self.pruning_id(st, m.tail) {
                 let prune = |s: u64| if inclusive { s <= pid } else { s < pid };
-                let mut dropped = Vec::new();
-                st.partials.retain_mut(|p| {
-                    if prune(p.start_seq) {
-                        dropped.push(mem::take(&mut p.path));
-                        false
-                    } else {
-                        true
+                let mut dropped = TAILS.take();
+                st.partials.retain(|p| {
+                    let gone = prune(p.start_seq);
+                    if gone {
+                        dropped.push(p.tail);
                     }
+                    !gone
                 });
-                st.completed.retain_mut(|c| {
-                    if prune(c.start_seq) {
-                        dropped.push(mem::take(&mut c.path));
-                        false
-                    } else {
-                        true
+                st.completed.retain(|c| {
+                    let gone = prune(c.start_seq);
+                    if gone {
+                        dropped.push(c.tail);
                     }
+                    !gone
                 });
-                for path in dropped {
-                    st.release(&path);
+                for tail in dropped.drain(..) {
+                    st.release(tail);
                 }
+                TAILS.set(dropped);
             }
             out.push(Outcome {
                 kind: OutcomeKind::Match,
                 start: m.start_ts,
                 end: m.end,
-                steps: st.materialize(&m.path),
+                steps: st.materialize(m.tail),
             });
-            st.release(&m.path);
+            st.release(m.tail);
         }
     }
 
     /// The skip strategy's pruning event and whether it prunes partial
     /// matches starting at it (`<=`) or only before it (`<`).
-    fn pruning_id<E>(&self, st: &KeyState<E>, path: &[Entry]) -> Option<(u64, bool)> {
+    fn pruning_id<E>(&self, st: &KeyState<E>, tail: u32) -> Option<(u64, bool)> {
+        let mut path = st.walk(tail);
         match self.skip {
             SkipRule::NoSkip => None,
-            SkipRule::ToNext => path.first().map(|e| (st.seq_of(e), true)),
-            SkipRule::PastLast => path.iter().map(|e| st.seq_of(e)).max().map(|s| (s, true)),
+            SkipRule::ToNext => path.last().map(|n| (st.seq_of(n), true)),
+            SkipRule::PastLast => path.map(|n| st.seq_of(n)).max().map(|s| (s, true)),
             SkipRule::ToFirst(k) => path
-                .iter()
-                .find(|e| e.step == k)
-                .map(|e| (st.seq_of(e), false)),
-            SkipRule::ToLast(k) => path
-                .iter()
-                .rev()
-                .find(|e| e.step == k)
-                .map(|e| (st.seq_of(e), false)),
+                .filter(|n| n.step == k)
+                .last()
+                .map(|n| (st.seq_of(n), false)),
+            SkipRule::ToLast(k) => path.find(|n| n.step == k).map(|n| (st.seq_of(n), false)),
         }
     }
 
@@ -1291,50 +1677,58 @@ impl Nfa {
                     .map(|i| i as u8)
             })
             .collect();
-        let map_path = |path: &mut Vec<Entry>| -> bool {
-            let mut last = 0u8;
-            for e in path.iter_mut() {
-                match step_map.get(e.step as usize).copied().flatten() {
-                    Some(s) if s >= last => {
-                        e.step = s;
-                        last = s;
-                    }
-                    _ => return false,
-                }
+        let mapped = |step: u8| step_map.get(step as usize).copied().flatten();
+        // The path's steps, mapped, must still be in order: read backwards,
+        // never increasing. Returns the mapped step of its last event.
+        let path_ok = |st: &KeyState<E>, tail: u32| -> Option<Option<u8>> {
+            let mut last: Option<u8> = None;
+            let mut after = u8::MAX;
+            for n in st.walk(tail) {
+                let s = mapped(n.step).filter(|&s| s <= after)?;
+                last.get_or_insert(s);
+                after = s;
             }
-            true
+            Some(last)
         };
         let mut dropped = 0u64;
-        let mut gone: Vec<Vec<Entry>> = Vec::new();
+        let mut gone: Vec<u32> = Vec::new();
         let mut partials = mem::take(&mut st.partials);
         partials.retain_mut(|p| {
             let ok = self
                 .map_state(from, p.state, &step_map)
                 .is_some_and(|(s, step)| {
                     p.state = s;
-                    map_path(&mut p.path) && p.path.last().is_none_or(|e| e.step <= step)
+                    path_ok(&st, p.tail).is_some_and(|last| last.is_none_or(|l| l <= step))
                 });
             if !ok {
                 dropped += 1;
-                gone.push(mem::take(&mut p.path));
+                gone.push(p.tail);
             }
             ok
         });
         st.partials = partials;
         let mut completed = mem::take(&mut st.completed);
-        completed.retain_mut(|c| {
-            let ok = map_path(&mut c.path);
+        completed.retain(|c| {
+            let ok = path_ok(&st, c.tail).is_some();
             if !ok {
                 dropped += 1;
-                gone.push(mem::take(&mut c.path));
+                gone.push(c.tail);
             }
             ok
         });
         st.completed = completed;
-        for path in gone {
-            st.release(&path);
+        for tail in gone {
+            st.release(tail);
+        }
+        // Every node still held belongs to a path that carried over, so
+        // each has a new step (nodes are shared: map each once).
+        for n in st.nodes.iter_mut().filter(|n| n.refs > 0) {
+            if let Some(s) = mapped(n.step) {
+                n.step = s;
+            }
         }
         st.compact();
+        self.refresh_deadline(&mut st);
         (st, dropped)
     }
 
@@ -1368,9 +1762,40 @@ mod sizes {
     /// The figures quoted in the module docs.
     #[test]
     fn memory_figures_in_the_docs_hold() {
-        assert_eq!(mem::size_of::<Partial>(), 56);
-        assert_eq!(mem::size_of::<Entry>(), 8);
-        assert_eq!(mem::size_of::<Done>(), 48);
+        assert_eq!(mem::size_of::<Partial>(), 32);
+        assert_eq!(mem::size_of::<Node>(), 16);
+        assert_eq!(mem::size_of::<Done>(), 32);
         assert_eq!(mem::size_of::<Slot<std::sync::Arc<String>>>(), 32);
+    }
+
+    /// A condition's bit-mask form agrees with the tree on every input.
+    #[test]
+    fn tests_agree_with_conditions() {
+        let mut rng = crate::test_rng::Rng::new(7);
+        fn random_cond(rng: &mut crate::test_rng::Rng, depth: u32) -> Cond {
+            match if depth == 0 {
+                rng.below(4)
+            } else {
+                rng.below(7)
+            } {
+                0 => Cond::True,
+                1 => Cond::False,
+                2 => Cond::Step(rng.below(3) as u8),
+                3 => Cond::Until(rng.below(3) as u8),
+                4 => Cond::not(random_cond(rng, depth - 1)),
+                5 => Cond::and(random_cond(rng, depth - 1), random_cond(rng, depth - 1)),
+                _ => Cond::or(random_cond(rng, depth - 1), random_cond(rng, depth - 1)),
+            }
+        }
+        for _ in 0..2_000 {
+            let c = random_cond(&mut rng, 4);
+            let t = Test::new(&c);
+            for steps in 0..8 {
+                for until in 0..8 {
+                    let b = Bits { steps, until };
+                    assert_eq!(t.holds(b), c.eval(b), "{c:?} at {b:?}");
+                }
+            }
+        }
     }
 }
