@@ -11,7 +11,7 @@
 //! version that fails on probation back to the last known good one.
 //!
 //! ```no_run
-//! # fn demo(registry: &eddy::plugin::Registry, events: &[eddy::event::Event]) -> Result<(), eddy::plugin::PluginError> {
+//! # fn demo(registry: &std::sync::Arc<eddy::plugin::Registry>, events: &[eddy::event::Event]) -> Result<(), eddy::plugin::PluginError> {
 //! use eddy::plugin::pattern::PatternContext;
 //! for (name, hash) in registry.patterns() {
 //!     let context = PatternContext::new(registry, &name);
