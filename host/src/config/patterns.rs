@@ -92,20 +92,7 @@ impl Validator<'_> {
         time: &EngineTime,
     ) -> Result<PatternConfig, ConfigError> {
         let at = |key: &str| format!("patterns[{i}].{key}");
-        if p.name.is_empty()
-            || !p
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        {
-            return Err(self.invalid(
-                at("name"),
-                format!(
-                    "`{}` is not a pattern name: use letters, digits, `_`, `-` and `.` (it becomes the channel patterns/<name> and a URL path segment)",
-                    p.name
-                ),
-            ));
-        }
+        self.channel_name(&at("name"), &p.name, "pattern")?;
         if p.steps.is_empty() {
             return Err(self.invalid(
                 at("steps"),

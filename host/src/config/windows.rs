@@ -122,6 +122,29 @@ impl Validator<'_> {
         }
     }
 
+    /// A window's or pattern's name: it becomes the channel `<what>s/<name>`
+    /// and a URL path segment.
+    pub(super) fn channel_name(
+        &self,
+        key: &str,
+        name: &str,
+        what: &str,
+    ) -> Result<(), ConfigError> {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(self.invalid(
+                key,
+                format!(
+                    "`{name}` is not a {what} name: use letters, digits, `_`, `-` and `.` (it becomes the channel {what}s/<name> and a URL path segment)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The `[time]` section: the engine's event-time settings.
     pub(super) fn time(&self, raw: &RawTime) -> Result<EngineTime, ConfigError> {
         let d = EngineTime::default();
@@ -190,20 +213,7 @@ impl Validator<'_> {
         time: &EngineTime,
     ) -> Result<WindowConfig, ConfigError> {
         let at = |key: &str| format!("windows[{i}].{key}");
-        if w.name.is_empty()
-            || !w
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        {
-            return Err(self.invalid(
-                at("name"),
-                format!(
-                    "`{}` is not a window name: use letters, digits, `_`, `-` and `.` (it becomes the channel windows/<name> and a URL path segment)",
-                    w.name
-                ),
-            ));
-        }
+        self.channel_name(&at("name"), &w.name, "window")?;
         let forbid = |key: &str, present: bool, kind: &str| {
             if present {
                 Err(self.invalid(at(key), format!("is not used by {kind} windows")))
