@@ -22,7 +22,7 @@ use serde_json::{Value as Json, json};
 use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineOptions, Input, Sink};
+use crate::engine::{Engine, EngineOptions, EngineState, Input, Sink};
 use crate::plugin::Registry;
 use crate::plugin::clock::VirtualClock;
 use crate::wal::{
@@ -67,7 +67,8 @@ pub struct CheckpointReport {
     pub wal_seq: u64,
     /// When it was written (Unix milliseconds).
     pub at_ms: i64,
-    /// How long writing it took (milliseconds), the snapshot excluded.
+    /// How long writing it took (milliseconds), taking and encoding the
+    /// state excluded.
     pub duration_ms: u64,
     /// Its size in bytes.
     pub bytes: u64,
@@ -81,6 +82,9 @@ struct StatusInner {
     last_checkpoint: Option<CheckpointReport>,
     checkpoints: u64,
     checkpoint_errors: u64,
+    /// How long taking each checkpoint's state held the engine thread
+    /// (microseconds; encoding and writing happen on another thread).
+    capture: Option<Histogram>,
     recovery: Option<RecoveryReport>,
 }
 
@@ -117,6 +121,9 @@ impl WalStatus {
                 "checkpoints": s.checkpoints,
                 "checkpoint_errors": s.checkpoint_errors,
                 "last_checkpoint": s.last_checkpoint,
+                "checkpoint_capture_us": histogram_json(
+                    s.capture.as_ref().unwrap_or(&Histogram::latency_us())
+                ),
                 "recovery": s.recovery,
             })
         })
@@ -235,7 +242,7 @@ impl WalStatus {
                 "eddy_wal_sync_seconds",
                 "fdatasync latency of the log.",
                 &commit.sync_latency_us,
-                1e-6,
+                1e6,
             );
             histogram_text(
                 &mut out,
@@ -243,6 +250,13 @@ impl WalStatus {
                 "Records answered per sync (group commit).",
                 &commit.group_records,
                 1.0,
+            );
+            histogram_text(
+                &mut out,
+                "eddy_checkpoint_capture_seconds",
+                "How long taking a checkpoint's state held the engine thread (ingest waits meanwhile).",
+                s.capture.as_ref().unwrap_or(&Histogram::latency_us()),
+                1e6,
             );
             out
         })
@@ -261,7 +275,9 @@ fn histogram_json(h: &Histogram) -> Json {
     })
 }
 
-fn histogram_text(out: &mut String, name: &str, help: &str, h: &Histogram, scale: f64) {
+/// `h` in Prometheus text, its values divided by `per_unit` (1e6 for
+/// microseconds shown as seconds).
+fn histogram_text(out: &mut String, name: &str, help: &str, h: &Histogram, per_unit: f64) {
     use std::fmt::Write;
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     let mut cumulative = 0;
@@ -270,11 +286,11 @@ fn histogram_text(out: &mut String, name: &str, help: &str, h: &Histogram, scale
         let le = if *b == u64::MAX {
             "+Inf".to_owned()
         } else {
-            format!("{}", *b as f64 * scale)
+            format!("{}", *b as f64 / per_unit)
         };
         let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
     }
-    let _ = writeln!(out, "{name}_sum {}", h.sum as f64 * scale);
+    let _ = writeln!(out, "{name}_sum {}", h.sum as f64 / per_unit);
     let _ = writeln!(out, "{name}_count {}", h.count);
 }
 
@@ -562,7 +578,7 @@ pub struct Wal {
     gc: Arc<GroupCommit>,
     store: Arc<CheckpointStore>,
     status: Arc<WalStatus>,
-    checkpoints: Option<std::sync::mpsc::SyncSender<(u64, Vec<u8>)>>,
+    checkpoints: Option<std::sync::mpsc::SyncSender<(u64, Box<EngineState>)>>,
     thread: Option<JoinHandle<()>>,
     busy: Arc<AtomicBool>,
     interval: Duration,
@@ -578,7 +594,7 @@ impl Wal {
     ) -> anyhow::Result<Wal> {
         // One checkpoint waits at most: the engine skips an interval rather
         // than piling snapshots up behind a slow disk.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Box<EngineState>)>(1);
         let busy = Arc::new(AtomicBool::new(false));
         let thread = {
             let (gc, store, status, busy) =
@@ -589,7 +605,9 @@ impl Wal {
                     refresh(&gc, &status);
                     loop {
                         match rx.recv_timeout(STATUS_EVERY) {
-                            Ok((seq, snapshot)) => {
+                            Ok((seq, state)) => {
+                                let snapshot = state.to_bytes();
+                                drop(state);
                                 write_checkpoint(&store, Some(&gc), &status, seq, &snapshot);
                                 busy.store(false, Ordering::Release);
                             }
@@ -624,13 +642,19 @@ impl Wal {
         self.last.elapsed() >= self.interval && !self.busy.load(Ordering::Acquire)
     }
 
-    /// Hand a snapshot covering the log up to `seq` to the checkpoint
-    /// thread.
-    pub fn checkpoint(&mut self, seq: u64, snapshot: Vec<u8>) {
+    /// Hand the engine's state, covering the log up to `seq`, to the
+    /// checkpoint thread, which encodes and writes it. `capture` is how
+    /// long taking it held the engine thread (shown on `/metrics`).
+    pub fn checkpoint(&mut self, seq: u64, state: EngineState, capture: Duration) {
         self.last = Instant::now();
+        self.status.with(|s| {
+            s.capture
+                .get_or_insert_with(Histogram::latency_us)
+                .record(capture.as_micros() as u64)
+        });
         if let Some(tx) = &self.checkpoints {
             self.busy.store(true, Ordering::Release);
-            if tx.try_send((seq, snapshot)).is_err() {
+            if tx.try_send((seq, Box::new(state))).is_err() {
                 self.busy.store(false, Ordering::Release);
             }
         }

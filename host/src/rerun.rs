@@ -21,10 +21,11 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::engine::input::FileLine;
 use crate::engine::{Emitted, Engine, EngineOptions, Input, Sink};
 use crate::plugin::clock::VirtualClock;
 use crate::plugin::{PluginEngine, Registry};
-use crate::wal::{Log, StdFs, WalFs};
+use crate::wal::{Log, StdFs, WalConfig, WalFs};
 
 /// Options of `eddy replay`.
 #[derive(Debug, Clone, clap::Args)]
@@ -67,6 +68,55 @@ pub struct ReplaySummary {
     pub skipped: u64,
     /// The first sequence number the log still holds.
     pub first_seq: u64,
+}
+
+/// What the log at `data_dir` held between `from` and `to` (wall time,
+/// Unix ms; `to` exclusive), as an event file would say it: each batch
+/// as a `$wall` line at its arrival time followed by its events (with the
+/// ids and timestamps the server gave them), each tick as a `$wall` line.
+/// Positions are log sequence numbers. This is what `eddy plugin test
+/// --from-log` and `eddy plugin diff --from-log` feed a plugin: the
+/// traffic a live server really saw. The log is read from a copy, as
+/// `eddy replay` reads it.
+pub fn logged_lines(data_dir: &Path, from: i64, to: i64) -> anyhow::Result<Vec<FileLine>> {
+    let scratch = tempfile::tempdir().context("creating a scratch folder")?;
+    copy_segments(&data_dir.join(crate::durability::WAL_DIR), scratch.path())?;
+    let fs: Arc<dyn WalFs> = Arc::new(StdFs);
+    let (log, _) = Log::open(fs, scratch.path(), WalConfig::default().log_options())?;
+    let mut lines = Vec::new();
+    let mut reader = log.read_from(1);
+    for item in reader.by_ref() {
+        let (seq, payload) = item?;
+        let input = std::str::from_utf8(&payload)
+            .map_err(anyhow::Error::from)
+            .and_then(Input::from_line);
+        let input = match input {
+            Ok(input) => input,
+            Err(e) => {
+                tracing::warn!(seq, error = %format!("{e:#}"), "a log record is not an engine input; skipped");
+                continue;
+            }
+        };
+        let (wall, events) = match input {
+            Input::Batch(b) => (b.wall_ms, b.events),
+            Input::Tick { wall_ms, .. } => (Some(wall_ms), Vec::new()),
+            Input::Plugin(_) | Input::Reconfigure(_) | Input::Finish => continue,
+        };
+        match wall {
+            Some(w) if w >= to => break,
+            Some(w) if w < from => continue,
+            Some(w) => lines.push(FileLine::Wall(seq, w)),
+            None => {}
+        }
+        lines.extend(events.into_iter().map(|e| FileLine::Event(seq, e)));
+    }
+    if reader.corrupt_skipped() > 0 {
+        tracing::warn!(
+            records = reader.corrupt_skipped(),
+            "damaged log records skipped"
+        );
+    }
+    Ok(lines)
 }
 
 /// Parse `--from` / `--to`.

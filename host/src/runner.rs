@@ -923,8 +923,9 @@ impl Driver {
         if let Some(w) = &mut self.wal
             && w.checkpoint_due()
         {
-            let snapshot = self.engine.snapshot();
-            w.checkpoint(self.wal_seq, snapshot);
+            let started = Instant::now();
+            let state = self.engine.capture();
+            w.checkpoint(self.wal_seq, state, started.elapsed());
         }
     }
 

@@ -2,19 +2,39 @@
 //! and exit status. The work is done by the sibling modules.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::compare::{self, Comparison};
 use super::replay::{self, Outputs, Replay, ReplayOptions};
 use super::{DevError, build, scaffold};
+use crate::engine::input::FileLine;
 
 /// Options shared by `plugin test` and `plugin diff`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["events", "from_log"])))]
 pub struct RunOptions {
     /// Recorded input events (NDJSON).
-    #[arg(long)]
-    pub events: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "from_log",
+        conflicts_with = "from_log"
+    )]
+    pub events: Option<PathBuf>,
+    /// Instead of --events: the traffic a server logged, read from the
+    /// write-ahead log in this data directory (a copy of it; the server may
+    /// be running): every batch with its arrival time, ids and timestamps.
+    #[arg(long, value_name = "DATA_DIR")]
+    pub from_log: Option<PathBuf>,
+    /// With --from-log: the first arrival time to take (RFC 3339, Unix
+    /// milliseconds, or a duration ago such as 10m). Default: the start of
+    /// the log.
+    #[arg(long, requires = "from_log")]
+    pub from: Option<String>,
+    /// With --from-log: the arrival time to stop at (exclusive), in the
+    /// same forms. Default: the end of the log.
+    #[arg(long, requires = "from_log")]
+    pub to: Option<String>,
     /// The plugin's configuration: a TOML table as a stage's
     /// `[stages.config]` (or a `.json` object). Default: `{}`.
     #[arg(long, short)]
@@ -101,6 +121,23 @@ pub fn build(opts: &build::BuildOptions) -> Result<(), DevError> {
     Ok(())
 }
 
+/// The input of `--from-log`: the logged traffic in `--from`..`--to`.
+fn logged_input(data_dir: &Path, run: &RunOptions) -> Result<Vec<FileLine>, DevError> {
+    let now = crate::ingest::now_ms();
+    let time = |flag: &str, text: &Option<String>, default: i64| match text {
+        Some(t) => {
+            crate::rerun::parse_time(t, now).map_err(|e| DevError::Usage(format!("{flag}: {e:#}")))
+        }
+        None => Ok(default),
+    };
+    let from = time("--from", &run.from, i64::MIN)?;
+    let to = time("--to", &run.to, i64::MAX)?;
+    crate::rerun::logged_lines(data_dir, from, to).map_err(|e| DevError::Log {
+        path: data_dir.to_path_buf(),
+        message: format!("{e:#}"),
+    })
+}
+
 /// Replay the events of `run` through `wasm` (or the pipeline); returns the
 /// outputs and the number of input events.
 fn replay(wasm: Option<&PathBuf>, run: &RunOptions) -> Result<(Outputs, usize), DevError> {
@@ -108,7 +145,15 @@ fn replay(wasm: Option<&PathBuf>, run: &RunOptions) -> Result<(Outputs, usize), 
         deadline: Duration::from_millis(run.deadline_ms.max(1)),
         batch_size: run.batch_size.map(|n| n.max(1)),
     };
-    let input = replay::read_input(&run.events)?;
+    let input = match (&run.events, &run.from_log) {
+        (Some(events), _) => replay::read_input(events)?,
+        (None, Some(data_dir)) => logged_input(data_dir, run)?,
+        (None, None) => {
+            return Err(DevError::Usage(
+                "give the input: --events FILE or --from-log DATA_DIR".into(),
+            ));
+        }
+    };
     let mut replay = match (&run.pipeline, wasm) {
         (Some(pipeline), wasm) => {
             let stem = wasm

@@ -172,6 +172,17 @@ pub enum DevError {
     /// A stage could not start (its plugin rejected its configuration...).
     #[error(transparent)]
     Pipeline(#[from] crate::pipeline::PipelineError),
+    /// The command line is incomplete or contradictory.
+    #[error("{0}")]
+    Usage(String),
+    /// `--from-log`: the write-ahead log could not be read.
+    #[error("cannot read the write-ahead log in {path}: {message}")]
+    Log {
+        /// The data directory.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
     /// The WebAssembly engine could not start.
     #[error("cannot start the WebAssembly engine: {0}")]
     Engine(String),

@@ -40,6 +40,7 @@ pub mod time;
 
 pub use input::{Batch, Input, PluginChange, Reconfigure, VersionChange};
 pub use output::{Emitted, Sequencer, Sink};
+pub use state::EngineState;
 
 use crate::config::Config;
 use crate::event::Event;
@@ -510,6 +511,12 @@ impl Engine {
     /// [`state`]). Taken between inputs, it is exactly what a restored
     /// engine needs to continue as this one would.
     pub fn snapshot(&self) -> Vec<u8> {
+        self.capture().to_bytes()
+    }
+
+    /// The engine's state, not yet encoded: what a checkpoint takes on the
+    /// engine thread (the encoding, the larger part, is done on another).
+    pub fn capture(&self) -> EngineState {
         state::EngineState {
             counters: self.counters,
             positions: self.positions.clone(),
@@ -522,7 +529,6 @@ impl Engine {
             patterns: self.patterns.snapshot(),
             dedup: self.dedup.clone(),
         }
-        .to_bytes()
     }
 
     /// An engine for `config` continuing from `snapshot`. Every plugin

@@ -67,6 +67,11 @@ const LATENCY_BOUNDS_US: &[u64] = &[
 const GROUP_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, u64::MAX];
 
 impl Histogram {
+    /// Empty, with latency buckets in microseconds (50 µs to 128 ms).
+    pub fn latency_us() -> Histogram {
+        Histogram::new(LATENCY_BOUNDS_US)
+    }
+
     fn new(bounds: &'static [u64]) -> Histogram {
         Histogram {
             bounds,

@@ -255,9 +255,9 @@ pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 10_000;
 /// Default `dedup_horizon_ms`: 10 minutes, longer than any client's retry
 /// loop (`eddy send --retry-for-s` defaults to far less).
 pub const DEFAULT_DEDUP_HORIZON_MS: u64 = 10 * 60 * 1000;
-/// Default `dedup_max_ids`: one million ids, about 100 MB at most (an id
-/// of up to ~64 bytes plus its bookkeeping), 1,600 events/s over the
-/// default horizon.
+/// Default `dedup_max_ids`: one million ids, about 50 MB at most (each
+/// kept as a 128-bit hash with its arrival time and a lookup entry), 1,600
+/// events/s over the default horizon.
 pub const DEFAULT_DEDUP_MAX_IDS: u64 = 1_000_000;
 
 /// The `[wal]` section of eddy.toml (validated by `config`, which builds

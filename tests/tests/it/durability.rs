@@ -773,3 +773,104 @@ async fn replayed_events_keep_their_sequence_numbers_and_new_ones_continue() {
     let next: Vec<u64> = after[40..].iter().map(|(s, _)| *s).collect();
     assert_eq!(next, (last + 1..=last + 20).collect::<Vec<_>>());
 }
+
+/// `plugin test` and `plugin diff` take the traffic a live server logged
+/// (`--from-log`), with its ids and an arrival-time range, while the
+/// server keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_test_and_diff_take_their_input_from_the_log() {
+    let sb = Sandbox::new();
+    let cfg = config(&sb, "");
+    let server = serve(&sb, &cfg);
+    let base = now_ms() - 60_000;
+    let mut after_first = 0;
+    for b in 0..3u64 {
+        let lines: Vec<String> = (0..50)
+            .map(|j| line(&format!("l{b}-{j}"), j, base + (b * 50 + j) as i64))
+            .collect();
+        post_ok(&server, &lines).await;
+        if b == 0 {
+            // Arrival times are the server's wall clock, in milliseconds.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            after_first = now_ms();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let data = sb.path().join("data");
+    let plugin = eddy_tests::plugins::PASS_THROUGH;
+    let run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(eddy_tests::eddy_bin());
+        cmd.args(args).current_dir(sb.path());
+        eddy_tests::run_with_timeout(cmd, WAIT)
+    };
+    let ids = |out: &std::process::Output| -> Vec<String> {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).expect("an event per line");
+                v["id"].as_str().expect("id").to_owned()
+            })
+            .collect()
+    };
+    let data_arg = data.to_str().unwrap();
+    let all = ids(&tokio::task::block_in_place(|| {
+        run(&["plugin", "test", plugin, "--from-log", data_arg])
+    }));
+    let expected: Vec<String> = (0..3)
+        .flat_map(|b| (0..50).map(move |j| format!("l{b}-{j}")))
+        .collect();
+    assert_eq!(
+        all, expected,
+        "every logged event, in log order, with its id"
+    );
+    let from = after_first.to_string();
+    let later = ids(&tokio::task::block_in_place(|| {
+        run(&[
+            "plugin",
+            "test",
+            plugin,
+            "--from-log",
+            data_arg,
+            "--from",
+            &from,
+        ])
+    }));
+    assert_eq!(later, expected[50..], "only what arrived after --from");
+
+    let diff = tokio::task::block_in_place(|| {
+        run(&[
+            "plugin",
+            "diff",
+            plugin,
+            plugin,
+            "--from-log",
+            data_arg,
+            "--json",
+        ])
+    });
+    assert!(
+        diff.status.success(),
+        "the same plugin twice differs in nothing: {}\n{}",
+        String::from_utf8_lossy(&diff.stdout),
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    let report: Value = serde_json::from_slice(&diff.stdout).expect("diff --json");
+    assert_eq!(report["events_in"], 150, "{report}");
+
+    // Neither an input nor both: a usage error naming the flags.
+    let none = tokio::task::block_in_place(|| run(&["plugin", "test", plugin]));
+    assert!(!none.status.success());
+    let stderr = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        stderr.contains("--events") && stderr.contains("--from-log"),
+        "{stderr}"
+    );
+    // The server kept running and ingesting.
+    post_ok(&server, &[line("after", 1, now_ms() - 1_000)]).await;
+    assert_eq!(totals(&server).await.0, 151);
+}
