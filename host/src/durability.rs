@@ -606,8 +606,7 @@ impl Wal {
                     loop {
                         match rx.recv_timeout(STATUS_EVERY) {
                             Ok((seq, state)) => {
-                                let snapshot = state.to_bytes();
-                                drop(state);
+                                let snapshot = state.into_bytes();
                                 write_checkpoint(&store, Some(&gc), &status, seq, &snapshot);
                                 busy.store(false, Ordering::Release);
                             }

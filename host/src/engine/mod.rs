@@ -511,7 +511,7 @@ impl Engine {
     /// [`state`]). Taken between inputs, it is exactly what a restored
     /// engine needs to continue as this one would.
     pub fn snapshot(&self) -> Vec<u8> {
-        self.capture().to_bytes()
+        self.capture().into_bytes()
     }
 
     /// The engine's state, not yet encoded: what a checkpoint takes on the

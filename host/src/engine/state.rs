@@ -38,9 +38,10 @@ pub struct EngineState {
 
 impl EngineState {
     /// Encode in the envelope.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub fn into_bytes(mut self) -> Vec<u8> {
+        self.windows.canonicalize();
         // Encoding plain data into a Vec cannot fail.
-        seal(&postcard::to_allocvec(self).unwrap_or_default())
+        seal(&postcard::to_allocvec(&self).unwrap_or_default())
     }
 
     /// Decode from the envelope.

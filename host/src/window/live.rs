@@ -19,7 +19,7 @@ use compact_str::CompactString;
 use serde_json::{Value as Json, json};
 
 use super::groups::OVERFLOW;
-use super::snapshot::{LiveState, string_key_group};
+use super::snapshot::LiveState;
 use super::state::KeyGroupSet;
 use super::users::{Entry, Users};
 use crate::engine::time::{Admit, BatchTime, EventTime};
@@ -293,21 +293,19 @@ impl LiveViews {
 impl LiveViews {
     /// Everything the live views hold.
     pub fn snapshot(&self) -> LiveState {
-        let mut users: Vec<_> = self
+        // Copied as they lie; key groups and the canonical order are
+        // filled in by `LiveState::canonicalize` when the state is encoded
+        // (off the engine thread).
+        let users: Vec<_> = self
             .users
             .iter()
-            .map(|(id, seen, url)| (string_key_group(id), id.clone(), seen, url.cloned()))
+            .map(|(id, seen, url)| (0, id.clone(), seen, url.cloned()))
             .collect();
-        users.sort();
         let pages = self
             .pages
             .iter()
             .map(|(bucket, counts)| {
-                let mut v: Vec<_> = counts
-                    .iter()
-                    .map(|(url, n)| (string_key_group(url), url.clone(), *n))
-                    .collect();
-                v.sort();
+                let v: Vec<_> = counts.iter().map(|(url, n)| (0, url.clone(), *n)).collect();
                 (*bucket, v)
             })
             .collect();

@@ -73,10 +73,37 @@ pub struct LiveState {
     pub(super) max_ts: Option<i64>,
     pub(super) users_untracked: u64,
     pub(super) pruned_at: i64,
-    /// `(key group, distinct_id, last seen, current URL)`, sorted.
+    /// `(key group, distinct_id, last seen, current URL)`, sorted once
+    /// [`LiveState::canonicalize`]d.
     pub(super) users: Vec<(u16, CompactString, i64, Option<CompactString>)>,
-    /// Per one-second bucket: `(key group, URL, views)`, sorted.
+    /// Per one-second bucket: `(key group, URL, views)`, sorted once
+    /// canonicalized.
     pub(super) pages: Vec<(i64, Vec<PageCount>)>,
+}
+
+impl LiveState {
+    /// Fill in the key groups and sort: the form that is encoded, so equal
+    /// states encode to equal bytes. Done when encoding, not when the
+    /// engine thread takes the state.
+    pub(super) fn canonicalize(&mut self) {
+        for u in &mut self.users {
+            u.0 = string_key_group(&u.1);
+        }
+        self.users.sort();
+        for (_, counts) in &mut self.pages {
+            for c in counts.iter_mut() {
+                c.0 = string_key_group(&c.1);
+            }
+            counts.sort();
+        }
+    }
+}
+
+impl WindowsState {
+    /// See [`LiveState::canonicalize`].
+    pub fn canonicalize(&mut self) {
+        self.live.canonicalize();
+    }
 }
 
 /// `(key group, URL, views)` of one page in one top-pages bucket.
