@@ -67,7 +67,8 @@ pub struct PipeOptions {
     #[arg(long)]
     pub no_watch: bool,
     /// Write the configuration's results here — window results, pattern
-    /// matches and timeouts, and the events they reported late — one
+    /// matches and timeouts, alert transitions (channel `alerts`), and the
+    /// events windows and patterns reported late — one
     /// `{"channel", "data"}` object per line. At the end of input every open
     /// window fires and every pattern's timers run. (`--windows` is the old
     /// name.)
@@ -236,7 +237,7 @@ impl Files {
                     f.write_all(line.as_bytes())?;
                 }
             }
-            Emitted::Window { .. } | Emitted::Pattern { .. } => {
+            Emitted::Window { .. } | Emitted::Pattern { .. } | Emitted::Alert { .. } => {
                 if let Some(f) = self.results.as_mut() {
                     let channel = out.channel(&self.window_names);
                     for (_, data) in out.messages() {

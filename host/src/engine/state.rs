@@ -34,6 +34,7 @@ pub struct EngineState {
     pub(super) windows: WindowsState,
     pub(super) patterns: crate::pattern::PatternsState,
     pub(super) dedup: super::dedup::Dedup,
+    pub(super) alerts: super::alerts::AlertsState,
 }
 
 impl EngineState {
@@ -53,7 +54,7 @@ impl EngineState {
 /// The envelope's first bytes.
 pub const MAGIC: &[u8; 8] = b"EDDYSNAP";
 /// The body's format version: bump it when [`EngineState`] changes shape.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Why a snapshot cannot be read or restored.
 #[derive(Debug, thiserror::Error)]
