@@ -161,6 +161,10 @@ pub struct Summary {
     pub pattern_results: u64,
     /// Per-pattern reports (counters, partial matches held at the end).
     pub patterns: Vec<crate::pattern::PatternReport>,
+    /// Alert state transitions published.
+    pub alert_transitions: u64,
+    /// Per-rule reports (instances held at the end, refused, transitions).
+    pub alerts: Vec<crate::engine::alerts::RuleReport>,
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`).
@@ -660,6 +664,8 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
         plugins: setup.registry.status(),
         pattern_results: counters.pattern_results,
         patterns: engine.patterns().reports(),
+        alert_transitions: counters.alert_transitions,
+        alerts: engine.alerts().reports(),
     };
     summary.failed_batches = summary.stages.iter().map(|s| s.stats.failed_batches).sum();
     if let Some(e) = read_error {
