@@ -53,7 +53,13 @@ fn event(minute: i64, second: i64, service: &str, error: bool) -> String {
 /// Input where each `(service, minutes)` pair reports an error in each
 /// listed minute and an ok otherwise, for minutes `0..minutes`; services
 /// that are `None` in a minute do not report.
-fn input(minutes: i64, plan: &[(&str, &dyn Fn(i64) -> Option<bool>)]) -> String {
+/// When a service reports in minute `m`: `Some(error)`, or `None`.
+type Reports<'a> = &'a dyn Fn(i64) -> Option<bool>;
+
+/// A transition as the tests compare them: `(state, service, at - T0)`.
+type Transition = (String, String, i64);
+
+fn input(minutes: i64, plan: &[(&str, Reports<'_>)]) -> String {
     let mut lines = Vec::new();
     for m in 0..minutes {
         for (i, (service, f)) in plan.iter().enumerate() {
@@ -66,7 +72,7 @@ fn input(minutes: i64, plan: &[(&str, &dyn Fn(i64) -> Option<bool>)]) -> String 
 }
 
 /// `(state, service label or key, at - T0)` of every alert transition.
-fn transitions(results: &str) -> Vec<(String, String, i64)> {
+fn transitions(results: &str) -> Vec<Transition> {
     results
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -87,7 +93,7 @@ fn transitions(results: &str) -> Vec<(String, String, i64)> {
         .collect()
 }
 
-fn t(state: &str, service: &str, at: i64) -> (String, String, i64) {
+fn t(state: &str, service: &str, at: i64) -> Transition {
     (state.to_owned(), service.to_owned(), at)
 }
 
@@ -236,7 +242,7 @@ fn each_no_data_mode() {
             ("b", &|_| Some(false)),
         ],
     );
-    let cases: [(&str, &str, Vec<(String, String, i64)>); 5] = [
+    let cases: [(&str, &str, Vec<Transition>); 5] = [
         // Cleared: the firing alert resolves.
         (
             "no_data = \"ok\"",
@@ -279,8 +285,7 @@ fn each_no_data_mode() {
             let last: Value = results
                 .lines()
                 .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                .filter(|v| v["channel"] == "alerts")
-                .last()
+                .rfind(|v| v["channel"] == "alerts")
                 .unwrap();
             assert_eq!(last["data"]["labels"]["alertstate"], "nodata");
         }
