@@ -67,7 +67,8 @@ pub struct PipeOptions {
     #[arg(long)]
     pub no_watch: bool,
     /// Write the configuration's results here — window results, pattern
-    /// matches and timeouts, and the events they reported late — one
+    /// matches and timeouts, alert transitions (channel `alerts`), and the
+    /// events windows and patterns reported late — one
     /// `{"channel", "data"}` object per line. At the end of input every open
     /// window fires and every pattern's timers run. (`--windows` is the old
     /// name.)
@@ -160,6 +161,10 @@ pub struct Summary {
     pub pattern_results: u64,
     /// Per-pattern reports (counters, partial matches held at the end).
     pub patterns: Vec<crate::pattern::PatternReport>,
+    /// Alert state transitions published.
+    pub alert_transitions: u64,
+    /// Per-rule reports (instances held at the end, refused, transitions).
+    pub alerts: Vec<crate::engine::alerts::RuleReport>,
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`).
@@ -236,7 +241,7 @@ impl Files {
                     f.write_all(line.as_bytes())?;
                 }
             }
-            Emitted::Window { .. } | Emitted::Pattern { .. } => {
+            Emitted::Window { .. } | Emitted::Pattern { .. } | Emitted::Alert { .. } => {
                 if let Some(f) = self.results.as_mut() {
                     let channel = out.channel(&self.window_names);
                     for (_, data) in out.messages() {
@@ -659,6 +664,8 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
         plugins: setup.registry.status(),
         pattern_results: counters.pattern_results,
         patterns: engine.patterns().reports(),
+        alert_transitions: counters.alert_transitions,
+        alerts: engine.alerts().reports(),
     };
     summary.failed_batches = summary.stages.iter().map(|s| s.stats.failed_batches).sum();
     if let Some(e) = read_error {

@@ -248,6 +248,19 @@ pub enum Query {
         /// Most results.
         limit: usize,
     },
+    /// Pending and firing alerts now, and every rule's counters.
+    Alerts,
+    /// Alert transitions kept, filtered.
+    AlertHistory {
+        /// Earliest transition time (event time, ms).
+        from: Option<i64>,
+        /// Latest transition time.
+        to: Option<i64>,
+        /// Only this state.
+        state: Option<crate::alert::AlertState>,
+        /// The newest this many.
+        limit: usize,
+    },
 }
 
 /// The engine's answer to a [`Query`].
@@ -417,6 +430,10 @@ pub struct HubSink {
     windows: Vec<Publisher>,
     /// `patterns/<name>` by pattern name; patterns come and go at run time.
     patterns: BTreeMap<String, Publisher>,
+    alerts: Publisher,
+    /// Where alert transitions are delivered (set once recovery is over, so
+    /// replayed transitions are not notified again).
+    notifiers: Option<Arc<crate::alert::notify::Notifiers>>,
 }
 
 impl HubSink {
@@ -432,6 +449,8 @@ impl HubSink {
             dead_letters: reg(crate::engine::output::DEAD_LETTERS),
             plugins: reg(crate::engine::output::PLUGINS),
             late: reg(crate::engine::output::LATE),
+            alerts: reg(crate::engine::output::ALERTS),
+            notifiers: None,
             windows: engine
                 .window_names()
                 .iter()
@@ -440,6 +459,19 @@ impl HubSink {
         };
         sink.sync_patterns(engine);
         sink
+    }
+
+    /// Deliver alert transitions to `notifiers` from now on, starting with
+    /// every alert `engine` holds (after a restart or recovery: firing
+    /// alerts are re-sent, which Alertmanager takes as the refresh it is;
+    /// resolved ones still retained re-send their resolution).
+    pub fn set_notifiers(
+        &mut self,
+        notifiers: Arc<crate::alert::notify::Notifiers>,
+        engine: &Engine,
+    ) {
+        notifiers.notify(&engine.alerts().all());
+        self.notifiers = Some(notifiers);
     }
 
     /// Register the channel of every pattern the engine runs now (a
@@ -486,6 +518,16 @@ impl Sink for HubSink {
                 let json = serde_json::to_value(&notice).unwrap_or_default();
                 self.plugins
                     .publish_batch_at(seq, std::iter::once(Payload::Json(json)));
+            }
+            Emitted::Alert { seq, event } => {
+                self.alerts
+                    .publish_batch_at(seq, std::iter::once(Payload::Json(event.to_json())));
+                metrics::counter!("eddy_alert_transitions_total",
+                    "alertname" => event.rule.clone(), "state" => event.state_name())
+                .increment(1);
+                if let Some(n) = &self.notifiers {
+                    n.notify(std::slice::from_ref(&event));
+                }
             }
             Emitted::Pattern { seq, output } => {
                 let publisher = match &output {
@@ -1037,6 +1079,26 @@ impl Driver {
             Query::Patterns => Answer::Json(Some(
                 serde_json::to_value(self.engine.patterns().reports()).unwrap_or_default(),
             )),
+            Query::Alerts => {
+                let a = self.engine.alerts();
+                Answer::Json(Some(serde_json::json!({
+                    "alerts": a.active().iter().map(crate::alert::AlertEvent::to_json).collect::<Vec<_>>(),
+                    "rules": a.reports(),
+                })))
+            }
+            Query::AlertHistory {
+                from,
+                to,
+                state,
+                limit,
+            } => Answer::Json(Some(Json::Array(
+                self.engine
+                    .alerts()
+                    .history(*from, *to, *state, *limit)
+                    .iter()
+                    .map(crate::alert::AlertEvent::to_json)
+                    .collect(),
+            ))),
             Query::PatternMatches {
                 pattern,
                 matched,

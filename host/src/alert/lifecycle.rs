@@ -133,7 +133,7 @@ pub struct Sample {
 }
 
 /// An alert's state as reported in an [`AlertEvent`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
     /// The condition holds, `for` has not elapsed yet.
@@ -174,6 +174,51 @@ pub struct AlertEvent {
     pub starts_at: i64,
     /// Alertmanager's `endsAt` when known: the resolution time.
     pub ends_at: Option<i64>,
+}
+
+impl AlertEvent {
+    /// When the transition happened (event time, ms): the resolution, the
+    /// firing, the no-data start, or the time the condition began holding.
+    pub fn at(&self) -> i64 {
+        match self.state {
+            AlertState::Pending => self.active_at,
+            AlertState::Firing => self.fired_at.unwrap_or(self.starts_at),
+            AlertState::Resolved => self.resolved_at.unwrap_or(self.starts_at),
+            AlertState::NoData => self.starts_at,
+        }
+    }
+
+    /// The state's name as published (`pending`, `firing`, `resolved`,
+    /// `nodata`).
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+            AlertState::NoData => "nodata",
+        }
+    }
+
+    /// The published form, on the `alerts` channel, in `eddy pipe`'s
+    /// results and REST: `{"alertname", "state", "fingerprint", "labels",
+    /// "annotations", "value", "at", "activeAt", "startsAt", "endsAt"}`;
+    /// `at` is the transition's event time in milliseconds, the others are
+    /// RFC 3339 as Alertmanager writes them (`endsAt` null until resolved).
+    pub fn to_json(&self) -> serde_json::Value {
+        use super::notify::rfc3339;
+        serde_json::json!({
+            "alertname": self.rule,
+            "state": self.state_name(),
+            "fingerprint": self.fingerprint,
+            "labels": self.labels,
+            "annotations": self.annotations,
+            "value": self.value,
+            "at": self.at(),
+            "activeAt": rfc3339(self.active_at),
+            "startsAt": rfc3339(self.starts_at),
+            "endsAt": self.ends_at.map(rfc3339),
+        })
+    }
 }
 
 /// Alertmanager's label-set fingerprint: FNV-1a 64 over the label names and
@@ -304,6 +349,30 @@ impl RuleState {
                 self.with_sample(spec, at_ms, fp, labels, value, active, out);
             }
         }
+    }
+
+    /// The rule is going away (removed or replaced by a configuration
+    /// reload) at event time `at_ms`: every firing instance resolves (its
+    /// resolution is reported, so receivers learn it ended), pending ones
+    /// are dropped, and the state is emptied.
+    pub fn resolve_all(&mut self, spec: &RuleSpec, at_ms: i64, out: &mut Vec<AlertEvent>) {
+        for (fp, inst) in std::mem::take(&mut self.instances) {
+            if matches!(inst.state, AlertState::Firing | AlertState::NoData) {
+                let mut inst = inst;
+                inst.state = AlertState::Resolved;
+                inst.resolved_at = Some(at_ms);
+                out.push(inst.event(spec, &fp));
+            }
+        }
+    }
+
+    /// Instances in state pending or firing (or no data), as they stand.
+    pub fn active(&self, spec: &RuleSpec) -> Vec<AlertEvent> {
+        self.instances
+            .iter()
+            .filter(|(_, i)| i.state != AlertState::Resolved)
+            .map(|(fp, inst)| inst.event(spec, fp))
+            .collect()
     }
 
     #[allow(clippy::too_many_arguments)]

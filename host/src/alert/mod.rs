@@ -30,7 +30,10 @@
 
 pub mod lifecycle;
 pub mod notify;
-
+pub mod rules;
 pub mod template;
 
 pub use lifecycle::{AlertEvent, AlertState, NoDataMode, RuleSpec, RuleState, Sample, fingerprint};
+pub use rules::{
+    DeclaredRule, Evaluation, Evaluator, Op, PluginEvaluator, RuleValue, Watch, Watched,
+};

@@ -25,6 +25,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod alerts;
 mod interpolate;
 mod patterns;
 #[cfg(test)]
@@ -126,6 +127,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `[wal]`: the write-ahead log, checkpoints and deduplication.
     pub wal: crate::wal::WalConfig,
+    /// `[[alerts]]`: declared alert rules, in order.
+    pub alerts: Vec<crate::alert::DeclaredRule>,
+    /// `[notify]`: where alerts are delivered (`eddy serve` only).
+    pub notify: crate::alert::notify::NotifyConfig,
 }
 
 /// `[pipeline]` settings.

@@ -168,6 +168,10 @@ pub(super) struct RawConfig {
     data_dir: Option<String>,
     #[serde(default)]
     wal: super::wal::RawWal,
+    #[serde(default)]
+    alerts: Vec<super::alerts::RawAlert>,
+    #[serde(default)]
+    notify: super::alerts::RawNotify,
 }
 
 #[derive(Debug, Deserialize)]
@@ -625,6 +629,8 @@ impl RawConfig {
                 .unwrap_or_else(|| super::DEFAULT_DATA_DIR.to_owned()),
         };
         let wal = v.wal(&self.wal)?;
+        let alerts = v.alerts(self.alerts, &windows, &patterns)?;
+        let notify = v.notify(self.notify)?;
 
         Ok(Config {
             plugins_dir: PathBuf::from(plugins_dir),
@@ -641,6 +647,8 @@ impl RawConfig {
             patterns,
             data_dir: PathBuf::from(data_dir),
             wal,
+            alerts,
+            notify,
         })
     }
 }

@@ -362,7 +362,9 @@ impl Replay {
                                 .push(serde_json::json!({"channel": channel, "data": data}));
                         }
                     }
-                    Emitted::Plugin { .. } => {}
+                    // Alert transitions are `eddy pipe`'s and serve's; plugin
+                    // tests compare what plugins change.
+                    Emitted::Plugin { .. } | Emitted::Alert { .. } => {}
                 }
             }
         }

@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub mod alerts;
 mod dedup;
 pub mod input;
 pub mod output;
@@ -95,6 +96,8 @@ pub struct Counters {
     pub pattern_late: u64,
     /// Events dropped as duplicates (an id seen within the dedup horizon).
     pub duplicates: u64,
+    /// Alert state transitions published.
+    pub alert_transitions: u64,
 }
 
 /// The core. See the module documentation.
@@ -118,6 +121,8 @@ pub struct Engine {
     registry: Arc<Registry>,
     /// Event ids seen recently (off unless a driver turns it on).
     dedup: dedup::Dedup,
+    /// Alert rules over the windows' and patterns' results.
+    alerts: alerts::Alerts,
 }
 
 impl Engine {
@@ -170,6 +175,7 @@ impl Engine {
             config: config.clone(),
             registry,
             dedup: dedup::Dedup::default(),
+            alerts: alerts::Alerts::new(config),
         })
     }
 
@@ -182,6 +188,7 @@ impl Engine {
         let mut patterns_out = Vec::new();
         let mut ordered: Vec<Operated> = Vec::new();
         let mut produced = Produced::default();
+        let mut alert_events = Vec::new();
         match input {
             Input::Batch(b) => {
                 let mut windows_tagged = Vec::new();
@@ -223,7 +230,7 @@ impl Engine {
                 notices.extend(change.notice);
             }
             Input::Reconfigure(r) => {
-                let outcome = self.reconfigure(&r.config, &mut notices);
+                let outcome = self.reconfigure(&r.config, &mut notices, &mut alert_events);
                 self.last_reconfigure = Some(outcome);
             }
             Input::Finish => {
@@ -258,6 +265,7 @@ impl Engine {
                         window::Output::Result(_) => self.counters.window_results += 1,
                         window::Output::Late(_) => self.counters.late_events += 1,
                     }
+                    self.alerts.observe_window(&output);
                     let seq = self.seq.window(&output);
                     sink.emit(Emitted::Window { seq, output });
                 }
@@ -266,10 +274,22 @@ impl Engine {
                         PatternOutput::Result(_) => self.counters.pattern_results += 1,
                         PatternOutput::Late { .. } => self.counters.pattern_late += 1,
                     }
+                    self.alerts.observe_pattern(&output);
                     let seq = self.seq.pattern(&output);
                     sink.emit(Emitted::Pattern { seq, output });
                 }
             }
+        }
+        // Alert rules run after the windows and patterns, on their results
+        // of this input.
+        self.alerts
+            .evaluate(self.time.event_now(), &mut alert_events);
+        for event in alert_events {
+            self.counters.alert_transitions += 1;
+            sink.emit(Emitted::Alert {
+                seq: self.seq.alert(),
+                event,
+            });
         }
         for notice in notices {
             sink.emit(Emitted::Plugin {
@@ -321,6 +341,7 @@ impl Engine {
         &mut self,
         config: &Config,
         notices: &mut Vec<Notice>,
+        alert_events: &mut Vec<crate::alert::AlertEvent>,
     ) -> Result<Vec<String>, String> {
         use crate::pattern::Conditions;
         use crate::plugin::registry::NoticeKind;
@@ -388,6 +409,11 @@ impl Engine {
             notices.push(notice(format!("pattern:{}", p.name), detail.clone()));
             changes.push(detail);
         }
+        for detail in self.alerts.reconfigure(config, alert_events) {
+            notices.push(notice("alerts".into(), detail.clone()));
+            changes.push(detail);
+        }
+        self.config.alerts = config.alerts.clone();
         Ok(changes)
     }
 
@@ -459,6 +485,16 @@ impl Engine {
         &self.patterns
     }
 
+    /// The alert rules (read-only: REST queries, metrics).
+    pub fn alerts(&self) -> &alerts::Alerts {
+        &self.alerts
+    }
+
+    /// The alert rules, for adding plugin rules (`crate::plugin::alert`).
+    pub fn alerts_mut(&mut self) -> &mut alerts::Alerts {
+        &mut self.alerts
+    }
+
     /// The event-time service.
     pub fn time(&self) -> &EventTime {
         &self.time
@@ -528,6 +564,7 @@ impl Engine {
             windows: self.windows.snapshot(),
             patterns: self.patterns.snapshot(),
             dedup: self.dedup.clone(),
+            alerts: self.alerts.snapshot(),
         }
     }
 
@@ -569,6 +606,7 @@ impl Engine {
         engine.counters = saved.counters;
         engine.positions = saved.positions;
         engine.dedup = saved.dedup;
+        engine.alerts.restore(saved.alerts);
         Ok(engine)
     }
 }

@@ -22,6 +22,8 @@ pub const DEAD_LETTERS: &str = "dead-letters";
 pub const PLUGINS: &str = "plugins";
 /// The channel of events windows could not take.
 pub const LATE: &str = window::LATE_CHANNEL;
+/// The channel of alert state transitions.
+pub const ALERTS: &str = "alerts";
 
 /// One output, numbered.
 #[derive(Debug, Clone)]
@@ -62,6 +64,13 @@ pub enum Emitted {
         /// The output.
         output: PatternOutput,
     },
+    /// An alert's state transition, on `alerts`.
+    Alert {
+        /// Its seq.
+        seq: u64,
+        /// The transition.
+        event: crate::alert::AlertEvent,
+    },
 }
 
 impl Emitted {
@@ -72,6 +81,7 @@ impl Emitted {
             Emitted::Events { .. } => EVENTS.to_owned(),
             Emitted::DeadLetters { .. } => DEAD_LETTERS.to_owned(),
             Emitted::Plugin { .. } => PLUGINS.to_owned(),
+            Emitted::Alert { .. } => ALERTS.to_owned(),
             Emitted::Pattern { output, .. } => match output {
                 PatternOutput::Result(r) => crate::pattern::channel_name(&r.pattern),
                 PatternOutput::Late { .. } => LATE.to_owned(),
@@ -98,6 +108,7 @@ impl Emitted {
                 .collect(),
             Emitted::Window { seq, output } => vec![(*seq, output.to_json())],
             Emitted::Pattern { seq, output } => vec![(*seq, output.to_json())],
+            Emitted::Alert { seq, event } => vec![(*seq, event.to_json())],
             Emitted::Plugin { seq, notice } => {
                 vec![(*seq, serde_json::to_value(notice).unwrap_or_default())]
             }
@@ -130,6 +141,7 @@ pub struct Sequencer {
     dead_letters: u64,
     plugins: u64,
     late: u64,
+    alerts: u64,
     /// Per window, in configuration order.
     windows: Vec<u64>,
     /// Per pattern, by name (patterns come and go at run time).
@@ -148,6 +160,7 @@ impl Sequencer {
             dead_letters: before_first,
             plugins: before_first,
             late: before_first,
+            alerts: before_first,
             windows: vec![before_first; windows],
             patterns: std::collections::BTreeMap::new(),
             before_first,
@@ -192,6 +205,11 @@ impl Sequencer {
         Self::take(&mut self.plugins, 1)
     }
 
+    /// The seq of an alert transition.
+    pub fn alert(&mut self) -> u64 {
+        Self::take(&mut self.alerts, 1)
+    }
+
     /// The seq of a window output.
     pub fn window(&mut self, output: &window::Output) -> u64 {
         match output.stream() {
@@ -234,6 +252,7 @@ impl Sequencer {
             (DEAD_LETTERS.to_owned(), self.dead_letters),
             (PLUGINS.to_owned(), self.plugins),
             (LATE.to_owned(), self.late),
+            (ALERTS.to_owned(), self.alerts),
         ];
         heads.extend(
             windows

@@ -34,6 +34,7 @@ pub struct EngineState {
     pub(super) windows: WindowsState,
     pub(super) patterns: crate::pattern::PatternsState,
     pub(super) dedup: super::dedup::Dedup,
+    pub(super) alerts: super::alerts::AlertsState,
 }
 
 impl EngineState {

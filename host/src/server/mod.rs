@@ -25,6 +25,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
+mod alerts;
 mod auth;
 mod error;
 mod ingest;
@@ -96,6 +97,8 @@ pub struct AppState {
     pub config_path: Option<PathBuf>,
     /// The write-ahead log's figures (`None`: `[wal] enabled = false`).
     pub wal: Option<Arc<crate::durability::WalStatus>>,
+    /// The alert notifiers of `[notify]` (`None`: no target configured).
+    pub notifiers: Option<Arc<crate::alert::notify::Notifiers>>,
 }
 
 /// The router: every route eddy serves.
@@ -125,6 +128,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/windows/{name}/history", get(windows::history))
         .route("/v1/patterns", get(patterns::list))
         .route("/v1/patterns/{name}/matches", get(patterns::matches))
+        .route("/v1/alerts", get(alerts::list))
+        .route("/v1/alerts/history", get(alerts::history))
         .route("/v1/live/users", get(windows::live_users))
         .route("/v1/live/pages", get(windows::live_pages))
         .route("/metrics", get(rest::metrics))
@@ -159,6 +164,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/windows/{name}/history"),
     ("get", "/v1/patterns"),
     ("get", "/v1/patterns/{name}/matches"),
+    ("get", "/v1/alerts"),
+    ("get", "/v1/alerts/history"),
     ("get", "/v1/live/users"),
     ("get", "/v1/live/pages"),
     ("get", "/metrics"),
@@ -256,7 +263,7 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
     let wal_status = opened
         .as_ref()
         .map(|_| Arc::new(crate::durability::WalStatus::default()));
-    let (engine, sink, wal, wal_seq) = match (opened, fresh, &wal_status) {
+    let (engine, mut sink, wal, wal_seq) = match (opened, fresh, &wal_status) {
         (Some(o), _, Some(status)) => {
             // Replayed inputs publish on the hub, so sequence numbers
             // continue and subscribers resuming with `since` catch up.
@@ -271,6 +278,23 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
             (engine, sink, None, 0)
         }
         _ => anyhow::bail!("no engine was started (a bug)"),
+    };
+    // Notifiers start after recovery: the transitions a replay re-publishes
+    // are not notified again; what the engine holds is sent once instead.
+    let notify = &config.notify;
+    let notifiers = if notify.alertmanagers.is_empty() && notify.webhooks.is_empty() {
+        None
+    } else {
+        let n = crate::alert::notify::Notifiers::spawn(notify, &tokio::runtime::Handle::current())
+            .context("starting the alert notifiers ([notify])")?;
+        let n = Arc::new(n);
+        sink.set_notifiers(n.clone(), &engine);
+        tracing::info!(
+            alertmanagers = notify.alertmanagers.len(),
+            webhooks = notify.webhooks.len(),
+            "alert notifiers started"
+        );
+        Some(n)
     };
     let _watcher = plugin_watch::watch(registry.clone(), config.runtime.reload_debounce)
         .with_context(|| format!("watching {}", config.plugins_dir.display()))?;
@@ -314,6 +338,7 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
         ingest_bytes: Arc::new(AtomicU64::new(0)),
         config_path: options.config_path.clone(),
         wal: wal_status,
+        notifiers,
     };
     reload::spawn_sighup(state.clone());
     tokio::spawn(rest::publish_stats(

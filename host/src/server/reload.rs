@@ -3,9 +3,10 @@
 //! The file `eddy serve` was started with is read again and validated; an
 //! invalid file changes nothing and the answer (400) names the file and the
 //! key. A valid one goes to the engine as an input, applied between
-//! batches: its stages and declared patterns take effect (unchanged ones
-//! keep their state; a changed pattern keeps the partial matches whose
-//! steps still exist). Other sections need a restart, and the answer says
+//! batches: its stages, declared patterns and alert rules take effect
+//! (unchanged ones keep their state; a changed pattern keeps the partial
+//! matches whose steps still exist; a changed alert rule keeps its
+//! instances unless what it watches or its labels changed). Other sections need a restart, and the answer says
 //! which differ.
 
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ fn needs_restart(running: &Config, new: &Config) -> Vec<&'static str> {
     check("time", running.time != new.time);
     check("windows", running.windows != new.windows);
     check("live", running.live != new.live);
+    check("notify", running.notify != new.notify);
     v
 }
 

@@ -328,6 +328,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(w) = &state.wal {
         text.push_str(&w.prometheus());
     }
+    text.push_str(&super::alerts::prometheus(&state).await);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

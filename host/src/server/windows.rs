@@ -42,7 +42,7 @@ pub(super) fn limit(q: &HashMap<String, String>, default: usize) -> Result<usize
 }
 
 /// A time bound: milliseconds since the epoch, or RFC 3339.
-fn time(q: &HashMap<String, String>, key: &str) -> Result<Option<i64>, ApiError> {
+pub(super) fn time(q: &HashMap<String, String>, key: &str) -> Result<Option<i64>, ApiError> {
     let Some(v) = q.get(key) else { return Ok(None) };
     if let Ok(ms) = v.parse::<i64>() {
         return Ok(Some(ms));

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 /// The whole exchange, Alertmanager's start included, fits in this.
 const BUDGET: Duration = Duration::from_secs(50);
 
-fn alertmanager_binary() -> PathBuf {
+pub(crate) fn alertmanager_binary() -> PathBuf {
     let on_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join("prometheus-alertmanager"))
@@ -39,13 +39,13 @@ fn alertmanager_binary() -> PathBuf {
 }
 
 /// A child process killed when the test ends, however it ends.
-struct Running {
+pub(crate) struct Running {
     child: Child,
     log: PathBuf,
 }
 
 impl Running {
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -57,7 +57,7 @@ impl Drop for Running {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -95,7 +95,7 @@ fn rfc3339_ms(text: &str) -> i64 {
 }
 
 /// The webhook receiver: every body posted to `/hook`, in order.
-async fn receiver() -> (String, mpsc::UnboundedReceiver<Value>) {
+pub(crate) async fn receiver() -> (String, mpsc::UnboundedReceiver<Value>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let app = axum::Router::new().route(
         "/hook",
@@ -113,7 +113,7 @@ async fn receiver() -> (String, mpsc::UnboundedReceiver<Value>) {
     (url, rx)
 }
 
-fn start_alertmanager(dir: &std::path::Path, hook: &str) -> (Running, String) {
+pub(crate) fn start_alertmanager(dir: &std::path::Path, hook: &str) -> (Running, String) {
     let config = dir.join("alertmanager.yml");
     std::fs::write(
         &config,
@@ -141,7 +141,7 @@ fn start_alertmanager(dir: &std::path::Path, hook: &str) -> (Running, String) {
     (Running { child, log }, format!("http://127.0.0.1:{port}"))
 }
 
-async fn wait_ready(am: &mut Running, url: &str) {
+pub(crate) async fn wait_ready(am: &mut Running, url: &str) {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -163,7 +163,7 @@ async fn wait_ready(am: &mut Running, url: &str) {
 }
 
 /// The next webhook notification whose `status` is `status`.
-async fn next_with_status(
+pub(crate) async fn next_with_status(
     rx: &mut mpsc::UnboundedReceiver<Value>,
     status: &str,
     am: &Running,

@@ -16,7 +16,7 @@ use super::{DeliveryConfig, NotifyError, duration_text, rfc3339, wall_ms};
 use crate::alert::{AlertEvent, AlertState};
 
 /// Where and how to send alerts to an Alertmanager.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AlertmanagerConfig {
     /// The Alertmanager's base URL (`http://host:9093`); alerts go to

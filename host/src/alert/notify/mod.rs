@@ -40,7 +40,7 @@ use super::AlertEvent;
 
 /// Settings every notification target shares: outbox bound, retries,
 /// timeouts, authentication.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeliveryConfig {
     /// Messages waiting for delivery, at most; past it the oldest is dropped
@@ -77,7 +77,7 @@ impl Default for DeliveryConfig {
 
 /// Every notification target of a deployment, as a config section would
 /// declare them (`[[alertmanagers]]`, `[[webhooks]]`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NotifyConfig {
     /// Alertmanagers, each sent every alert.
@@ -182,7 +182,7 @@ mod duration_text {
 
 /// An RFC 3339 time (UTC, milliseconds) for epoch milliseconds, as
 /// Alertmanager's API and webhooks write them.
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

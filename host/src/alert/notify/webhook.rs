@@ -19,7 +19,7 @@ use crate::alert::{AlertEvent, AlertState};
 const NO_END: &str = "0001-01-01T00:00:00Z";
 
 /// Where and how to post webhook notifications.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookConfig {
     /// The URL posted to.

@@ -1,0 +1,204 @@
+//! REST views of the alerts — `GET /v1/alerts` (pending and firing now) and
+//! `GET /v1/alerts/history` (recent transitions) — and their part of
+//! `/metrics`: Prometheus's own `ALERTS{alertname, alertstate, …}` gauge,
+//! per-rule instance and refusal counts, and per-target notifier figures.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use axum::extract::{Query, State};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::Access;
+use super::error::ApiError;
+use super::windows::{ask, json, limit, respond, time};
+use crate::alert::AlertState;
+use crate::runner::Query as EngineQuery;
+
+type Params = Query<HashMap<String, String>>;
+
+/// Default `limit` of the history.
+const DEFAULT_LIMIT: usize = 1_000;
+
+/// `GET /v1/alerts`: pending, firing (and no-data) alerts now, and every
+/// rule's counters.
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Params,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let result = async {
+        state.keys.check_request(Access::Read, &headers, &q)?;
+        let answer = ask(&state, EngineQuery::Alerts).await?;
+        Ok(json(&answer).unwrap_or_else(|| json!({"alerts": [], "rules": []})))
+    };
+    respond(result.await)
+}
+
+/// `GET /v1/alerts/history?from&to&state&limit`: kept transitions whose
+/// event time is within `[from, to]` (ms since the epoch or RFC 3339) and
+/// whose state is `state` (pending, firing, resolved, nodata), oldest first.
+pub async fn history(
+    State(state): State<AppState>,
+    Query(q): Params,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let result = async {
+        state.keys.check_request(Access::Read, &headers, &q)?;
+        let from = time(&q, "from")?;
+        let to = time(&q, "to")?;
+        if let (Some(f), Some(t)) = (from, to)
+            && f > t
+        {
+            return Err(ApiError::bad_request(
+                "bad_time",
+                format!("`from` ({f}) is after `to` ({t})"),
+            ));
+        }
+        let wanted = match q.get("state").map(String::as_str) {
+            None | Some("") => None,
+            Some("pending") => Some(AlertState::Pending),
+            Some("firing") => Some(AlertState::Firing),
+            Some("resolved") => Some(AlertState::Resolved),
+            Some("nodata") => Some(AlertState::NoData),
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    "bad_state",
+                    format!("`state` must be pending, firing, resolved or nodata, not `{other}`"),
+                ));
+            }
+        };
+        let limit = limit(&q, DEFAULT_LIMIT)?;
+        let answer = ask(
+            &state,
+            EngineQuery::AlertHistory {
+                from,
+                to,
+                state: wanted,
+                limit,
+            },
+        )
+        .await?;
+        Ok(json!({ "transitions": json(&answer).unwrap_or_else(|| json!([])) }))
+    };
+    respond(result.await)
+}
+
+/// A Prometheus label value, escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The alerts' part of `/metrics` (empty if the engine is busy).
+pub async fn prometheus(state: &AppState) -> String {
+    let mut text = String::new();
+    if let Ok(answer) = ask(state, EngineQuery::Alerts).await
+        && let Some(doc) = json(&answer)
+    {
+        render_alerts(&doc, &mut text);
+    }
+    if let Some(n) = &state.notifiers {
+        let targets = state
+            .config
+            .notify
+            .alertmanagers
+            .iter()
+            .map(|c| ("alertmanager", c.url.as_str()))
+            .chain(
+                state
+                    .config
+                    .notify
+                    .webhooks
+                    .iter()
+                    .map(|c| ("webhook", c.url.as_str())),
+            );
+        text.push_str("# HELP eddy_alert_notifier_messages Messages per notification target since start, by outcome (queued: waiting now).\n");
+        text.push_str("# TYPE eddy_alert_notifier_messages gauge\n");
+        for ((kind, url), s) in targets.zip(n.stats()) {
+            for (outcome, v) in [
+                ("sent", s.sent),
+                ("failed", s.failed),
+                ("dropped", s.dropped),
+                ("retried", s.retried),
+                ("queued", s.queued),
+            ] {
+                let _ = writeln!(
+                    text,
+                    "eddy_alert_notifier_messages{{kind=\"{kind}\",url=\"{}\",outcome=\"{outcome}\"}} {v}",
+                    escape(url)
+                );
+            }
+        }
+    }
+    text
+}
+
+fn render_alerts(doc: &Value, text: &mut String) {
+    text.push_str("# HELP ALERTS Pending and firing alerts, as Prometheus exports them.\n");
+    text.push_str("# TYPE ALERTS gauge\n");
+    for a in doc["alerts"].as_array().into_iter().flatten() {
+        let state = a["state"].as_str().unwrap_or("");
+        let mut labels = format!(
+            "alertname=\"{}\",alertstate=\"{}\"",
+            escape(a["alertname"].as_str().unwrap_or("")),
+            state
+        );
+        for (k, v) in a["labels"].as_object().into_iter().flatten() {
+            if k == "alertname" || k == "alertstate" {
+                continue;
+            }
+            let _ = write!(labels, ",{k}=\"{}\"", escape(v.as_str().unwrap_or("")));
+        }
+        let _ = writeln!(text, "ALERTS{{{labels}}} 1");
+    }
+    let rules: Vec<&Value> = doc["rules"].as_array().into_iter().flatten().collect();
+    for (name, help, field, kind) in [
+        (
+            "eddy_alert_instances",
+            "Alert instances a rule holds (pending, firing, resolved kept for re-sending).",
+            "instances",
+            "gauge",
+        ),
+        (
+            "eddy_alert_instances_refused_total",
+            "New alert label sets refused because the rule was at max_instances.",
+            "refused",
+            "counter",
+        ),
+    ] {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for r in &rules {
+            let _ = writeln!(
+                text,
+                "{name}{{alertname=\"{}\"}} {}",
+                escape(r["name"].as_str().unwrap_or("")),
+                r[field].as_u64().unwrap_or(0)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_render_as_prometheus_does() {
+        let doc = json!({
+            "alerts": [{"alertname": "HighErrorRate", "state": "firing",
+                        "labels": {"alertname": "HighErrorRate", "service": "a\"b", "severity": "critical"}}],
+            "rules": [{"name": "HighErrorRate", "instances": 1, "refused": 3}],
+        });
+        let mut text = String::new();
+        render_alerts(&doc, &mut text);
+        assert!(text.contains(
+            "ALERTS{alertname=\"HighErrorRate\",alertstate=\"firing\",service=\"a\\\"b\",severity=\"critical\"} 1"
+        ), "{text}");
+        assert!(text.contains("eddy_alert_instances_refused_total{alertname=\"HighErrorRate\"} 3"));
+    }
+}
