@@ -321,7 +321,12 @@ fn burn_rate_fires_when_the_long_and_the_short_window_both_burn_too_fast() {
         ),
     ];
     let out = plugin.evaluate(AlertInput::Windows(&batch), hour).unwrap();
-    assert_eq!(active(&out), [("checkout".to_owned(), 20.0)], "{out:?}");
+    // 2 % errors over a 0.1 % budget is 20x, 3 % is 30x: the smaller is
+    // the value.
+    let fired = active(&out);
+    assert_eq!(fired.len(), 1, "{out:?}");
+    assert_eq!(fired[0].0, "checkout");
+    assert!((fired[0].1 - 20.0).abs() < 1e-9, "{out:?}");
     assert_eq!(out[0].severity.as_deref(), Some("critical"));
     assert!(out[0].annotations["summary"].contains("req_5m"), "{out:?}");
     // The short window recovers: the alert clears at once, though the long
