@@ -60,6 +60,15 @@ use crate::window::result::WindowResult;
 /// times over, while a runaway loop cannot flood the lifecycle.
 pub const MAX_EVALUATIONS_PER_CALL: usize = 100_000;
 
+/// Most window results or pattern results handed to the plugin in one
+/// `evaluate` call; a longer run is split. Each call runs under the
+/// deadline (`runtime.deadline`, 100 ms by default), and the z-score
+/// example spends several microseconds per result (its baseline read and
+/// written through the host store, an annotation formatted), so 10,000
+/// groups in one call would not fit: `benches/alert_plugins.rs` measures
+/// it.
+pub const MAX_RESULTS_PER_CALL: usize = 1_000;
+
 /// What an alert plugin watches (`watches` in `wit/alert.wit`): results of
 /// these windows and matches of these patterns, by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -461,7 +470,8 @@ impl AlertPlugin {
 
     /// Evaluate `input`: the results of windows (or patterns) the plugin
     /// watches, one plugin call per run of consecutive results of the same
-    /// window (or pattern); results of anything it does not watch are
+    /// window (or pattern), split into calls of at most
+    /// [`MAX_RESULTS_PER_CALL`]; results of anything it does not watch are
     /// skipped. `now_ms` is engine time (what quarantine backoff is
     /// measured in). Returns every call's evaluations in order; the first
     /// failing call fails the whole input, and no call's state writes are
@@ -478,8 +488,10 @@ impl AlertPlugin {
                     if !self.watches.window(run[0].window()) {
                         continue;
                     }
-                    if let Some(wit) = window_results(run) {
-                        out.extend(self.call(now_ms, &awit::Input::Windows(wit))?);
+                    for chunk in run.chunks(MAX_RESULTS_PER_CALL) {
+                        if let Some(wit) = window_results(chunk) {
+                            out.extend(self.call(now_ms, &awit::Input::Windows(wit))?);
+                        }
                     }
                 }
             }
@@ -488,8 +500,10 @@ impl AlertPlugin {
                     if !self.watches.pattern(&run[0].pattern) {
                         continue;
                     }
-                    let wit = pattern_matches(&mut self.encoder, run);
-                    out.extend(self.call(now_ms, &awit::Input::Matches(wit))?);
+                    for chunk in run.chunks(MAX_RESULTS_PER_CALL) {
+                        let wit = pattern_matches(&mut self.encoder, chunk);
+                        out.extend(self.call(now_ms, &awit::Input::Matches(wit))?);
+                    }
                 }
             }
         }
@@ -585,5 +599,56 @@ impl AlertPlugin {
                 .min(ms(cfg.quarantine_backoff_max));
             self.notice(NoticeKind::Quarantined, detail);
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_names_follow_prometheus() {
+        for good in ["service", "_x", "a1_B"] {
+            assert!(valid_label_name(good), "{good}");
+        }
+        for bad in ["", "1a", "a-b", "a.b", "é"] {
+            assert!(!valid_label_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn evaluations_with_bad_labels_or_values_are_refused_by_index() {
+        let e = |labels: Vec<(&str, &str)>, value: f64| awit::Evaluation {
+            labels: labels
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            value,
+            active: true,
+            severity: None,
+            annotations: Vec::new(),
+        };
+        let ok = Evaluation::try_from((0, e(vec![("service", "a")], 1.5))).unwrap();
+        assert_eq!(ok.labels["service"], "a");
+        for (bad, needle) in [
+            (e(vec![("a-b", "x")], 1.0), "`a-b`"),
+            (e(vec![("a", "x"), ("a", "y")], 1.0), "twice"),
+            (e(vec![], f64::NAN), "finite"),
+        ] {
+            let err = Evaluation::try_from((3, bad)).unwrap_err().to_string();
+            assert!(
+                err.contains("evaluation 3") && err.contains(needle),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn runs_split_by_name_in_order() {
+        let items = ["a", "a", "b", "a"];
+        let runs = runs(&items, |s| s);
+        assert_eq!(runs, [&["a", "a"][..], &["b"][..], &["a"][..]]);
+        assert!(super::runs::<&str>(&[], |s| s).is_empty());
     }
 }
