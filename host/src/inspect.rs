@@ -22,6 +22,7 @@ const EDDY_PACKAGE: &str = "eddy:plugin";
 const WORLDS: &[(&str, &[&str])] = &[
     ("processor", &["plugin", "processing"]),
     ("pattern", &["plugin", "matching"]),
+    ("alert", &["plugin", "alerting"]),
 ];
 
 /// Name used for the plugin's host-side state while `describe()` runs, when

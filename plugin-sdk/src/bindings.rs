@@ -14,3 +14,6 @@ wit_bindgen::generate!({
 
 /// The `pattern` world, generated in a crate of its own (see there why).
 pub use eddy_plugin_sdk_pattern_bindings as pattern;
+
+/// The `alert` world, generated in a crate of its own (see there why).
+pub use eddy_plugin_sdk_alert_bindings as alert;

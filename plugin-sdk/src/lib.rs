@@ -47,6 +47,10 @@
 //! built with [`pattern::Pattern`] and exported with [`pattern!`]; see
 //! [`pattern`].
 //!
+//! Alert plugins (alert rules whose condition needs code: an anomaly
+//! against a baseline, a burn rate) implement [`alert::AlertPlugin`] and
+//! are exported with [`alert!`]; see [`alert`].
+//!
 //! State that must outlive an instance (instances are thrown away after a
 //! trap and replaced on hot swap) goes through [`state`]; logs through
 //! [`log`]; custom metrics through [`metrics`].
@@ -54,6 +58,7 @@
 // Lets generated code name this crate by its public path from inside it.
 extern crate self as eddy_plugin_sdk;
 
+pub mod alert;
 #[doc(hidden)]
 pub mod bindings;
 mod event;

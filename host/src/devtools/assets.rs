@@ -8,6 +8,7 @@ use super::{DevError, io_err};
 
 /// The WIT contract (`wit/`), file by file.
 pub const WIT: &[(&str, &str)] = &[
+    ("alert.wit", include_str!("../../../wit/alert.wit")),
     ("log.wit", include_str!("../../../wit/log.wit")),
     ("metrics.wit", include_str!("../../../wit/metrics.wit")),
     ("pattern.wit", include_str!("../../../wit/pattern.wit")),

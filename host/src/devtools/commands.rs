@@ -106,11 +106,17 @@ pub fn new(opts: &scaffold::NewOptions) -> Result<(), DevError> {
     );
     println!("next:");
     println!("  cd {shown}");
-    println!("  eddy plugin build");
-    println!(
-        "  eddy plugin test target/{}.wasm --events tests/events.ndjson --expect tests/expected.ndjson --config plugin.toml",
-        opts.name
-    );
+    if opts.kind == super::Kind::Processor {
+        println!("  eddy plugin build");
+        println!(
+            "  eddy plugin test target/{}.wasm --events tests/events.ndjson --expect tests/expected.ndjson --config plugin.toml",
+            opts.name
+        );
+    } else {
+        // Pattern and alert projects have no event fixtures; the world is
+        // named for Python and JavaScript builds.
+        println!("  eddy plugin build --kind {}", opts.kind.world());
+    }
     Ok(())
 }
 

@@ -69,6 +69,8 @@ pub enum Kind {
     Processor,
     /// The `pattern` world: a sequence pattern whose conditions need code.
     Pattern,
+    /// The `alert` world: alert rules whose condition needs code.
+    Alert,
 }
 
 impl Kind {
@@ -77,6 +79,7 @@ impl Kind {
         match self {
             Kind::Processor => "processor",
             Kind::Pattern => "pattern",
+            Kind::Alert => "alert",
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `eddy plugin new NAME --lang rust|python|js [--kind processor]`: a plugin
+//! `eddy plugin new NAME --lang rust|python|js [--kind processor|pattern|alert]`: a plugin
 //! project that builds, with a README, an example test and the contract
 //! wired in.
 //!
@@ -35,6 +35,10 @@ const README: (&str, &str) = ("README.md", include_str!("templates/common/README
 const PATTERN_README: (&str, &str) = (
     "README.md",
     include_str!("templates/common/PATTERN_README.md"),
+);
+const ALERT_README: (&str, &str) = (
+    "README.md",
+    include_str!("templates/common/ALERT_README.md"),
 );
 
 /// Every template.
@@ -112,6 +116,42 @@ pub const TEMPLATES: &[Template] = &[
             (".gitignore", "/target\n"),
             JS_SDK,
             PATTERN_README,
+        ],
+    },
+    Template {
+        lang: Lang::Rust,
+        kind: Kind::Alert,
+        files: &[
+            (
+                "Cargo.toml",
+                include_str!("templates/rust-alert/Cargo.toml"),
+            ),
+            (
+                "src/lib.rs",
+                include_str!("templates/rust-alert/src/lib.rs"),
+            ),
+            (".gitignore", "/target\n"),
+            ALERT_README,
+        ],
+    },
+    Template {
+        lang: Lang::Python,
+        kind: Kind::Alert,
+        files: &[
+            ("app.py", include_str!("templates/python-alert/app.py")),
+            (".gitignore", "/target\n__pycache__/\n"),
+            PYTHON_SDK,
+            ALERT_README,
+        ],
+    },
+    Template {
+        lang: Lang::Js,
+        kind: Kind::Alert,
+        files: &[
+            ("app.js", include_str!("templates/js-alert/app.js")),
+            (".gitignore", "/target\n"),
+            JS_SDK,
+            ALERT_README,
         ],
     },
 ];
@@ -302,6 +342,18 @@ mod tests {
                 .unwrap();
             let (_, readme) = t.files.iter().find(|(p, _)| *p == "README.md").unwrap();
             assert!(readme.contains("--kind pattern"), "{lang:?}");
+        }
+    }
+
+    #[test]
+    fn every_language_has_an_alert_template() {
+        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+            let t = TEMPLATES
+                .iter()
+                .find(|t| t.lang == lang && t.kind == Kind::Alert)
+                .unwrap();
+            let (_, readme) = t.files.iter().find(|(p, _)| *p == "README.md").unwrap();
+            assert!(readme.contains("--kind alert"), "{lang:?}");
         }
     }
 

@@ -2,8 +2,9 @@
 //!
 //! The processor world's bindings sit at the top of this module (the host's
 //! `log`, `metrics`, `state` and `types` implementations are written against
-//! them); [`pattern`] reuses those imports, so both worlds link against one
-//! [`wasmtime::component::Linker`] and share the batch type.
+//! them); [`pattern`] and [`alert`] reuse those imports, so every world
+//! links against one [`wasmtime::component::Linker`] and shares the batch
+//! type.
 #![allow(missing_docs)]
 
 wasmtime::component::bindgen!({
@@ -16,6 +17,20 @@ pub mod pattern {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "pattern",
+        with: {
+            "eddy:plugin/log": super::eddy::plugin::log,
+            "eddy:plugin/metrics": super::eddy::plugin::metrics,
+            "eddy:plugin/state": super::eddy::plugin::state,
+            "eddy:plugin/types": super::eddy::plugin::types,
+        },
+    });
+}
+
+/// The `alert` world: alert rules whose condition needs code.
+pub mod alert {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "alert",
         with: {
             "eddy:plugin/log": super::eddy::plugin::log,
             "eddy:plugin/metrics": super::eddy::plugin::metrics,

@@ -12,6 +12,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config as WasmConfig, Engine, Store, Trap};
 
+use super::bindings::alert::exports::eddy::plugin::alerting as awit;
+use super::bindings::alert::{Alert, AlertPre};
 use super::bindings::eddy::plugin::types as wit;
 use super::bindings::exports::eddy::plugin::plugin::Info;
 use super::bindings::pattern::exports::eddy::plugin::matching as pwit;
@@ -44,13 +46,16 @@ pub enum PluginError {
     CompileTimeout(Duration),
     /// A valid component of the wrong world, or with imports eddy does not
     /// provide.
-    #[error("component does not fit the eddy:plugin/processor or eddy:plugin/pattern world: {0}")]
+    #[error(
+        "component does not fit the eddy:plugin/processor, eddy:plugin/pattern or eddy:plugin/alert world: {0}"
+    )]
     WrongWorld(String),
     /// A plugin of one kind where another is needed: a processor stage
-    /// naming a pattern plugin, or a pattern naming a processor.
+    /// naming a pattern plugin, a pattern naming an alert plugin, ...
     #[error(
         "plugin `{plugin}` is {found} plugin, but {wanted} plugin is needed here \
-         (a pipeline stage runs a processor; a pattern runs a pattern plugin)"
+         (a pipeline stage runs a processor; a pattern runs a pattern plugin; \
+         an alert runs an alert plugin)"
     )]
     WrongKind {
         /// The plugin's name.
@@ -108,6 +113,8 @@ pub enum PluginKind {
     Processor,
     /// The `pattern` world: a sequence pattern whose conditions need code.
     Pattern,
+    /// The `alert` world: alert rules whose condition needs code.
+    Alert,
 }
 
 impl PluginKind {
@@ -116,23 +123,30 @@ impl PluginKind {
         match self {
             PluginKind::Processor => "processor",
             PluginKind::Pattern => "pattern",
+            PluginKind::Alert => "alert",
         }
     }
 
     /// The kind whose world exports the interfaces named in `exports`
     /// (component export names such as `eddy:plugin/matching@0.1.0`): a
     /// component exporting the `matching` interface is a pattern plugin,
-    /// anything else is checked as a processor.
+    /// one exporting `alerting` an alert plugin, anything else is checked
+    /// as a processor.
     pub fn from_exports<'a>(exports: impl IntoIterator<Item = &'a str>) -> PluginKind {
-        let pattern = exports.into_iter().any(|e| {
-            e.strip_prefix("eddy:plugin/matching")
+        let is = |e: &str, interface: &str| {
+            e.strip_prefix("eddy:plugin/")
+                .and_then(|e| e.strip_prefix(interface))
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('@'))
-        });
-        if pattern {
-            PluginKind::Pattern
-        } else {
-            PluginKind::Processor
+        };
+        let mut kind = PluginKind::Processor;
+        for e in exports {
+            if is(e, "matching") {
+                kind = PluginKind::Pattern;
+            } else if is(e, "alerting") {
+                kind = PluginKind::Alert;
+            }
         }
+        kind
     }
 }
 
@@ -141,6 +155,7 @@ impl std::fmt::Display for PluginKind {
         f.write_str(match self {
             PluginKind::Processor => "a processor",
             PluginKind::Pattern => "a pattern",
+            PluginKind::Alert => "an alert",
         })
     }
 }
@@ -173,6 +188,8 @@ pub enum Pre {
     Processor(ProcessorPre<StoreData>),
     /// A pattern plugin.
     Pattern(PatternPre<StoreData>),
+    /// An alert plugin.
+    Alert(AlertPre<StoreData>),
 }
 
 impl Pre {
@@ -181,6 +198,7 @@ impl Pre {
         match self {
             Pre::Processor(_) => PluginKind::Processor,
             Pre::Pattern(_) => PluginKind::Pattern,
+            Pre::Alert(_) => PluginKind::Alert,
         }
     }
 }
@@ -350,7 +368,7 @@ impl PluginEngine {
                 description.check().map_err(PluginError::BadPattern)?;
                 Some(description)
             }
-            Pre::Processor(_) => None,
+            Pre::Processor(_) | Pre::Alert(_) => None,
         };
         Ok(Arc::new(Compiled {
             kind: pre.kind(),
@@ -431,6 +449,7 @@ impl PluginEngine {
         Ok(match kind {
             PluginKind::Processor => Pre::Processor(ProcessorPre::new(pre).map_err(wrong)?),
             PluginKind::Pattern => Pre::Pattern(PatternPre::new(pre).map_err(wrong)?),
+            PluginKind::Alert => Pre::Alert(AlertPre::new(pre).map_err(wrong)?),
         })
     }
 
@@ -492,6 +511,7 @@ impl PluginEngine {
         let bindings = match pre {
             Pre::Processor(p) => p.instantiate(&mut store).map(Bindings::Processor),
             Pre::Pattern(p) => p.instantiate(&mut store).map(Bindings::Pattern),
+            Pre::Alert(p) => p.instantiate(&mut store).map(Bindings::Alert),
         }
         .map_err(|e| classify(e, &store, deadline, memory_limit))?;
         Ok(Instance {
@@ -564,6 +584,36 @@ impl PluginEngine {
         )
     }
 
+    /// [`PluginEngine::instantiate`] for an alert plugin (see
+    /// [`super::alert::AlertPlugin`]).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each is one setting of the alert the instance is for"
+    )]
+    pub fn instantiate_alert(
+        &self,
+        compiled: &Compiled,
+        shared: Arc<PluginShared>,
+        state: Arc<StateStore>,
+        memory_limit: u64,
+        config: &str,
+        deadline: Duration,
+        log_budget: u32,
+        seed: u64,
+    ) -> Result<Instance, PluginError> {
+        self.instantiate_as(
+            PluginKind::Alert,
+            compiled,
+            shared,
+            state,
+            memory_limit,
+            config,
+            deadline,
+            log_budget,
+            seed,
+        )
+    }
+
     #[allow(
         clippy::too_many_arguments,
         reason = "the settings of instantiate, and the kind wanted"
@@ -616,6 +666,7 @@ fn probe_state(shared: &PluginShared) -> Arc<StateStore> {
 enum Bindings {
     Processor(Processor),
     Pattern(Pattern),
+    Alert(Alert),
 }
 
 /// One live plugin instance: a Store and its bindings. Thrown away after a
@@ -655,6 +706,7 @@ impl Instance {
         match self.bindings {
             Bindings::Processor(_) => PluginKind::Processor,
             Bindings::Pattern(_) => PluginKind::Pattern,
+            Bindings::Alert(_) => PluginKind::Alert,
         }
     }
 
@@ -673,6 +725,15 @@ impl Instance {
                         config_schema: i.config_schema,
                     })
             }
+            Bindings::Alert(b) => b
+                .eddy_plugin_plugin()
+                .call_describe(&mut self.store)
+                .map(|i| Info {
+                    name: i.name,
+                    version: i.version,
+                    description: i.description,
+                    config_schema: i.config_schema,
+                }),
         };
         r.map_err(|e| classify(e, &self.store, deadline, self.memory_limit))
     }
@@ -684,6 +745,9 @@ impl Instance {
                 .eddy_plugin_plugin()
                 .call_configure(&mut self.store, config),
             Bindings::Pattern(b) => b
+                .eddy_plugin_plugin()
+                .call_configure(&mut self.store, config),
+            Bindings::Alert(b) => b
                 .eddy_plugin_plugin()
                 .call_configure(&mut self.store, config),
         };
@@ -790,5 +854,41 @@ impl Instance {
             .eddy_plugin_matching()
             .call_on_match(&mut self.store, m)
             .map_err(|e| classify(e, &self.store, deadline, self.memory_limit))
+    }
+
+    /// Ask an alert plugin what it watches, under `deadline`.
+    pub fn watches(&mut self, deadline: Duration) -> Result<awit::Watched, PluginError> {
+        let Bindings::Alert(bindings) = &self.bindings else {
+            return Err(self.wrong_kind(PluginKind::Alert));
+        };
+        self.store.set_epoch_deadline(ticks(deadline));
+        bindings
+            .eddy_plugin_alerting()
+            .call_watches(&mut self.store)
+            .map_err(|e| classify(e, &self.store, deadline, self.memory_limit))
+    }
+
+    /// Evaluate a batch of window results or pattern matches with an alert
+    /// plugin, under `deadline`, allowing `log_budget` log records. State
+    /// writes stay pending until [`Instance::commit_state`].
+    pub fn evaluate(
+        &mut self,
+        input: &awit::Input,
+        deadline: Duration,
+        log_budget: u32,
+    ) -> Result<Vec<awit::Evaluation>, PluginError> {
+        let Bindings::Alert(bindings) = &self.bindings else {
+            return Err(self.wrong_kind(PluginKind::Alert));
+        };
+        self.store.set_epoch_deadline(ticks(deadline));
+        self.store.data_mut().log_budget = log_budget;
+        match bindings
+            .eddy_plugin_alerting()
+            .call_evaluate(&mut self.store, input)
+        {
+            Ok(Ok(evaluations)) => Ok(evaluations),
+            Ok(Err(msg)) => Err(PluginError::Returned(clip(msg))),
+            Err(e) => Err(classify(e, &self.store, deadline, self.memory_limit)),
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! call) and [`state_store`] (per store).
 
 pub mod abi;
+pub mod alert;
 pub mod bindings;
 pub mod capabilities;
 pub mod clock;

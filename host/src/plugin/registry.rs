@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::alert::{AlertContext, AlertPlugin};
 use super::engine::{Compiled, PluginEngine, PluginError, PluginKind};
 use super::host_api::{PluginLimits, PluginShared};
 use super::pattern::{PatternContext, PatternInstance};
@@ -309,6 +310,51 @@ impl Registry {
             });
         }
         PatternInstance::new(self.clone(), slot, compiled, context.clone())
+    }
+
+    /// The alert plugins loaded now: name → content hash of the live
+    /// version.
+    pub fn alerts(&self) -> std::collections::BTreeMap<String, String> {
+        let slots: Vec<(String, Arc<Slot>)> = lock(&self.slots)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        slots
+            .into_iter()
+            .filter_map(|(name, slot)| {
+                let live = slot.current().1?;
+                (live.kind == PluginKind::Alert).then(|| (name, live.hash.clone()))
+            })
+            .collect()
+    }
+
+    /// Alert plugin `name` at version `hash` (the engine selects versions
+    /// by hash, as for stages), configured from `context.config`, using
+    /// `context.state` for its `state` import, and asked what it watches.
+    /// Fails with [`PluginError::WrongKind`] if that version is not an
+    /// alert plugin, and with the plugin's error if it rejects its
+    /// configuration.
+    pub fn alert_instance(
+        self: &Arc<Self>,
+        name: &str,
+        hash: &str,
+        context: &AlertContext,
+    ) -> Result<AlertPlugin, PluginError> {
+        let slot = self.slot(name);
+        let Some(compiled) = slot.version(hash) else {
+            return Err(PluginError::Compile(format!(
+                "alert plugin `{name}` has no loaded version {}; put its file in the plugins folder",
+                short(hash)
+            )));
+        };
+        if compiled.kind != PluginKind::Alert {
+            return Err(PluginError::WrongKind {
+                plugin: name.to_owned(),
+                found: compiled.kind,
+                wanted: PluginKind::Alert,
+            });
+        }
+        AlertPlugin::new(self.clone(), slot, compiled, context.clone())
     }
 
     /// The watched folder.
@@ -670,7 +716,7 @@ pub struct PluginStatus {
     pub name: String,
     /// Whether a version is live.
     pub live: bool,
-    /// The live version's kind (`processor`, `pattern`).
+    /// The live version's kind (`processor`, `pattern`, `alert`).
     pub kind: Option<PluginKind>,
     /// Content hash of the live version.
     pub hash: Option<String>,

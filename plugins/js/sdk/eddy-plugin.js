@@ -16,6 +16,9 @@
 //     process(event, state) { event.set("team", state.team); return KEEP; },
 //   });
 //
+// Pattern plugins export what `patternPlugin()` returns ({ plugin, matching });
+// alert plugins what `alertPlugin()` returns ({ plugin, alerting }).
+//
 // `eddy plugin build` turns the folder into a component (componentize-js,
 // world `processor` of eddy's WIT). The SDK turns eddy's columnar batches
 // (wit/types.wit) into Event views and collects your edits, so the boundary
@@ -483,6 +486,156 @@ export function patternPlugin(def) {
         if (verdict === REJECT) return { tag: "reject" };
         if (verdict === undefined || verdict === null || verdict === KEEP) return { tag: "keep", val: undefined };
         return { tag: "keep", val: JSON.stringify(verdict) };
+      },
+    },
+  };
+}
+
+// Alert plugins (world `alert`, wit/alert.wit).
+
+/** One alert instance's state now. */
+export class Evaluation {
+  /**
+   * `value` (a finite number), whether the condition is `active`, and
+   * optionally `{ labels, severity, annotations }` (labels and annotations
+   * as plain objects).
+   */
+  constructor(value, active, { labels = {}, severity, annotations = {} } = {}) {
+    this.value = Number(value);
+    this.active = Boolean(active);
+    this.labels = labels;
+    this.severity = severity;
+    this.annotations = annotations;
+  }
+}
+
+/** The label a `group_by` path becomes: its last segment (`properties.service` -> `service`). */
+export function labelName(path) {
+  const last = path.slice(path.lastIndexOf(".") + 1);
+  let name = last.replace(/[^A-Za-z0-9]/g, "_");
+  if (name === "" || /^[0-9]/.test(name)) name = "_" + name;
+  return name;
+}
+
+/** A value as label text: strings as they are, numbers as JSON writes them, null as "". */
+export function labelValue(v) {
+  if (v === null || v === undefined) return "";
+  if (typeof v === "string") return v;
+  if (typeof v === "bigint") return v.toString();
+  if (typeof v === "number" && Number.isInteger(v)) return String(v);
+  return JSON.stringify(v);
+}
+
+function alertValue(v) {
+  switch (v.tag) {
+    case "null": return null;
+    case "integer": {
+      const n = Number(v.val);
+      return Number.isSafeInteger(n) ? n : v.val;
+    }
+    case "json": return JSON.parse(v.val);
+    default: return v.val;
+  }
+}
+
+/**
+ * One result of one group: `kind` ("early", "final", "correction"),
+ * `start`/`end` (ms), `revision`, `group` (path -> value) and `values`
+ * (aggregate -> value).
+ */
+export class WindowResult {
+  constructor(raw, groupBy, aggregates) {
+    this.kind = raw.kind;
+    this.start = Number(raw.start);
+    this.end = Number(raw.end);
+    this.revision = raw.revision;
+    this.groupBy = groupBy;
+    this.group = {};
+    groupBy.forEach((p, i) => { this.group[p] = raw.group[i] === undefined ? null : alertValue(raw.group[i]); });
+    this.values = {};
+    aggregates.forEach((a, i) => { this.values[a] = raw.values[i] === undefined ? null : alertValue(raw.values[i]); });
+  }
+  /** Aggregate `name`'s value. */
+  value(name) { return this.values[name]; }
+  /** The group as labels: `{ labelName(path): labelValue(value) }`. */
+  groupLabels() {
+    const labels = {};
+    for (const p of this.groupBy) labels[labelName(p)] = labelValue(this.group[p]);
+    return labels;
+  }
+  /** A key naming the group, for the state store. */
+  groupKey() { return this.groupBy.map((p) => labelValue(this.group[p])).join("\x1f"); }
+}
+
+function evaluationOut(e) {
+  if (!(e instanceof Evaluation)) throw new TypeError("evaluations must be Evaluation objects");
+  return {
+    labels: Object.entries(e.labels).map(([k, v]) => [k, String(v)]),
+    value: e.value,
+    active: e.active,
+    severity: e.severity === undefined || e.severity === null ? undefined : String(e.severity),
+    annotations: Object.entries(e.annotations).map(([k, v]) => [k, String(v)]),
+  };
+}
+
+/**
+ * The `plugin` and `alerting` exports for an alert definition: `init(config)`
+ * returning your state, `watches(state)` returning `{ windows, patterns }`,
+ * and `onWindows({ window, groupBy, aggregates, results }, state)` and/or
+ * `onMatches({ pattern, matches }, state)` returning Evaluation lists. Keep
+ * baselines in host `state`.
+ */
+export function alertPlugin(def) {
+  let state, built = false;
+  const schema = def.configSchema ?? { type: "object" };
+  const build = (config) => { state = def.init ? def.init(config) : undefined; built = true; };
+  const live = () => { if (!built) build({}); };
+  return {
+    plugin: {
+      describe() {
+        return {
+          name: def.name,
+          version: def.version ?? "0.0.0",
+          description: def.description ?? "",
+          configSchema: typeof schema === "string" ? schema : JSON.stringify(schema),
+        };
+      },
+      configure(config) {
+        try {
+          build(config ? JSON.parse(config) : {});
+        } catch (e) {
+          throw String(e?.message ?? e);
+        }
+      },
+    },
+    alerting: {
+      watches() {
+        live();
+        const w = def.watches ? def.watches(state) ?? {} : {};
+        return { windows: [...(w.windows ?? [])], patterns: [...(w.patterns ?? [])] };
+      },
+      evaluate(input) {
+        try {
+          live();
+          let out;
+          if (input.tag === "windows") {
+            const r = input.val;
+            const results = r.results.map((x) => new WindowResult(x, r.groupBy, r.aggregates));
+            out = def.onWindows ? def.onWindows({ window: r.window, groupBy: r.groupBy, aggregates: r.aggregates, results }, state) : [];
+          } else {
+            const m = input.val;
+            const matches = m.matches.map((x) => {
+              const match = new Match({ key: x.key, start: x.start, end: x.end, events: m.events, steps: x.steps });
+              match.kind = x.kind;
+              match.payload = x.payload === undefined ? null : JSON.parse(x.payload);
+              return match;
+            });
+            out = def.onMatches ? def.onMatches({ pattern: m.pattern, matches }, state) : [];
+          }
+          return (out ?? []).map(evaluationOut);
+        } catch (e) {
+          throw `${e?.name ?? "Error"}: ${e?.message ?? e}`;
+        }
       },
     },
   };

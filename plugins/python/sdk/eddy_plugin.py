@@ -30,6 +30,10 @@ boundary is crossed once per batch.
 Pattern plugins (world ``pattern``): build a :class:`Pattern` with
 ``Pattern.begin(..)`` and export with ``Plugin, Matching = pattern_plugin(cls)``.
 
+Alert plugins (world ``alert``): a class with ``watches()``, ``on_windows(results)``
+and/or ``on_matches(matches)`` returning :class:`Evaluation` lists, exported with
+``Plugin, Alerting = alert_plugin(cls)``.
+
 Host services: :func:`log`, :mod:`state` (``state_get``/``state_set``...) and
 :func:`counter_add`/:func:`gauge_set`. They are only there inside eddy.
 """
@@ -588,6 +592,185 @@ def pattern_plugin(cls):
             return _m.MatchVerdict_Keep(json.dumps(verdict, separators=(",", ":")))
 
     return Plugin, Matching
+
+
+# Alert plugins (world ``alert``, wit/alert.wit).
+
+
+class Evaluation:
+    """One alert instance's state now: ``value``, whether the condition is ``active``,
+    its ``labels`` (dict), optional ``severity`` and ``annotations`` (dict)."""
+
+    __slots__ = ("value", "active", "labels", "severity", "annotations")
+
+    def __init__(self, value, active, labels=None, severity=None, annotations=None):
+        self.value = float(value)
+        self.active = bool(active)
+        self.labels = dict(labels or {})
+        self.severity = severity
+        self.annotations = dict(annotations or {})
+
+    def __repr__(self):
+        return f"Evaluation({self.value!r}, {self.active!r}, {self.labels!r}, {self.severity!r})"
+
+
+def label_name(path):
+    """The label a ``group_by`` path becomes: its last segment, ``properties.service`` -> ``service``."""
+    last = path.rsplit(".", 1)[-1]
+    name = "".join(c if (c.isascii() and c.isalnum()) else "_" for c in last)
+    if not name or name[0].isdigit():
+        name = "_" + name
+    return name
+
+
+def label_value(v):
+    """A value as label text: strings as they are, numbers as JSON writes them, None as ""."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+
+
+class WindowResult:
+    """One result of one group: ``kind`` ("early", "final", "correction"), ``start``/``end`` (ms),
+    ``revision``, ``group`` (dict path -> value) and ``values`` (dict aggregate -> value)."""
+
+    __slots__ = ("kind", "start", "end", "revision", "group", "values", "_group_by")
+
+    def __init__(self, kind, start, end, revision, group, values, group_by):
+        self.kind, self.start, self.end, self.revision = kind, start, end, revision
+        self.group, self.values, self._group_by = group, values, group_by
+
+    def value(self, name, default=None):
+        """Aggregate ``name``'s value."""
+        return self.values.get(name, default)
+
+    def group_labels(self):
+        """The group as labels: ``{label_name(path): label_value(value)}``."""
+        return {label_name(p): label_value(self.group.get(p)) for p in self._group_by}
+
+    def group_key(self):
+        """A key naming the group, for the state store."""
+        return "\x1f".join(label_value(self.group.get(p)) for p in self._group_by)
+
+
+class WindowResults:
+    """A batch of results of one window: ``window``, ``group_by``, ``aggregates``, ``results``."""
+
+    def __init__(self, window, group_by, aggregates, results):
+        self.window, self.group_by, self.aggregates, self.results = window, group_by, aggregates, results
+
+
+class PatternMatches:
+    """A batch of results of one pattern: ``pattern`` and ``matches``, each a :class:`Match`
+    with ``kind`` ("match" or "timeout") and ``payload`` (dict or None) besides the usual."""
+
+    def __init__(self, pattern, matches):
+        self.pattern, self.matches = pattern, matches
+
+
+def _alert_value(v):
+    """A WIT ``value`` as a Python value (JSON text parsed)."""
+    value = getattr(v, "value", None)
+    if type(v).__name__ == "Value_Json":
+        return json.loads(value)
+    return value
+
+
+def alert_plugin(cls):
+    """Export ``cls`` as this component's alert plugin: ``Plugin, Alerting = alert_plugin(cls)``.
+
+    ``cls(config)`` builds an instance; ``instance.watches()`` returns
+    ``{"windows": [...], "patterns": [...]}``; ``instance.on_windows(results)``
+    (a :class:`WindowResults`) and ``instance.on_matches(matches)`` (a
+    :class:`PatternMatches`) return lists of :class:`Evaluation`. Keep
+    baselines in host state (:func:`state_get` / :func:`state_set`).
+    """
+    if _exports is None:
+        raise ImportError("eddy_plugin.alert_plugin() only works inside a component built by componentize-py")
+    from wit_world.exports import alerting as _a
+
+    holder = {}
+    sys.stdout = sys.stderr = _LogWriter()
+    kinds = {
+        _a.ResultKind.EARLY: "early",
+        _a.ResultKind.FINAL: "final",
+        _a.ResultKind.CORRECTION: "correction",
+    }
+
+    def live():
+        if "instance" not in holder:
+            holder["instance"] = cls({})
+        return holder["instance"]
+
+    class Plugin(_exports.Plugin):
+        def describe(self):
+            schema = getattr(cls, "config_schema", {"type": "object"})
+            if not isinstance(schema, str):
+                schema = json.dumps(schema)
+            return _plugin_types.Info(
+                getattr(cls, "name", cls.__name__),
+                getattr(cls, "version", "0.0.0"),
+                getattr(cls, "description", (cls.__doc__ or "").strip()),
+                schema,
+            )
+
+        def configure(self, config):
+            try:
+                holder["instance"] = cls(json.loads(config) if config else {})
+            except Exception as e:
+                raise Err(str(e) or type(e).__name__)
+
+    def evaluation(e):
+        if not isinstance(e, Evaluation):
+            raise TypeError(f"evaluations must be eddy_plugin.Evaluation, got {type(e).__name__}")
+        return _a.Evaluation(
+            [(str(k), str(v)) for k, v in e.labels.items()],
+            e.value,
+            e.active,
+            e.severity,
+            [(str(k), str(v)) for k, v in e.annotations.items()],
+        )
+
+    class Alerting(_exports.Alerting):
+        def watches(self):
+            w = live().watches() or {}
+            return _a.Watched(list(w.get("windows", [])), list(w.get("patterns", [])))
+
+        def evaluate(self, input):
+            try:
+                instance = live()
+                if isinstance(input, _a.Input_Windows):
+                    r = input.value
+                    group_by, aggs = list(r.group_by), list(r.aggregates)
+                    results = [
+                        WindowResult(
+                            kinds[x.kind],
+                            x.start, x.end, x.revision,
+                            {p: _alert_value(v) for p, v in zip(group_by, x.group)},
+                            {a: _alert_value(v) for a, v in zip(aggs, x.values)},
+                            group_by,
+                        )
+                        for x in r.results
+                    ]
+                    out = instance.on_windows(WindowResults(r.window, group_by, aggs, results))
+                else:
+                    m = input.value
+                    matches = []
+                    for x in m.matches:
+                        match = Match(x.key, x.start, x.end, m.events, x.steps)
+                        match.kind = "timeout" if x.kind == _a.MatchKind.TIMEOUT else "match"
+                        match.payload = json.loads(x.payload) if x.payload else None
+                        matches.append(match)
+                    out = instance.on_matches(PatternMatches(m.pattern, matches))
+                return [evaluation(e) for e in (out or [])]
+            except Err:
+                raise
+            except Exception as e:
+                raise Err(f"{type(e).__name__}: {e}")
+
+    return Plugin, Alerting
 
 
 class _LogWriter:

@@ -3,6 +3,7 @@
 //! per subsystem.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod alert_plugins;
 mod alertmanager;
 mod alerts;
 mod capabilities;

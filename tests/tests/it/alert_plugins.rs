@@ -1,0 +1,405 @@
+//! Alert plugins through the registry, as the engine will use them: loaded
+//! from the plugins folder next to processors and patterns, configured,
+//! asked what they watch, and handed the engine's typed window results;
+//! their baselines kept in the host state store across instances.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eddy::config::RuntimeConfig;
+use eddy::event::Value;
+use eddy::filter::FieldPath;
+use eddy::plugin::alert::{AlertContext, AlertInput, AlertPlugin, Evaluation};
+use eddy::plugin::pattern::PatternContext;
+use eddy::plugin::{PluginEngine, PluginError, PluginKind, Registry};
+use eddy::window::groups::{GroupKey, KeyPart};
+use eddy::window::{Grouping, ResultKind, Schema, WindowResult};
+use eddy_tests::plugins::*;
+use eddy_tests::*;
+
+fn registry(sb: &Sandbox) -> Arc<Registry> {
+    Registry::new(
+        PluginEngine::new().unwrap(),
+        // Python and JavaScript components take seconds to compile, more
+        // while other tests compile theirs.
+        RuntimeConfig {
+            compile_timeout: Duration::from_secs(120),
+            deadline: Duration::from_secs(5),
+            ..RuntimeConfig::default()
+        },
+        sb.plugins_dir(),
+    )
+}
+
+fn schema(window: &str, group_by: &[&str], outputs: &[&str]) -> Arc<Schema> {
+    Arc::new(Schema {
+        window: window.into(),
+        index: 0,
+        grouping: Grouping::new(
+            group_by
+                .iter()
+                .map(|p| FieldPath::parse(p, "group_by").unwrap())
+                .collect(),
+        ),
+        outputs: outputs.iter().map(|s| (*s).to_owned()).collect(),
+    })
+}
+
+fn result(
+    schema: &Arc<Schema>,
+    kind: ResultKind,
+    start: i64,
+    len: i64,
+    group: &str,
+    values: Vec<Value>,
+) -> WindowResult {
+    let group: GroupKey = Box::new([KeyPart::Str(group.into())]);
+    WindowResult {
+        schema: schema.clone(),
+        kind,
+        start,
+        end: start + len,
+        group,
+        values: values.into_boxed_slice(),
+        revision: 0,
+        replaces: Vec::new(),
+    }
+}
+
+/// xorshift64*: the seeded generator of the synthetic series.
+struct Rng(u64);
+
+impl Rng {
+    fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// About normal with mean 0 and deviation 1 (Irwin–Hall: the sum of 12
+    /// uniforms minus 6).
+    fn normal(&mut self) -> f64 {
+        (0..12).map(|_| self.unit()).sum::<f64>() - 6.0
+    }
+}
+
+const MINUTE: i64 = 60_000;
+
+fn alert(registry: &Arc<Registry>, name: &str, context: &AlertContext) -> AlertPlugin {
+    let hash = registry.alerts()[name].clone();
+    registry.alert_instance(name, &hash, context).unwrap()
+}
+
+fn active(evaluations: &[Evaluation]) -> Vec<(String, f64)> {
+    evaluations
+        .iter()
+        .filter(|e| e.active)
+        .map(|e| (e.labels["service"].clone(), e.value))
+        .collect()
+}
+
+#[test]
+fn zscore_anomaly_loads_as_an_alert_plugin_that_watches_its_configured_window() {
+    let sb = Sandbox::new();
+    sb.install(ZSCORE_ANOMALY, "zscore-anomaly");
+    sb.install(LOGIN_BURST, "login-burst");
+    sb.install(PASS_THROUGH, "pass-through");
+    let registry = registry(&sb);
+    assert_eq!(registry.load_all().unwrap(), 3);
+    assert_eq!(
+        registry.alerts().keys().collect::<Vec<_>>(),
+        ["zscore-anomaly"]
+    );
+    let kinds: Vec<_> = registry
+        .status()
+        .into_iter()
+        .map(|s| (s.name, s.kind))
+        .collect();
+    assert!(
+        kinds.contains(&("zscore-anomaly".to_owned(), Some(PluginKind::Alert))),
+        "{kinds:?}"
+    );
+
+    let mut context = AlertContext::new(&registry, "signups-anomaly");
+    context.config = r#"{"window":"signups_per_minute","aggregate":"signups"}"#.into();
+    let plugin = alert(&registry, "zscore-anomaly", &context);
+    assert_eq!(plugin.watches().windows, ["signups_per_minute"]);
+    assert!(plugin.watches().patterns.is_empty());
+
+    // A configuration the plugin refuses is refused when the alert is set
+    // up, naming the key.
+    let hash = registry.alerts()["zscore-anomaly"].clone();
+    let mut typo = AlertContext::new(&registry, "typo");
+    typo.config = r#"{"window":"w","aggregate":"a","kk":3}"#.into();
+    let err = registry
+        .alert_instance("zscore-anomaly", &hash, &typo)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, PluginError::Config(m) if m.contains("kk")),
+        "{err}"
+    );
+
+    // Kinds are not interchangeable.
+    let err = registry
+        .pattern_instance(
+            "zscore-anomaly",
+            &hash,
+            &PatternContext::new(&registry, "x"),
+        )
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        PluginError::WrongKind {
+            plugin: "zscore-anomaly".into(),
+            found: PluginKind::Alert,
+            wanted: PluginKind::Pattern,
+        }
+    );
+    let burst = registry.live_versions()["login-burst"].clone();
+    let err = registry
+        .alert_instance("login-burst", &burst, &context)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            PluginError::WrongKind {
+                found: PluginKind::Pattern,
+                wanted: PluginKind::Alert,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+/// A seeded synthetic series — 20 services, 240 one-minute windows of
+/// signups around 100 ± 5 — with one anomaly injected: service `svc-7`
+/// jumps to 100 + 12 σ at minute 180. The real component, through the
+/// host binding, raises exactly that one and nothing on the normal part;
+/// halfway through, the plugin is thrown away and a new instance made over
+/// the same state store (as after a swap or a crash), and the baseline is
+/// still there: the first results after it are judged at once.
+#[test]
+fn zscore_anomaly_finds_the_injected_anomaly_and_nothing_on_the_normal_part() {
+    let sb = Sandbox::new();
+    sb.install(ZSCORE_ANOMALY, "zscore-anomaly");
+    let registry = registry(&sb);
+    registry.load_all().unwrap();
+    let mut context = AlertContext::new(&registry, "signups-anomaly");
+    context.config =
+        r#"{"window":"signups_per_minute","aggregate":"signups","k":5,"min_samples":20,"history":60}"#
+            .into();
+    let mut plugin = alert(&registry, "zscore-anomaly", &context);
+    let window = schema(
+        "signups_per_minute",
+        &["properties.service"],
+        &["events", "signups"],
+    );
+    let other = schema("checkout_latency", &["properties.service"], &["signups"]);
+    let mut rng = Rng(0x5eed_0001);
+    let services: Vec<String> = (0..20).map(|i| format!("svc-{i}")).collect();
+    let (anomaly_minute, anomaly_service) = (180, "svc-7");
+    let mut fired = Vec::new();
+    let mut judged = 0;
+    for minute in 0..240 {
+        if minute == 120 {
+            assert!(
+                context.state.len() >= services.len(),
+                "one baseline per service"
+            );
+            plugin = alert(&registry, "zscore-anomaly", &context);
+        }
+        let start = minute * MINUTE;
+        let mut batch: Vec<WindowResult> = services
+            .iter()
+            .map(|s| {
+                let mut x = 100.0 + 5.0 * rng.normal();
+                if minute == anomaly_minute && s == anomaly_service {
+                    x = 100.0 + 12.0 * 5.0;
+                }
+                result(
+                    &window,
+                    ResultKind::Final,
+                    start,
+                    MINUTE,
+                    s,
+                    vec![Value::Int(1000), Value::Float(x.round())],
+                )
+            })
+            .collect();
+        // Results of a window the plugin does not watch are not its to judge.
+        batch.push(result(
+            &other,
+            ResultKind::Final,
+            start,
+            MINUTE,
+            "svc-0",
+            vec![Value::Float(1e9)],
+        ));
+        let out = plugin
+            .evaluate(AlertInput::Windows(&batch), start + MINUTE)
+            .unwrap();
+        if minute == 120 {
+            assert_eq!(out.len(), services.len(), "the baseline survived");
+        }
+        judged += out.len();
+        fired.extend(active(&out).into_iter().map(|(s, z)| (minute, s, z)));
+    }
+    // Every service is judged from its 21st minute on.
+    assert_eq!(judged, services.len() * (240 - 20));
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    let (minute, service, z) = &fired[0];
+    assert_eq!(
+        (*minute, service.as_str()),
+        (anomaly_minute, anomaly_service)
+    );
+    assert!(*z > 5.0, "{z}");
+}
+
+#[test]
+fn zscore_anomaly_errors_name_the_missing_aggregate_and_keep_no_state() {
+    let sb = Sandbox::new();
+    sb.install(ZSCORE_ANOMALY, "zscore-anomaly");
+    let registry = registry(&sb);
+    registry.load_all().unwrap();
+    let mut context = AlertContext::new(&registry, "z");
+    context.config = r#"{"window":"w","aggregate":"signups"}"#.into();
+    let mut plugin = alert(&registry, "zscore-anomaly", &context);
+    let wrong = schema("w", &["properties.service"], &["events"]);
+    let batch = [result(
+        &wrong,
+        ResultKind::Final,
+        0,
+        MINUTE,
+        "a",
+        vec![Value::Int(3)],
+    )];
+    let err = plugin.evaluate(AlertInput::Windows(&batch), 0).unwrap_err();
+    assert!(
+        matches!(&err, PluginError::Returned(m) if m.contains("`signups`") && m.contains("events")),
+        "{err}"
+    );
+    assert!(context.state.is_empty(), "a failed call writes nothing");
+}
+
+#[test]
+fn burn_rate_fires_when_the_long_and_the_short_window_both_burn_too_fast() {
+    let sb = Sandbox::new();
+    sb.install(BURN_RATE, "burn-rate");
+    let registry = registry(&sb);
+    registry.load_all().unwrap();
+    let mut context = AlertContext::new(&registry, "checkout-slo");
+    context.config =
+        r#"{"long_window":"req_1h","short_window":"req_5m","slo":0.999,"factor":14.4}"#.into();
+    let mut plugin = alert(&registry, "burn-rate", &context);
+    assert_eq!(plugin.watches().windows, ["req_1h", "req_5m"]);
+    let long = schema("req_1h", &["properties.service"], &["errors", "total"]);
+    let short = schema("req_5m", &["properties.service"], &["errors", "total"]);
+    let (hour, five) = (60 * MINUTE, 5 * MINUTE);
+    let counts = |e: i64, t: i64| vec![Value::Int(e), Value::Int(t)];
+    // Both windows in one input: one call per window, in order.
+    let batch = [
+        result(
+            &long,
+            ResultKind::Final,
+            0,
+            hour,
+            "checkout",
+            counts(200, 10_000),
+        ),
+        result(
+            &short,
+            ResultKind::Final,
+            hour - five,
+            five,
+            "checkout",
+            counts(30, 1_000),
+        ),
+    ];
+    let out = plugin.evaluate(AlertInput::Windows(&batch), hour).unwrap();
+    // 2 % errors over a 0.1 % budget is 20x, 3 % is 30x: the smaller is
+    // the value.
+    let fired = active(&out);
+    assert_eq!(fired.len(), 1, "{out:?}");
+    assert_eq!(fired[0].0, "checkout");
+    assert!((fired[0].1 - 20.0).abs() < 1e-9, "{out:?}");
+    assert_eq!(out[0].severity.as_deref(), Some("critical"));
+    assert!(out[0].annotations["summary"].contains("req_5m"), "{out:?}");
+    // The short window recovers: the alert clears at once, though the long
+    // window still burns.
+    let batch = [result(
+        &short,
+        ResultKind::Final,
+        hour,
+        five,
+        "checkout",
+        counts(1, 1_000),
+    )];
+    let out = plugin
+        .evaluate(AlertInput::Windows(&batch), hour + five)
+        .unwrap();
+    assert_eq!(out.len(), 1);
+    assert!(!out[0].active, "{out:?}");
+}
+
+#[test]
+fn ewma_baseline_in_python_flags_a_jump() {
+    ewma_baseline(EWMA_BASELINE_PY);
+}
+
+#[test]
+fn ewma_baseline_in_javascript_flags_a_jump() {
+    ewma_baseline(EWMA_BASELINE_JS);
+}
+
+/// The Python and JavaScript builds of ewma-baseline behave alike: quiet on
+/// a steady seeded series, active on a jump, labelled by group, baseline in
+/// host state (one key per group).
+fn ewma_baseline(built: &str) {
+    let sb = Sandbox::new();
+    sb.install(built, "ewma-baseline");
+    let registry = registry(&sb);
+    registry.load_all().unwrap();
+    let mut context = AlertContext::new(&registry, "orders-baseline");
+    context.config =
+        r#"{"window":"orders","aggregate":"count","alpha":0.1,"k":4,"min_samples":15}"#.into();
+    let mut plugin = alert(&registry, "ewma-baseline", &context);
+    assert_eq!(plugin.watches().windows, ["orders"]);
+    let window = schema("orders", &["properties.service"], &["count"]);
+    let mut rng = Rng(0x5eed_0002);
+    let mut fired = Vec::new();
+    for minute in 0..60 {
+        let batch: Vec<WindowResult> = ["eu", "us"]
+            .iter()
+            .map(|s| {
+                let mut x = 50.0 + 2.0 * rng.normal();
+                if minute == 50 && *s == "us" {
+                    x = 90.0;
+                }
+                result(
+                    &window,
+                    ResultKind::Final,
+                    minute * MINUTE,
+                    MINUTE,
+                    s,
+                    vec![Value::Int(x.round() as i64)],
+                )
+            })
+            .collect();
+        let out = plugin
+            .evaluate(AlertInput::Windows(&batch), minute * MINUTE)
+            .unwrap();
+        assert_eq!(out.len(), if minute >= 15 { 2 } else { 0 }, "{minute}");
+        for e in &out {
+            assert_eq!(e.severity.as_deref(), Some("warning"));
+            assert!(e.annotations.contains_key("summary"), "{e:?}");
+        }
+        fired.extend(active(&out).into_iter().map(|(s, _)| (minute, s)));
+    }
+    assert_eq!(fired, [(50, "us".to_owned())]);
+    assert_eq!(context.state.len(), 2, "one baseline per group");
+}
