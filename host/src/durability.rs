@@ -420,6 +420,22 @@ pub struct Replayed {
     pub last_seq: u64,
 }
 
+/// A log record as the engine input it holds; `None`, after an error line
+/// saying why, for one that is not an input (written by a newer eddy, or
+/// damaged in a way its checksum missed).
+pub fn decode_record(seq: u64, payload: &[u8]) -> Option<Input> {
+    let input = std::str::from_utf8(payload)
+        .map_err(anyhow::Error::from)
+        .and_then(Input::from_line);
+    match input {
+        Ok(input) => Some(input),
+        Err(e) => {
+            tracing::error!(seq, error = %format!("{e:#}"), "a log record is not an engine input; skipped");
+            None
+        }
+    }
+}
+
 /// Apply the records of `log` from `from` on to `engine`, in order,
 /// publishing to `sink`; `filter` may skip a record by its input.
 pub fn replay(
@@ -439,16 +455,9 @@ pub fn replay(
     for item in reader.by_ref() {
         let (seq, payload) = item?;
         r.last_seq = seq;
-        let input = std::str::from_utf8(&payload)
-            .map_err(anyhow::Error::from)
-            .and_then(Input::from_line);
-        let input = match input {
-            Ok(input) => input,
-            Err(e) => {
-                tracing::error!(seq, error = %format!("{e:#}"), "replay: a log record is not an engine input; skipped");
-                r.undecodable += 1;
-                continue;
-            }
+        let Some(input) = decode_record(seq, &payload) else {
+            r.undecodable += 1;
+            continue;
         };
         if !filter(&input) {
             continue;

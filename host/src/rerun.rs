@@ -87,15 +87,8 @@ pub fn logged_lines(data_dir: &Path, from: i64, to: i64) -> anyhow::Result<Vec<F
     let mut reader = log.read_from(1);
     for item in reader.by_ref() {
         let (seq, payload) = item?;
-        let input = std::str::from_utf8(&payload)
-            .map_err(anyhow::Error::from)
-            .and_then(Input::from_line);
-        let input = match input {
-            Ok(input) => input,
-            Err(e) => {
-                tracing::warn!(seq, error = %format!("{e:#}"), "a log record is not an engine input; skipped");
-                continue;
-            }
+        let Some(input) = crate::durability::decode_record(seq, &payload) else {
+            continue;
         };
         let (wall, events) = match input {
             Input::Batch(b) => (b.wall_ms, b.events),
