@@ -23,7 +23,7 @@
 //! input).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
@@ -35,27 +35,34 @@ use eddy::pattern::{
 };
 
 /// Counts live heap bytes, to report the memory per partial match exactly
-/// (peak RSS, as `scripts/bench-patterns` uses, only bounds it).
+/// (peak RSS, as `scripts/bench-patterns` uses, only bounds it), over the
+/// allocator the `eddy` binary uses (jemalloc; the system allocator where
+/// jemalloc does not build), so that allocation costs what it costs there.
 struct Counting;
+
+#[cfg(not(target_env = "msvc"))]
+static INNER: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+#[cfg(target_env = "msvc")]
+static INNER: std::alloc::System = std::alloc::System;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
 // The one exception to the workspace's `unsafe_code = "deny"`: a global
 // allocator must implement the unsafe trait; every method only forwards to
-// `System` with the caller's own arguments, after counting.
+// the inner allocator with the caller's own arguments, after counting.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(l) }
+        unsafe { INNER.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(p, l) }
+        unsafe { INNER.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
-        unsafe { System.realloc(p, l, new) }
+        unsafe { INNER.realloc(p, l, new) }
     }
 }
 

@@ -275,6 +275,11 @@ struct RState {
     to_final: Test,
     /// Some flattened edge is a STOP: only then is a first pass needed.
     has_stop: bool,
+    /// When a partial match in this state only stays where it is: exactly
+    /// one flattened edge holds, and it is an IGNORE back to this state.
+    /// Such a partial match is left in place, untouched (a relaxed funnel's
+    /// partial matches wait like this for most events).
+    stay: Test,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -415,6 +420,11 @@ pub struct KeyState<E> {
     /// expires nothing costs no scan of the partial matches; `None`
     /// (unknown, computed on demand) after a restore.
     earliest: Option<Option<i64>>,
+    /// Bit s set: a partial match may be in state s (a superset; all bits
+    /// after a restore). Only used when the pattern has at most 64 states:
+    /// an event that leaves every state here as it is needs no pass over
+    /// the partial matches.
+    present: u64,
 }
 
 impl<E> Default for KeyState<E> {
@@ -428,6 +438,7 @@ impl<E> Default for KeyState<E> {
             free_nodes: Vec::new(),
             seq: 0,
             earliest: Some(None),
+            present: 0,
         }
     }
 }
@@ -579,6 +590,14 @@ impl<E> KeyState<E> {
         steps
     }
 
+    /// The states the partial matches are in, as a [`KeyState::present`]
+    /// mask.
+    fn states_mask(&self) -> u64 {
+        self.partials.iter().fold(0, |m, p| {
+            m | 1u64.checked_shl(u32::from(p.state)).unwrap_or(0)
+        })
+    }
+
     /// With nothing left, give back the slabs (a key that matched a burst
     /// long ago should not keep its high-water mark).
     fn compact(&mut self) {
@@ -711,6 +730,7 @@ impl<'de, E: Deserialize<'de>> Deserialize<'de> for KeyState<E> {
             free: saved.free,
             seq: saved.seq,
             earliest: None,
+            present: u64::MAX,
             ..KeyState::default()
         };
         for s in &mut st.slots {
@@ -1218,12 +1238,14 @@ impl PatternDef {
         }
         let rstates = (0..states.len())
             .map(|s| {
-                let flat = flatten(&states, s as u16);
+                let (flat, conds): (Vec<Flat>, Vec<Cond>) =
+                    flatten(&states, s as u16).into_iter().unzip();
                 RState {
                     kind: states[s].kind,
                     step: states[s].step,
                     ordinal: ordinals[s],
                     has_stop: flat.iter().any(|f| f.action == FlatAction::Stop),
+                    stay: Test::new(&stay_cond(&flat, &conds, s as u16)),
                     flat,
                     to_final: Test::new(&to_final(&states, s as u16)),
                 }
@@ -1242,19 +1264,23 @@ impl PatternDef {
 }
 
 /// Flink's `createDecisionGraph`, done once per state: every TAKE and
-/// IGNORE edge reachable through PROCEED edges, and every STOP state.
-fn flatten(states: &[CState], from: u16) -> Vec<Flat> {
+/// IGNORE edge reachable through PROCEED edges, and every STOP state, each
+/// with its condition.
+fn flatten(states: &[CState], from: u16) -> Vec<(Flat, Cond)> {
     let mut out = Vec::new();
     let mut stack = vec![(from, Cond::True)];
     while let Some((cur, conj)) = stack.pop() {
         let st = &states[cur as usize];
         if st.kind == Kind::Stop {
-            out.push(Flat {
-                action: FlatAction::Stop,
-                cond: Test::new(&conj),
-                target: cur,
-                step: st.step,
-            });
+            out.push((
+                Flat {
+                    action: FlatAction::Stop,
+                    cond: Test::new(&conj),
+                    target: cur,
+                    step: st.step,
+                },
+                conj,
+            ));
             continue;
         }
         for e in &st.edges {
@@ -1262,24 +1288,47 @@ fn flatten(states: &[CState], from: u16) -> Vec<Flat> {
             if c == Cond::False {
                 continue;
             }
-            match e.action {
-                Action::Proceed => stack.push((e.target, c)),
-                Action::Take => out.push(Flat {
-                    action: FlatAction::Take,
+            let action = match e.action {
+                Action::Proceed => {
+                    stack.push((e.target, c));
+                    continue;
+                }
+                Action::Take => FlatAction::Take,
+                Action::Ignore => FlatAction::Ignore,
+            };
+            out.push((
+                Flat {
+                    action,
                     cond: Test::new(&c),
                     target: e.target,
                     step: st.step,
-                }),
-                Action::Ignore => out.push(Flat {
-                    action: FlatAction::Ignore,
-                    cond: Test::new(&c),
-                    target: e.target,
-                    step: st.step,
-                }),
-            }
+                },
+                c,
+            ));
         }
     }
     out
+}
+
+/// When a partial match in state `s` stays as it is: its one IGNORE edge
+/// back to `s` holds and no other flattened edge does (a second edge would
+/// add a successor, end the branch or complete a match). With two such
+/// edges the partial match would be duplicated, so it never just stays.
+fn stay_cond(flat: &[Flat], conds: &[Cond], s: u16) -> Cond {
+    let is_self = |f: &Flat| f.action == FlatAction::Ignore && f.target == s;
+    let mut own = flat.iter().zip(conds).filter(|(f, _)| is_self(f));
+    let Some((_, keep)) = own.next() else {
+        return Cond::False;
+    };
+    if own.next().is_some() {
+        return Cond::False;
+    }
+    let others = flat
+        .iter()
+        .zip(conds)
+        .filter(|(f, _)| !is_self(f))
+        .fold(Cond::False, |acc, (_, c)| Cond::or(acc, c.clone()));
+    Cond::and(keep.clone(), Cond::not(others))
 }
 
 fn to_final(states: &[CState], from: u16) -> Cond {
@@ -1386,15 +1435,51 @@ impl Nfa {
             event: Some(event),
             slot: None,
         };
+        // Which of the states in use this event leaves as they are
+        // (patterns of at most 64 states; larger ones check per partial
+        // match).
+        let small = self.states.len() <= 64;
+        let mut stay_mask = 0u64;
+        if small {
+            let mut m = st.present;
+            while m != 0 {
+                let s = m.trailing_zeros();
+                m &= m - 1;
+                if self
+                    .states
+                    .get(s as usize)
+                    .is_some_and(|r| r.stay.holds(bits))
+                {
+                    stay_mask |= 1 << s;
+                }
+            }
+        }
         let mut next = NEXT.take();
         let mut potential = POTENTIAL.take();
-        let mut old = mem::take(&mut st.partials);
-        for p in old.drain(..) {
-            self.step_one(st, p, false, &mut ev, &mut next, &mut potential);
+        // Nothing to do for the partial matches held: they stay in place,
+        // untouched, and the earliest deadline with them.
+        let untouched = small && st.present & !stay_mask == 0;
+        if !untouched {
+            let mut old = mem::take(&mut st.partials);
+            for p in old.drain(..) {
+                let stays = if small {
+                    stay_mask >> p.state & 1 == 1
+                } else {
+                    self.states[p.state as usize].stay.holds(bits)
+                };
+                if stays {
+                    next.push(p);
+                } else {
+                    self.step_one(st, p, false, &mut ev, &mut next, &mut potential);
+                }
+            }
+            old.extend_from_slice(&next);
+            st.partials = old;
+            next.clear();
         }
         let mut refused = 0;
         if bits.steps != 0 && self.start_takes(bits) {
-            if !limits.allow_starts || next.len() >= limits.max_partials {
+            if !limits.allow_starts || st.partials.len() >= limits.max_partials {
                 refused += 1;
             } else {
                 let start = Partial {
@@ -1407,14 +1492,37 @@ impl Nfa {
                 self.step_one(st, start, true, &mut ev, &mut next, &mut potential);
             }
         }
-        old.extend_from_slice(&next);
-        st.partials = old;
-        next.clear();
+        let started = !next.is_empty();
+        if started {
+            st.present |= next.iter().fold(0, |m, p| {
+                m | 1u64.checked_shl(u32::from(p.state)).unwrap_or(0)
+            });
+            st.partials.extend_from_slice(&next);
+            next.clear();
+        }
         NEXT.set(next);
+        let held = st.partials.len();
         self.emit(st, &mut potential, out);
         POTENTIAL.set(potential);
         st.compact();
-        self.refresh_deadline(st);
+        if untouched && held == st.partials.len() {
+            // Only new starts were added: they may bring the deadline
+            // forward, never back.
+            if started {
+                match (st.earliest, self.within) {
+                    (Some(e), Some(w)) => {
+                        let d = ts.saturating_add(w);
+                        st.earliest = Some(Some(e.map_or(d, |e| e.min(d))));
+                    }
+                    _ => self.refresh_deadline(st),
+                }
+            }
+        } else {
+            if small {
+                st.present = st.states_mask();
+            }
+            self.refresh_deadline(st);
+        }
         refused
     }
 
@@ -1577,6 +1685,7 @@ impl Nfa {
         }
         old.extend_from_slice(&keep);
         st.partials = old;
+        st.present = st.states_mask();
         keep.clear();
         NEXT.set(keep);
         self.emit(st, &mut potential, out);
@@ -1707,6 +1816,7 @@ impl Nfa {
             ok
         });
         st.partials = partials;
+        st.present = st.states_mask();
         let mut completed = mem::take(&mut st.completed);
         completed.retain(|c| {
             let ok = path_ok(&st, c.tail).is_some();
