@@ -19,7 +19,7 @@ use compact_str::CompactString;
 use serde_json::{Value as Json, json};
 
 use super::groups::OVERFLOW;
-use super::snapshot::LiveState;
+use super::snapshot::{LiveState, SharedStr};
 use super::state::KeyGroupSet;
 use super::users::{Entry, Users};
 use crate::engine::time::{Admit, BatchTime, EventTime};
@@ -217,13 +217,13 @@ impl LiveViews {
     pub fn users(&self, limit: usize) -> Json {
         // Pruning runs on the ticker: leave out anyone who left since.
         let from = self.now.saturating_sub(self.config.users_window_ms);
-        let mut users: Vec<(&CompactString, i64, Option<&CompactString>)> = self
+        let mut users: Vec<(&SharedStr, i64, Option<&SharedStr>)> = self
             .users
             .iter()
             .filter(|&(_, last_seen, _)| last_seen > from)
             .collect();
-        let order = |a: &(&CompactString, i64, Option<&CompactString>),
-                     b: &(&CompactString, i64, Option<&CompactString>)| {
+        let order = |a: &(&SharedStr, i64, Option<&SharedStr>),
+                     b: &(&SharedStr, i64, Option<&SharedStr>)| {
             b.1.cmp(&a.1).then(a.0.cmp(b.0))
         };
         let count = users.len();
@@ -238,7 +238,7 @@ impl LiveViews {
             .into_iter()
             .take(limit)
             .map(|(id, last_seen, url)| {
-                json!({"distinct_id": id.as_str(), "last_seen": last_seen, "current_url": url.map(|u| u.as_str())})
+                json!({"distinct_id": &**id, "last_seen": last_seen, "current_url": url.map(|u| &**u)})
             })
             .collect();
         json!({

@@ -75,7 +75,7 @@ pub struct LiveState {
     pub(super) pruned_at: i64,
     /// `(key group, distinct_id, last seen, current URL)`, sorted once
     /// [`LiveState::canonicalize`]d.
-    pub(super) users: Vec<(u16, CompactString, i64, Option<CompactString>)>,
+    pub(super) users: Vec<(u16, SharedStr, i64, Option<SharedStr>)>,
     /// Per one-second bucket: `(key group, URL, views)`, sorted once
     /// canonicalized.
     pub(super) pages: Vec<(i64, Vec<PageCount>)>,
@@ -103,6 +103,38 @@ impl WindowsState {
     /// See [`LiveState::canonicalize`].
     pub fn canonicalize(&mut self) {
         self.live.canonicalize();
+    }
+}
+
+/// A string shared by reference: the live-users table keeps ids and URLs
+/// this way so a checkpoint copies a pointer per user, not the text.
+/// Encoded as a plain string (so as `CompactString` was).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SharedStr(Arc<str>);
+
+impl From<&str> for SharedStr {
+    fn from(s: &str) -> Self {
+        SharedStr(Arc::from(s))
+    }
+}
+
+impl std::ops::Deref for SharedStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for SharedStr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedStr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = CompactString::deserialize(d)?;
+        Ok(SharedStr::from(s.as_str()))
     }
 }
 

@@ -13,11 +13,15 @@
 //! reserved for "empty"). Two ids that hash alike count as one user: with
 //! `n` users that happens with probability about `n² / 2⁶⁵` — 3 × 10⁻¹⁰ at
 //! the default cap of 100,000. URLs are compared by hash the same way. The
-//! strings are kept to answer `GET /v1/live/users`.
+//! strings are kept to answer `GET /v1/live/users`, shared
+//! ([`SharedStr`]) so a checkpoint copies a reference per user, not the
+//! text.
 
 use std::hash::BuildHasher;
 
 use compact_str::CompactString;
+
+use super::snapshot::SharedStr;
 
 /// What every event reads and writes: one user. 32-byte aligned, so a slot
 /// never straddles two cache lines and one prefetch brings all of it.
@@ -34,8 +38,8 @@ struct Slot {
 /// The strings of one user, touched only when they change and on listing.
 #[derive(Debug, Clone, Default)]
 struct Names {
-    id: CompactString,
-    url: Option<CompactString>,
+    id: SharedStr,
+    url: Option<SharedStr>,
 }
 
 /// Open addressing with linear probing; at most three quarters full.
@@ -114,7 +118,7 @@ impl Users {
     /// Set the URL of the user at `i`.
     pub(super) fn set_url(&mut self, i: usize, url: &CompactString, hash: u64) {
         self.slots[i].url = hash;
-        self.names[i].url = Some(url.clone());
+        self.names[i].url = Some(SharedStr::from(url.as_str()));
     }
 
     /// Add a user at a slot [`Users::entry`] just called vacant (nothing
@@ -127,15 +131,20 @@ impl Users {
         last_seen: i64,
         url: Option<(&CompactString, u64)>,
     ) {
+        let names = Names {
+            id: SharedStr::from(id.as_str()),
+            url: url.map(|(u, _)| SharedStr::from(u.as_str())),
+        };
+        self.put(at, key, last_seen, url.map_or(0, |(_, h)| h), names);
+    }
+
+    fn put(&mut self, at: usize, key: u64, last_seen: i64, url: u64, names: Names) {
         self.slots[at] = Slot {
             key,
             last_seen,
-            url: url.map_or(0, |(_, h)| h),
+            url,
         };
-        self.names[at] = Names {
-            id: id.clone(),
-            url: url.map(|(u, _)| u.clone()),
-        };
+        self.names[at] = names;
         self.len += 1;
         if self.len * 4 > self.slots.len() * 3 {
             self.rebuild(self.slots.len() * 2);
@@ -216,23 +225,20 @@ impl Users {
     }
 
     /// Put back a user from a snapshot (ids are unique there).
-    pub(super) fn restore(
-        &mut self,
-        id: &CompactString,
-        last_seen: i64,
-        url: Option<&CompactString>,
-    ) {
+    pub(super) fn restore(&mut self, id: &SharedStr, last_seen: i64, url: Option<&SharedStr>) {
         let key = self.hash(id);
-        let url = url.map(|u| (u, self.hash(u)));
+        let url_hash = url.map_or(0, |u| self.hash(u));
         if let Entry::Vacant(at) = self.entry(key) {
-            self.insert(at, key, id, last_seen, url);
+            let names = Names {
+                id: id.clone(),
+                url: url.cloned(),
+            };
+            self.put(at, key, last_seen, url_hash, names);
         }
     }
 
     /// Every user: id, last seen, current URL.
-    pub(super) fn iter(
-        &self,
-    ) -> impl Iterator<Item = (&CompactString, i64, Option<&CompactString>)> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&SharedStr, i64, Option<&SharedStr>)> {
         self.slots
             .iter()
             .zip(&self.names)
