@@ -752,3 +752,160 @@ async fn a_swapped_alert_plugin_keeps_its_firing_alert_and_its_baseline() {
     .await
     .expect("the hot swap exchange took longer than its budget");
 }
+
+/// A configuration reload applies alert plugin rules as it does declared
+/// ones: a rule naming a missing plugin fails the reload and changes
+/// nothing; a changed rule keeps its firing alert (same `startsAt`) and its
+/// baseline, with the new annotations from its next evaluation; a removed
+/// rule resolves its firing alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_and_removes_alert_plugin_rules() {
+    use eddy_tests::server::{Ws, http};
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let sb = Sandbox::new();
+        sb.install(ZSCORE_ANOMALY, "zscore-anomaly");
+        let rule = |extra: &str| {
+            latency_rule(extra).replace("k = 5, min_samples = 20", "k = 4, min_samples = 10")
+        };
+        let config = sb.config(&format!("{LATENCY_WINDOW}\n{}", rule("")));
+        let server = sb.serve(&config);
+        let base_url = format!("http://{}", server.addr);
+        let mut ws = Ws::connect(&server.ws_url()).await;
+        ws.subscribe("alerts", json!({})).await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let base = (now / MINUTE - 40) * MINUTE;
+        let event = |m: i64, ms: f64| {
+            json!({
+                "name": "request",
+                "distinct_id": "u",
+                "timestamp": base + m * MINUTE + 1000,
+                "properties": {"service": "checkout", "ms": ms},
+            })
+        };
+        let post = |events: Vec<serde_json::Value>| {
+            let url = format!("{base_url}/v1/events");
+            async move {
+                let r = http().post(url).json(&events).send().await.unwrap();
+                assert!(r.status().is_success(), "{}", r.status());
+            }
+        };
+        let reload = |body: String| {
+            std::fs::write(
+                &config,
+                format!(
+                    "plugins_dir = {:?}\n{LATENCY_WINDOW}\n{body}",
+                    sb.plugins_dir().display().to_string()
+                ),
+            )
+            .unwrap();
+            let url = format!("{base_url}/v1/admin/reload");
+            async move {
+                let r = http().post(url).send().await.unwrap();
+                let status = r.status().as_u16();
+                (status, r.json::<serde_json::Value>().await.unwrap())
+            }
+        };
+        let alerts_now = || {
+            let url = format!("{base_url}/v1/alerts");
+            async move {
+                let v: serde_json::Value =
+                    http().get(url).send().await.unwrap().json().await.unwrap();
+                v["alerts"].as_array().unwrap().clone()
+            }
+        };
+
+        let mut rng = Rng(0x5eed_0005);
+        let mut first: Vec<serde_json::Value> = (0..20)
+            .map(|m| event(m, 100.0 + 5.0 * rng.normal()))
+            .collect();
+        first.push(event(20, 200.0));
+        first.push(event(21, 300.0));
+        post(first).await;
+        let firing = ws.messages(1, Duration::from_secs(20)).await.remove(0);
+        let firing = firing["data"].clone();
+        assert_eq!(firing["state"], "firing", "{firing}");
+
+        // A missing plugin: refused, nothing changed.
+        let (status, body) = reload(rule("").replace("\"zscore-anomaly\"", "\"no-such\"")).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["code"], "reload_failed", "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("alert `LatencyAnomaly`: no plugin `no-such` in the plugins folder"),
+            "{body}"
+        );
+        assert_eq!(alerts_now().await[0]["startsAt"], firing["startsAt"]);
+
+        // Changed annotations: the instance is kept.
+        let (status, body) =
+            reload(rule("").replace("latency/{{ $labels.service }}", "v2/{{ $labels.service }}"))
+                .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["changes"],
+            json!([
+                "alert `LatencyAnomaly` (plugin `zscore-anomaly`) changed; its instances are kept"
+            ]),
+        );
+        post(vec![event(22, 100.0)]).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let a = loop {
+            let now = alerts_now().await;
+            if now.first().is_some_and(|a| {
+                a["annotations"]["runbook"] == "https://runbooks.example/v2/checkout"
+            }) {
+                break now[0].clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "{now:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(a["state"], "firing", "{a}");
+        assert_eq!(a["startsAt"], firing["startsAt"]);
+        assert!(
+            a["annotations"]["summary"]
+                .as_str()
+                .unwrap()
+                .contains("21 values"),
+            "{a}"
+        );
+
+        // Removed: its firing alert resolves.
+        let (status, body) = reload(String::new()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["changes"],
+            json!(["alert `LatencyAnomaly` removed; its firing alerts resolved"]),
+        );
+        let resolved = ws.messages(1, Duration::from_secs(20)).await.remove(0);
+        assert_eq!(resolved["data"]["state"], "resolved", "{resolved}");
+        assert_eq!(resolved["data"]["fingerprint"], firing["fingerprint"]);
+        // (REST may answer from a view up to `REUSE`, 50 ms, old.)
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let v: serde_json::Value = http()
+                .get(format!("{base_url}/v1/alerts"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["rules"] == json!([]) {
+                assert_eq!(v["alerts"], json!([]), "{v}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the rule is still there: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+    })
+    .await
+    .expect("the reload exchange took longer than its budget");
+}
