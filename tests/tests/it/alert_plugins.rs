@@ -909,3 +909,55 @@ async fn a_reload_changes_and_removes_alert_plugin_rules() {
     .await
     .expect("the reload exchange took longer than its budget");
 }
+
+/// An alert plugin whose calls fail (here: its configured aggregate does
+/// not exist) makes no alert transitions, and its failures and quarantine
+/// are notices on the `plugins` channel (`--channels`).
+#[test]
+fn a_failing_alert_plugin_makes_no_transitions_and_reports_on_the_plugins_channel() {
+    let sb = Sandbox::new();
+    sb.install(ZSCORE_ANOMALY, "zscore-anomaly");
+    let config = sb.config(&format!(
+        "{LATENCY_WINDOW}\n{}",
+        latency_rule("").replace("aggregate = \"ms\"", "aggregate = \"nope\"")
+    ));
+    let lines: Vec<String> = (0..30)
+        .map(|m| latency_event(m, 0, "checkout", if m == 25 { 500.0 } else { 100.0 }))
+        .collect();
+    let results = sb.path().join("results.ndjson");
+    let channels = sb.path().join("channels.ndjson");
+    let r = sb.pipe(
+        &config,
+        &(lines.join("\n") + "\n"),
+        &[
+            "--clock",
+            "virtual",
+            "--results",
+            results.to_str().unwrap(),
+            "--channels",
+            channels.to_str().unwrap(),
+        ],
+    );
+    assert!(r.success, "{}", r.stderr);
+    let text = std::fs::read_to_string(&results).unwrap();
+    assert!(alert_transitions(&text).is_empty(), "{text}");
+    let notices: Vec<serde_json::Value> = std::fs::read_to_string(&channels)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["channel"] == "plugins" && v["data"]["plugin"] == "zscore-anomaly")
+        .map(|v| v["data"].clone())
+        .collect();
+    let failed = notices.iter().find(|n| n["kind"] == "failed");
+    assert!(
+        failed.is_some_and(|n| n["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no aggregate `nope`")),
+        "{notices:?}"
+    );
+    assert!(
+        notices.iter().any(|n| n["kind"] == "quarantined"),
+        "{notices:?}"
+    );
+}
