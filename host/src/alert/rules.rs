@@ -254,9 +254,10 @@ impl Evaluation {
 }
 
 /// The host side of an alert plugin, as the alert operator drives it.
-/// Implemented by the `alert` world's host binding (`crate::plugin::alert`);
-/// a call that fails counts as an evaluation without samples (the
-/// lifecycle's no-data handling then applies) and is logged.
+/// Implemented over the `alert` world's host binding (`crate::plugin::alert`)
+/// by `crate::engine::plugin_alerts`; a call that fails makes no
+/// transitions for its evaluation (the plugin wrote no state either), as
+/// Prometheus keeps a rule's alerts when its query fails.
 pub trait PluginEvaluator: Send {
     /// The windows and patterns the plugin watches.
     fn watches(&self) -> &[Watch];
