@@ -130,6 +130,9 @@ pub struct Sample {
     pub value: f64,
     /// Whether the condition holds.
     pub active: bool,
+    /// Annotations of this instance (an alert plugin's), set over the
+    /// rule's templated ones; empty for declared rules.
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// An alert's state as reported in an [`AlertEvent`].
@@ -316,21 +319,30 @@ impl RuleState {
 
         // This evaluation's results by fingerprint, and the order in which
         // label sets first appeared (new instances are admitted in that order).
-        let mut results: BTreeMap<String, (BTreeMap<String, String>, f64, bool)> = BTreeMap::new();
+        let mut results: BTreeMap<String, Seen<'_>> = BTreeMap::new();
         let mut order: Vec<String> = Vec::new();
         for sample in samples {
             let labels = alert_labels(spec, &sample.labels);
             let fp = fingerprint(&labels);
             match results.get_mut(&fp) {
                 Some(seen) => {
-                    if sample.active || !seen.2 {
-                        seen.1 = sample.value;
+                    if sample.active || !seen.active {
+                        seen.value = sample.value;
+                        seen.annotations = &sample.annotations;
                     }
-                    seen.2 |= sample.active;
+                    seen.active |= sample.active;
                 }
                 None => {
                     order.push(fp.clone());
-                    results.insert(fp, (labels, sample.value, sample.active));
+                    results.insert(
+                        fp,
+                        Seen {
+                            labels,
+                            value: sample.value,
+                            active: sample.active,
+                            annotations: &sample.annotations,
+                        },
+                    );
                 }
             }
         }
@@ -338,15 +350,13 @@ impl RuleState {
         let known: Vec<String> = self.instances.keys().cloned().collect();
         for fp in known {
             match results.remove(&fp) {
-                Some((labels, value, active)) => {
-                    self.with_sample(spec, at_ms, fp, labels, value, active, out);
-                }
+                Some(seen) => self.with_sample(spec, at_ms, fp, seen, out),
                 None => self.without_sample(spec, at_ms, &fp, out),
             }
         }
         for fp in order {
-            if let Some((labels, value, active)) = results.remove(&fp) {
-                self.with_sample(spec, at_ms, fp, labels, value, active, out);
+            if let Some(seen) = results.remove(&fp) {
+                self.with_sample(spec, at_ms, fp, seen, out);
             }
         }
     }
@@ -375,18 +385,22 @@ impl RuleState {
             .collect()
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn with_sample(
         &mut self,
         spec: &RuleSpec,
         at_ms: i64,
         fp: String,
-        labels: BTreeMap<String, String>,
-        value: f64,
-        active: bool,
+        seen: Seen<'_>,
         out: &mut Vec<AlertEvent>,
     ) {
-        let annotations = expand_annotations(spec, &labels, value);
+        let Seen {
+            labels,
+            value,
+            active,
+            annotations: own,
+        } = seen;
+        let mut annotations = expand_annotations(spec, &labels, value);
+        annotations.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
         if let Some(inst) = self.instances.get_mut(&fp) {
             if inst.state == AlertState::NoData {
                 // Data is back: the no-data alert resolves, and the label set
@@ -557,6 +571,16 @@ impl Instance {
             ends_at: self.resolved_at,
         }
     }
+}
+
+/// One label set's result in an evaluation (several samples with the same
+/// labels fold into one: active if any is, with the value and annotations
+/// of the last active one, else of the last one).
+struct Seen<'a> {
+    labels: BTreeMap<String, String>,
+    value: f64,
+    active: bool,
+    annotations: &'a BTreeMap<String, String>,
 }
 
 /// Labels of the alert for a sample: the sample's, overridden by the rule's,

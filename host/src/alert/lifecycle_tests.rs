@@ -17,6 +17,7 @@ fn sample(path: &str, value: f64, active: bool) -> Sample {
         labels: labels(&[("path", path)]),
         value,
         active,
+        annotations: BTreeMap::new(),
     }
 }
 
@@ -380,4 +381,33 @@ fn the_fingerprint_is_alertmanagers() {
     assert_eq!(fingerprint(&a).len(), 16);
     // The empty label set hashes to FNV-1a's offset basis.
     assert_eq!(fingerprint(&BTreeMap::new()), "cbf29ce484222325");
+}
+
+#[test]
+fn a_samples_annotations_are_set_over_the_rules_templated_ones() {
+    let mut spec = spec(0);
+    spec.annotations = labels(&[
+        ("summary", "{{ $value }} on {{ $labels.path }}"),
+        ("runbook", "r"),
+    ]);
+    let mut rule = Rule::new(spec);
+    let mut s = sample("/cart", 2.5, true);
+    s.annotations = labels(&[("runbook", "from the plugin"), ("baseline", "1.2")]);
+    let fired = rule.eval(0, &[s]);
+    assert_eq!(fired[0].state, Firing);
+    assert_eq!(
+        fired[0].annotations,
+        labels(&[
+            ("baseline", "1.2"),
+            ("runbook", "from the plugin"),
+            ("summary", "2.5 on /cart"),
+        ])
+    );
+    // A later evaluation's annotations replace them (no transition).
+    let mut s = sample("/cart", 3.0, true);
+    s.annotations = labels(&[("baseline", "1.4")]);
+    assert!(rule.eval(1, &[s]).is_empty());
+    let now = rule.state.active(&rule.spec);
+    assert_eq!(now[0].annotations["baseline"], "1.4");
+    assert_eq!(now[0].annotations["runbook"], "r");
 }

@@ -20,6 +20,7 @@
 //!     labels: BTreeMap::from([("path".to_owned(), "/cart".to_owned())]),
 //!     value: 2.5,
 //!     active,
+//!     annotations: BTreeMap::new(),
 //! };
 //! let mut events = Vec::new();
 //! state.evaluate(&spec, 0, &[sample(true)], &mut events);
@@ -35,5 +36,5 @@ pub mod template;
 
 pub use lifecycle::{AlertEvent, AlertState, NoDataMode, RuleSpec, RuleState, Sample, fingerprint};
 pub use rules::{
-    DeclaredRule, Evaluation, Evaluator, Op, PluginEvaluator, RuleValue, Watch, Watched,
+    DeclaredRule, Evaluation, Evaluator, Op, PluginEvaluator, PluginRule, RuleValue, Watch, Watched,
 };

@@ -181,6 +181,7 @@ impl DeclaredRule {
             labels,
             value,
             active: self.op.holds(value, self.threshold),
+            annotations: BTreeMap::new(),
         })
     }
 
@@ -203,6 +204,7 @@ impl DeclaredRule {
                 labels: BTreeMap::from([(KEY_LABEL.to_owned(), key)]),
                 value,
                 active: self.op.holds(value, self.threshold),
+                annotations: BTreeMap::new(),
             })
             .collect()
     }
@@ -229,16 +231,14 @@ pub struct Evaluation {
     pub active: bool,
     /// The `severity` label, if the plugin sets one.
     pub severity: Option<String>,
-    /// Annotations; they are added to the labels' instance as templates
-    /// are (see [`Evaluation::into_sample`]).
+    /// Annotations of this instance, set over the rule's templated ones.
     pub annotations: BTreeMap<String, String>,
 }
 
 impl Evaluation {
     /// The lifecycle's sample: `severity` becomes a label (Prometheus's
-    /// convention). Per-instance annotations are not part of a
-    /// [`Sample`] yet; the rule's spec annotations apply (a plugin rule may
-    /// set them from its `describe`).
+    /// convention; a `severity` the rule sets in its labels wins, as rule
+    /// labels do), the annotations go with it.
     pub fn into_sample(self) -> Sample {
         let mut labels = self.labels;
         if let Some(s) = self.severity {
@@ -248,21 +248,44 @@ impl Evaluation {
             labels,
             value: self.value,
             active: self.active,
+            annotations: self.annotations,
         }
     }
 }
 
 /// The host side of an alert plugin, as the alert operator drives it.
-/// Implemented by the `alert` world's host binding (`crate::plugin::alert`);
-/// a call that fails counts as an evaluation without samples (the
-/// lifecycle's no-data handling then applies) and is logged.
+/// Implemented over the `alert` world's host binding (`crate::plugin::alert`)
+/// by `crate::engine::plugin_alerts`; a call that fails makes no
+/// transitions for its evaluation (the plugin wrote no state either), as
+/// Prometheus keeps a rule's alerts when its query fails.
 pub trait PluginEvaluator: Send {
     /// The windows and patterns the plugin watches.
     fn watches(&self) -> &[Watch];
     /// Evaluate at event time `at_ms` with this evaluation's watched
     /// results, in the order they were published.
     fn evaluate(&mut self, at_ms: i64, inputs: &[Watched]) -> Result<Vec<Evaluation>, String>;
+    /// Lifecycle notices (failures, quarantine, recovery) since the last
+    /// call, for the `plugins` channel.
+    fn take_notices(&mut self) -> Vec<crate::plugin::registry::Notice> {
+        Vec::new()
+    }
 }
+
+/// An `[[alerts]]` entry naming an alert plugin (`plugin = "..."`): the
+/// rule's lifecycle settings, the plugin (a file of the plugins folder, by
+/// name) and its configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginRule {
+    /// Lifecycle settings (name, `for`, labels with `severity`, ...).
+    pub spec: RuleSpec,
+    /// The alert plugin's name (its file name without `.wasm`).
+    pub plugin: String,
+    /// Its configuration, as JSON (`{}` if none).
+    pub config: String,
+}
+
+// As for `DeclaredRule`: configurations compare with `==` on reload.
+impl Eq for PluginRule {}
 
 /// Where a rule's samples come from.
 pub enum Evaluator {

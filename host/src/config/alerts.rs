@@ -12,7 +12,7 @@ use crate::alert::lifecycle::{
     DEFAULT_MAX_INSTANCES, DEFAULT_NO_DATA_AFTER_MS, NO_DATA_LABEL, default_no_data_after,
 };
 use crate::alert::notify::{AlertmanagerConfig, NotifyConfig, WebhookConfig};
-use crate::alert::rules::{DeclaredRule, KEY_LABEL, Op, RuleValue, Watch, label_name};
+use crate::alert::rules::{DeclaredRule, KEY_LABEL, Op, PluginRule, RuleValue, Watch, label_name};
 use crate::alert::{NoDataMode, RuleSpec};
 use crate::pattern::PatternConfig;
 use crate::window::{WindowConfig, WindowKind, WindowSpec};
@@ -26,6 +26,8 @@ const MAX_INSTANCES_LIMIT: i64 = 1_000_000;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAlert {
     name: String,
+    plugin: Option<String>,
+    config: Option<toml::Value>,
     window: Option<String>,
     pattern: Option<String>,
     value: Option<String>,
@@ -69,31 +71,100 @@ fn is_rule_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
+/// An `[[alerts]]` entry, validated.
+enum AlertRule {
+    Declared(DeclaredRule),
+    Plugin(PluginRule),
+}
+
+impl AlertRule {
+    fn name(&self) -> &str {
+        match self {
+            AlertRule::Declared(d) => &d.spec.name,
+            AlertRule::Plugin(p) => &p.spec.name,
+        }
+    }
+}
+
+/// Keys of a declared rule that an alert plugin rule does not take: the
+/// plugin decides what it watches and when its condition holds.
+const DECLARED_ONLY: [&str; 5] = ["window", "pattern", "value", "op", "threshold"];
+
 impl Validator<'_> {
     /// Every `[[alerts]]` entry, checked against the windows and patterns
-    /// it names.
+    /// it names: the declared rules and the alert plugin rules, each in
+    /// order. (What a plugin watches is checked when its plugin is loaded.)
     pub(super) fn alerts(
         &self,
         raw: Vec<RawAlert>,
         windows: &[WindowConfig],
         patterns: &[PatternConfig],
-    ) -> Result<Vec<DeclaredRule>, ConfigError> {
+    ) -> Result<(Vec<DeclaredRule>, Vec<PluginRule>), ConfigError> {
         let mut seen: HashMap<String, usize> = HashMap::new();
-        let mut out = Vec::with_capacity(raw.len());
+        let mut declared = Vec::new();
+        let mut plugins = Vec::new();
         for (i, a) in raw.into_iter().enumerate() {
             let rule = self.alert(i, a, windows, patterns)?;
-            if let Some(first) = seen.insert(rule.spec.name.clone(), i) {
+            if let Some(first) = seen.insert(rule.name().to_owned(), i) {
                 return Err(self.invalid(
                     format!("alerts[{i}].name"),
                     format!(
                         "duplicate alert name `{}` (also alerts[{first}])",
-                        rule.spec.name
+                        rule.name()
                     ),
                 ));
             }
-            out.push(rule);
+            match rule {
+                AlertRule::Declared(d) => declared.push(d),
+                AlertRule::Plugin(p) => plugins.push(p),
+            }
         }
-        Ok(out)
+        Ok((declared, plugins))
+    }
+
+    /// The `plugin` and `config` of an alert plugin rule.
+    fn alert_plugin(&self, i: usize, a: &RawAlert, plugin: &str) -> Result<String, ConfigError> {
+        let key = |k: &str| format!("alerts[{i}].{k}");
+        let given = [
+            a.window.is_some(),
+            a.pattern.is_some(),
+            a.value.is_some(),
+            a.op.is_some(),
+            a.threshold.is_some(),
+        ];
+        if let Some((k, _)) = DECLARED_ONLY.iter().zip(given).find(|(_, g)| *g) {
+            return Err(self.invalid(
+                key(k),
+                format!(
+                    "not with `plugin`: alert plugin `{plugin}` decides what it watches and when its condition holds; give its settings in `config`, or drop `plugin` for a declared rule"
+                ),
+            ));
+        }
+        if plugin.is_empty()
+            || !plugin
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(self.invalid(
+                key("plugin"),
+                format!(
+                    "`{plugin}` is not a plugin name: an alert plugin is named after its file in the plugins folder (`<name>.wasm`): letters, digits, `-`, `_`"
+                ),
+            ));
+        }
+        match &a.config {
+            None => Ok("{}".to_owned()),
+            Some(v @ toml::Value::Table(_)) => serde_json::to_string(v).map_err(|e| {
+                self.invalid(key("config"), format!("cannot be written as JSON: {e}"))
+            }),
+            Some(other) => Err(self.invalid(
+                key("config"),
+                format!(
+                    "must be a table (`config = {{ ... }}`), not {}",
+                    other.type_str()
+                ),
+            )),
+        }
     }
 
     fn alert(
@@ -102,7 +173,7 @@ impl Validator<'_> {
         a: RawAlert,
         windows: &[WindowConfig],
         patterns: &[PatternConfig],
-    ) -> Result<DeclaredRule, ConfigError> {
+    ) -> Result<AlertRule, ConfigError> {
         let key = |k: &str| format!("alerts[{i}].{k}");
         if !is_rule_name(&a.name) {
             return Err(self.invalid(
@@ -114,11 +185,22 @@ impl Validator<'_> {
             ));
         }
         let mut spec = RuleSpec::new(a.name.clone());
+        let plugin = match &a.plugin {
+            Some(p) => Some((p.clone(), self.alert_plugin(i, &a, p)?)),
+            None if a.config.is_some() => {
+                return Err(self.invalid(
+                    key("config"),
+                    "only with `plugin` (an alert plugin's configuration)",
+                ));
+            }
+            None => None,
+        };
         let (watch, value, group_labels, window_kind) = match (&a.window, &a.pattern) {
+            _ if plugin.is_some() => (None, RuleValue::MatchCount, Vec::new(), None),
             (Some(_), Some(_)) | (None, None) => {
                 return Err(self.invalid(
                     key("window"),
-                    "give exactly one of `window` (a window's name) or `pattern` (a pattern's name)",
+                    "give exactly one of `window` (a window's name), `pattern` (a pattern's name) or `plugin` (an alert plugin's)",
                 ));
             }
             (Some(w), None) => {
@@ -166,7 +248,7 @@ impl Validator<'_> {
                     }
                 }
                 (
-                    Watch::Window(w.clone()),
+                    Some(Watch::Window(w.clone())),
                     RuleValue::Aggregate(value.clone()),
                     labels,
                     Some(window.kind),
@@ -199,16 +281,16 @@ impl Validator<'_> {
                     }
                 }
                 (
-                    Watch::Pattern(p.clone()),
+                    Some(Watch::Pattern(p.clone())),
                     RuleValue::MatchCount,
                     Vec::new(),
                     None,
                 )
             }
         };
-        let pattern_rule = matches!(watch, Watch::Pattern(_));
+        let pattern_rule = matches!(watch, Some(Watch::Pattern(_)));
         let op = match a.op.as_deref() {
-            None if pattern_rule => Op::Ge,
+            None if pattern_rule || plugin.is_some() => Op::Ge,
             None => {
                 return Err(self.invalid(key("op"), "required: one of > >= < <= == !="));
             }
@@ -220,7 +302,7 @@ impl Validator<'_> {
             })?,
         };
         let threshold = match &a.threshold {
-            None if pattern_rule => 1.0,
+            None if pattern_rule || plugin.is_some() => 1.0,
             None => return Err(self.invalid(key("threshold"), "required: a number")),
             Some(toml::Value::Integer(n)) => *n as f64,
             Some(toml::Value::Float(f)) if f.is_finite() => *f,
@@ -288,14 +370,26 @@ impl Validator<'_> {
             spec.labels.insert("severity".to_owned(), severity);
         }
         spec.annotations = a.annotations;
-        Ok(DeclaredRule {
+        if let Some((plugin, config)) = plugin {
+            return Ok(AlertRule::Plugin(PluginRule {
+                spec,
+                plugin,
+                config,
+            }));
+        }
+        // Without `plugin`, exactly one of `window` and `pattern` was
+        // checked above.
+        let Some(watch) = watch else {
+            return Err(self.invalid(key("window"), "give `window`, `pattern` or `plugin`"));
+        };
+        Ok(AlertRule::Declared(DeclaredRule {
             spec,
             watch,
             value,
             op,
             threshold,
             group_labels,
-        })
+        }))
     }
 
     /// The `[notify]` section: every target, with its URL checked.
@@ -503,6 +597,112 @@ pattern = "burst"
         let e =
             parse("[[alerts]]\nname = \"A\"\npattern = \"burst\"\nsevrity = \"x\"\n").unwrap_err();
         assert!(e.contains("sevrity"), "{e}");
+    }
+
+    #[test]
+    fn a_plugin_rule_takes_the_lifecycle_keys_and_a_config_table() {
+        let c = parse(
+            r#"
+[[alerts]]
+name = "LatencyAnomaly"
+plugin = "zscore-anomaly"
+config = { window = "errors_per_service", aggregate = "count", k = 3.5, min_samples = 20 }
+for = "2m"
+keep_firing_for = "1m"
+severity = "page"
+labels = { team = "web" }
+annotations = { runbook = "https://runbooks/latency" }
+no_data = "keep_last"
+max_instances = 50
+
+[[alerts]]
+name = "Plain"
+plugin = "burn-rate"
+"#,
+        )
+        .unwrap();
+        assert!(c.alerts.is_empty());
+        let r = &c.alert_plugins[0];
+        assert_eq!(r.plugin, "zscore-anomaly");
+        let config: serde_json::Value = serde_json::from_str(&r.config).unwrap();
+        assert_eq!(
+            config,
+            serde_json::json!({"window": "errors_per_service", "aggregate": "count", "k": 3.5, "min_samples": 20})
+        );
+        assert_eq!(
+            (r.spec.for_ms, r.spec.keep_firing_for_ms),
+            (120_000, 60_000)
+        );
+        assert_eq!(r.spec.labels["severity"], "page");
+        assert_eq!(r.spec.labels["team"], "web");
+        assert_eq!(r.spec.annotations["runbook"], "https://runbooks/latency");
+        assert_eq!(r.spec.no_data, NoDataMode::KeepLast);
+        assert_eq!(r.spec.max_instances, 50);
+        assert_eq!(c.alert_plugins[1].config, "{}");
+    }
+
+    #[test]
+    fn a_plugin_rule_refuses_declared_keys_naming_them() {
+        let cases = [
+            (
+                "plugin = \"z\"\nwindow = \"errors_per_service\"",
+                "alerts[0].window",
+                "not with `plugin`",
+            ),
+            (
+                "plugin = \"z\"\npattern = \"burst\"",
+                "alerts[0].pattern",
+                "not with `plugin`",
+            ),
+            (
+                "plugin = \"z\"\nvalue = \"count\"",
+                "alerts[0].value",
+                "not with `plugin`",
+            ),
+            (
+                "plugin = \"z\"\nop = \">\"",
+                "alerts[0].op",
+                "not with `plugin`",
+            ),
+            (
+                "plugin = \"z\"\nthreshold = 1",
+                "alerts[0].threshold",
+                "not with `plugin`",
+            ),
+            ("plugin = \"../z\"", "alerts[0].plugin", "not a plugin name"),
+            (
+                "plugin = \"z\"\nconfig = 3",
+                "alerts[0].config",
+                "must be a table",
+            ),
+            (
+                "pattern = \"burst\"\nconfig = { k = 1 }",
+                "alerts[0].config",
+                "only with `plugin`",
+            ),
+            (
+                "plugin = \"z\"\nno_data = \"maybe\"",
+                "alerts[0].no_data",
+                "not a no-data mode",
+            ),
+            (
+                "window = \"errors_per_service\"\npattern = \"burst\"",
+                "alerts[0].window",
+                "or `plugin`",
+            ),
+        ];
+        for (body, key, message) in cases {
+            let e = parse(&format!("[[alerts]]\nname = \"A\"\n{body}\n")).unwrap_err();
+            assert!(e.contains(key) && e.contains(message), "{body}: {e}");
+        }
+        let e = parse(
+            "[[alerts]]\nname = \"A\"\npattern = \"burst\"\n[[alerts]]\nname = \"A\"\nplugin = \"z\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("alerts[1].name") && e.contains("duplicate"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -129,6 +129,9 @@ pub struct Config {
     pub wal: crate::wal::WalConfig,
     /// `[[alerts]]`: declared alert rules, in order.
     pub alerts: Vec<crate::alert::DeclaredRule>,
+    /// `[[alerts]]` entries with `plugin = "..."`: alert plugin rules, in
+    /// order.
+    pub alert_plugins: Vec<crate::alert::PluginRule>,
     /// `[notify]`: where alerts are delivered (`eddy serve` only).
     pub notify: crate::alert::notify::NotifyConfig,
 }

@@ -629,7 +629,7 @@ impl RawConfig {
                 .unwrap_or_else(|| super::DEFAULT_DATA_DIR.to_owned()),
         };
         let wal = v.wal(&self.wal)?;
-        let alerts = v.alerts(self.alerts, &windows, &patterns)?;
+        let (alerts, alert_plugins) = v.alerts(self.alerts, &windows, &patterns)?;
         let notify = v.notify(self.notify)?;
 
         Ok(Config {
@@ -648,6 +648,7 @@ impl RawConfig {
             data_dir: PathBuf::from(data_dir),
             wal,
             alerts,
+            alert_plugins,
             notify,
         })
     }

@@ -126,7 +126,9 @@ fn watch_of(e: &Evaluator) -> Option<&Watch> {
     }
 }
 
-fn timing(config: &Config, watch: &Watch) -> (i64, i64) {
+/// How often a rule watching `watch` is evaluated without results, and
+/// the out-of-orderness bound of its source.
+pub(super) fn timing(config: &Config, watch: &Watch) -> (i64, i64) {
     match watch {
         Watch::Window(name) => config.windows.iter().find(|w| &w.name == name).map_or(
             (PATTERN_RULE_INTERVAL_MS, config.time.out_of_orderness_ms),
@@ -228,6 +230,18 @@ impl Alerts {
         true
     }
 
+    /// Lifecycle notices of the plugin rules' plugins (failures,
+    /// quarantine, recovery) since the last call, rule by rule.
+    pub fn take_notices(&mut self) -> Vec<crate::plugin::registry::Notice> {
+        self.rules
+            .iter_mut()
+            .flat_map(|r| match &mut r.evaluator {
+                Evaluator::Plugin(p) => p.take_notices(),
+                Evaluator::Declared(_) => Vec::new(),
+            })
+            .collect()
+    }
+
     /// Whether there is any rule.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
@@ -307,8 +321,13 @@ impl Alerts {
                     (Evaluator::Plugin(p), Pending::Watched(w)) => match p.evaluate(at, &w) {
                         Ok(evals) => evals.into_iter().map(|e| e.into_sample()).collect(),
                         Err(e) => {
-                            tracing::warn!(rule = %rule.spec.name, error = %e, "alert plugin evaluation failed; counted as no samples");
-                            Vec::new()
+                            // The plugin wrote no state for this batch (and
+                            // reported the failure on `plugins`): no
+                            // transitions either, as Prometheus keeps a
+                            // rule's alerts when its query fails.
+                            tracing::debug!(rule = %rule.spec.name, error = %e, "alert plugin evaluation failed; no transitions");
+                            rule.last_at = at;
+                            continue;
                         }
                     },
                     _ => Vec::new(),

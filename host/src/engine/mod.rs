@@ -32,6 +32,7 @@ pub mod alerts;
 mod dedup;
 pub mod input;
 pub mod output;
+pub mod plugin_alerts;
 pub mod plugin_patterns;
 pub mod state;
 #[cfg(test)]
@@ -160,6 +161,27 @@ impl Engine {
                 }
             }
         }
+        let mut alerts = alerts::Alerts::new(config);
+        let running = patterns.names();
+        for rule in &config.alert_plugins {
+            let made = plugin_alerts::instantiate(
+                &registry,
+                &mut pipeline,
+                config,
+                &running,
+                rule,
+                options.plugins.get(&rule.plugin).map(String::as_str),
+                options.seed,
+            )
+            .map_err(EngineError::Alerts)?;
+            alerts.set_plugin_rule(
+                rule.spec.clone(),
+                Box::new(made.evaluator),
+                made.interval_ms,
+                made.bound_ms,
+                &mut Vec::new(),
+            );
+        }
         Ok(Engine {
             patterns,
             pipeline,
@@ -175,7 +197,7 @@ impl Engine {
             config: config.clone(),
             registry,
             dedup: dedup::Dedup::default(),
-            alerts: alerts::Alerts::new(config),
+            alerts,
         })
     }
 
@@ -221,10 +243,17 @@ impl Engine {
                     VersionChange::Select(hash) => {
                         self.pipeline.select(&change.plugin, Some(hash));
                         self.select_pattern_plugin(&change.plugin, hash);
+                        self.select_alert_plugin(
+                            &change.plugin,
+                            hash,
+                            &mut notices,
+                            &mut alert_events,
+                        );
                     }
                     VersionChange::Remove => {
                         self.pipeline.select(&change.plugin, None);
                         self.remove_pattern_plugin(&change.plugin);
+                        self.remove_alert_plugin(&change.plugin, &mut notices, &mut alert_events);
                     }
                 }
                 notices.extend(change.notice);
@@ -284,6 +313,7 @@ impl Engine {
         // of this input.
         self.alerts
             .evaluate(self.time.event_now(), &mut alert_events);
+        notices.extend(self.alerts.take_notices());
         for event in alert_events {
             self.counters.alert_transitions += 1;
             sink.emit(Emitted::Alert {
@@ -353,6 +383,33 @@ impl Engine {
             detail,
         };
         let mut changes = Vec::new();
+        // Alert plugin rules first: a plugin that is missing, of another
+        // kind, refuses its configuration or watches something that does
+        // not exist fails the reload before anything changed.
+        let mut plugin_rules = Vec::new();
+        let running = self.plugin_pattern_names();
+        let versions = self.pipeline.selection().hashes();
+        for rule in &config.alert_plugins {
+            if self.config.alert_plugins.contains(rule) {
+                continue;
+            }
+            match plugin_alerts::instantiate(
+                &self.registry,
+                &mut self.pipeline,
+                config,
+                &running,
+                rule,
+                versions.get(&rule.plugin).map(String::as_str),
+                self.seed,
+            ) {
+                Ok(made) => plugin_rules.push((rule.clone(), made)),
+                Err(e) => {
+                    let message = format!("the alerts could not be applied: {e}");
+                    notices.push(notice("config".into(), message.clone()));
+                    return Err(message);
+                }
+            }
+        }
         let now = self.pipeline.stage_configs();
         let stages_changed = now.len() != config.stages.len()
             || now.iter().zip(&config.stages).any(|(a, b)| *a != b);
@@ -409,11 +466,53 @@ impl Engine {
             notices.push(notice(format!("pattern:{}", p.name), detail.clone()));
             changes.push(detail);
         }
-        for detail in self.alerts.reconfigure(config, alert_events) {
+        let mut alert_changes = Vec::new();
+        for old in &self.config.alert_plugins {
+            if !config
+                .alert_plugins
+                .iter()
+                .any(|r| r.spec.name == old.spec.name)
+            {
+                self.alerts.remove_rule(&old.spec.name, alert_events);
+                alert_changes.push(format!(
+                    "alert `{}` removed; its firing alerts resolved",
+                    old.spec.name
+                ));
+            }
+        }
+        alert_changes.extend(self.alerts.reconfigure(config, alert_events));
+        for (rule, made) in plugin_rules {
+            let before = self
+                .config
+                .alert_plugins
+                .iter()
+                .find(|r| r.spec.name == rule.spec.name);
+            let kept = before.is_some_and(|b| b.spec.labels == rule.spec.labels);
+            self.alerts.set_plugin_rule(
+                rule.spec.clone(),
+                Box::new(made.evaluator),
+                made.interval_ms,
+                made.bound_ms,
+                alert_events,
+            );
+            alert_changes.push(match (before, kept) {
+                (None, _) => format!("alert `{}` (plugin `{}`) added", rule.spec.name, rule.plugin),
+                (Some(_), true) => format!(
+                    "alert `{}` (plugin `{}`) changed; its instances are kept",
+                    rule.spec.name, rule.plugin
+                ),
+                (Some(_), false) => format!(
+                    "alert `{}` (plugin `{}`) has other labels; its alerts were resolved and it starts afresh",
+                    rule.spec.name, rule.plugin
+                ),
+            });
+        }
+        for detail in alert_changes {
             notices.push(notice("alerts".into(), detail.clone()));
             changes.push(detail);
         }
         self.config.alerts = config.alerts.clone();
+        self.config.alert_plugins = config.alert_plugins.clone();
         Ok(changes)
     }
 
@@ -462,6 +561,105 @@ impl Engine {
                 dropped,
                 "pattern plugin removed with its partial matches"
             );
+        }
+    }
+
+    /// The running patterns of pattern plugins.
+    fn plugin_pattern_names(&self) -> Vec<String> {
+        self.patterns
+            .names()
+            .into_iter()
+            .filter(|n| {
+                self.patterns.config(n).is_some_and(|c| {
+                    matches!(c.conditions, crate::pattern::Conditions::Plugin { .. })
+                })
+            })
+            .collect()
+    }
+
+    /// Version `hash` of `plugin` went live: every alert rule running that
+    /// plugin gets an instance of it, made from the rule's context (its
+    /// baselines carry over), and keeps its alert instances — a firing
+    /// alert stays firing. A version that cannot serve the rule (another
+    /// kind, a refused configuration, a watch that does not exist) leaves
+    /// the rule on the version it ran, with a notice.
+    fn select_alert_plugin(
+        &mut self,
+        plugin: &str,
+        hash: &str,
+        notices: &mut Vec<Notice>,
+        out: &mut Vec<crate::alert::AlertEvent>,
+    ) {
+        let rules: Vec<crate::alert::PluginRule> = self
+            .config
+            .alert_plugins
+            .iter()
+            .filter(|r| r.plugin == plugin)
+            .cloned()
+            .collect();
+        if rules.is_empty() {
+            return;
+        }
+        let running: Vec<String> = self.patterns.names();
+        for rule in rules {
+            match plugin_alerts::instantiate(
+                &self.registry,
+                &mut self.pipeline,
+                &self.config,
+                &running,
+                &rule,
+                Some(hash),
+                self.seed,
+            ) {
+                Ok(made) => self.alerts.set_plugin_rule(
+                    rule.spec,
+                    Box::new(made.evaluator),
+                    made.interval_ms,
+                    made.bound_ms,
+                    out,
+                ),
+                Err(e) => {
+                    tracing::warn!(plugin, alert = %rule.spec.name, error = %e, "alert plugin version not started; the alert keeps the version it ran");
+                    notices.push(Notice {
+                        plugin: plugin.to_owned(),
+                        kind: crate::plugin::registry::NoticeKind::Failed,
+                        hash: Some(hash.to_owned()),
+                        version: None,
+                        detail: format!("{e}; the alert keeps the version it ran"),
+                    });
+                }
+            }
+        }
+    }
+
+    /// `plugin`'s file was removed: the alert rules running it stop, and
+    /// their firing alerts resolve (they come back with the file).
+    fn remove_alert_plugin(
+        &mut self,
+        plugin: &str,
+        notices: &mut Vec<Notice>,
+        out: &mut Vec<crate::alert::AlertEvent>,
+    ) {
+        let names: Vec<String> = self
+            .config
+            .alert_plugins
+            .iter()
+            .filter(|r| r.plugin == plugin)
+            .map(|r| r.spec.name.clone())
+            .collect();
+        for name in names {
+            if self.alerts.remove_rule(&name, out) {
+                tracing::warn!(plugin, alert = %name, "alert plugin removed: the alert stops and its firing alerts resolve");
+                notices.push(Notice {
+                    plugin: plugin.to_owned(),
+                    kind: crate::plugin::registry::NoticeKind::Unloaded,
+                    hash: None,
+                    version: None,
+                    detail: format!(
+                        "alert `{name}` stopped until `{plugin}.wasm` is back; its firing alerts resolved"
+                    ),
+                });
+            }
         }
     }
 
@@ -657,6 +855,11 @@ pub enum EngineError {
     /// A pattern cannot be set up.
     #[error("{0}")]
     Patterns(String),
+    /// An alert plugin rule cannot be set up (its plugin is missing, of
+    /// another kind, refuses its configuration or watches something that
+    /// does not exist).
+    #[error("{0}")]
+    Alerts(String),
     /// A snapshot could not be read or does not fit this configuration.
     #[error("{0}")]
     Snapshot(#[from] state::SnapshotError),

@@ -6,7 +6,8 @@
 //!
 //! The plugin only judges; everything after that is the host's, as for a
 //! rule declared in `eddy.toml`: the engine turns each evaluation into a
-//! `crate::alert::Sample` (labels plus `severity`, value, active) for the
+//! `crate::alert::Sample` (labels plus `severity`, value, active,
+//! annotations) for the
 //! rule's `crate::alert::RuleState`, which owns `for`, `keep_firing_for`,
 //! dedup by fingerprint, resolve, no-data and the instance cap.
 //!

@@ -272,8 +272,11 @@ impl AlertPlugin for ZScore {
             if history.values.len() >= self.min_samples {
                 let (mean, std) = history.stats();
                 let z = z_score(x, mean, std);
+                let evaluation = Evaluation::new(z, self.anomalous(z));
+                #[cfg(feature = "mark-version")]
+                let evaluation = evaluation.annotation("version", "2");
                 out.push(
-                    Evaluation::new(z, self.anomalous(z))
+                    evaluation
                         .labels(r.group_labels())
                         .severity(&self.severity)
                         .annotation(

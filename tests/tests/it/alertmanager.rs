@@ -186,6 +186,7 @@ fn sample(path: &str, value: f64, active: bool) -> Sample {
         labels: BTreeMap::from([("path".to_owned(), path.to_owned())]),
         value,
         active,
+        annotations: BTreeMap::new(),
     }
 }
 
