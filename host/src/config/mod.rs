@@ -43,6 +43,7 @@ mod windows;
 mod windows_tests;
 
 pub use interpolate::interpolate;
+pub use patterns::PluginPatternLimits;
 pub use service::{
     AuthConfig, DEFAULT_LISTEN, IngestConfig, InvalidPolicy, ServerConfig, StreamsConfig,
 };
@@ -122,6 +123,9 @@ pub struct Config {
     pub live: crate::window::LiveConfig,
     /// `[[patterns]]`: sequence patterns declared here, in order.
     pub patterns: Vec<crate::pattern::PatternConfig>,
+    /// `[[patterns]]` entries with `plugin = "..."`: the limits and time
+    /// settings of pattern plugins' patterns.
+    pub pattern_plugins: Vec<PluginPatternLimits>,
     /// Where `eddy serve` keeps `wal/` and `checkpoints/` (`data_dir`,
     /// default `${EDDY_DATA_DIR:-data}`). Relative paths stay relative.
     pub data_dir: PathBuf,

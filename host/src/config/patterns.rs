@@ -23,11 +23,32 @@ const MAX_PARTIALS_LIMIT: i64 = 100_000_000;
 /// Most matches kept for REST.
 const MAX_HISTORY_LIMIT: i64 = 1_000_000;
 
+/// A `[[patterns]]` entry with `plugin = "<name>"`: the limits and time
+/// settings the engine runs that pattern plugin's pattern with (the engine
+/// defaults without one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginPatternLimits {
+    /// The pattern plugin (its file stem).
+    pub plugin: String,
+    /// `out_of_orderness`, ms.
+    pub out_of_orderness_ms: i64,
+    /// `idle_timeout`, ms.
+    pub idle_timeout_ms: i64,
+    /// `max_partials_per_key`.
+    pub max_partials_per_key: usize,
+    /// `max_partials`.
+    pub max_partials: usize,
+    /// `max_history`.
+    pub max_history: usize,
+}
+
 /// A `[[patterns]]` entry as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPattern {
-    name: String,
+    name: Option<String>,
+    /// A pattern plugin whose limits and time settings this entry sets.
+    plugin: Option<String>,
     key: Option<String>,
     within: Option<String>,
     within_type: Option<String>,
@@ -66,10 +87,23 @@ impl Validator<'_> {
         &self,
         raw: Vec<RawPattern>,
         time: &EngineTime,
-    ) -> Result<Vec<PatternConfig>, ConfigError> {
+    ) -> Result<(Vec<PatternConfig>, Vec<PluginPatternLimits>), ConfigError> {
         let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut plugins: HashMap<String, usize> = HashMap::new();
         let mut out = Vec::with_capacity(raw.len());
+        let mut limits = Vec::new();
         for (i, p) in raw.into_iter().enumerate() {
+            if let Some(plugin) = p.plugin.clone() {
+                let l = self.plugin_limits(i, &plugin, p, time)?;
+                if let Some(first) = plugins.insert(plugin.clone(), i) {
+                    return Err(self.invalid(
+                        format!("patterns[{i}].plugin"),
+                        format!("pattern plugin `{plugin}` is set twice (also patterns[{first}])"),
+                    ));
+                }
+                limits.push(l);
+                continue;
+            }
             let config = self.pattern(i, p, time)?;
             if let Some(first) = seen.insert(config.name.clone(), i) {
                 return Err(self.invalid(
@@ -82,7 +116,83 @@ impl Validator<'_> {
             }
             out.push(config);
         }
-        Ok(out)
+        Ok((out, limits))
+    }
+
+    /// A `[[patterns]]` entry with `plugin`: the limits and time settings
+    /// of that pattern plugin's pattern (its steps come from the plugin).
+    fn plugin_limits(
+        &self,
+        i: usize,
+        plugin: &str,
+        p: RawPattern,
+        time: &EngineTime,
+    ) -> Result<PluginPatternLimits, ConfigError> {
+        let at = |key: &str| format!("patterns[{i}].{key}");
+        let given = [
+            ("name", p.name.is_some()),
+            ("key", p.key.is_some()),
+            ("within", p.within.is_some()),
+            ("within_type", p.within_type.is_some()),
+            ("skip", p.skip.is_some()),
+            ("steps", !p.steps.is_empty()),
+        ];
+        if let Some((k, _)) = given.iter().find(|(_, g)| *g) {
+            return Err(self.invalid(
+                at(k),
+                format!(
+                    "not with `plugin`: pattern plugin `{plugin}` describes its pattern itself (named after its file); with `plugin` give only out_of_orderness, idle_timeout, max_partials_per_key, max_partials and max_history"
+                ),
+            ));
+        }
+        if plugin.is_empty()
+            || !plugin
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(self.invalid(
+                at("plugin"),
+                format!(
+                    "`{plugin}` is not a plugin name: a pattern plugin is named after its file in the plugins folder (`<name>.wasm`): letters, digits, `-`, `_`"
+                ),
+            ));
+        }
+        Ok(PluginPatternLimits {
+            plugin: plugin.to_owned(),
+            out_of_orderness_ms: self.opt_duration(
+                &at("out_of_orderness"),
+                &p.out_of_orderness,
+                0,
+                time.out_of_orderness_ms,
+            )?,
+            idle_timeout_ms: self.opt_duration(
+                &at("idle_timeout"),
+                &p.idle_timeout,
+                1,
+                time.idle_timeout_ms,
+            )?,
+            max_partials_per_key: self.bounded(
+                &at("max_partials_per_key"),
+                p.max_partials_per_key,
+                DEFAULT_MAX_PARTIALS_PER_KEY,
+                MAX_PARTIALS_LIMIT,
+            )?,
+            max_partials: self.bounded(
+                &at("max_partials"),
+                p.max_partials,
+                DEFAULT_MAX_PARTIALS,
+                MAX_PARTIALS_LIMIT,
+            )?,
+            max_history: match p.max_history {
+                Some(Int(0)) => 0,
+                other => self.bounded(
+                    &at("max_history"),
+                    other,
+                    DEFAULT_MAX_HISTORY,
+                    MAX_HISTORY_LIMIT,
+                )?,
+            },
+        })
     }
 
     fn pattern(
@@ -92,7 +202,13 @@ impl Validator<'_> {
         time: &EngineTime,
     ) -> Result<PatternConfig, ConfigError> {
         let at = |key: &str| format!("patterns[{i}].{key}");
-        self.channel_name(&at("name"), &p.name, "pattern")?;
+        let Some(name) = p.name.clone() else {
+            return Err(self.invalid(
+                at("name"),
+                "missing: a declared pattern needs a name (or give `plugin` to set a pattern plugin's limits)",
+            ));
+        };
+        self.channel_name(&at("name"), &name, "pattern")?;
         if p.steps.is_empty() {
             return Err(self.invalid(
                 at("steps"),
@@ -136,7 +252,7 @@ impl Validator<'_> {
             conditions.push(cond);
         }
         let config = PatternConfig {
-            name: p.name,
+            name,
             key: p.key.unwrap_or_else(|| "distinct_id".to_owned()),
             def: PatternDef {
                 steps,

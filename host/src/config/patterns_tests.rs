@@ -261,3 +261,60 @@ fn mistakes_name_their_key() {
         assert!(m.contains(message), "for {text}: `{m}` lacks `{message}`");
     }
 }
+
+#[test]
+fn a_plugin_entry_sets_a_pattern_plugins_limits_only() {
+    let config = parse(
+        r#"
+[time]
+out_of_orderness = "3s"
+
+[[patterns]]
+plugin = "login-burst"
+max_partials_per_key = 5
+max_partials = 2000000
+idle_timeout = "9s"
+"#,
+    )
+    .unwrap();
+    assert!(config.patterns.is_empty());
+    assert_eq!(
+        config.pattern_plugins,
+        vec![PluginPatternLimits {
+            plugin: "login-burst".into(),
+            out_of_orderness_ms: 3_000,
+            idle_timeout_ms: 9_000,
+            max_partials_per_key: 5,
+            max_partials: 2_000_000,
+            max_history: crate::pattern::operator::DEFAULT_MAX_HISTORY,
+        }]
+    );
+}
+
+#[test]
+fn a_plugin_entry_refuses_what_the_plugin_describes_and_twins() {
+    for (extra, key) in [
+        ("name = \"x\"", "patterns[0].name"),
+        ("key = \"distinct_id\"", "patterns[0].key"),
+        ("within = \"1m\"", "patterns[0].within"),
+        ("skip = \"skip_to_next\"", "patterns[0].skip"),
+    ] {
+        let (k, message) = rejected(&format!("[[patterns]]\nplugin = \"lb\"\n{extra}\n"));
+        assert_eq!(k, key, "{extra}: {message}");
+        assert!(message.contains("not with `plugin`"), "{message}");
+    }
+    let (k, message) =
+        rejected("[[patterns]]\nplugin = \"lb\"\n[[patterns.steps]]\nname = \"a\"\n");
+    assert_eq!(
+        (k.as_str(), message.contains("not with `plugin`")),
+        ("patterns[0].steps", true)
+    );
+    let (k, message) = rejected("[[patterns]]\nplugin = \"../lb\"\n");
+    assert_eq!(k, "patterns[0].plugin", "{message}");
+    let (k, message) = rejected("[[patterns]]\nplugin = \"lb\"\n[[patterns]]\nplugin = \"lb\"\n");
+    assert_eq!(k, "patterns[1].plugin");
+    assert!(message.contains("set twice"), "{message}");
+    let (k, message) = rejected("[[patterns]]\nmax_partials = 5\n");
+    assert_eq!(k, "patterns[0].name");
+    assert!(message.contains("missing"), "{message}");
+}

@@ -615,7 +615,7 @@ impl RawConfig {
         let time = v.time(&self.time)?;
         let windows = v.windows(self.windows, &time)?;
         let live = v.live(&self.live)?;
-        let patterns = v.patterns(self.patterns, &time)?;
+        let (patterns, pattern_plugins) = v.patterns(self.patterns, &time)?;
         let data_dir = match self.data_dir {
             Some(dir) if dir.is_empty() => {
                 return Err(v.invalid(
@@ -649,6 +649,7 @@ impl RawConfig {
             wal,
             alerts,
             alert_plugins,
+            pattern_plugins,
             notify,
         })
     }

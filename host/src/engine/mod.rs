@@ -513,6 +513,28 @@ impl Engine {
         }
         self.config.alerts = config.alerts.clone();
         self.config.alert_plugins = config.alert_plugins.clone();
+        // Pattern plugins whose `[[patterns]] plugin = ...` limits changed
+        // run on with the new ones (their partial matches carry over).
+        let limits_of = |c: &Config, plugin: &str| {
+            c.pattern_plugins
+                .iter()
+                .find(|l| l.plugin == plugin)
+                .cloned()
+        };
+        let changed: Vec<String> = self
+            .plugin_pattern_names()
+            .into_iter()
+            .filter(|p| limits_of(&self.config, p) != limits_of(config, p))
+            .collect();
+        self.config.pattern_plugins = config.pattern_plugins.clone();
+        for plugin in changed {
+            if let Some(hash) = versions.get(&plugin) {
+                self.select_pattern_plugin(&plugin, hash);
+                let detail = format!("pattern plugin `{plugin}` runs with its new limits");
+                notices.push(notice(format!("pattern:{plugin}"), detail.clone()));
+                changes.push(detail);
+            }
+        }
         Ok(changes)
     }
 

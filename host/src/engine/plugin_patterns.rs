@@ -31,8 +31,11 @@ pub fn is_pattern(registry: &Registry, plugin: &str, hash: &str) -> bool {
         .is_some_and(|c| c.kind == PluginKind::Pattern)
 }
 
-/// The pattern of `plugin`'s description, with the engine's defaults.
+/// The pattern of `plugin`'s description, with the limits and time
+/// settings of its `[[patterns]] plugin = ...` entry (the engine's defaults
+/// without one).
 pub fn config_of(plugin: &str, d: &PatternDescription, config: &Config) -> PatternConfig {
+    let limits = config.pattern_plugins.iter().find(|l| l.plugin == plugin);
     let contiguity = |c: &ContiguityDesc| match c {
         ContiguityDesc::Strict => Contiguity::Strict,
         ContiguityDesc::Relaxed => Contiguity::Relaxed,
@@ -81,11 +84,19 @@ pub fn config_of(plugin: &str, d: &PatternDescription, config: &Config) -> Patte
         conditions: Conditions::Plugin {
             plugin: plugin.to_owned(),
         },
-        out_of_orderness_ms: config.time.out_of_orderness_ms,
-        idle_timeout_ms: config.time.idle_timeout_ms,
-        max_partials_per_key: crate::pattern::operator::DEFAULT_MAX_PARTIALS_PER_KEY,
-        max_partials: crate::pattern::operator::DEFAULT_MAX_PARTIALS,
-        max_history: crate::pattern::operator::DEFAULT_MAX_HISTORY,
+        out_of_orderness_ms: limits
+            .map_or(config.time.out_of_orderness_ms, |l| l.out_of_orderness_ms),
+        idle_timeout_ms: limits.map_or(config.time.idle_timeout_ms, |l| l.idle_timeout_ms),
+        max_partials_per_key: limits.map_or(
+            crate::pattern::operator::DEFAULT_MAX_PARTIALS_PER_KEY,
+            |l| l.max_partials_per_key,
+        ),
+        max_partials: limits.map_or(crate::pattern::operator::DEFAULT_MAX_PARTIALS, |l| {
+            l.max_partials
+        }),
+        max_history: limits.map_or(crate::pattern::operator::DEFAULT_MAX_HISTORY, |l| {
+            l.max_history
+        }),
     }
 }
 

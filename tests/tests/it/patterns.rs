@@ -792,3 +792,56 @@ async fn a_reload_changes_declared_patterns_and_keeps_partial_matches() {
     );
     let _ = server.terminate(WAIT);
 }
+
+/// A `[[patterns]] plugin = ...` entry sets a pattern plugin's caps: the
+/// same failed logins that start a partial match each are all taken with
+/// the default caps and refused past one per key with
+/// `max_partials_per_key = 1` — and the match still comes out.
+#[test]
+fn a_plugin_entry_sets_a_pattern_plugins_caps() {
+    let sb = Sandbox::new();
+    sb.install(eddy_tests::plugins::LOGIN_BURST, "login-burst");
+    let input: Vec<String> = (0..6)
+        .map(|i| line(&format!("f{i}"), "login_failed", "bob", 1_000 + i * 100))
+        .chain([line("s", "login_succeeded", "bob", 2_000)])
+        .collect();
+    let input = input.join("\n");
+    let run = |extra: &str| {
+        let config = sb.config(&format!("[time]\nout_of_orderness = \"0s\"\n{extra}"));
+        let results = sb.path().join("caps-results.ndjson");
+        let results_arg = results.to_str().unwrap().to_owned();
+        let run = sb.pipe(
+            &config,
+            &input,
+            &[
+                "--clock",
+                "virtual",
+                "--output",
+                "/dev/null",
+                "--results",
+                &results_arg,
+            ],
+        );
+        assert!(run.success, "{}", run.stderr);
+        let pattern = run.summary["patterns"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "login-burst"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no login-burst in {}", run.summary));
+        let matches = std::fs::read_to_string(&results)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"kind\":\"match\""))
+            .count();
+        (pattern["refused"].as_u64().unwrap(), matches)
+    };
+    let (refused, matches) = run("");
+    assert_eq!((refused, matches), (0, 1), "default caps");
+    let (refused, matches) =
+        run("[[patterns]]\nplugin = \"login-burst\"\nmax_partials_per_key = 1\n");
+    assert_eq!(
+        matches, 1,
+        "the first failure's partial match still completes"
+    );
+    assert_eq!(refused, 5, "every later start refused at one per key");
+}
