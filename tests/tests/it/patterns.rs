@@ -845,3 +845,88 @@ fn a_plugin_entry_sets_a_pattern_plugins_caps() {
     );
     assert_eq!(refused, 5, "every later start refused at one per key");
 }
+
+/// A reload that changes a pattern plugin's `[[patterns]] plugin = ...`
+/// caps applies them between batches and keeps its partial matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_a_pattern_plugins_new_caps_and_keeps_its_partial_matches() {
+    use eddy_tests::server::{http, post_ndjson};
+    let sb = Sandbox::new();
+    sb.install(eddy_tests::plugins::LOGIN_BURST, "login-burst");
+    let head = "[time]\nout_of_orderness = \"0s\"\n";
+    let config = sb.config(head);
+    let server = sb.serve(&config);
+    let client = http();
+    let t = now_ms() - 30_000;
+    let fail = |i: i64| line(&format!("f{i}"), "login_failed", "bob", t + i * 100);
+    post_ndjson(
+        &client,
+        &server.url(""),
+        [fail(0), fail(1)].join("\n"),
+        WAIT,
+    )
+    .await;
+    std::fs::write(
+        &config,
+        format!(
+            "plugins_dir = {:?}\n{head}[[patterns]]\nplugin = \"login-burst\"\nmax_partials_per_key = 1\n",
+            sb.plugins_dir().display().to_string()
+        ),
+    )
+    .unwrap();
+    let r = client
+        .post(server.url("/v1/admin/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["changes"]
+            .to_string()
+            .contains("pattern plugin `login-burst` runs with its new limits"),
+        "{body}"
+    );
+    let later: Vec<String> = (2..5)
+        .map(fail)
+        .chain([line("s", "login_succeeded", "bob", t + 1_000)])
+        .collect();
+    post_ndjson(&client, &server.url(""), later.join("\n"), WAIT).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let (matches, pattern) = loop {
+        let m: Value = client
+            .get(server.url("/v1/patterns/login-burst/matches?kind=match"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let list: Value = client
+            .get(server.url("/v1/patterns"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let p = list["patterns"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "login-burst"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        if !m["results"].as_array().unwrap().is_empty() || std::time::Instant::now() > deadline {
+            break (m["results"].clone(), p);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(matches.as_array().unwrap().len(), 1, "{matches}");
+    assert_eq!(
+        matches[0]["steps"]["failures"][0]["id"], "f0",
+        "the partial match from before the reload completes"
+    );
+    assert!(
+        pattern.to_string().contains("\"refused\":3"),
+        "the three later starts are refused at one per key: {pattern}"
+    );
+}
