@@ -157,6 +157,19 @@ impl Validator<'_> {
                 ),
             ));
         }
+        self.limits(i, plugin, &p, time)
+    }
+
+    /// The caps and time settings of entry `i`, for `plugin` (empty for a
+    /// declared pattern): the same keys and defaults for both kinds.
+    fn limits(
+        &self,
+        i: usize,
+        plugin: &str,
+        p: &RawPattern,
+        time: &EngineTime,
+    ) -> Result<PluginPatternLimits, ConfigError> {
+        let at = |key: &str| format!("patterns[{i}].{key}");
         Ok(PluginPatternLimits {
             plugin: plugin.to_owned(),
             out_of_orderness_ms: self.opt_duration(
@@ -230,6 +243,7 @@ impl Validator<'_> {
             }
         };
         let skip = self.skip(&at("skip"), p.skip.as_ref())?;
+        let limits = self.limits(i, "", &p, time)?;
         let mut steps = Vec::with_capacity(p.steps.len());
         let mut conditions = Vec::with_capacity(p.steps.len());
         // Per step, the key its quantifier was written with, to name it in
@@ -261,39 +275,11 @@ impl Validator<'_> {
                 skip,
             },
             conditions: Conditions::Declared(conditions),
-            out_of_orderness_ms: self.opt_duration(
-                &at("out_of_orderness"),
-                &p.out_of_orderness,
-                0,
-                time.out_of_orderness_ms,
-            )?,
-            idle_timeout_ms: self.opt_duration(
-                &at("idle_timeout"),
-                &p.idle_timeout,
-                1,
-                time.idle_timeout_ms,
-            )?,
-            max_partials_per_key: self.bounded(
-                &at("max_partials_per_key"),
-                p.max_partials_per_key,
-                DEFAULT_MAX_PARTIALS_PER_KEY,
-                MAX_PARTIALS_LIMIT,
-            )?,
-            max_partials: self.bounded(
-                &at("max_partials"),
-                p.max_partials,
-                DEFAULT_MAX_PARTIALS,
-                MAX_PARTIALS_LIMIT,
-            )?,
-            max_history: match p.max_history {
-                Some(Int(0)) => 0,
-                other => self.bounded(
-                    &at("max_history"),
-                    other,
-                    DEFAULT_MAX_HISTORY,
-                    MAX_HISTORY_LIMIT,
-                )?,
-            },
+            out_of_orderness_ms: limits.out_of_orderness_ms,
+            idle_timeout_ms: limits.idle_timeout_ms,
+            max_partials_per_key: limits.max_partials_per_key,
+            max_partials: limits.max_partials,
+            max_history: limits.max_history,
         };
         // Compiling checks what FlinkCEP refuses, the key path and the
         // conditions; errors name the key under this pattern.
