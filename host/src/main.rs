@@ -76,6 +76,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
         summary: SummaryFormat,
     },
+    /// Send realistic, seeded PostHog-style traffic (a small shop: page
+    /// views, a purchase funnel with drop-offs, login bursts, errors, a
+    /// slow-page incident) to a running server until --duration or Ctrl-C;
+    /// print what was sent.
+    Demo {
+        #[command(flatten)]
+        options: eddy::client::demo::DemoOptions,
+        /// Summary format on stderr.
+        #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
+        summary: SummaryFormat,
+    },
     /// Subscribe to a channel of a running server and print its messages,
     /// one JSON line each.
     Tail {
@@ -222,6 +233,25 @@ fn run(command: Option<Command>) -> anyhow::Result<()> {
                     result.seconds,
                     result.rate()
                 ),
+                SummaryFormat::Json => eprintln!("{}", serde_json::to_string(&result)?),
+                SummaryFormat::None => {}
+            }
+            Ok(())
+        }
+        Command::Demo { options, summary } => {
+            eprintln!(
+                "demo: sending about {} events/s to {} (seed {}){}",
+                options.rate,
+                options.url,
+                options.seed,
+                match options.duration {
+                    Some(d) => format!(" for {}", humantime::format_duration(d)),
+                    None => "; Ctrl-C stops".to_owned(),
+                }
+            );
+            let result = tokio_runtime()?.block_on(eddy::client::demo::run(&options))?;
+            match summary {
+                SummaryFormat::Text => eprintln!("{}", result.to_text()),
                 SummaryFormat::Json => eprintln!("{}", serde_json::to_string(&result)?),
                 SummaryFormat::None => {}
             }

@@ -3,7 +3,8 @@
 //! `send` posts NDJSON to `/v1/batch` in batches, one request at a time so
 //! events arrive in file order, and retries a batch answered 429 after its
 //! `Retry-After` — a refused batch is never skipped. `tail` subscribes over
-//! WebSocket and prints each message's data as one JSON line.
+//! WebSocket and prints each message's data as one JSON line. `demo`
+//! sends generated traffic through the same poster.
 
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
@@ -12,6 +13,9 @@ use anyhow::{Context as _, bail};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+
+pub mod demo;
+mod now;
 
 /// Options of `eddy send`.
 #[derive(Debug, Clone, clap::Args)]
@@ -30,6 +34,12 @@ pub struct SendOptions {
     /// Stop retrying a refused (429/503) batch after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub retry_for_s: u64,
+    /// Move every recorded `timestamp` by one offset so that the newest
+    /// becomes the current time (spacing kept; integer milliseconds and
+    /// RFC 3339 text keep their form; events without a timestamp get the
+    /// server's time). For recordings older than `ingest.max_age_ms`.
+    #[arg(long)]
+    pub now: bool,
 }
 
 /// What `eddy send` did.
@@ -58,113 +68,170 @@ impl SendSummary {
     }
 }
 
+type Lines = Box<dyn Iterator<Item = anyhow::Result<String>> + Send>;
+
+/// The lines of `file` (`-`: stdin), errors naming the file.
+fn lines_of(file: &str) -> anyhow::Result<Lines> {
+    let reader: Box<dyn BufRead + Send> = if file == "-" {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(file).with_context(|| format!("opening {file}"))?,
+        ))
+    };
+    let name = file.to_owned();
+    Ok(Box::new(reader.lines().map(move |l| {
+        l.with_context(|| format!("reading {name}"))
+    })))
+}
+
 /// Run `eddy send`.
 pub async fn send(opts: &SendOptions) -> anyhow::Result<SendSummary> {
     if opts.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let reader: Box<dyn BufRead + Send> = if opts.file == "-" {
-        Box::new(std::io::BufReader::new(std::io::stdin()))
+    let mut lines = lines_of(&opts.file)?;
+    // --now needs the newest timestamp before the first line goes out: a
+    // file is read twice, stdin (readable once) is held in memory.
+    let offset = if opts.now {
+        let newest = if opts.file == "-" {
+            let held = lines.collect::<anyhow::Result<Vec<String>>>()?;
+            let newest = now::newest(held.iter().cloned().map(Ok))?;
+            lines = Box::new(held.into_iter().map(Ok));
+            newest
+        } else {
+            let newest = now::newest(lines)?;
+            lines = lines_of(&opts.file)?;
+            newest
+        };
+        Some(now::offset_to_now(newest))
     } else {
-        Box::new(std::io::BufReader::new(
-            std::fs::File::open(&opts.file).with_context(|| format!("opening {}", opts.file))?,
-        ))
+        None
     };
-    let client = reqwest::Client::builder()
-        .build()
-        .context("building the HTTP client")?;
-    let url = format!("{}/v1/batch", opts.url.trim_end_matches('/'));
+    let poster = Poster::new(&opts.url, opts.api_key.clone(), opts.retry_for_s, "line")?;
     let started = Instant::now();
     let mut summary = SendSummary::default();
     let mut body = String::new();
-    let mut lines = 0usize;
+    let mut in_body = 0usize;
     let mut first_line = 1usize;
     let mut line_no = 0usize;
-    for line in reader.lines() {
-        let line = line.with_context(|| format!("reading {}", opts.file))?;
+    for line in lines {
+        let line = line?;
         line_no += 1;
-        body.push_str(&line);
+        match offset {
+            Some(offset) => body.push_str(&now::shift_line(&line, offset, line_no)?),
+            None => body.push_str(&line),
+        }
         body.push('\n');
-        lines += 1;
-        if lines == opts.batch {
-            post(
-                &client,
-                &url,
-                opts,
-                std::mem::take(&mut body),
-                first_line,
-                &mut summary,
-            )
-            .await?;
-            lines = 0;
+        in_body += 1;
+        if in_body == opts.batch {
+            poster
+                .post(std::mem::take(&mut body), first_line, &mut summary)
+                .await?;
+            in_body = 0;
             first_line = line_no + 1;
         }
     }
-    if lines > 0 {
-        post(&client, &url, opts, body, first_line, &mut summary).await?;
+    if in_body > 0 {
+        poster.post(body, first_line, &mut summary).await?;
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
 
-async fn post(
-    client: &reqwest::Client,
-    url: &str,
-    opts: &SendOptions,
-    body: String,
-    first_line: usize,
-    summary: &mut SendSummary,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(opts.retry_for_s);
-    loop {
-        let mut req = client
-            .post(url)
-            .header("content-type", "application/x-ndjson")
-            .body(body.clone());
-        if let Some(key) = &opts.api_key {
-            req = req.bearer_auth(key);
-        }
-        summary.requests += 1;
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("posting to {url}"))?;
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(1);
-        let text = resp.text().await.unwrap_or_default();
-        let reply: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if status.as_u16() == 429 || status.as_u16() == 503 {
-            if Instant::now() >= deadline {
-                bail!("the server kept refusing the batch starting at line {first_line}: {text}");
+/// Posts NDJSON bodies to `/v1/batch`, one at a time, retrying a body the
+/// server refuses with 429 or 503 after its `Retry-After`.
+pub(crate) struct Poster {
+    client: reqwest::Client,
+    url: String,
+    api_key: Option<String>,
+    retry_for: Duration,
+    /// What a rejected entry is called in messages: "line" (of a file) or
+    /// "event".
+    unit: &'static str,
+}
+
+impl Poster {
+    pub(crate) fn new(
+        base_url: &str,
+        api_key: Option<String>,
+        retry_for_s: u64,
+        unit: &'static str,
+    ) -> anyhow::Result<Poster> {
+        let client = reqwest::Client::builder()
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Poster {
+            client,
+            url: format!("{}/v1/batch", base_url.trim_end_matches('/')),
+            api_key,
+            retry_for: Duration::from_secs(retry_for_s),
+            unit,
+        })
+    }
+
+    /// Post `body`, whose first line is entry `first` (from 1), and count
+    /// the answer into `summary`.
+    pub(crate) async fn post(
+        &self,
+        body: String,
+        first: usize,
+        summary: &mut SendSummary,
+    ) -> anyhow::Result<()> {
+        let url = &self.url;
+        let unit = self.unit;
+        let deadline = Instant::now() + self.retry_for;
+        loop {
+            let mut req = self
+                .client
+                .post(url)
+                .header("content-type", "application/x-ndjson")
+                .body(body.clone());
+            if let Some(key) = &self.api_key {
+                req = req.bearer_auth(key);
             }
-            summary.retries += 1;
-            tokio::time::sleep(Duration::from_secs(retry_after.min(30))).await;
-            continue;
+            summary.requests += 1;
+            let resp = req
+                .send()
+                .await
+                .with_context(|| format!("posting to {url}"))?;
+            let status = resp.status();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(1);
+            let text = resp.text().await.unwrap_or_default();
+            let reply: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            if status.as_u16() == 429 || status.as_u16() == 503 {
+                if Instant::now() >= deadline {
+                    bail!("the server kept refusing the batch starting at {unit} {first}: {text}");
+                }
+                summary.retries += 1;
+                tokio::time::sleep(Duration::from_secs(retry_after.min(30))).await;
+                continue;
+            }
+            let count = |k: &str| reply.get(k).and_then(Value::as_u64).unwrap_or(0);
+            summary.accepted += count("accepted");
+            summary.rejected += count("rejected");
+            // Report rejected entries by their number in the file (or run).
+            for e in reply
+                .get("errors")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .take(10)
+            {
+                let line = e.get("line").and_then(Value::as_u64).unwrap_or(0) as usize;
+                let msg = e.get("error").and_then(Value::as_str).unwrap_or("");
+                eprintln!("{unit} {}: {msg}", first + line.saturating_sub(1));
+            }
+            if !status.is_success() && status.as_u16() != 400 {
+                bail!("the server answered {status}: {text}");
+            }
+            return Ok(());
         }
-        let count = |k: &str| reply.get(k).and_then(Value::as_u64).unwrap_or(0);
-        summary.accepted += count("accepted");
-        summary.rejected += count("rejected");
-        // Report rejected lines with their line numbers in the file.
-        for e in reply
-            .get("errors")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .take(10)
-        {
-            let line = e.get("line").and_then(Value::as_u64).unwrap_or(0) as usize;
-            let msg = e.get("error").and_then(Value::as_str).unwrap_or("");
-            eprintln!("line {}: {msg}", first_line + line.saturating_sub(1));
-        }
-        if !status.is_success() && status.as_u16() != 400 {
-            bail!("the server answered {status}: {text}");
-        }
-        return Ok(());
     }
 }
 
