@@ -1,6 +1,7 @@
 //! A running `eddy serve` on an ephemeral loopback port, and real HTTP,
 //! WebSocket and SSE clients for it. Every wait has a time limit.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -37,18 +38,26 @@ impl Sandbox {
 
     /// [`Sandbox::serve`] with more arguments for `eddy serve`.
     pub fn serve_with(&self, config: &Path, extra: &[&str]) -> Server {
+        let mut args = vec![OsStr::new("--config"), config.as_os_str()];
+        args.extend(extra.iter().map(OsStr::new));
+        self.start_serve(&args, &[])
+    }
+
+    /// `eddy serve` on its embedded default configuration (no `--config`),
+    /// with this sandbox's plugins folder as `EDDY_PLUGINS_DIR`: the server
+    /// `scripts/run` starts.
+    pub fn serve_default(&self) -> Server {
+        let plugins = self.plugins_dir();
+        self.start_serve(&[], &[("EDDY_PLUGINS_DIR", plugins.as_os_str())])
+    }
+
+    fn start_serve(&self, args: &[&OsStr], env: &[(&str, &OsStr)]) -> Server {
         let mut child = Command::new(eddy_bin())
-            .args([
-                "--log-format",
-                "json",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--config",
-            ])
-            .arg(config)
-            .args(extra)
+            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().copied())
             .env_remove("EDDY_LOG")
+            .env_remove("EDDY_CONFIG")
             // The data directory is the sandbox's own `data/` (the default,
             // relative to the working directory) unless the config says.
             .env_remove("EDDY_DATA_DIR")

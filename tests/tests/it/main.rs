@@ -19,4 +19,5 @@ mod polyglot;
 mod reload;
 mod serve;
 mod streams;
+mod tour;
 mod windows;
