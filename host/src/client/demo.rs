@@ -378,16 +378,23 @@ impl Traffic {
                 return e;
             }
         }
-        while self.visits.len() < self.concurrent {
-            self.start_visit();
+        loop {
+            while self.visits.len() < self.concurrent {
+                self.start_visit();
+            }
+            let i = self.rng.random_range(0..self.visits.len());
+            let step = self.visits[i].steps.pop();
+            let event = step.map(|step| self.step(i, step, at_ms));
+            if self.visits[i].steps.is_empty() {
+                let done = self.visits.swap_remove(i);
+                self.busy.remove(&done.user);
+            }
+            // A visit always has a step when it starts; one without is
+            // simply over.
+            if let Some(event) = event {
+                return event;
+            }
         }
-        let i = self.rng.random_range(0..self.visits.len());
-        let event = self.step(i, at_ms);
-        if self.visits[i].steps.is_empty() {
-            let done = self.visits.swap_remove(i);
-            self.busy.remove(&done.user);
-        }
-        event
     }
 
     /// A visitor not in a visit now.
@@ -500,23 +507,14 @@ impl Traffic {
         self.burst = burst;
     }
 
-    /// The next event of visit `i`, at `at_ms`.
-    fn step(&mut self, i: usize, at_ms: u64) -> DemoEvent {
+    /// The event of visit `i`'s `step`, at `at_ms`.
+    fn step(&mut self, i: usize, step: Step, at_ms: u64) -> DemoEvent {
         let in_cycle = at_ms % CYCLE_MS;
         let incident = in_cycle < INCIDENT_MS;
         let slow = in_cycle < SLOW_MS;
         let rng = &mut self.rng;
         let visit = &mut self.visits[i];
         let user = &self.users[visit.user];
-        let Some(step) = visit.steps.pop() else {
-            // Not reached: finished visits are removed.
-            return DemoEvent {
-                name: "$pageleave".into(),
-                distinct_id: format!("user-{}", visit.user),
-                session_id: format!("s-{}", visit.session),
-                properties: base_properties(user.agent, &user.ip, &visit.page),
-            };
-        };
         let path = match &step {
             Step::View(p) => {
                 let p = if p == "/search?q=" {
