@@ -23,10 +23,11 @@
 //!   first 5 minutes of every cycle the product catalogue is slow and
 //!   `/search` and `/product/…` take 3.5–9 s.
 //!
-//! The alerts on windows need event time to pass: `HighErrorRate` holds
-//! for 2 minutes over minute windows (firing about 3 minutes in),
-//! `SlowPages` for 4 minutes over a 10-minute window sliding by 2 (about
-//! 6–8 minutes in); `LoginBurst` fires within seconds.
+//! The alerts on windows need event time to pass: `HighErrorRate` must
+//! hold for 2 minutes, counted from the end of the first minute window (so
+//! it fires 2–3 minutes in), `SlowPages` for 4 minutes over a 10-minute
+//! window sliding by 2 (4–6 minutes in); `LoginBurst` fires within
+//! seconds. A 10-second run therefore fires `LoginBurst` only.
 //!
 //! Deterministic: event `k` is due at `k / rate` seconds after the start
 //! and is stamped with that time, and everything about it is drawn from a
