@@ -34,6 +34,10 @@ use crate::wal::{
 pub const WAL_DIR: &str = "wal";
 /// Subdirectory of `data_dir` holding the checkpoints.
 pub const CHECKPOINT_DIR: &str = "checkpoints";
+/// Subdirectory of `data_dir` keeping every plugin version the engine ran,
+/// as `<content hash>.wasm`: checkpoints and log records name versions by
+/// hash, and a hot swap replaces the file in the plugins folder.
+pub const PLUGIN_VERSIONS_DIR: &str = "plugins";
 
 /// What recovery found and did, logged at startup and shown on
 /// `/v1/stats`.

@@ -200,6 +200,10 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplaySummary> {
         config.runtime.clone(),
         config.plugins_dir.clone(),
     );
+    // Versions the log names that the plugins folder no longer has.
+    registry
+        .use_version_store(data_dir.join(crate::durability::PLUGIN_VERSIONS_DIR), false)
+        .context("reading the data directory's plugin versions")?;
     registry
         .load_all()
         .with_context(|| format!("reading plugins folder {}", config.plugins_dir.display()))?;

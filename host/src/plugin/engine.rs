@@ -41,6 +41,10 @@ pub enum PluginError {
     /// Not a valid component, or not one eddy can run.
     #[error("not a loadable component: {0}")]
     Compile(String),
+    /// A compiled version could not be kept in the data directory's version
+    /// store, so it does not go live (a restart could not restore it).
+    #[error("{0}")]
+    Keep(String),
     /// Compilation took longer than `runtime.compile_timeout_ms`.
     #[error("compilation took longer than {0:?}")]
     CompileTimeout(Duration),

@@ -203,6 +203,18 @@ pub struct Registry {
     subscribers: Mutex<Vec<Subscriber>>,
     /// Keep every version's bytes (`eddy serve --record`).
     keep_bytes: std::sync::atomic::AtomicBool,
+    /// Where versions are kept by content hash, so a restore or a replay
+    /// finds a version whose file has since been replaced (`data_dir/plugins`).
+    store: Mutex<Option<VersionStore>>,
+}
+
+/// A folder of plugin versions named `<hash>.wasm`.
+#[derive(Debug, Clone)]
+struct VersionStore {
+    dir: PathBuf,
+    /// Whether loading a version also keeps it here (`eddy serve`), or the
+    /// folder is only read (the tools that replay a data directory).
+    write: bool,
 }
 
 /// What [`Registry::load_file`] did.
@@ -242,7 +254,83 @@ impl Registry {
             slots: Mutex::new(HashMap::new()),
             subscribers: Mutex::new(Vec::new()),
             keep_bytes: std::sync::atomic::AtomicBool::new(false),
+            store: Mutex::new(None),
         })
+    }
+
+    /// Keep every version that goes live in `dir` as `<hash>.wasm` (written
+    /// before the version's load is announced, so before a write-ahead log
+    /// can name it), and look there for versions no longer compiled: a
+    /// checkpoint or a log taken before a hot swap names the version the
+    /// plugins folder no longer has. `write: false` only reads.
+    pub fn use_version_store(&self, dir: PathBuf, write: bool) -> std::io::Result<()> {
+        if write {
+            std::fs::create_dir_all(&dir)?;
+            self.keep_bytes();
+        }
+        *lock(&self.store) = Some(VersionStore { dir, write });
+        Ok(())
+    }
+
+    /// Write `bytes` (version `hash`) into the version store, if one is
+    /// written to: temporary file, sync, rename, so a crash leaves either
+    /// no file or the whole version.
+    fn keep_in_store(&self, hash: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let Some(store) = lock(&self.store).clone().filter(|s| s.write) else {
+            return Ok(());
+        };
+        let path = store.dir.join(format!("{hash}.wasm"));
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = store.dir.join(format!(".{hash}.wasm.tmp"));
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        if let Ok(d) = std::fs::File::open(&store.dir) {
+            d.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Version `hash` of plugin `name` from the version store: compiled and
+    /// remembered (not made live).
+    fn stored_version(&self, name: &str, hash: &str) -> Option<Arc<Compiled>> {
+        let store = lock(&self.store).clone()?;
+        let path = store.dir.join(format!("{hash}.wasm"));
+        let bytes = std::fs::read(&path).ok()?;
+        if super::engine::content_hash(&bytes) != hash {
+            tracing::warn!(file = %path.display(), "a kept plugin version does not match its name; ignored");
+            return None;
+        }
+        let slot = self.slot(name);
+        match self.engine.compile_granted(
+            bytes,
+            self.config.compile_timeout,
+            slot.shared.clone(),
+            self.config.memory_limit_bytes,
+            self.config.grants_for(name),
+            self.keep_bytes.load(Ordering::Acquire),
+        ) {
+            Ok(compiled) => {
+                let mut v = lock(&slot.versions);
+                if let Some(known) = v.known.iter().find(|c| c.hash == hash) {
+                    return Some(known.clone());
+                }
+                // The oldest place: it is an earlier version than any loaded.
+                v.known.push_front(compiled.clone());
+                tracing::info!(plugin = name, hash = short(hash), file = %path.display(), "plugin version loaded from the version store");
+                Some(compiled)
+            }
+            Err(e) => {
+                tracing::warn!(plugin = name, file = %path.display(), error = %e, "a kept plugin version does not compile");
+                None
+            }
+        }
     }
 
     /// Keep the bytes of every version loaded from now on (for a record).
@@ -250,9 +338,11 @@ impl Registry {
         self.keep_bytes.store(true, Ordering::Release);
     }
 
-    /// Version `hash` of plugin `name`, if it was compiled lately.
+    /// Version `hash` of plugin `name`, if it was compiled lately or is in
+    /// the version store.
     pub fn version(&self, name: &str, hash: &str) -> Option<Arc<Compiled>> {
-        lock(&self.slots).get(name).and_then(|s| s.version(hash))
+        let compiled = lock(&self.slots).get(name).and_then(|s| s.version(hash));
+        compiled.or_else(|| self.stored_version(name, hash))
     }
 
     /// The live version of every plugin that has one: name → hash.
@@ -550,6 +640,14 @@ impl Registry {
             Ok(c) => c,
             Err(e) => return Err(fail(e, Some(hash))),
         };
+        if let Some(bytes) = &compiled.bytes
+            && let Err(e) = self.keep_in_store(&hash, bytes)
+        {
+            // Not live without its kept copy: a restart could not restore
+            // state that names it.
+            let err = PluginError::Keep(format!("keeping this version in the data directory: {e}"));
+            return Err(fail(err, Some(hash)));
+        }
         let outcome = {
             let mut v = lock(&slot.versions);
             let outcome = if v.current.is_some() {

@@ -207,6 +207,12 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
     if options.record.is_some() {
         registry.keep_bytes();
     }
+    if config.wal.enabled {
+        let versions = config.data_dir.join(crate::durability::PLUGIN_VERSIONS_DIR);
+        registry
+            .use_version_store(versions.clone(), true)
+            .with_context(|| format!("creating {}", versions.display()))?;
+    }
     let loaded = registry
         .load_all()
         .with_context(|| format!("reading plugins folder {}", config.plugins_dir.display()))?;

@@ -874,3 +874,80 @@ async fn plugin_test_and_diff_take_their_input_from_the_log() {
     post_ok(&server, &[line("after", 1, now_ms() - 1_000)]).await;
     assert_eq!(totals(&server).await.0, 151);
 }
+
+/// The live hash of `plugin` in `GET /v1/plugins`.
+async fn live_hash(server: &Server, plugin: &str) -> Option<String> {
+    let v = get(server, "/v1/plugins").await;
+    v["plugins"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == plugin && p["status"] == "live")
+        .and_then(|p| p["hash"].as_str().map(str::to_owned))
+}
+
+/// Checkpoints and log records name plugin versions by content hash, and a
+/// hot swap replaces the file in the plugins folder: the data directory
+/// keeps every version that went live (`data_dir/plugins/<hash>.wasm`), so
+/// a restart after a swap restores state that the replaced version ran —
+/// after a crash (the log names the swap after the checkpoint) and after a
+/// graceful stop (the checkpoint names the old version as the last good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_a_hot_swap_restores_what_both_versions_ran() {
+    use eddy_tests::plugins::{FIRST_SEEN, FIRST_SEEN_V2};
+    let sb = Sandbox::new();
+    sb.install(FIRST_SEEN, "first-seen");
+    let cfg = config(&sb, "[[stages]]\nplugin = \"first-seen\"\n");
+    let base = now_ms() - 60_000;
+    let batch = |from: u64| -> Vec<String> {
+        (from..from + 50)
+            .map(|n| line(&format!("s{n}"), n, base + n as i64))
+            .collect()
+    };
+    let mut server = serve(&sb, &cfg);
+    let v1 = live_hash(&server, "first-seen").await.expect("v1 live");
+    post_ok(&server, &batch(0)).await;
+    sb.rename_over(FIRST_SEEN_V2, "first-seen");
+    let started = Instant::now();
+    let v2 = loop {
+        match live_hash(&server, "first-seen").await {
+            Some(h) if h != v1 => break h,
+            _ => {
+                assert!(started.elapsed() < WAIT, "the swap did not happen");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    post_ok(&server, &batch(50)).await;
+    let kept = |h: &str| sb.path().join("data/plugins").join(format!("{h}.wasm"));
+    assert!(
+        kept(&v1).is_file() && kept(&v2).is_file(),
+        "both versions kept"
+    );
+    let expected: f64 = (0..100).map(|n| n as f64).sum();
+
+    // A crash: the newest checkpoint predates the swap.
+    server.kill();
+    let mut server = serve(&sb, &cfg);
+    recovery_log(&mut server);
+    assert_eq!(totals(&server).await, (100, expected));
+    assert_eq!(
+        live_hash(&server, "first-seen").await.as_deref(),
+        Some(v2.as_str())
+    );
+
+    // A graceful stop, then a start with only the new file in the folder.
+    post_ok(&server, &batch(100)).await;
+    server.terminate(WAIT);
+    let server = serve(&sb, &cfg);
+    let expected: f64 = (0..150).map(|n| n as f64).sum();
+    assert_eq!(totals(&server).await, (150, expected));
+    // The plugin's own state (first-seen's memory of users) came through:
+    // version 2 marks a user seen before the restarts as returning (false),
+    // a user it never saw as first-seen (true).
+    post_ok(&server, &[line("s-again", 1, base + 200)]).await;
+    let recent = get(&server, "/v1/events/recent?limit=1").await;
+    assert_eq!(
+        recent["events"][0]["properties"]["$is_first_seen"], false,
+        "user u1 was seen before the restarts: {recent}"
+    );
+}
