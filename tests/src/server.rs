@@ -38,9 +38,15 @@ impl Sandbox {
 
     /// [`Sandbox::serve`] with more arguments for `eddy serve`.
     pub fn serve_with(&self, config: &Path, extra: &[&str]) -> Server {
+        self.serve_on(config, "127.0.0.1:0", extra)
+    }
+
+    /// [`Sandbox::serve_with`] on a given address (a restarted server that
+    /// its clients must find again).
+    pub fn serve_on(&self, config: &Path, listen: &str, extra: &[&str]) -> Server {
         let mut args = vec![OsStr::new("--config"), config.as_os_str()];
         args.extend(extra.iter().map(OsStr::new));
-        self.start_serve(&args, &[])
+        self.start_serve(listen, &args, &[])
     }
 
     /// `eddy serve` on its embedded default configuration (no `--config`),
@@ -48,12 +54,16 @@ impl Sandbox {
     /// `scripts/run` starts.
     pub fn serve_default(&self) -> Server {
         let plugins = self.plugins_dir();
-        self.start_serve(&[], &[("EDDY_PLUGINS_DIR", plugins.as_os_str())])
+        self.start_serve(
+            "127.0.0.1:0",
+            &[],
+            &[("EDDY_PLUGINS_DIR", plugins.as_os_str())],
+        )
     }
 
-    fn start_serve(&self, args: &[&OsStr], env: &[(&str, &OsStr)]) -> Server {
+    fn start_serve(&self, listen: &str, args: &[&OsStr], env: &[(&str, &OsStr)]) -> Server {
         let mut child = Command::new(eddy_bin())
-            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+            .args(["--log-format", "json", "serve", "--listen", listen])
             .args(args)
             .envs(env.iter().copied())
             .env_remove("EDDY_LOG")

@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 mod alerts;
 mod auth;
+mod dashboard;
 mod error;
 mod ingest;
 mod patterns;
@@ -136,6 +137,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(rest::healthz))
         .route("/readyz", get(rest::readyz))
         .route("/openapi.json", get(rest::openapi))
+        .merge(dashboard::router())
         .fallback(rest::not_found)
         .method_not_allowed_fallback(rest::method_not_allowed)
         .with_state(state)
@@ -144,6 +146,7 @@ pub fn app(state: AppState) -> Router {
 /// The routes in [`app`], as (method, path) — the OpenAPI document is tested
 /// against this list.
 pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/"),
     ("post", "/v1/events"),
     ("post", "/v1/batch"),
     ("post", "/capture/"),

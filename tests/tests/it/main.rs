@@ -8,6 +8,7 @@ mod alertmanager;
 mod alerts;
 mod capabilities;
 mod config;
+mod dashboard;
 mod decode;
 mod durability;
 mod engine;
