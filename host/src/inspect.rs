@@ -152,8 +152,8 @@ const CORE_MODULE_HEADER: [u8; 8] = *b"\0asm\x01\0\0\0";
 
 fn not_a_component(path: &Path, bytes_header: &[u8], err: PluginError) -> anyhow::Error {
     const HOW: &str = "a plugin is a component built for wasm32-wasip2, e.g. with \
-                       `cargo build --release --target wasm32-wasip2` (see \"Writing a plugin\" \
-                       in the README)";
+                       `cargo build --release --target wasm32-wasip2` (see docs/plugins.md, \
+                       \"Writing a plugin\")";
     match err {
         PluginError::Compile(_) if bytes_header.starts_with(&CORE_MODULE_HEADER) => {
             anyhow::anyhow!(

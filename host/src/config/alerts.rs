@@ -1,6 +1,6 @@
 //! The `[[alerts]]` entries (declared alert rules) and the `[notify]`
 //! section (`[[notify.alertmanager]]`, `[[notify.webhook]]`): where alerts
-//! are delivered. See the README's "Alerts" section.
+//! are delivered. See docs/alerts.md.
 
 use std::collections::{BTreeMap, HashMap};
 

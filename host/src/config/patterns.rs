@@ -1,7 +1,7 @@
 //! The `[[patterns]]` entries: sequence patterns declared in `eddy.toml`,
 //! with step conditions in the filter language subscriptions and windows
 //! use. The schema is FlinkCEP's Pattern API written as TOML (see the
-//! configuration reference in the README).
+//! docs/patterns.md).
 
 use std::collections::HashMap;
 

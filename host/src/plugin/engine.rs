@@ -289,7 +289,7 @@ impl PluginEngine {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         // `EDDY_PERFMAP=1` writes /tmp/perf-<pid>.map so `perf report` names
-        // plugin functions (profiling plugins; see README, Benchmarks).
+        // plugin functions (profiling plugins; see docs/benchmarks.md).
         if std::env::var_os("EDDY_PERFMAP").is_some_and(|v| v == "1") {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }

@@ -416,7 +416,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 /// A flood of 60 KiB events and large gzip bodies, on every ingest route
 /// at once, against small memory bounds: every request is answered (202 or
 /// 200 for what fits; 413, 429 or 503 for what does not), the server's
-/// resident memory stays under the bound the README documents, and it
+/// resident memory stays under the bound docs/api.md documents, and it
 /// serves normally afterwards.
 #[tokio::test]
 async fn a_flood_of_large_events_and_gzip_bodies_keeps_memory_bounded() {
@@ -538,7 +538,7 @@ async fn a_flood_of_large_events_and_gzip_bodies_keeps_memory_bounded() {
         !bomb.is_empty() && bomb.keys().all(|code| [413, 503].contains(code)),
         "the bomb is refused: {bomb:?}"
     );
-    // The bound the README documents: 100 MiB for the process itself, plus
+    // The bound docs/api.md documents: 100 MiB for the process itself, plus
     // twice what the byte bounds hold (the events channel's ring, the
     // queue, requests being decoded), for allocator overhead.
     let bound = 100 * MIB + 2 * (queue + inflight + replay);
