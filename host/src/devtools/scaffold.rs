@@ -262,7 +262,7 @@ impl Vars<'_> {
                  src/lib.rs               the processor, with a unit test (`cargo test`)",
                 "",
                 "The SDK's documentation: `cargo doc --open -p eddy-plugin-sdk`, and \
-                 \"Writing a plugin (Rust)\" in eddy's README. `cargo test` runs the unit \
+                 \"Writing a plugin (Rust)\" in eddy's docs/plugins.md. `cargo test` runs the unit \
                  test natively.",
             ),
             Lang::Python => (
