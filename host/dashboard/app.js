@@ -298,6 +298,15 @@
         this.container.textContent = window.EDDY_NO_CHARTS || "charts are unavailable";
         return;
       }
+      // The x axis covers at least `span` up to now: empty slots at both
+      // ends, so one early point is not stretched over days.
+      const now = Date.now() / 1000;
+      const xs = data[0];
+      const lo = Math.min(xs.length ? xs[0] : now, now - this.span);
+      const hi = Math.max(xs.length ? xs[xs.length - 1] : now, now) + this.span / 30;
+      const padded = [[lo, ...xs, hi]].concat(data.slice(1).map((ys) => [null, ...ys, null]));
+      if (xs.length && xs[0] <= lo) padded[0][0] = xs[0] - 1;
+      data = padded;
       const signature = JSON.stringify(series.map((s) => [s.label, s.color, !!s.dash]));
       const theme = document.documentElement.dataset.theme || "";
       if (!this.plot || signature !== this.signature || theme !== this.theme) {
@@ -306,15 +315,7 @@
         const axis = { stroke: cssVar("--muted"), grid: { stroke: cssVar("--border"), width: 1 }, ticks: { stroke: cssVar("--border") } };
         const opts = {
           ...this.size(),
-          scales: {
-            x: {
-              time: true,
-              range: (u, min, max) => {
-                const hi = Math.max(max || 0, Date.now() / 1000);
-                return [Math.min(min || hi, hi - this.span), hi + this.span / 30];
-              },
-            },
-          },
+          scales: { x: { time: true } },
           axes: [axis, { ...axis, size: 50 }],
           legend: { live: false },
           cursor: { drag: { x: false, y: false } },

@@ -331,6 +331,15 @@ fn value_is(snap: &Value, window: &str, group: &str, value: &str, want: &str) ->
     row(snap, window, group).is_some_and(|r| r["values"][value] == want)
 }
 
+/// Whether an OpenAPI path template (`/v1/windows/{name}`) matches `path`.
+fn route_matches(template: &str, path: &str) -> bool {
+    let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    t.len() == p.len()
+        && t.iter()
+            .zip(&p)
+            .all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
+}
+
 fn screenshots_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
     std::fs::create_dir_all(&dir).expect("screenshot folder");
@@ -618,6 +627,44 @@ async fn the_dashboard_shows_eddy_live_in_a_real_browser() {
     let errors = browser.errors().await;
     assert!(errors.is_empty(), "console errors: {errors:#?}");
     eprintln!("screenshots in {}", shots.display());
+
+    // Every API call the page made is a documented route.
+    let fetched = browser
+        .client
+        .execute(
+            "return performance.getEntriesByType('resource').map((e) => e.name)",
+            vec![],
+        )
+        .await
+        .expect("resource timings");
+    let doc: Value = http()
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let documented: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
+    let mut api_calls = 0;
+    for url in fetched.as_array().unwrap().iter().filter_map(Value::as_str) {
+        let path = url::Url::parse(url).expect("a URL").path().to_owned();
+        let assets = [
+            "/app.js",
+            "/style.css",
+            "/vendor/uPlot.iife.min.js",
+            "/vendor/uPlot.min.css",
+        ];
+        if assets.contains(&path.as_str()) {
+            continue;
+        }
+        api_calls += 1;
+        assert!(
+            documented.iter().any(|route| route_matches(route, &path)),
+            "the dashboard called {path}, which /openapi.json does not document"
+        );
+    }
+    assert!(api_calls > 10, "the page's REST calls were seen: {fetched}");
     browser.close().await;
 }
 
