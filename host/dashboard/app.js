@@ -583,7 +583,10 @@
       state.alertRules = body.rules || [];
       const firingNow = new Set();
       for (const a of body.alerts || []) {
-        state.alerts.set(a.fingerprint, a);
+        // A transition the WebSocket delivered after this snapshot was
+        // taken is newer: keep it.
+        const known = state.alerts.get(a.fingerprint);
+        if (!known || (a.at || 0) >= (known.at || 0)) state.alerts.set(a.fingerprint, a);
         firingNow.add(a.fingerprint);
       }
       // What the server no longer lists resolved while we were away.
