@@ -214,7 +214,13 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
         let versions = config.data_dir.join(crate::durability::PLUGIN_VERSIONS_DIR);
         registry
             .use_version_store(versions.clone(), true)
-            .with_context(|| format!("creating {}", versions.display()))?;
+            .with_context(|| {
+                format!(
+                    "data_dir {}: creating its folder of plugin versions {}",
+                    config.data_dir.display(),
+                    versions.display()
+                )
+            })?;
     }
     let loaded = registry
         .load_all()
