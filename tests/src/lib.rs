@@ -19,6 +19,16 @@ pub mod plugins {
     include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
 }
 
+/// The embedded default configuration without its `plugins_dir` line, for
+/// [`Sandbox::config`] to put the sandbox's folder in its place.
+pub fn default_config_body() -> String {
+    include_str!("../../host/src/config/default.toml")
+        .lines()
+        .filter(|l| !l.starts_with("plugins_dir"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 /// A Chrome 120 on Windows user agent.
 pub const CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.109 Safari/537.36";
 /// Safari on an iPhone.
@@ -152,6 +162,23 @@ impl Sandbox {
     /// Copy a built plugin into the plugins folder as `name.wasm`.
     pub fn install(&self, built: &str, name: &str) {
         std::fs::copy(built, self.plugin_path(name)).expect("copy plugin");
+    }
+
+    /// Install what `scripts/build-plugins` puts in `target/plugins`: the
+    /// example plugins `scripts/run` serves.
+    pub fn install_examples(&self) {
+        use plugins::*;
+        for (built, name) in [
+            (BOT_FILTER, "bot-filter"),
+            (UA_ENRICHER, "ua-enricher"),
+            (PII_SCRUBBER, "pii-scrubber"),
+            (FIRST_SEEN, "first-seen"),
+            (LOGIN_BURST, "login-burst"),
+            (ZSCORE_ANOMALY, "zscore-anomaly"),
+            (BURN_RATE, "burn-rate"),
+        ] {
+            self.install(built, name);
+        }
     }
 
     pub fn plugin_path(&self, name: &str) -> PathBuf {

@@ -297,6 +297,23 @@ impl Registry {
         Ok(())
     }
 
+    /// Compile `bytes` as a version of `name`, with its limits and grants.
+    fn compile(
+        &self,
+        name: &str,
+        slot: &Slot,
+        bytes: Vec<u8>,
+    ) -> Result<Arc<Compiled>, PluginError> {
+        self.engine.compile_granted(
+            bytes,
+            self.config.compile_timeout,
+            slot.shared.clone(),
+            self.config.memory_limit_bytes,
+            self.config.grants_for(name),
+            self.keep_bytes.load(Ordering::Acquire),
+        )
+    }
+
     /// Version `hash` of plugin `name` from the version store: compiled and
     /// remembered (not made live).
     fn stored_version(&self, name: &str, hash: &str) -> Option<Arc<Compiled>> {
@@ -308,14 +325,7 @@ impl Registry {
             return None;
         }
         let slot = self.slot(name);
-        match self.engine.compile_granted(
-            bytes,
-            self.config.compile_timeout,
-            slot.shared.clone(),
-            self.config.memory_limit_bytes,
-            self.config.grants_for(name),
-            self.keep_bytes.load(Ordering::Acquire),
-        ) {
+        match self.compile(name, &slot, bytes) {
             Ok(compiled) => {
                 let mut v = lock(&slot.versions);
                 if let Some(known) = v.known.iter().find(|c| c.hash == hash) {
@@ -629,14 +639,7 @@ impl Registry {
                 return Ok(LoadOutcome::Rejected);
             }
         }
-        let compiled = match self.engine.compile_granted(
-            bytes,
-            self.config.compile_timeout,
-            slot.shared.clone(),
-            self.config.memory_limit_bytes,
-            self.config.grants_for(name),
-            self.keep_bytes.load(Ordering::Acquire),
-        ) {
+        let compiled = match self.compile(name, &slot, bytes) {
             Ok(c) => c,
             Err(e) => return Err(fail(e, Some(hash))),
         };

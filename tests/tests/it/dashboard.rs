@@ -17,9 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eddy_tests::Sandbox;
-use eddy_tests::plugins::{
-    BOT_FILTER, FIRST_SEEN, LOGIN_BURST, PII_SCRUBBER, UA_ENRICHER, UA_ENRICHER_V2,
-};
+use eddy_tests::plugins::{UA_ENRICHER, UA_ENRICHER_V2};
 use eddy_tests::server::{Server, http};
 use eddy_tests::{CHROME_WIN, SAFARI_IPHONE};
 use serde_json::{Value, json};
@@ -30,16 +28,11 @@ const SHOWS_WITHIN: Duration = Duration::from_secs(3);
 /// restart) may take.
 const SLOW: Duration = Duration::from_secs(40);
 
-/// The embedded default configuration on the sandbox's plugins, plus a
+/// The embedded default configuration on the example plugins, plus a
 /// ten-second window of checkout outcomes and an alert on it that fires at
 /// once (`for` 0), so the test sees an alert fire and resolve in seconds.
 fn config(sandbox: &Sandbox) -> PathBuf {
-    let text = include_str!("../../../host/src/config/default.toml");
-    let mut body: String = text
-        .lines()
-        .filter(|l| !l.starts_with("plugins_dir"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let mut body = eddy_tests::default_config_body();
     body.push_str(
         r#"
 [[windows]]
@@ -60,15 +53,7 @@ severity = "critical"
 annotations = { summary = "{{ $value }} of checkouts fail" }
 "#,
     );
-    for (built, name) in [
-        (BOT_FILTER, "bot-filter"),
-        (UA_ENRICHER, "ua-enricher"),
-        (PII_SCRUBBER, "pii-scrubber"),
-        (FIRST_SEEN, "first-seen"),
-        (LOGIN_BURST, "login-burst"),
-    ] {
-        sandbox.install(built, name);
-    }
+    sandbox.install_examples();
     sandbox.config(&body)
 }
 

@@ -22,12 +22,7 @@ const LIMIT: Duration = Duration::from_secs(300);
 /// The embedded default configuration (its four stages, four windows and
 /// live views), on a sandbox's plugins.
 fn default_config(sandbox: &Sandbox) -> PathBuf {
-    let text = include_str!("../../../host/src/config/default.toml");
-    let body: String = text
-        .lines()
-        .filter(|l| !l.starts_with("plugins_dir"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let body = eddy_tests::default_config_body();
     for (built, name) in [
         (BOT_FILTER, "bot-filter"),
         (UA_ENRICHER, "ua-enricher"),

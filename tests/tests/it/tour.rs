@@ -11,9 +11,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use eddy_tests::plugins::{
-    BOT_FILTER, BURN_RATE, FIRST_SEEN, LOGIN_BURST, PII_SCRUBBER, UA_ENRICHER, ZSCORE_ANOMALY,
-};
 use eddy_tests::server::{Server, Ws, http};
 use eddy_tests::{Sandbox, eddy_bin, run_with_timeout};
 use serde_json::{Value, json};
@@ -36,17 +33,7 @@ fn now_ms() -> i64 {
 /// puts in `target/plugins`: the example plugins.
 fn example_plugins() -> Sandbox {
     let sandbox = Sandbox::new();
-    for (built, name) in [
-        (BOT_FILTER, "bot-filter"),
-        (UA_ENRICHER, "ua-enricher"),
-        (PII_SCRUBBER, "pii-scrubber"),
-        (FIRST_SEEN, "first-seen"),
-        (LOGIN_BURST, "login-burst"),
-        (ZSCORE_ANOMALY, "zscore-anomaly"),
-        (BURN_RATE, "burn-rate"),
-    ] {
-        sandbox.install(built, name);
-    }
+    sandbox.install_examples();
     sandbox
 }
 
