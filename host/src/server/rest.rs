@@ -31,23 +31,12 @@ pub async fn recent_events(
     Query(q): Params,
     headers: HeaderMap,
 ) -> Response {
-    let result = (|| {
+    let result = (|| -> Result<Response, ApiError> {
         state.keys.check_request(Access::Read, &headers, &q)?;
-        let max = usize::try_from(state.config.streams.replay_capacity).unwrap_or(usize::MAX);
-        let limit = match q.get("limit") {
-            None => DEFAULT_RECENT.min(max),
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if (1..=max).contains(&n) => n,
-                _ => {
-                    return Err(ApiError::bad_request(
-                        "bad_limit",
-                        format!(
-                            "`limit` must be a whole number from 1 to {max} (streams.replay_capacity), not `{v}`"
-                        ),
-                    ));
-                }
-            },
-        };
+        // The ring keeps `streams.replay_capacity` events: a larger limit
+        // gets what is kept (as the document says), not a refusal.
+        let kept = usize::try_from(state.config.streams.replay_capacity).unwrap_or(usize::MAX);
+        let limit = super::windows::limit(&q, DEFAULT_RECENT)?.min(kept);
         let messages = state
             .hub
             .recent(super::channels::EVENTS, limit)
