@@ -508,3 +508,46 @@ async fn metrics_cover_every_stage_kind_plugin_and_channel_after_traffic() {
     .await
     .expect("the test took too long");
 }
+
+/// docs/grafana-dashboard.json is JSON a Grafana import takes (panels with
+/// unique ids, a Prometheus data-source variable) and queries only
+/// families docs/metrics.md documents.
+#[test]
+fn the_grafana_dashboard_queries_documented_families() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("docs/grafana-dashboard.json")).unwrap(),
+    )
+    .expect("docs/grafana-dashboard.json is JSON");
+    let docs = std::fs::read_to_string(root.join("docs/metrics.md")).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    let ids: BTreeSet<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), panels.len(), "panel ids are unique");
+    assert!(
+        dashboard["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["type"] == "datasource" && v["query"] == "prometheus")
+    );
+    let mut families = BTreeSet::new();
+    for target in panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+    {
+        let expr = target["expr"].as_str().unwrap();
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word == "ALERTS" || (word.starts_with("eddy_") && word != "eddy_plugin_metric_") {
+                let family = word.strip_suffix("_bucket").unwrap_or(word);
+                families.insert(family.to_owned());
+            }
+        }
+    }
+    assert!(families.len() > 20, "{families:?}");
+    for family in &families {
+        assert!(
+            docs.contains(&format!("`{family}`")),
+            "{family} is queried by the dashboard but not in docs/metrics.md"
+        );
+    }
+}
