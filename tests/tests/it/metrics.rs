@@ -1,14 +1,15 @@
 //! `GET /metrics` after traffic through every kind of stage: a processor
-//! that counts through the `metrics` import (`metrics-probe`), a processor
-//! that fails every batch (`trap`), a pattern plugin (`login-burst`) and an
-//! alert plugin (`zscore-anomaly`). The scrape is parsed with
+//! that counts through the `metrics` import (`metrics-probe`), one that
+//! dead-letters a batch it spoils (`bad-events`), one that fails every batch
+//! (`trap`), a pattern plugin (`login-burst`) and an alert plugin
+//! (`zscore-anomaly`). The scrape is parsed with
 //! `prometheus-parse`, and each family docs/metrics.md lists is checked for
 //! its type, its labels and a value that moved with the traffic.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use eddy_tests::plugins::{LOGIN_BURST, METRICS_PROBE, TRAP, ZSCORE_ANOMALY};
+use eddy_tests::plugins::{BAD_EVENTS, LOGIN_BURST, METRICS_PROBE, TRAP, ZSCORE_ANOMALY};
 use eddy_tests::server::{Server, Ws, http, post_ndjson};
 use eddy_tests::*;
 use prometheus_parse::{Sample, Scrape, Value};
@@ -22,8 +23,9 @@ const CONFIG: &str = r#"
 out_of_orderness = "0s"
 
 [runtime]
-# The trap stage is quarantined at its first failed batch.
-quarantine_after = 1
+# The trap stage is quarantined at its second failed batch; the checked
+# stage fails once and is not.
+quarantine_after = 2
 
 [streams]
 # A subscriber more than one message behind is cut off: the test's idle
@@ -33,6 +35,11 @@ client_queue = 1
 [[stages]]
 name = "probe"
 plugin = "metrics-probe"
+
+[[stages]]
+name = "checked"
+plugin = "bad-events"
+on_failure = "dead-letter"
 
 [[stages]]
 name = "failing"
@@ -161,6 +168,7 @@ async fn metrics_cover_every_stage_kind_plugin_and_channel_after_traffic() {
         let sb = Sandbox::new();
         sb.install(METRICS_PROBE, "metrics-probe");
         sb.install(TRAP, "trap");
+        sb.install(BAD_EVENTS, "bad-events");
         sb.install(LOGIN_BURST, "login-burst");
         sb.install(ZSCORE_ANOMALY, "zscore-anomaly");
         let config = sb.config(CONFIG);
@@ -190,11 +198,41 @@ async fn metrics_cover_every_stage_kind_plugin_and_channel_after_traffic() {
             0.0
         );
 
+        // A batch the checked stage spoils (an event without a distinct_id):
+        // dead-lettered there.
+        let m0 = (now_ms() / MINUTE - 5) * MINUTE;
+        let spoiled = event(
+            "b1",
+            "oops",
+            "dave",
+            m0,
+            json!({"bad": "empty-distinct-id"}),
+        );
+        let answer = post_ndjson(&client, &server.url(""), spoiled, WAIT).await;
+        assert_eq!(answer["accepted"], 1, "{answer}");
+        // Through the engine before the traffic comes, so the two are not
+        // one batch.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let stats: serde_json::Value = client
+                .get(server.url("/v1/stats"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if stats["dead_lettered"] == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "not dead-lettered: {stats}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
         // Traffic: page views (the probe's counters), a login burst (the
         // pattern plugin's match) and a minute of latencies closed by the
         // next minute's request (the window's results, which the alert
         // plugin evaluates).
-        let m0 = (now_ms() / MINUTE - 5) * MINUTE;
         let mut lines = vec![
             event(
                 "v1",
@@ -239,10 +277,10 @@ async fn metrics_cover_every_stage_kind_plugin_and_channel_after_traffic() {
             last_ts,
             json!({"service": "checkout", "ms": 100.0}),
         ));
-        let sent = lines.len() as f64;
+        let traffic = lines.len() as f64;
         let answer = post_ndjson(&client, &server.url(""), lines.join("\n"), WAIT).await;
-        assert_eq!(answer["accepted"], sent, "{answer}");
-        server.wait_published(sent as u64, WAIT).await;
+        assert_eq!(answer["accepted"], traffic, "{answer}");
+        server.wait_published(traffic as u64, WAIT).await;
 
         // The idle subscriber was cut off, as the counter will say.
         let closed = loop {
@@ -253,6 +291,20 @@ async fn metrics_cover_every_stage_kind_plugin_and_channel_after_traffic() {
             }
         };
         assert_eq!(closed.code, 4008, "{closed:?}");
+
+        // One more batch: the trap's second failure quarantines it.
+        let last_ts = last_ts + 1_000;
+        let answer = post_ndjson(
+            &client,
+            &server.url(""),
+            event("t1", "tick", "svc", last_ts, json!({})),
+            WAIT,
+        )
+        .await;
+        assert_eq!(answer["accepted"], 1, "{answer}");
+        // Published: the traffic and the tick, not the spoiled event.
+        let sent = traffic + 1.0;
+        server.wait_published(sent as u64, WAIT).await;
 
         // Poll until the engine's reports show every stage kind called.
         let deadline = Instant::now() + WAIT;
@@ -302,6 +354,7 @@ async fn metrics_cover_every_stage_kind_plugin_and_channel_after_traffic() {
         let stage_labels = BTreeSet::from(["kind", "stage", "plugin", "version"]);
         let stages = [
             ("processor", "probe", "metrics-probe"),
+            ("processor", "checked", "bad-events"),
             ("processor", "failing", "trap"),
             ("pattern", "login-burst", "login-burst"),
             ("alert", "LatencyAnomaly", "zscore-anomaly"),
@@ -339,15 +392,16 @@ async fn metrics_cover_every_stage_kind_plugin_and_channel_after_traffic() {
                 counter(&after, name, &[("stage", stage)]);
             }
         }
-        // The probe saw every event and kept them all.
-        assert!(counter(&after, "eddy_stage_calls_total", &at("probe")) >= 1.0);
+        // The probe saw every event, the spoiled one too, and kept them all.
+        let probe = at("probe");
+        assert_eq!(counter(&after, "eddy_stage_calls_total", &probe), 3.0);
         assert_eq!(
-            counter(&after, "eddy_stage_events_in_total", &at("probe")),
-            sent
+            counter(&after, "eddy_stage_events_in_total", &probe),
+            sent + 1.0
         );
         assert_eq!(
-            counter(&after, "eddy_stage_events_out_total", &at("probe")),
-            sent
+            counter(&after, "eddy_stage_events_out_total", &probe),
+            sent + 1.0
         );
         assert_eq!(
             counter(&after, "eddy_stage_events_dropped_total", &at("probe")),
@@ -357,10 +411,40 @@ async fn metrics_cover_every_stage_kind_plugin_and_channel_after_traffic() {
             counter(&after, "eddy_stage_failed_batches_total", &at("probe")),
             0.0
         );
-        // The trap failed its first batch, passed its events on and was
-        // quarantined.
-        assert!(counter(&after, "eddy_stage_failed_batches_total", &at("failing")) >= 1.0);
-        assert!(counter(&after, "eddy_stage_quarantines_total", &at("failing")) >= 1.0);
+        // The checked stage failed the spoiled batch and dead-lettered it.
+        let checked = at("checked");
+        assert_eq!(
+            counter(&after, "eddy_stage_failed_batches_total", &checked),
+            1.0
+        );
+        assert_eq!(
+            counter(&after, "eddy_stage_dead_letters_total", &checked),
+            1.0
+        );
+        assert_eq!(
+            counter(&after, "eddy_stage_events_in_total", &checked),
+            sent + 1.0
+        );
+        assert_eq!(
+            counter(&after, "eddy_stage_events_out_total", &checked),
+            sent
+        );
+        assert_eq!(
+            counter(&after, "eddy_stage_quarantines_total", &checked),
+            0.0
+        );
+        assert_eq!(counter(&after, "eddy_events_dead_lettered_total", &[]), 1.0);
+        // The trap failed both batches it was given, passed their events
+        // on and was quarantined at the second.
+        let failing = at("failing");
+        assert_eq!(
+            counter(&after, "eddy_stage_failed_batches_total", &failing),
+            2.0
+        );
+        assert_eq!(
+            counter(&after, "eddy_stage_quarantines_total", &failing),
+            1.0
+        );
         assert_eq!(
             counter(&after, "eddy_stage_passed_through_total", &at("failing")),
             sent
@@ -409,7 +493,13 @@ async fn metrics_cover_every_stage_kind_plugin_and_channel_after_traffic() {
 
         // Per plugin: lifecycle counters by plugin, the live version on
         // eddy_plugin_info, state keys.
-        for plugin in ["metrics-probe", "trap", "login-burst", "zscore-anomaly"] {
+        for plugin in [
+            "metrics-probe",
+            "bad-events",
+            "trap",
+            "login-burst",
+            "zscore-anomaly",
+        ] {
             let v = version(plugin);
             let info = one(&after, "eddy_plugin_info", &[("plugin", plugin)]).unwrap();
             assert!(
@@ -458,7 +548,7 @@ async fn metrics_cover_every_stage_kind_plugin_and_channel_after_traffic() {
         let probe = [("plugin", "metrics-probe")];
         assert_eq!(
             counter(&after, "eddy_plugin_metric_events_seen_total", &probe),
-            sent
+            sent + 1.0
         );
         assert_eq!(
             counter(&after, "eddy_plugin_metric_page_views_total", &probe),
@@ -490,6 +580,14 @@ async fn metrics_cover_every_stage_kind_plugin_and_channel_after_traffic() {
         );
         assert_eq!(
             counter(&after, "eddy_channel_slow_client_closes_total", &events),
+            1.0
+        );
+        assert_eq!(
+            counter(
+                &after,
+                "eddy_channel_messages_published_total",
+                &[("channel", "dead-letters")]
+            ),
             1.0
         );
         assert_eq!(gauge(&after, "eddy_channel_subscribers", &events), 0.0);
