@@ -86,7 +86,8 @@ pub async fn channels(
 }
 
 /// `GET /v1/plugins`: every plugin with its live version and, per stage
-/// that uses it, calls, errors and mean cost.
+/// that uses it (a processor stage, a pattern plugin, an alert rule: `kind`),
+/// calls, errors and mean cost.
 pub async fn plugins(
     State(state): State<AppState>,
     Query(q): Params,
@@ -115,6 +116,7 @@ pub async fn plugins(
                 .map(|r| {
                     json!({
                         "stage": r.name,
+                        "kind": r.kind.as_str(),
                         "status": r.status,
                         "calls": r.stats.batches,
                         "errors": r.stats.failed_batches,

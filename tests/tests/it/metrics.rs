@@ -350,6 +350,31 @@ async fn metrics_cover_every_stage_kind_plugin_and_channel_after_traffic() {
             p["hash"].as_str().unwrap()[..12].to_owned()
         };
 
+        // GET /v1/plugins shows the pattern and alert stages too, with the
+        // calls /metrics counts.
+        for (plugin, stage, kind) in [
+            ("login-burst", "login-burst", "pattern"),
+            ("zscore-anomaly", "LatencyAnomaly", "alert"),
+        ] {
+            let p = plugins["plugins"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == plugin)
+                .unwrap();
+            let s = &p["stages"][0];
+            assert_eq!(
+                (&s["stage"], &s["kind"]),
+                (&json!(stage), &json!(kind)),
+                "{p}"
+            );
+            assert_eq!(
+                s["calls"].as_f64(),
+                Some(counter(&after, "eddy_stage_calls_total", &at(stage))),
+                "{p}"
+            );
+        }
+
         // Per stage: every kind, labelled kind, stage, plugin, version.
         let stage_labels = BTreeSet::from(["kind", "stage", "plugin", "version"]);
         let stages = [
