@@ -23,6 +23,7 @@ use crate::event::Event;
 use crate::plugin::PluginError;
 use crate::plugin::abi::{self, Encoder};
 use crate::plugin::engine::{Compiled, Instance};
+use crate::plugin::meter::{Latency, StageKind};
 use crate::plugin::registry::{Notice, NoticeKind, Registry, Slot, short};
 use crate::plugin::state_store::{StateLimits, StateScopes, StateStore};
 
@@ -104,6 +105,10 @@ pub enum StageStatus {
 /// A stage's report.
 #[derive(Debug, Clone, Serialize)]
 pub struct StageReport {
+    /// What kind of stage (not serialized: reports of `eddy pipe` and
+    /// replays list processor stages only).
+    #[serde(skip)]
+    pub kind: StageKind,
     /// Stage name.
     pub name: String,
     /// Plugin name.
@@ -121,6 +126,10 @@ pub struct StageReport {
     pub stats: StageStats,
     /// Consecutive failures so far.
     pub consecutive_failures: u32,
+    /// Call durations since the stage started in this process (`/metrics`
+    /// only).
+    #[serde(skip)]
+    pub latency: Latency,
 }
 
 struct Active {
@@ -150,6 +159,9 @@ pub struct Stage {
     backoff_ms: i64,
     encoder: Encoder,
     stats: StageStats,
+    /// Call durations. Not engine state (it is timing, like `busy_ns`, and
+    /// starts empty after a restore): `/metrics` only.
+    latency: Latency,
     /// Instances made so far (with the engine's seed, each one's random
     /// seed: the same in a replay).
     instances_made: u64,
@@ -207,6 +219,7 @@ impl Stage {
             backoff_ms: ms(registry.config().quarantine_backoff),
             encoder: Encoder::default(),
             stats: StageStats::default(),
+            latency: Latency::default(),
             instances_made: 0,
             limits: config.ingest.limits(),
             state,
@@ -340,6 +353,7 @@ impl Stage {
         };
         let elapsed = started.elapsed().as_nanos() as u64;
         self.stats.max_call_ns = self.stats.max_call_ns.max(elapsed);
+        self.latency.record(elapsed);
         match outcome {
             Ok(applied) => {
                 self.stats.dropped += applied.dropped;
@@ -538,6 +552,8 @@ impl Stage {
             ns_per_event,
             stats: self.stats.clone(),
             consecutive_failures: self.consecutive_failures,
+            kind: StageKind::Processor,
+            latency: self.latency.clone(),
         }
     }
 }

@@ -1075,7 +1075,11 @@ impl Driver {
             Query::History { window } => Answer::History(w.history(window)),
             Query::LiveUsers { limit } => Answer::Json(Some(w.live().users(*limit))),
             Query::LivePages { limit } => Answer::Json(Some(w.live().pages(*limit))),
-            Query::Stages => Answer::Stages(self.engine.stage_reports()),
+            Query::Stages => {
+                let mut reports = self.engine.stage_reports();
+                reports.extend(self.engine.plugin_stage_reports());
+                Answer::Stages(reports)
+            }
             Query::Patterns => Answer::Json(Some(
                 serde_json::to_value(self.engine.patterns().reports()).unwrap_or_default(),
             )),

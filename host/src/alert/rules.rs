@@ -269,6 +269,10 @@ pub trait PluginEvaluator: Send {
     fn take_notices(&mut self) -> Vec<crate::plugin::registry::Notice> {
         Vec::new()
     }
+    /// The plugin's calls and their durations, for `/metrics`.
+    fn meter(&self) -> Option<crate::plugin::meter::MeterReport> {
+        None
+    }
 }
 
 /// An `[[alerts]]` entry naming an alert plugin (`plugin = "..."`): the

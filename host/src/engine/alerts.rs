@@ -242,6 +242,18 @@ impl Alerts {
             .collect()
     }
 
+    /// The meters of the rules whose samples come from a plugin, by rule
+    /// name.
+    pub fn meters(&self) -> Vec<(String, crate::plugin::meter::MeterReport)> {
+        self.rules
+            .iter()
+            .filter_map(|r| match &r.evaluator {
+                Evaluator::Plugin(p) => Some((r.spec.name.clone(), p.meter()?)),
+                Evaluator::Declared(_) => None,
+            })
+            .collect()
+    }
+
     /// Whether there is any rule.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()

@@ -745,6 +745,49 @@ impl Engine {
         self.pipeline.report()
     }
 
+    /// A report per pattern plugin and per alert plugin rule: the stages
+    /// that call plugins outside the pipeline.
+    pub fn plugin_stage_reports(&self) -> Vec<StageReport> {
+        use crate::plugin::meter::{MeterReport, StageKind};
+        let report = |kind: StageKind, (name, m): (String, MeterReport)| {
+            let c = m.meter;
+            StageReport {
+                kind,
+                name,
+                plugin: m.plugin,
+                status: if m.quarantined {
+                    crate::pipeline::StageStatus::Quarantined
+                } else {
+                    crate::pipeline::StageStatus::Active
+                },
+                hash: Some(crate::plugin::registry::short(&m.hash).to_owned()),
+                version: Some(m.version),
+                ns_per_event: if c.items_in == 0 {
+                    0.0
+                } else {
+                    c.latency.sum_seconds() * 1e9 / c.items_in as f64
+                },
+                stats: crate::pipeline::StageStats {
+                    batches: c.calls,
+                    events_in: c.items_in,
+                    events_out: c.items_out,
+                    failed_batches: c.failed_calls,
+                    quarantines: c.quarantines,
+                    rollbacks: c.rollbacks,
+                    ..Default::default()
+                },
+                consecutive_failures: m.consecutive_failures,
+                latency: c.latency,
+            }
+        };
+        let patterns = self.patterns.meters().into_iter();
+        let alerts = self.alerts.meters().into_iter();
+        patterns
+            .map(|m| report(StageKind::Pattern, m))
+            .chain(alerts.map(|m| report(StageKind::Alert, m)))
+            .collect()
+    }
+
     /// Drop events whose id was seen within `horizon_ms` of batch wall
     /// time (0: off, the default), remembering at most `max_ids` ids. The
     /// ids seen are engine state: snapshots carry them, so a restored

@@ -83,6 +83,10 @@ impl PluginEvaluator for PluginRuleEvaluator {
     fn take_notices(&mut self) -> Vec<Notice> {
         self.plugin.take_notices()
     }
+
+    fn meter(&self) -> Option<crate::plugin::meter::MeterReport> {
+        Some(self.plugin.meter())
+    }
 }
 
 /// A plugin rule ready for the operator: its evaluator, and how often it is

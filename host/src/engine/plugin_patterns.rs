@@ -139,6 +139,10 @@ impl Classify for PluginClassifier {
     fn take_notices(&mut self) -> Vec<Notice> {
         self.instance.take_notices()
     }
+
+    fn meter(&self) -> Option<crate::plugin::meter::MeterReport> {
+        Some(self.instance.meter())
+    }
 }
 
 /// An instance of version `hash` of pattern plugin `plugin`, with its

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use axum::extract::ws::Utf8Bytes;
@@ -163,6 +163,9 @@ pub(super) struct Channel {
     /// subscriber. Only a wake-up signal: subscribers read the ring.
     pub(super) head_tx: watch::Sender<u64>,
     pub(super) subscribers: AtomicUsize,
+    /// Subscriptions cut off because their client fell behind (see
+    /// [`Hub::note_slow_close`](super::Hub::note_slow_close)).
+    pub(super) slow_closes: AtomicU64,
 }
 
 impl Channel {
@@ -179,6 +182,7 @@ impl Channel {
             publishing: Mutex::new(before_first),
             head_tx: watch::Sender::new(before_first),
             subscribers: AtomicUsize::new(0),
+            slow_closes: AtomicU64::new(0),
         }
     }
 

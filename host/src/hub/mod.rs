@@ -103,6 +103,13 @@ pub struct ChannelInfo {
     pub oldest_seq: u64,
     /// Open subscriptions.
     pub subscribers: usize,
+    /// Messages published since the channel was registered in this
+    /// process (a channel whose numbering continues after a restart counts
+    /// from there).
+    pub published: u64,
+    /// Subscriptions cut off because their client fell behind: its queue
+    /// overflowed (`streams.client_queue`) or a write to it stalled.
+    pub slow_closes: u64,
 }
 
 /// Why a subscription (or a [`Hub::recent`] read) was refused. The message
@@ -213,9 +220,21 @@ impl Hub {
                     head_seq: ring.head,
                     oldest_seq: ring.oldest(),
                     subscribers: c.subscribers.load(std::sync::atomic::Ordering::Relaxed),
+                    published: ring.head - c.config.first_seq.saturating_sub(1),
+                    slow_closes: c.slow_closes.load(std::sync::atomic::Ordering::Relaxed),
                 }
             })
             .collect()
+    }
+
+    /// Count a subscription to `channel` cut off because its client fell
+    /// behind. Lagging subscriptions count themselves; a connection closed
+    /// for a stalled write counts here for each channel it read.
+    pub fn note_slow_close(&self, channel: &str) {
+        if let Ok(c) = self.channel(channel) {
+            c.slow_closes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Subscribe to `channel`. `since: Some(n)` means the client has seen

@@ -114,6 +114,9 @@ impl Subscription {
                 head: ring.head,
             };
             self.lagged = Some(lagged);
+            // Once per subscription: a lagged subscription stays lagged, and
+            // its client is closed.
+            self.channel.slow_closes.fetch_add(1, Ordering::Relaxed);
             return Err(lagged);
         }
         if backlog == 0 {

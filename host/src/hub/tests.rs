@@ -233,6 +233,12 @@ async fn slow_subscriber_lags_with_what_it_really_received() {
         Err(lagged),
         "stays lagged"
     );
+    let info = &hub.channels()[0];
+    assert_eq!(info.slow_closes, 1, "a lagged subscription counts once");
+    assert_eq!(info.published, 200);
+    hub.note_slow_close("events");
+    hub.note_slow_close("no-such-channel");
+    assert_eq!(hub.channels()[0].slow_closes, 2);
     assert_eq!(
         lagged.to_string(),
         "subscriber fell behind: delivered up to seq 30, channel head is at seq 200"
@@ -307,7 +313,9 @@ fn ring_evicts_the_oldest() {
             name: "events".into(),
             head_seq: 8,
             oldest_seq: 4,
-            subscribers: 0
+            subscribers: 0,
+            published: 8,
+            slow_closes: 0,
         }]
     );
     let empty = hub.register_with(

@@ -121,6 +121,11 @@ pub trait Classify: Send {
     fn take_notices(&mut self) -> Vec<crate::plugin::registry::Notice> {
         Vec::new()
     }
+    /// A plugin classifier's calls and their durations, for `/metrics`
+    /// (declared conditions call no plugin: `None`).
+    fn meter(&self) -> Option<crate::plugin::meter::MeterReport> {
+        None
+    }
 }
 
 /// Declared conditions, compiled.
@@ -1245,6 +1250,15 @@ impl Patterns {
         self.ops
             .iter_mut()
             .flat_map(|o| o.classify.take_notices())
+            .collect()
+    }
+
+    /// The meters of the patterns whose conditions are a plugin, by
+    /// pattern name.
+    pub fn meters(&self) -> Vec<(String, crate::plugin::meter::MeterReport)> {
+        self.ops
+            .iter()
+            .filter_map(|o| Some((o.config.name.clone(), o.classify.meter()?)))
             .collect()
     }
 

@@ -40,13 +40,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::abi::Encoder;
 use super::bindings::alert::exports::eddy::plugin::alerting as awit;
 use super::engine::{Compiled, Instance, PluginError};
+use super::meter::{CallMeter, MeterReport};
 use super::registry::{Notice, NoticeKind, Registry, Slot};
 use super::state_store::{StateLimits, StateStore};
 use crate::event::Value;
@@ -187,6 +188,8 @@ pub struct AlertPlugin {
     quarantined_until: Option<i64>,
     backoff_ms: i64,
     notices: Vec<Notice>,
+    /// Calls, results and durations, for `/metrics`.
+    meter: CallMeter,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -391,6 +394,7 @@ impl AlertPlugin {
             consecutive_failures: 0,
             quarantined_until: None,
             notices: Vec::new(),
+            meter: CallMeter::default(),
             registry,
         };
         // Configure now, so a configuration the plugin refuses is reported
@@ -430,6 +434,18 @@ impl AlertPlugin {
     /// call, for the `plugins` channel; they are logged already.
     pub fn take_notices(&mut self) -> Vec<Notice> {
         std::mem::take(&mut self.notices)
+    }
+
+    /// This instance's calls, results and durations, labelled.
+    pub fn meter(&self) -> MeterReport {
+        MeterReport {
+            plugin: self.name().to_owned(),
+            hash: self.compiled.hash.clone(),
+            version: self.compiled.info.version.clone(),
+            quarantined: self.quarantined_until.is_some(),
+            consecutive_failures: self.consecutive_failures,
+            meter: self.meter.clone(),
+        }
     }
 
     fn ensure_instance(&mut self) -> Result<(), PluginError> {
@@ -491,6 +507,7 @@ impl AlertPlugin {
                     }
                     for chunk in run.chunks(MAX_RESULTS_PER_CALL) {
                         if let Some(wit) = window_results(chunk) {
+                            self.meter.items_in += chunk.len() as u64;
                             out.extend(self.call(now_ms, &awit::Input::Windows(wit))?);
                         }
                     }
@@ -503,6 +520,7 @@ impl AlertPlugin {
                     }
                     for chunk in run.chunks(MAX_RESULTS_PER_CALL) {
                         let wit = pattern_matches(&mut self.encoder, chunk);
+                        self.meter.items_in += chunk.len() as u64;
                         out.extend(self.call(now_ms, &awit::Input::Matches(wit))?);
                     }
                 }
@@ -521,6 +539,8 @@ impl AlertPlugin {
         }
         let deadline = self.context.deadline;
         let log_budget = self.registry.config().max_log_records_per_call;
+        // Timing is for `/metrics` only; it changes nothing the call does.
+        let started = Instant::now();
         let result = self.ensure_instance().and_then(|()| {
             let Some(instance) = self.instance.as_mut() else {
                 return Err(PluginError::Returned("no instance".into()));
@@ -549,8 +569,15 @@ impl AlertPlugin {
             }
             r
         });
+        self.meter.calls += 1;
+        self.meter
+            .latency
+            .record(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
         match &result {
-            Ok(_) => self.succeeded(),
+            Ok(evaluations) => {
+                self.meter.items_out += evaluations.len() as u64;
+                self.succeeded();
+            }
             Err(e) => self.failed(now_ms, e),
         }
         result
@@ -571,6 +598,7 @@ impl AlertPlugin {
     }
 
     fn failed(&mut self, now_ms: i64, err: &PluginError) {
+        self.meter.failed_calls += 1;
         self.consecutive_failures += 1;
         self.slot.counters.failures.fetch_add(1, Ordering::Relaxed);
         self.slot.set_last_error(err.to_string());
@@ -578,6 +606,7 @@ impl AlertPlugin {
         if self.probation_left > 0 {
             let reason = format!("alert evaluate: {err}");
             if self.registry.rollback(self.name(), &self.compiled, &reason) {
+                self.meter.rollbacks += 1;
                 self.probation_left = 0;
                 return;
             }
@@ -586,6 +615,7 @@ impl AlertPlugin {
         if self.consecutive_failures >= cfg.quarantine_after {
             let until = now_ms.saturating_add(self.backoff_ms);
             self.quarantined_until = Some(until);
+            self.meter.quarantines += 1;
             self.slot
                 .counters
                 .quarantines

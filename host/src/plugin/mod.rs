@@ -12,6 +12,7 @@ pub mod capabilities;
 pub mod clock;
 pub mod engine;
 pub mod host_api;
+pub mod meter;
 pub mod pattern;
 pub mod registry;
 pub mod state_store;

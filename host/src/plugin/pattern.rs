@@ -26,13 +26,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::abi::Encoder;
 use super::bindings::pattern::exports::eddy::plugin::matching as pwit;
 use super::engine::{Compiled, Instance, PluginError};
+use super::meter::{CallMeter, MeterReport};
 use super::registry::{Notice, NoticeKind, Registry, Slot};
 use super::state_store::{StateLimits, StateStore};
 use crate::event::Event;
@@ -362,6 +363,8 @@ pub struct PatternInstance {
     quarantined_until: Option<i64>,
     backoff_ms: i64,
     notices: Vec<Notice>,
+    /// Calls, events and durations, for `/metrics`.
+    meter: CallMeter,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -399,6 +402,7 @@ impl PatternInstance {
             consecutive_failures: 0,
             quarantined_until: None,
             notices: Vec::new(),
+            meter: CallMeter::default(),
             registry,
         };
         // Configure now, so a configuration the plugin refuses is reported
@@ -427,6 +431,18 @@ impl PatternInstance {
     /// call, for the `plugins` channel; they are logged already.
     pub fn take_notices(&mut self) -> Vec<Notice> {
         std::mem::take(&mut self.notices)
+    }
+
+    /// This instance's calls, events and durations, labelled.
+    pub fn meter(&self) -> MeterReport {
+        MeterReport {
+            plugin: self.name().to_owned(),
+            hash: self.compiled.hash.clone(),
+            version: self.compiled.info.version.clone(),
+            quarantined: self.quarantined_until.is_some(),
+            consecutive_failures: self.consecutive_failures,
+            meter: self.meter.clone(),
+        }
     }
 
     fn ensure_instance(&mut self) -> Result<(), PluginError> {
@@ -476,6 +492,8 @@ impl PatternInstance {
         }
         let deadline = self.context.deadline;
         let log_budget = self.registry.config().max_log_records_per_call;
+        // Timing is for `/metrics` only; it changes nothing the call does.
+        let started = Instant::now();
         let result = self.ensure_instance().and_then(|()| {
             let Some(instance) = self.instance.as_mut() else {
                 return Err(PluginError::Returned("no instance".into()));
@@ -490,6 +508,10 @@ impl PatternInstance {
             }
             r
         });
+        self.meter.calls += 1;
+        self.meter
+            .latency
+            .record(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
         match &result {
             Ok(_) => self.succeeded(),
             Err(e) => self.failed(now_ms, what, e),
@@ -515,6 +537,7 @@ impl PatternInstance {
     }
 
     fn failed(&mut self, now_ms: i64, what: &str, err: &PluginError) {
+        self.meter.failed_calls += 1;
         self.consecutive_failures += 1;
         self.slot.counters.failures.fetch_add(1, Ordering::Relaxed);
         self.slot.set_last_error(err.to_string());
@@ -524,6 +547,7 @@ impl PatternInstance {
             // last known good version again.
             let reason = format!("pattern {what}: {err}");
             if self.registry.rollback(self.name(), &self.compiled, &reason) {
+                self.meter.rollbacks += 1;
                 self.probation_left = 0;
                 return;
             }
@@ -532,6 +556,7 @@ impl PatternInstance {
         if self.consecutive_failures >= cfg.quarantine_after {
             let until = now_ms.saturating_add(self.backoff_ms);
             self.quarantined_until = Some(until);
+            self.meter.quarantines += 1;
             self.slot
                 .counters
                 .quarantines
@@ -590,23 +615,29 @@ impl PatternInstance {
         } else {
             (1u32 << steps) - 1
         };
-        self.run(now_ms, "classify", |instance, encoder, deadline, budget| {
-            let batch = encoder.encode(events);
-            let bits = instance.classify(batch, deadline, budget)?;
-            if bits.len() != events.len() {
-                return Err(PluginError::Abi(super::abi::AbiError::OutcomeCount {
-                    expected: events.len(),
-                    got: bits.len(),
-                }));
-            }
-            Ok(bits
-                .into_iter()
-                .map(|b| ConditionBits {
-                    steps: b.steps & mask,
-                    until: b.until & mask,
-                })
-                .collect())
-        })
+        self.meter.items_in += events.len() as u64;
+        let result: Result<Vec<ConditionBits>, PluginError> =
+            self.run(now_ms, "classify", |instance, encoder, deadline, budget| {
+                let batch = encoder.encode(events);
+                let bits = instance.classify(batch, deadline, budget)?;
+                if bits.len() != events.len() {
+                    return Err(PluginError::Abi(super::abi::AbiError::OutcomeCount {
+                        expected: events.len(),
+                        got: bits.len(),
+                    }));
+                }
+                Ok(bits
+                    .into_iter()
+                    .map(|b| ConditionBits {
+                        steps: b.steps & mask,
+                        until: b.until & mask,
+                    })
+                    .collect())
+            });
+        if let Ok(bits) = &result {
+            self.meter.items_out += bits.iter().filter(|b| b.steps != 0).count() as u64;
+        }
+        result
     }
 
     /// Hand a completed match to the plugin: its key, the times of its

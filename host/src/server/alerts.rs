@@ -110,22 +110,34 @@ pub async fn prometheus(state: &AppState) -> String {
                     .iter()
                     .map(|c| ("webhook", c.url.as_str())),
             );
-        text.push_str("# HELP eddy_alert_notifier_messages Messages per notification target since start, by outcome (queued: waiting now).\n");
-        text.push_str("# TYPE eddy_alert_notifier_messages gauge\n");
-        for ((kind, url), s) in targets.zip(n.stats()) {
+        let stats: Vec<_> = targets.zip(n.stats()).collect();
+        text.push_str("# HELP eddy_alert_notifier_messages_total Messages per notification target since start, by outcome.\n");
+        text.push_str("# TYPE eddy_alert_notifier_messages_total counter\n");
+        for ((kind, url), s) in &stats {
             for (outcome, v) in [
                 ("sent", s.sent),
                 ("failed", s.failed),
                 ("dropped", s.dropped),
                 ("retried", s.retried),
-                ("queued", s.queued),
             ] {
                 let _ = writeln!(
                     text,
-                    "eddy_alert_notifier_messages{{kind=\"{kind}\",url=\"{}\",outcome=\"{outcome}\"}} {v}",
+                    "eddy_alert_notifier_messages_total{{kind=\"{kind}\",url=\"{}\",outcome=\"{outcome}\"}} {v}",
                     escape(url)
                 );
             }
+        }
+        text.push_str(
+            "# HELP eddy_alert_notifier_queued Messages waiting for delivery per notification target.\n",
+        );
+        text.push_str("# TYPE eddy_alert_notifier_queued gauge\n");
+        for ((kind, url), s) in &stats {
+            let _ = writeln!(
+                text,
+                "eddy_alert_notifier_queued{{kind=\"{kind}\",url=\"{}\"}} {}",
+                escape(url),
+                s.queued
+            );
         }
     }
     text

@@ -31,6 +31,7 @@ mod dashboard;
 mod error;
 mod ingest;
 mod patterns;
+mod prometheus;
 mod reload;
 mod rest;
 mod sse;
@@ -545,7 +546,15 @@ fn install_metrics() -> Option<PrometheusHandle> {
     static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+            use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+            // The engine's per-batch time as a histogram (buckets, not a
+            // summary's quantiles) so it aggregates across instances, with
+            // the buckets of the per-stage histogram.
+            let builder = PrometheusBuilder::new().set_buckets_for_metric(
+                Matcher::Full("eddy_pipeline_batch_seconds".to_owned()),
+                &crate::plugin::meter::BATCH_SECONDS_BOUNDS,
+            );
+            match builder.and_then(PrometheusBuilder::install_recorder) {
                 Ok(handle) => Some(handle),
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics recorder not installed");

@@ -75,7 +75,8 @@ pub async fn channels(
 }
 
 /// `GET /v1/plugins`: every plugin with its live version and, per stage
-/// that uses it, calls, errors and mean cost.
+/// that uses it (a processor stage, a pattern plugin, an alert rule: `kind`),
+/// calls, errors and mean cost.
 pub async fn plugins(
     State(state): State<AppState>,
     Query(q): Params,
@@ -104,6 +105,7 @@ pub async fn plugins(
                 .map(|r| {
                     json!({
                         "stage": r.name,
+                        "kind": r.kind.as_str(),
                         "status": r.status,
                         "calls": r.stats.batches,
                         "errors": r.stats.failed_batches,
@@ -294,21 +296,30 @@ pub async fn publish_stats(publisher: Publisher, state: AppState) {
         body["accepted_per_s"] = json!((now.accepted - previous.accepted) as f64 / secs);
         body["published_per_s"] = json!((now.published - previous.published) as f64 / secs);
         metrics::gauge!("eddy_ingest_queue_depth").set(now.queue_depth as f64);
-        metrics::gauge!("eddy_events_published").set(now.published as f64);
         previous = now;
         publisher.publish(Payload::Json(body));
     }
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format (docs/metrics.md lists the
+/// families).
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let s = state.stats.snapshot();
     metrics::gauge!("eddy_ingest_queue_depth").set(s.queue_depth as f64);
     metrics::gauge!("eddy_ingest_queue_capacity").set(state.queue.capacity() as f64);
     metrics::gauge!("eddy_stream_connections")
         .set(state.connections.load(Ordering::Relaxed) as f64);
-    metrics::gauge!("eddy_ingest_duplicate_events").set(s.duplicates as f64);
-    metrics::gauge!("eddy_ingest_wal_refused_events").set(s.wal_refused as f64);
+    for (name, v) in [
+        ("eddy_events_published_total", s.published),
+        ("eddy_events_dropped_total", s.dropped),
+        ("eddy_events_dead_lettered_total", s.dead_lettered),
+        ("eddy_events_lost_total", s.lost),
+        ("eddy_pipeline_batches_total", s.batches),
+        ("eddy_ingest_duplicate_events_total", s.duplicates),
+        ("eddy_ingest_wal_refused_events_total", s.wal_refused),
+    ] {
+        metrics::counter!(name).absolute(v);
+    }
     let mut text = state
         .metrics
         .as_ref()
@@ -318,6 +329,20 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         text.push_str(&w.prometheus());
     }
     text.push_str(&super::alerts::prometheus(&state).await);
+    // Stage reports come from the engine thread (empty if it is too busy to
+    // answer, as for `GET /v1/plugins`).
+    let stages = match state
+        .view
+        .get(crate::runner::Query::Stages)
+        .await
+        .as_deref()
+    {
+        Some(crate::runner::Answer::Stages(r)) => r.clone(),
+        _ => Vec::new(),
+    };
+    super::prometheus::render_stages(&mut text, &stages);
+    super::prometheus::render_plugins(&mut text, &state.registry.status());
+    super::prometheus::render_channels(&mut text, &state.hub.channels());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

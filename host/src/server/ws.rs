@@ -124,6 +124,7 @@ async fn connection(state: AppState, socket: WebSocket, _guard: ConnectionGuard)
         rx,
         streams.send_timeout,
         streams.idle_timeout,
+        state.hub.clone(),
     ));
     let _ = tx
         .send(Out::Text(
@@ -432,6 +433,7 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Out>,
     send_timeout: Duration,
     stall_linger: Duration,
+    hub: crate::hub::Hub,
 ) {
     // Last seq written (handed to the socket, in order), per channel.
     let mut last: Vec<(Arc<str>, u64)> = Vec::new();
@@ -501,6 +503,9 @@ async fn write_loop(
                 // Stalled. Stop taking messages: the forwarders see the queue
                 // closed and end, and so does the connection's reader.
                 rx.close();
+                for (channel, _) in &last {
+                    hub.note_slow_close(channel);
+                }
                 let seqs: Vec<String> = last.iter().map(|(c, s)| format!("{c}={s}")).collect();
                 close = Some((
                     CLOSE_SLOW,

@@ -560,7 +560,7 @@ async fn flaky_receiver(
 fn notifier_figure(text: &str, url: &str, outcome: &str) -> Option<u64> {
     text.lines()
         .find(|l| {
-            l.starts_with("eddy_alert_notifier_messages{")
+            l.starts_with("eddy_alert_notifier_messages_total{")
                 && l.contains(&format!("url=\"{url}\""))
                 && l.contains(&format!("outcome=\"{outcome}\""))
         })

@@ -266,7 +266,7 @@ async fn a_batch_resent_after_a_restart_is_not_counted_twice() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("eddy_ingest_duplicate_events 100"),
+        metrics.contains("eddy_ingest_duplicate_events_total 100"),
         "{metrics}"
     );
     assert!(

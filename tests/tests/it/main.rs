@@ -13,6 +13,7 @@ mod decode;
 mod durability;
 mod engine;
 mod limits;
+mod metrics;
 mod openapi;
 mod pattern_plugins;
 mod patterns;
