@@ -150,7 +150,12 @@
   // snapshot that carried sequence numbers.
   function subscribe(channel, onData, opts) {
     if (subs.has(channel)) return;
-    subs.set(channel, { filter: (opts && opts.filter) || null, last: opts && opts.since != null ? opts.since : null, onData });
+    subs.set(channel, {
+      filter: (opts && opts.filter) || null,
+      last: opts && opts.since != null ? opts.since : null,
+      onData,
+      onSubscribed: (opts && opts.onSubscribed) || null,
+    });
     sendSubscribe(channel);
   }
   function resubscribe(channel, filter) {
@@ -224,6 +229,11 @@
       case "subscribed": {
         const s = subs.get(m.channel);
         if (s && s.last === null) s.last = m.head;
+        if (s && s.onSubscribed) {
+          const then = s.onSubscribed;
+          s.onSubscribed = null;
+          then(m.head);
+        }
         break;
       }
       case "message": {
@@ -611,17 +621,22 @@
     });
   }
   async function loadRecentEvents() {
-    // The events just before the subscription: take the recent ones with
-    // their sequence numbers and subscribe from the last, so the feed has no
-    // gap and no duplicate.
+    // Subscribe first (from the head), then take the recent events over
+    // REST and keep those the subscription did not deliver: every event is
+    // in one or the other, so the feed has no gap, and a sequence number is
+    // shown once.
     if (subs.has("events")) return;
-    let since = null;
-    await poll("/v1/events/recent?limit=50", (body) => {
-      const list = body.events || [];
-      for (const e of list) addEvent(e);
-      if (list.length) since = list[list.length - 1].seq;
+    // The REST read waits for the subscription's acknowledgement: from
+    // then on every new event comes over the WebSocket.
+    subscribe("events", (e, seq) => addEvent({ ...e, seq }), {
+      onSubscribed: () =>
+        poll("/v1/events/recent?limit=50", (body) => {
+          const shown = new Set(state.events.map((e) => e.seq));
+          const older = (body.events || []).filter((e) => !shown.has(e.seq));
+          state.events = state.events.concat(older).sort((a, b) => b.seq - a.seq).slice(0, LIMITS.events);
+          touch("events", "tech");
+        }),
     });
-    subscribe("events", (e) => addEvent(e), { since });
   }
   function addEvent(e) {
     state.events.unshift(e);
