@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::Access;
 use super::error::ApiError;
+use super::prometheus::escape;
 use super::windows::{ask, json, limit, respond, time};
 use crate::alert::AlertState;
 use crate::runner::Query as EngineQuery;
@@ -78,13 +79,6 @@ pub async fn history(
         Ok(json!({ "transitions": json(&answer).unwrap_or_else(|| json!([])) }))
     };
     respond(result.await)
-}
-
-/// A Prometheus label value, escaped.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// The alerts' part of `/metrics` (empty if the engine is busy).

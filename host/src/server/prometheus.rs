@@ -36,7 +36,7 @@ fn value(v: f64) -> String {
 }
 
 /// A label value escaped for the exposition format.
-fn escape(v: &str) -> String {
+pub(super) fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

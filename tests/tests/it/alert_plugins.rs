@@ -67,22 +67,10 @@ fn result(
     }
 }
 
-/// xorshift64*: the seeded generator of the synthetic series.
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// About normal with mean 0 and deviation 1 (Irwin–Hall: the sum of 12
-    /// uniforms minus 6).
-    fn normal(&mut self) -> f64 {
-        (0..12).map(|_| self.unit()).sum::<f64>() - 6.0
-    }
+/// About normal with mean 0 and deviation 1 (Irwin–Hall: the sum of 12
+/// uniforms minus 6), from the seeded generator of the synthetic series.
+fn normal(rng: &mut Rng) -> f64 {
+    (0..12).map(|_| rng.unit()).sum::<f64>() - 6.0
 }
 
 const MINUTE: i64 = 60_000;
@@ -218,7 +206,7 @@ fn zscore_anomaly_finds_the_injected_anomaly_and_nothing_on_the_normal_part() {
         let mut batch: Vec<WindowResult> = services
             .iter()
             .map(|s| {
-                let mut x = 100.0 + 5.0 * rng.normal();
+                let mut x = 100.0 + 5.0 * normal(&mut rng);
                 if minute == anomaly_minute && s == anomaly_service {
                     x = 100.0 + 12.0 * 5.0;
                 }
@@ -377,7 +365,7 @@ fn ewma_baseline(built: &str) {
         let batch: Vec<WindowResult> = ["eu", "us"]
             .iter()
             .map(|s| {
-                let mut x = 50.0 + 2.0 * rng.normal();
+                let mut x = 50.0 + 2.0 * normal(&mut rng);
                 if minute == 50 && *s == "us" {
                     x = 90.0;
                 }
@@ -489,7 +477,7 @@ fn a_zscore_rule_fires_on_the_injected_anomaly_only_under_a_virtual_clock() {
             let ms = if m == 60 && s == "svc-7" {
                 160.0
             } else {
-                100.0 + 5.0 * rng.normal()
+                100.0 + 5.0 * normal(&mut rng)
             };
             lines.push(latency_event(m, i, s, ms));
         }
@@ -655,7 +643,7 @@ async fn a_swapped_alert_plugin_keeps_its_firing_alert_and_its_baseline() {
         // (still open) window: window 20 closes and fires.
         let mut rng = Rng(0x5eed_0004);
         let mut first: Vec<serde_json::Value> = (0..20)
-            .map(|m| event(m, 100.0 + 5.0 * rng.normal()))
+            .map(|m| event(m, 100.0 + 5.0 * normal(&mut rng)))
             .collect();
         first.push(event(20, 200.0));
         first.push(event(21, 300.0));
@@ -819,7 +807,7 @@ async fn a_reload_changes_and_removes_alert_plugin_rules() {
 
         let mut rng = Rng(0x5eed_0005);
         let mut first: Vec<serde_json::Value> = (0..20)
-            .map(|m| event(m, 100.0 + 5.0 * rng.normal()))
+            .map(|m| event(m, 100.0 + 5.0 * normal(&mut rng)))
             .collect();
         first.push(event(20, 200.0));
         first.push(event(21, 300.0));

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use eddy_tests::plugins::{BOT_FILTER, FIRST_SEEN, PII_SCRUBBER, UA_ENRICHER, UA_ENRICHER_V2};
 use eddy_tests::server::{Ws, http};
-use eddy_tests::{CHROME_WIN, GOOGLEBOT, SAFARI_IPHONE, Sandbox, run_with_timeout};
+use eddy_tests::{CHROME_WIN, GOOGLEBOT, Rng, SAFARI_IPHONE, Sandbox, run_with_timeout};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(300);
@@ -32,18 +32,6 @@ fn default_config(sandbox: &Sandbox) -> PathBuf {
         sandbox.install(built, name);
     }
     sandbox.config(&body)
-}
-
-/// xorshift64*, for a reproducible workload.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
 }
 
 /// The golden workload: 3,000 events over ~25 minutes of event time from

@@ -13,26 +13,20 @@
 
 use std::collections::BTreeSet;
 
-use eddy_tests::Sandbox;
 use eddy_tests::server::{Server, http};
+use eddy_tests::{Rng, Sandbox};
 use serde_json::Value;
 
 /// Requests sent, over every operation.
 const REQUESTS: usize = 1500;
 
-/// xorshift64*, seeded per run (the seed is printed).
-struct Rng(u64);
+/// The chances and picks a request generator draws.
+trait Draw {
+    fn chance(&mut self, percent: u64) -> bool;
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
+impl Draw for Rng {
     fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
