@@ -258,6 +258,17 @@ impl Browser {
         }
     }
 
+    /// [`Browser::errors`] without those whose message contains one of
+    /// `expected` (what a step provokes on purpose).
+    async fn errors_except(&self, expected: &[&str]) -> Vec<Value> {
+        let mut errors = self.errors().await;
+        errors.retain(|e| {
+            let m = e["message"].as_str().unwrap_or_default();
+            !expected.iter().any(|x| m.contains(x))
+        });
+        errors
+    }
+
     /// The browser's error-level log entries since the last call.
     async fn errors(&self) -> Vec<Value> {
         let log = self
@@ -514,15 +525,9 @@ async fn the_dashboard_shows_eddy_live_in_a_real_browser() {
         })
         .await;
     // Refused connections while the server was down are the only errors.
-    let outage: Vec<Value> = browser
-        .errors()
-        .await
-        .into_iter()
-        .filter(|e| {
-            let m = e["message"].as_str().unwrap_or_default();
-            !(m.contains("ERR_CONNECTION_REFUSED") || m.contains("ERR_CONNECTION_RESET"))
-        })
-        .collect();
+    let outage = browser
+        .errors_except(&["ERR_CONNECTION_REFUSED", "ERR_CONNECTION_RESET"])
+        .await;
     assert!(outage.is_empty(), "console errors: {outage:#?}");
     browser
         .wait_for("the same count after the restart", SLOW, |s| {
@@ -732,15 +737,9 @@ plugin = "ua-enricher"
     let v = browser.client.execute(key_form, vec![]).await.unwrap();
     assert_eq!(v["stored"], "reader-key", "kept in the browser: {v}");
     // The refused probes (401, 403) are the only errors.
-    let errors: Vec<Value> = browser
-        .errors()
-        .await
-        .into_iter()
-        .filter(|e| {
-            let m = e["message"].as_str().unwrap_or_default();
-            !(m.contains("401 (Unauthorized)") || m.contains("403 (Forbidden)"))
-        })
-        .collect();
+    let errors = browser
+        .errors_except(&["401 (Unauthorized)", "403 (Forbidden)"])
+        .await;
     assert!(errors.is_empty(), "console errors: {errors:#?}");
     browser.close().await;
 }
