@@ -257,6 +257,7 @@ fn stats_body(state: &AppState) -> Value {
     v["queue_capacity_bytes"] = json!(state.queue.capacity_bytes());
     v["uptime_s"] = json!(state.started.elapsed().as_secs());
     v["stream_connections"] = json!(state.connections.load(Ordering::Relaxed));
+    v["ingest_requests_in_flight"] = json!(state.ingest_requests.load(Ordering::Acquire));
     v["time"] = json!(super::now_ms());
     v["wal"] = match &state.wal {
         Some(w) => w.json(),
@@ -309,6 +310,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!("eddy_ingest_queue_capacity").set(state.queue.capacity() as f64);
     metrics::gauge!("eddy_stream_connections")
         .set(state.connections.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("eddy_ingest_requests_in_flight")
+        .set(state.ingest_requests.load(Ordering::Acquire) as f64);
     for (name, v) in [
         ("eddy_events_published_total", s.published),
         ("eddy_events_dropped_total", s.dropped),

@@ -168,13 +168,37 @@ pub(crate) async fn next_with_status(
     status: &str,
     am: &Running,
 ) -> Value {
+    next_with_alerts(rx, status, 1.., am).await
+}
+
+/// The next webhook notification whose `status` is `status` and that
+/// carries `count` alerts.
+///
+/// Alertmanager flushes a new group at once when its first alert started
+/// more than `group_wait` ago, so a group of alerts posted together may
+/// first be notified with only some of them; the group's next flush
+/// carries them all.
+async fn next_with_alerts(
+    rx: &mut mpsc::UnboundedReceiver<Value>,
+    status: &str,
+    count: impl std::ops::RangeBounds<usize>,
+    am: &Running,
+) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(body)) if body["status"] == status => return body,
+            Ok(Some(body))
+                if body["status"] == status
+                    && body["alerts"]
+                        .as_array()
+                        .is_some_and(|a| count.contains(&a.len())) =>
+            {
+                return body;
+            }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => panic!(
-                "no {status} notification from alertmanager within 20 s:\n{}",
+                "no {status} notification with the expected alerts from alertmanager \
+                 within 20 s:\n{}",
                 am.log()
             ),
         }
@@ -241,7 +265,7 @@ async fn exchange() {
     assert!(firing.iter().all(|e| e.state == AlertState::Firing));
     notifier.notify(&firing);
 
-    let body = next_with_status(&mut notifications, "firing", &am).await;
+    let body = next_with_alerts(&mut notifications, "firing", 2..=2, &am).await;
     assert_eq!(body["version"], "4");
     assert_eq!(body["receiver"], "eddy-test");
     assert_eq!(body["groupKey"], "{}:{alertname=\"CheckoutSlow\"}");
@@ -287,7 +311,7 @@ async fn exchange() {
     assert!(resolved.iter().all(|e| e.state == AlertState::Resolved));
     notifier.notify(&resolved);
 
-    let body = next_with_status(&mut notifications, "resolved", &am).await;
+    let body = next_with_alerts(&mut notifications, "resolved", 2..=2, &am).await;
     let alerts = body["alerts"].as_array().unwrap();
     assert_eq!(alerts.len(), 2, "{body}");
     for alert in alerts {

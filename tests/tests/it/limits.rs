@@ -348,19 +348,31 @@ async fn posthog_routes_share_the_in_flight_request_bound() {
     };
 
     let (held, rest) = hold_request(&server.addr).await;
-    // The held request has its slot once a native request is turned away.
+    // The held request has its slot once the server counts it in flight
+    // (asked on a route that takes no slot). Nothing else is sent before:
+    // a request racing it could take the slot first and leave the held
+    // one refused, waiting for the rest of its body.
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let r = tokio::time::timeout(WAIT, native()).await.unwrap().unwrap();
-        if r.status() == 503 {
+        let stats: serde_json::Value = client
+            .get(server.url("/v1/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if stats["ingest_requests_in_flight"] == 1 {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the held request never took the only slot"
+            "the held request never took the only slot: {stats}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    let r = tokio::time::timeout(WAIT, native()).await.unwrap().unwrap();
+    assert_eq!(r.status(), 503, "a native request must wait for a slot");
     for (path, body) in [
         ("/batch/", json!({"batch": [ph_event.clone()]})),
         ("/capture/", ph_event.clone()),
