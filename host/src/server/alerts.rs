@@ -10,21 +10,34 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::auth::Access;
-use super::error::ApiError;
 use super::prometheus::escape;
-use super::windows::{ask, json, limit, respond, time};
+use super::windows::{ask, json, respond};
+use super::{AppState, api};
 use crate::alert::AlertState;
 use crate::runner::Query as EngineQuery;
 
 type Params = Query<HashMap<String, String>>;
 
-/// Default `limit` of the history.
-const DEFAULT_LIMIT: usize = 1_000;
-
 /// `GET /v1/alerts`: pending, firing (and no-data) alerts now, and every
 /// rule's counters.
+#[utoipa::path(
+    get,
+    path = "/v1/alerts",
+    operation_id = "listAlerts",
+    tag = "alerts",
+    summary = "Pending and firing alerts now",
+    description = "Every alert instance pending, firing or in no-data now, each as published on \
+                   the `alerts` channel: `{alertname, state, fingerprint, labels, annotations, \
+                   value, at, activeAt, startsAt, endsAt}` (`at`: the transition's event time in \
+                   ms; the others RFC 3339, `endsAt` null until resolved), and per rule `{name, \
+                   watches, source, instances, refused, transitions}`.",
+    responses(
+        (status = 200, description = "`{alerts: [...], rules: [...]}`", body = api::Object),
+        api::ReadDenied,
+        api::EngineBusy,
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Params,
@@ -41,6 +54,24 @@ pub async fn list(
 /// `GET /v1/alerts/history?from&to&state&limit`: kept transitions whose
 /// event time is within `[from, to]` (ms since the epoch or RFC 3339) and
 /// whose state is `state` (pending, firing, resolved, nodata), oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/alerts/history",
+    operation_id = "alertHistory",
+    tag = "alerts",
+    summary = "Recent alert transitions",
+    description = "State transitions kept (the newest 10,000; not kept across restarts), oldest \
+                   first, each as published on the `alerts` channel. `from` after `to` is an \
+                   empty range.",
+    params(api::AlertHistoryQuery),
+    responses(
+        (status = 200, description = "`{transitions: [...]}`", body = api::Object),
+        (status = 400, description = "A query parameter is not valid (`bad_time`, `bad_state`, \
+                                      `bad_limit`)", body = api::Error),
+        api::ReadDenied,
+        api::EngineBusy,
+    )
+)]
 pub async fn history(
     State(state): State<AppState>,
     Query(q): Params,
@@ -50,22 +81,14 @@ pub async fn history(
         state.keys.check_request(Access::Read, &headers, &q)?;
         // `from` after `to` is an empty range (nothing is in it), as for
         // window history: not a malformed request.
-        let from = time(&q, "from")?;
-        let to = time(&q, "to")?;
-        let wanted = match q.get("state").map(String::as_str) {
-            None | Some("") => None,
-            Some("pending") => Some(AlertState::Pending),
-            Some("firing") => Some(AlertState::Firing),
-            Some("resolved") => Some(AlertState::Resolved),
-            Some("nodata") => Some(AlertState::NoData),
-            Some(other) => {
-                return Err(ApiError::bad_request(
-                    "bad_state",
-                    format!("`state` must be pending, firing, resolved or nodata, not `{other}`"),
-                ));
-            }
-        };
-        let limit = limit(&q, DEFAULT_LIMIT)?;
+        let params = api::AlertHistoryQuery::parse(&q)?;
+        let (from, to, limit) = (params.from, params.to, params.limit);
+        let wanted = params.state.map(|s| match s {
+            api::TransitionState::Pending => AlertState::Pending,
+            api::TransitionState::Firing => AlertState::Firing,
+            api::TransitionState::Resolved => AlertState::Resolved,
+            api::TransitionState::Nodata => AlertState::NoData,
+        });
         let answer = ask(
             &state,
             EngineQuery::AlertHistory {

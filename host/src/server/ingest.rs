@@ -18,12 +18,27 @@ use serde_json::json;
 
 use super::auth::{Access, presented_key};
 use super::error::ApiError;
-use super::{AppState, now_ms};
+use super::{AppState, api, now_ms};
 use crate::config::{IngestConfig, InvalidPolicy};
 use crate::ingest::{self, Decoded, Encoding, Format, Limits, PostHogRequest};
 use crate::runner::{AckError, PushError};
 
 /// `POST /v1/events`: one JSON event or a JSON array of events.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    operation_id = "ingestEvents",
+    tag = "ingest",
+    summary = "Ingest one JSON event or an array",
+    description = "Each event is validated on its own: with ingest.on_invalid = \"accept-valid\" \
+                   (the default) the valid ones are accepted and `errors` names the others by \
+                   `index`. gzip by Content-Encoding.",
+    request_body(content = api::EventOrEvents, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted", body = api::IngestResult),
+        api::IngestRefused,
+    )
+)]
 pub async fn events(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -34,6 +49,20 @@ pub async fn events(
 }
 
 /// `POST /v1/batch`: NDJSON, one event per line.
+#[utoipa::path(
+    post,
+    path = "/v1/batch",
+    operation_id = "ingestBatch",
+    tag = "ingest",
+    summary = "Ingest NDJSON, one event per line",
+    description = "Each line is an Event (see the schema); `errors` names refused ones by \
+                   `line`. gzip by Content-Encoding.",
+    request_body(content = String, content_type = "application/x-ndjson"),
+    responses(
+        (status = 202, description = "Accepted", body = api::IngestResult),
+        api::IngestRefused,
+    )
+)]
 pub async fn batch(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -80,10 +109,56 @@ async fn native(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// PostHog's capture routes, each its own documented operation (one
+/// handler, [`posthog`]).
+macro_rules! posthog_route {
+    ($($name:ident => $path:literal),* $(,)?) => {$(
+        #[utoipa::path(
+            post,
+            path = $path,
+            tag = "ingest",
+            summary = "PostHog-compatible capture",
+            description = "A single event, `{api_key, batch: [...]}` or a bare array; gzip by \
+                           Content-Encoding or `?compression=gzip-js`; form `data=` base64. \
+                           The key may also come in the body's `api_key`.",
+            params(api::PostHogQuery),
+            request_body(content(
+                (api::Object = "application/json"),
+                (String = "text/plain"),
+                (api::Object = "application/x-www-form-urlencoded"),
+            )),
+            responses(
+                (status = 200, description = "Accepted (PostHog clients expect 200)",
+                 body = api::PostHogResult),
+                api::IngestRefused,
+            )
+        )]
+        pub async fn $name(
+            state: State<AppState>,
+            query: Query<HashMap<String, String>>,
+            headers: HeaderMap,
+            body: Body,
+        ) -> Response {
+            posthog(state, query, headers, body).await
+        }
+    )*};
+}
+
+posthog_route! {
+    capture => "/capture",
+    capture_slash => "/capture/",
+    posthog_batch => "/batch",
+    posthog_batch_slash => "/batch/",
+    e => "/e",
+    e_slash => "/e/",
+    i_v0_e => "/i/v0/e",
+    i_v0_e_slash => "/i/v0/e/",
+}
+
 /// PostHog's `/capture/`, `/batch/`, `/e/` and `/i/v0/e/`. PostHog clients
 /// expect `200` on success; the body adds eddy's counts to PostHog's
 /// `{"status": 1}`.
-pub async fn posthog(
+async fn posthog(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,

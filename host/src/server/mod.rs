@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -26,6 +25,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
 mod alerts;
+mod api;
 mod auth;
 mod dashboard;
 mod error;
@@ -103,80 +103,15 @@ pub struct AppState {
     pub notifiers: Option<Arc<crate::alert::notify::Notifiers>>,
 }
 
-/// The router: every route eddy serves.
+/// The router: every route eddy serves, each registered with its OpenAPI
+/// operation ([`api::routes`]), and the dashboard's files.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/events", post(ingest::events))
-        .route("/v1/batch", post(ingest::batch))
-        .route("/capture", post(ingest::posthog))
-        .route("/capture/", post(ingest::posthog))
-        .route("/batch", post(ingest::posthog))
-        .route("/batch/", post(ingest::posthog))
-        .route("/e", post(ingest::posthog))
-        .route("/e/", post(ingest::posthog))
-        .route("/i/v0/e", post(ingest::posthog))
-        .route("/i/v0/e/", post(ingest::posthog))
-        .route("/v1/ws", get(ws::upgrade))
-        .route("/v1/sse", get(sse::stream))
-        .route("/v1/events/recent", get(rest::recent_events))
-        .route("/v1/channels", get(rest::channels))
-        .route("/v1/plugins", get(rest::plugins))
-        .route("/v1/plugins/{name}/reload", post(rest::reload_plugin))
-        .route("/v1/plugins/{name}/rollback", post(rest::rollback_plugin))
-        .route("/v1/admin/reload", post(reload::admin_reload))
-        .route("/v1/stats", get(rest::stats))
-        .route("/v1/windows", get(windows::list))
-        .route("/v1/windows/{name}", get(windows::open))
-        .route("/v1/windows/{name}/history", get(windows::history))
-        .route("/v1/patterns", get(patterns::list))
-        .route("/v1/patterns/{name}/matches", get(patterns::matches))
-        .route("/v1/alerts", get(alerts::list))
-        .route("/v1/alerts/history", get(alerts::history))
-        .route("/v1/live/users", get(windows::live_users))
-        .route("/v1/live/pages", get(windows::live_pages))
-        .route("/metrics", get(rest::metrics))
-        .route("/healthz", get(rest::healthz))
-        .route("/readyz", get(rest::readyz))
-        .route("/openapi.json", get(rest::openapi))
-        .merge(dashboard::router())
+    let (api, _) = api::routes().split_for_parts();
+    api.merge(dashboard::router())
         .fallback(rest::not_found)
         .method_not_allowed_fallback(rest::method_not_allowed)
         .with_state(state)
 }
-
-/// The routes in [`app`], as (method, path) — the OpenAPI document is tested
-/// against this list.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/"),
-    ("post", "/v1/events"),
-    ("post", "/v1/batch"),
-    ("post", "/capture/"),
-    ("post", "/batch/"),
-    ("post", "/e/"),
-    ("post", "/i/v0/e/"),
-    ("get", "/v1/ws"),
-    ("get", "/v1/sse"),
-    ("get", "/v1/events/recent"),
-    ("get", "/v1/channels"),
-    ("get", "/v1/plugins"),
-    ("post", "/v1/plugins/{name}/reload"),
-    ("post", "/v1/plugins/{name}/rollback"),
-    ("post", "/v1/admin/reload"),
-    ("get", "/v1/stats"),
-    ("get", "/v1/windows"),
-    ("get", "/v1/windows/{name}"),
-    ("get", "/v1/windows/{name}/history"),
-    ("get", "/v1/patterns"),
-    ("get", "/v1/patterns/{name}/matches"),
-    ("get", "/v1/alerts"),
-    ("get", "/v1/alerts/history"),
-    ("get", "/v1/live/users"),
-    ("get", "/v1/live/pages"),
-    ("get", "/metrics"),
-    ("get", "/healthz"),
-    ("get", "/readyz"),
-    ("get", "/openapi.json"),
-];
 
 /// Options of `eddy serve` that override the configuration.
 #[derive(Debug, Clone, Default)]

@@ -8,19 +8,34 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::auth::Access;
 use super::error::ApiError;
-use super::windows::{ask, json, limit, respond};
+use super::windows::{ask, json, respond};
+use super::{AppState, api};
 use crate::runner::Query as EngineQuery;
 
 type Params = Query<HashMap<String, String>>;
 
-/// Default `limit` of a pattern's matches.
-const DEFAULT_LIMIT: usize = 100;
-
 /// `GET /v1/patterns`: every pattern's source, key, steps, partial matches
 /// and counters (matches, timeouts, refused, late, ...).
+#[utoipa::path(
+    get,
+    path = "/v1/patterns",
+    operation_id = "listPatterns",
+    tag = "windows",
+    summary = "Patterns",
+    description = "Every pattern (declared in eddy.toml or a pattern plugin): source (`config` \
+                   or `plugin:<name>`), key, steps (name, contiguity, quantifier, until), \
+                   within_ms, partial_matches held, keys, events buffered until the watermark, \
+                   watermark, and counters: events, matches, timeouts, refused (new partial \
+                   matches refused at a cap), late, unkeyed, rejected (by a match hook), errors, \
+                   dropped_on_change.",
+    responses(
+        (status = 200, description = "`{patterns: [...]}`", body = api::Object),
+        api::ReadDenied,
+        api::EngineBusy,
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Params,
@@ -36,6 +51,26 @@ pub async fn list(
 
 /// `GET /v1/patterns/{name}/matches?kind=match|timeout&limit=N`: the
 /// pattern's latest matches and timeouts, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/patterns/{name}/matches",
+    operation_id = "patternMatches",
+    tag = "windows",
+    summary = "A pattern's latest matches and timeouts",
+    description = "The latest matches and timeouts of a pattern (at most `max_history` are \
+                   kept), oldest first, each as published on `patterns/<name>`: `{pattern, kind: \
+                   \"match\"|\"timeout\", key, start, end, steps: {\"<step>\": [events]}, payload?}`.",
+    params(api::PatternName, api::MatchesQuery),
+    responses(
+        (status = 200, description = "`{pattern, results: [...]}`", body = api::Object),
+        (status = 400, description = "A query parameter is not valid (`bad_limit`, `bad_kind`)",
+         body = api::Error),
+        api::ReadDenied,
+        (status = 404, description = "No such pattern (`unknown_pattern`, with `available`)",
+         body = api::Error),
+        api::EngineBusy,
+    )
+)]
 pub async fn matches(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -44,18 +79,9 @@ pub async fn matches(
 ) -> Response {
     let result = async {
         state.keys.check_request(Access::Read, &headers, &q)?;
-        let matched = match q.get("kind").map(String::as_str) {
-            None | Some("") => None,
-            Some("match") => Some(true),
-            Some("timeout") => Some(false),
-            Some(other) => {
-                return Err(ApiError::bad_request(
-                    "bad_kind",
-                    format!("`kind` must be match or timeout, not `{other}`"),
-                ));
-            }
-        };
-        let limit = limit(&q, DEFAULT_LIMIT)?;
+        let params = api::MatchesQuery::parse(&q)?;
+        let matched = params.kind.map(|k| k == api::MatchKind::Match);
+        let limit = params.limit;
         let query = EngineQuery::PatternMatches {
             pattern: name.clone(),
             matched,

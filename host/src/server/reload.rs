@@ -18,9 +18,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::auth::Access;
 use super::error::ApiError;
+use super::{AppState, api};
 use crate::config::Config;
 use crate::engine::Reconfigure;
 
@@ -105,6 +105,32 @@ pub async fn reload(state: &AppState) -> Result<Value, ApiError> {
 }
 
 /// `POST /v1/admin/reload`.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/reload",
+    operation_id = "reloadConfig",
+    tag = "plugins",
+    summary = "Reload the configuration file",
+    description = "Read the file eddy serve was started with (--config / EDDY_CONFIG) again, as \
+                   SIGHUP does. An invalid file changes nothing: 400 `invalid_config` naming the \
+                   file and key. A valid one is applied between batches: its stages and declared \
+                   patterns take effect (unchanged ones keep their state; a changed pattern keeps \
+                   the partial matches whose steps still exist; every change is announced on the \
+                   `plugins` channel with kind `reconfigured`). Other sections need a restart; \
+                   `needs_restart` lists those that differ. Needs an admin key when admin keys \
+                   are configured.",
+    responses(
+        (status = 200, description = "`{file, changes: [...], needs_restart: [...]}`",
+         body = api::Object),
+        (status = 400, description = "`no_config_file` (embedded default), `config_unreadable`, \
+                                      `invalid_config` or `reload_failed` (a stage plugin refused \
+                                      its configuration); the running configuration is kept",
+         body = api::Error),
+        api::ReadDenied,
+        (status = 422, description = "A plugin failed to load", body = api::Error),
+        (status = 503, description = "The server is shutting down", body = api::Error),
+    )
+)]
 pub async fn admin_reload(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,

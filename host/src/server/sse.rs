@@ -17,12 +17,33 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::json;
 
-use super::AppState;
 use super::auth::{Access, presented_key};
 use super::error::ApiError;
 use super::streams::{ConnectionGuard, Feed, FeedEnd, SubscribeRequest};
+use super::{AppState, api};
 
 /// Open an SSE stream.
+#[utoipa::path(
+    get,
+    path = "/v1/sse",
+    operation_id = "sse",
+    tag = "streams",
+    summary = "Server-Sent Events subscription",
+    description = "Each SSE event has `id:` = the sequence number and `data:` = the message a \
+                   WebSocket subscriber gets; a client that falls behind gets a final \
+                   `event: error` with `last_seq`.",
+    params(api::SseQuery, api::LastEventId),
+    responses(
+        (status = 200, description = "Event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Invalid request (a filter, `since`)", body = api::Error),
+        api::ReadDenied,
+        (status = 404, description = "No such channel", body = api::Error),
+        (status = 410, description = "`since` is older than what the channel keeps (`since_too_old`)",
+         body = api::Error),
+        (status = 503, description = "Unavailable (shutting down, or streams.max_connections reached)",
+         body = api::Error),
+    )
+)]
 pub async fn stream(
     State(state): State<AppState>,
     Query(pairs): Query<Vec<(String, String)>>,

@@ -12,52 +12,12 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::auth::Access;
 use super::error::ApiError;
+use super::{AppState, api};
 use crate::runner::{Answer, Query as EngineQuery};
-use crate::window::HistoryQuery;
 
 type Params = Query<HashMap<String, String>>;
-
-/// Default and largest `limit` of the group and history lists: a
-/// dashboard table's worth by default; the cap bounds one response to a few
-/// MB.
-const DEFAULT_LIMIT: usize = 1_000;
-const MAX_LIMIT: usize = 100_000;
-/// Default `limit` of the live views (a dashboard panel).
-const DEFAULT_LIVE_LIMIT: usize = 10;
-
-pub(super) fn limit(q: &HashMap<String, String>, default: usize) -> Result<usize, ApiError> {
-    match q.get("limit") {
-        None => Ok(default),
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-            _ => Err(ApiError::bad_request(
-                "bad_limit",
-                format!("`limit` must be a whole number from 1 to {MAX_LIMIT}, not `{v}`"),
-            )),
-        },
-    }
-}
-
-/// A time bound: milliseconds since the epoch, or RFC 3339.
-pub(super) fn time(q: &HashMap<String, String>, key: &str) -> Result<Option<i64>, ApiError> {
-    let Some(v) = q.get(key) else { return Ok(None) };
-    if let Ok(ms) = v.parse::<i64>() {
-        return Ok(Some(ms));
-    }
-    chrono::DateTime::parse_from_rfc3339(v)
-        .map(|t| Some(t.timestamp_millis()))
-        .map_err(|_| {
-            ApiError::bad_request(
-                "bad_time",
-                format!(
-                    "`{key}` must be milliseconds since the Unix epoch or an RFC 3339 time (2026-11-23T10:00:00Z), not `{v}`"
-                ),
-            )
-        })
-}
 
 fn unknown_window(state: &AppState, name: &str) -> ApiError {
     let available: Vec<Value> = state
@@ -102,6 +62,21 @@ pub(super) fn json(answer: &Answer) -> Option<Value> {
 }
 
 /// `GET /v1/windows`: every window's definition, watermark and counters.
+#[utoipa::path(
+    get,
+    path = "/v1/windows",
+    operation_id = "listWindows",
+    tag = "windows",
+    summary = "Configured windows",
+    description = "Every window's definition, watermark, open windows and groups, history size \
+                   and counters (events, late, overflow, future-rejected/clamped, results, \
+                   corrections).",
+    responses(
+        (status = 200, description = "`{windows: [...]}`", body = api::Object),
+        api::ReadDenied,
+        api::EngineBusy,
+    )
+)]
 pub async fn list(State(state): State<AppState>, Query(q): Params, headers: HeaderMap) -> Response {
     let result = async {
         state.keys.check_request(Access::Read, &headers, &q)?;
@@ -112,6 +87,24 @@ pub async fn list(State(state): State<AppState>, Query(q): Params, headers: Head
 }
 
 /// `GET /v1/windows/{name}?limit=N`: current values of the open windows.
+#[utoipa::path(
+    get,
+    path = "/v1/windows/{name}",
+    operation_id = "openWindows",
+    tag = "windows",
+    summary = "Open windows of one window",
+    description = "Current values of the windows not yet final: `{window, watermark, groups: \
+                   [{start, end, group, values}]}`, at most `limit` groups.",
+    params(api::WindowName, api::OpenQuery),
+    responses(
+        (status = 200, description = "Open windows", body = api::Object),
+        (status = 400, description = "A query parameter is not valid (`bad_limit`)", body = api::Error),
+        api::ReadDenied,
+        (status = 404, description = "No window has this name (`unknown_window`; `available` \
+                                      lists the names)", body = api::Error),
+        api::EngineBusy,
+    )
+)]
 pub async fn open(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -120,7 +113,7 @@ pub async fn open(
 ) -> Response {
     let result = async {
         state.keys.check_request(Access::Read, &headers, &q)?;
-        let limit = limit(&q, DEFAULT_LIMIT)?;
+        let limit = api::OpenQuery::parse(&q)?.limit;
         let query = EngineQuery::Open {
             window: name.clone(),
             limit,
@@ -133,6 +126,26 @@ pub async fn open(
 
 /// `GET /v1/windows/{name}/history?from=&to=&group=&group.<dim>=&limit=`:
 /// the latest result of each closed window within retention.
+#[utoipa::path(
+    get,
+    path = "/v1/windows/{name}/history",
+    operation_id = "windowHistory",
+    tag = "windows",
+    summary = "Closed windows within retention",
+    description = "The latest result (final, or its latest correction) of each closed window \
+                   and group: `{window, results: [...]}`, oldest first, the newest `limit`. \
+                   `from` after `to` is an empty range.",
+    params(api::WindowName, api::HistoryQuery),
+    responses(
+        (status = 200, description = "Closed results", body = api::Object),
+        (status = 400, description = "A query parameter is not valid (`bad_limit`, `bad_time`)",
+         body = api::Error),
+        api::ReadDenied,
+        (status = 404, description = "No window has this name (`unknown_window`; `available` \
+                                      lists the names)", body = api::Error),
+        api::EngineBusy,
+    )
+)]
 pub async fn history(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -141,23 +154,12 @@ pub async fn history(
 ) -> Response {
     let result = async {
         state.keys.check_request(Access::Read, &headers, &q)?;
-        let mut group: Vec<(String, String)> = q
-            .iter()
-            .filter_map(|(k, v)| {
-                if k == "group" {
-                    Some((String::new(), v.clone()))
-                } else {
-                    k.strip_prefix("group.")
-                        .map(|dim| (dim.to_owned(), v.clone()))
-                }
-            })
-            .collect();
-        group.sort();
-        let query = HistoryQuery {
-            from: time(&q, "from")?,
-            to: time(&q, "to")?,
-            group,
-            limit: limit(&q, DEFAULT_LIMIT)?,
+        let params = api::HistoryQuery::parse(&q)?;
+        let query = crate::window::HistoryQuery {
+            from: params.from,
+            to: params.to,
+            group: params.group,
+            limit: params.limit,
         };
         let answer = ask(
             &state,
@@ -202,6 +204,23 @@ fn query_key(q: &HashMap<String, String>) -> Vec<(&String, &String)> {
 }
 
 /// `GET /v1/live/users?limit=N`: users seen recently, most recent first.
+#[utoipa::path(
+    get,
+    path = "/v1/live/users",
+    operation_id = "liveUsers",
+    tag = "windows",
+    summary = "Live users",
+    description = "distinct_ids seen within `live.users_window` of event time, most recent \
+                   first, with their current URL: `{window_ms, now, count, untracked, users: \
+                   [{distinct_id, last_seen, current_url}]}`.",
+    params(api::LiveQuery),
+    responses(
+        (status = 200, description = "Live users", body = api::Object),
+        (status = 400, description = "A query parameter is not valid (`bad_limit`)", body = api::Error),
+        api::ReadDenied,
+        api::EngineBusy,
+    )
+)]
 pub async fn live_users(
     State(state): State<AppState>,
     Query(q): Params,
@@ -209,7 +228,7 @@ pub async fn live_users(
 ) -> Response {
     let result = async {
         state.keys.check_request(Access::Read, &headers, &q)?;
-        let limit = limit(&q, DEFAULT_LIVE_LIMIT)?;
+        let limit = api::LiveQuery::parse(&q)?.limit;
         let answer = ask(&state, EngineQuery::LiveUsers { limit }).await?;
         Ok(json(&answer).unwrap_or_default())
     };
@@ -217,6 +236,22 @@ pub async fn live_users(
 }
 
 /// `GET /v1/live/pages?limit=N`: the most viewed pages of the last minute.
+#[utoipa::path(
+    get,
+    path = "/v1/live/pages",
+    operation_id = "livePages",
+    tag = "windows",
+    summary = "Top pages",
+    description = "The most viewed `$current_url`s of `$pageview` events within \
+                   `live.pages_window`: `{window_ms, now, views, pages: [{url, views}]}`.",
+    params(api::LiveQuery),
+    responses(
+        (status = 200, description = "Top pages", body = api::Object),
+        (status = 400, description = "A query parameter is not valid (`bad_limit`)", body = api::Error),
+        api::ReadDenied,
+        api::EngineBusy,
+    )
+)]
 pub async fn live_pages(
     State(state): State<AppState>,
     Query(q): Params,
@@ -224,7 +259,7 @@ pub async fn live_pages(
 ) -> Response {
     let result = async {
         state.keys.check_request(Access::Read, &headers, &q)?;
-        let limit = limit(&q, DEFAULT_LIVE_LIMIT)?;
+        let limit = api::LiveQuery::parse(&q)?.limit;
         let answer = ask(&state, EngineQuery::LivePages { limit }).await?;
         Ok(json(&answer).unwrap_or_default())
     };

@@ -44,6 +44,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::AppState;
+use super::api;
 use super::auth::Access;
 use super::streams::{ConnectionGuard, Feed, FeedEnd, SubscribeRequest};
 
@@ -95,6 +96,21 @@ enum Out {
 }
 
 /// Upgrade to a WebSocket after the read-key and connection-limit checks.
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    operation_id = "websocket",
+    tag = "streams",
+    summary = "WebSocket subscriptions",
+    description = "One connection, many channels: `subscribe` (channel, since, filters), \
+                   `unsubscribe`, `ping`; see docs/api.md (Channels, WebSocket and SSE).",
+    responses(
+        (status = 101, description = "Switching protocols"),
+        api::ReadDenied,
+        (status = 503, description = "Unavailable (shutting down, or streams.max_connections reached)",
+         body = api::Error),
+    )
+)]
 pub async fn upgrade(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,

@@ -4,8 +4,11 @@
 //! the default configuration. None may get a 5xx, and none may be refused
 //! (400) or answered with a status the operation does not document: a
 //! client that keeps to the document never sends what the server refuses.
-//! (That every route the router serves is documented is the unit test
-//! `openapi_document_lists_exactly_the_routes`.)
+//! And the other way round: every bound the document states for a query
+//! parameter is one the server enforces, with a 400 naming the parameter.
+//! (Every route the router serves is registered together with its operation,
+//! `host/src/server/api.rs`; the unit tests there tie the documented bounds,
+//! defaults and enums to the parsers.)
 //!
 //! Operations with a request body (ingest) and the streaming routes
 //! (`/v1/ws`, `/v1/sse`) are not generated here; ingest has its own
@@ -260,4 +263,108 @@ async fn requests_the_document_allows_are_never_refused_and_never_fail() {
             "{path} never succeeded: {seen:?}"
         );
     }
+}
+
+/// Values just outside what `schema` allows, if it bounds anything.
+fn outside(schema: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(values) = schema["enum"].as_array() {
+        let first = values[0].as_str().unwrap_or("x");
+        out.push(format!("{first}-not"));
+    }
+    if schema["oneOf"].is_array() {
+        out.push("yesterday".to_owned());
+    }
+    if schema["type"] == "integer" {
+        if let Some(max) = schema["maximum"].as_i64() {
+            out.push((max + 1).to_string());
+        }
+        if let Some(min) = schema["minimum"].as_i64() {
+            out.push((min - 1).to_string());
+        }
+        out.push("1.5".to_owned());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bound_the_document_states_is_enforced_with_a_clear_error() {
+    let sandbox = Sandbox::new();
+    sandbox.install_examples();
+    let config = sandbox.config(&eddy_tests::default_config_body());
+    let server = sandbox.serve(&config);
+    let doc: Value = http()
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let window = names(&server, "/v1/windows", "windows").await[0].clone();
+    let pattern = names(&server, "/v1/patterns", "patterns").await[0].clone();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if method != "get" {
+                continue;
+            }
+            let concrete = path
+                .replace("/v1/windows/{name}", &format!("/v1/windows/{window}"))
+                .replace("/v1/patterns/{name}", &format!("/v1/patterns/{pattern}"));
+            let params: Vec<&Value> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "query")
+                .collect();
+            for param in &params {
+                let name = param["name"].as_str().unwrap();
+                for bad in outside(&param["schema"]) {
+                    let mut url = url::Url::parse(&server.url(&concrete)).unwrap();
+                    // The required parameters, valid, beside the bad one.
+                    for other in &params {
+                        if other["required"] == true && other["name"] != name {
+                            url.query_pairs_mut()
+                                .append_pair(other["name"].as_str().unwrap(), "events");
+                        }
+                    }
+                    url.query_pairs_mut().append_pair(name, &bad);
+                    let resp = http().get(url.clone()).send().await.unwrap();
+                    let status = resp.status().as_u16();
+                    let body: Value = resp.json().await.unwrap_or_default();
+                    assert_eq!(status, 400, "GET {url}: {body}");
+                    assert!(
+                        op["responses"].get("400").is_some(),
+                        "GET {path} refuses with 400 but does not document it"
+                    );
+                    let message = body["error"].as_str().unwrap_or_default();
+                    assert!(
+                        message.contains(name),
+                        "GET {url}: the error does not name `{name}`: {body}"
+                    );
+                    checked += 1;
+                }
+            }
+            // A required parameter left out is refused too.
+            for param in params.iter().filter(|p| p["required"] == true) {
+                let url = server.url(&concrete);
+                let resp = http().get(&url).send().await.unwrap();
+                let status = resp.status().as_u16();
+                let body: Value = resp.json().await.unwrap_or_default();
+                assert_eq!(status, 400, "GET {url} without {}: {body}", param["name"]);
+                checked += 1;
+            }
+        }
+    }
+    // A plugin name outside the documented pattern.
+    let resp = http()
+        .post(server.url("/v1/plugins/no.such/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "bad_plugin_name", "{body}");
+    assert!(checked >= 25, "bounds checked: {checked}");
 }
