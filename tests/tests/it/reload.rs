@@ -57,7 +57,10 @@ fn swap_under_load_loses_nothing_doubles_nothing_and_keeps_state() {
     sb.install(FIRST_SEEN, "first-seen");
     let cfg =
         sb.config("[[stages]]\nplugin = \"ua-enricher\"\n[[stages]]\nplugin = \"first-seen\"\n");
-    let mut pipe = sb.spawn_pipe(&cfg, &["--batch-size", "1000"]);
+    // Batches close on size only (TOTAL and HOLD_FROM are whole batches):
+    // a slow writer on a busy machine must not cut a batch short, so the
+    // swap's position tells whether it happened between batches.
+    let mut pipe = sb.spawn_pipe(&cfg, &["--batch-size", "1000", "--linger-ms", "600000"]);
     watching(&mut pipe);
 
     let lines: Vec<String> = (0..TOTAL)
