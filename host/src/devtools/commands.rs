@@ -123,9 +123,47 @@ pub fn new(opts: &scaffold::NewOptions) -> Result<(), DevError> {
 /// `plugin build`: progress on stderr, the built file on stdout.
 pub fn build(opts: &build::BuildOptions) -> Result<(), DevError> {
     let built = build::build(opts, &mut std::io::stderr())?;
+    precompile(&built.path);
     println!("{}", built.path.display());
     Ok(())
 }
+
+/// Compile a built plugin into the compile cache, so eddy's first load of
+/// it does not compile (Python and JavaScript components take seconds). A
+/// failure is reported, not fatal: loading the file reports it again.
+fn precompile(path: &Path) {
+    let started = std::time::Instant::now();
+    let result = std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| {
+            let engine =
+                crate::plugin::engine::PluginEngine::new().map_err(|e| format!("{e:#}"))?;
+            engine
+                .precompile(bytes, PRECOMPILE_TIMEOUT)
+                .map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(Some((from, entry))) => eprintln!(
+            "eddy plugin build: {} ({}) in {:.1} s",
+            match from {
+                crate::plugin::engine::CompiledFrom::Compiler =>
+                    "precompiled into the compile cache",
+                _ => "already in the compile cache",
+            },
+            entry.display(),
+            started.elapsed().as_secs_f64()
+        ),
+        Ok(None) => {}
+        Err(e) => eprintln!(
+            "eddy plugin build: warning: could not precompile {}: {e}",
+            path.display()
+        ),
+    }
+}
+
+/// How long `plugin build` lets the compiler run (the largest
+/// `runtime.compile_timeout_ms`).
+const PRECOMPILE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The input of `--from-log`: the logged traffic in `--from`..`--to`.
 fn logged_input(data_dir: &Path, run: &RunOptions) -> Result<Vec<FileLine>, DevError> {

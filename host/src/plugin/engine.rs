@@ -21,6 +21,7 @@ use super::bindings::pattern::{Pattern, PatternPre};
 use super::bindings::{Processor, ProcessorPre};
 use super::capabilities::{self, CapabilityError};
 use super::clock::VirtualClock;
+use super::compile_cache::{CompileCache, Lookup};
 use super::host_api::{PluginShared, StoreData};
 use super::state_store::{StateLimits, StateStore};
 
@@ -181,6 +182,8 @@ pub struct PluginEngine {
     linker: Linker<StoreData>,
     stop: Arc<AtomicBool>,
     cache: Mutex<HashMap<String, Component>>,
+    /// Compiled components on disk, across runs (`None`: off).
+    disk: Option<CompileCache>,
     /// Clocks and randomness of every instance, for deterministic runs;
     /// the real ones when `None`.
     clock: Option<Arc<VirtualClock>>,
@@ -224,8 +227,10 @@ pub struct Compiled {
     pub info: Info,
     /// When it was compiled.
     pub loaded_at: SystemTime,
-    /// How long compilation took.
+    /// How long compilation took (or loading it from a cache).
     pub compile_time: Duration,
+    /// Where the machine code came from.
+    pub compiled_from: CompiledFrom,
     /// The file's bytes, when the registry keeps them (`eddy serve
     /// --record` copies every version it runs next to the record).
     pub bytes: Option<Arc<[u8]>>,
@@ -240,6 +245,28 @@ impl std::fmt::Debug for Compiled {
             .field("name", &self.info.name)
             .field("version", &self.info.version)
             .finish()
+    }
+}
+
+/// Where a component's machine code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompiledFrom {
+    /// Compiled now.
+    Compiler,
+    /// The process had compiled it already (a rollback, a file back).
+    Memory,
+    /// The compile cache on disk ([`CompileCache`]).
+    Disk,
+}
+
+impl CompiledFrom {
+    /// How a load notice says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CompiledFrom::Compiler => "compiled in",
+            CompiledFrom::Memory => "already compiled; ready in",
+            CompiledFrom::Disk => "loaded from the compile cache in",
+        }
     }
 }
 
@@ -294,6 +321,7 @@ impl PluginEngine {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         let engine = Engine::new(&config)?;
+        let disk = CompileCache::from_env(&engine);
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         Processor::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
@@ -316,6 +344,7 @@ impl PluginEngine {
             linker,
             stop,
             cache: Mutex::new(HashMap::new()),
+            disk,
             clock,
         }))
     }
@@ -351,7 +380,7 @@ impl PluginEngine {
         let hash = content_hash(&bytes);
         let size = bytes.len();
         let kept: Option<Arc<[u8]>> = keep_bytes.then(|| Arc::from(bytes.as_slice()));
-        let component = self.component(bytes, &hash, timeout)?;
+        let (component, compiled_from) = self.component(bytes, &hash, timeout)?;
         let ty = component.component_type();
         capabilities::check(
             &shared.name,
@@ -383,24 +412,58 @@ impl PluginEngine {
             info,
             loaded_at: SystemTime::now(),
             compile_time,
+            compiled_from,
             bytes: kept,
         }))
     }
 
-    /// The compiled component for `bytes` (whose hash is `hash`), from the
-    /// cache or compiled now.
+    /// The compiled component for `bytes` (whose hash is `hash`): from
+    /// memory, from the compile cache on disk, or compiled now (and kept in
+    /// both).
     fn component(
         &self,
         bytes: Vec<u8>,
         hash: &str,
         timeout: Duration,
-    ) -> Result<Component, PluginError> {
+    ) -> Result<(Component, CompiledFrom), PluginError> {
         if let Some(c) = self.cached(hash) {
-            return Ok(c);
+            return Ok((c, CompiledFrom::Memory));
+        }
+        if let Some(disk) = &self.disk {
+            match disk.load(&self.engine, hash) {
+                Lookup::Hit(c) => {
+                    self.remember(hash, &c);
+                    return Ok((c, CompiledFrom::Disk));
+                }
+                Lookup::Miss => {}
+                Lookup::Rejected(why) => {
+                    tracing::warn!(%why, "a compiled component in the compile cache was not loaded; compiling it again");
+                }
+            }
         }
         let c = self.compile_on_thread(bytes, timeout)?;
         self.remember(hash, &c);
-        Ok(c)
+        if let Some(disk) = &self.disk
+            && let Err(e) = disk.store(hash, &c)
+        {
+            tracing::warn!(dir = %disk.dir().display(), error = %e, "cannot keep a compiled component in the compile cache");
+        }
+        Ok((c, CompiledFrom::Compiler))
+    }
+
+    /// Compile `bytes` into the compile cache on disk (`eddy plugin
+    /// build`), so the first load is fast; `None` when the cache is off.
+    pub fn precompile(
+        &self,
+        bytes: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Option<(CompiledFrom, std::path::PathBuf)>, PluginError> {
+        let Some(disk) = &self.disk else {
+            return Ok(None);
+        };
+        let hash = content_hash(&bytes);
+        let (_, from) = self.component(bytes, &hash, timeout)?;
+        Ok(Some((from, disk.path(&hash))))
     }
 
     /// Everything `eddy plugin inspect` shows about a component: its size,
@@ -418,7 +481,7 @@ impl PluginEngine {
     ) -> Result<Inspection, PluginError> {
         let hash = content_hash(&bytes);
         let size = bytes.len();
-        let component = self.component(bytes, &hash, timeout)?;
+        let (component, _) = self.component(bytes, &hash, timeout)?;
         let ty = component.component_type();
         let imports = ty
             .imports(&self.engine)

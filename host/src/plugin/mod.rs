@@ -10,6 +10,7 @@ pub mod alert;
 pub mod bindings;
 pub mod capabilities;
 pub mod clock;
+pub mod compile_cache;
 pub mod engine;
 pub mod host_api;
 pub mod meter;

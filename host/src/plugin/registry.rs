@@ -683,9 +683,10 @@ impl Registry {
             hash: Some(compiled.hash.clone()),
             version: Some(compiled.info.version.clone()),
             detail: format!(
-                "{origin} ({} plugin, {} bytes, compiled in {} ms)",
+                "{origin} ({} plugin, {} bytes, {} {} ms)",
                 compiled.kind.as_str(),
                 compiled.size,
+                compiled.compiled_from.describe(),
                 compiled.compile_time.as_millis()
             ),
         });

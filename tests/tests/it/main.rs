@@ -7,6 +7,7 @@ mod alert_plugins;
 mod alertmanager;
 mod alerts;
 mod capabilities;
+mod compile_cache;
 mod config;
 mod dashboard;
 mod decode;
