@@ -241,6 +241,20 @@ pub fn http() -> reqwest::Client {
         .expect("http client")
 }
 
+/// `GET url` with [`http`], its body as JSON (panics on any failure: for
+/// reads a test expects to work).
+pub async fn get_json(url: impl reqwest::IntoUrl) -> serde_json::Value {
+    let url = url.into_url().expect("a URL");
+    let resp = http()
+        .get(url.clone())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    resp.json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
 /// A WebSocket client that speaks eddy's protocol.
 pub struct Ws {
     pub inner: WebSocketStream<MaybeTlsStream<TcpStream>>,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eddy_tests::Sandbox;
 use eddy_tests::plugins::{UA_ENRICHER, UA_ENRICHER_V2};
-use eddy_tests::server::{Server, http};
+use eddy_tests::server::{Server, get_json, http};
 use eddy_tests::{CHROME_WIN, SAFARI_IPHONE};
 use serde_json::{Value, json};
 
@@ -474,14 +474,7 @@ async fn the_dashboard_shows_eddy_live_in_a_real_browser() {
             })
         })
         .await;
-    let listed: Value = http()
-        .get(server.url("/v1/plugins"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = get_json(server.url("/v1/plugins")).await;
     let live_hash = listed["plugins"]
         .as_array()
         .unwrap()
@@ -629,14 +622,7 @@ async fn the_dashboard_shows_eddy_live_in_a_real_browser() {
         )
         .await
         .expect("resource timings");
-    let doc: Value = http()
-        .get(server.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = get_json(server.url("/openapi.json")).await;
     let documented: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
     let mut api_calls = 0;
     for url in fetched.as_array().unwrap().iter().filter_map(Value::as_str) {

@@ -325,7 +325,7 @@ const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posthog_routes_share_the_in_flight_request_bound() {
-    use eddy_tests::server::http;
+    use eddy_tests::server::{get_json, http};
     let sandbox = Sandbox::new();
     let config = sandbox.config("[ingest]\nmax_concurrent_requests = 1\nretry_after_s = 3\n");
     let server = sandbox.serve(&config);
@@ -354,14 +354,7 @@ async fn posthog_routes_share_the_in_flight_request_bound() {
     // one refused, waiting for the rest of its body.
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let stats: serde_json::Value = client
-            .get(server.url("/v1/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats = get_json(server.url("/v1/stats")).await;
         if stats["ingest_requests_in_flight"] == 1 {
             break;
         }

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 
-use eddy_tests::server::{Server, http};
+use eddy_tests::server::{Server, get_json, http};
 use eddy_tests::{Rng, Sandbox};
 use serde_json::Value;
 
@@ -125,14 +125,7 @@ struct Known {
 }
 
 async fn names(server: &Server, path: &str, list: &str) -> Vec<String> {
-    let v: Value = http()
-        .get(server.url(path))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get_json(server.url(path)).await;
     v[list]
         .as_array()
         .unwrap()
@@ -147,14 +140,7 @@ async fn requests_the_document_allows_are_never_refused_and_never_fail() {
     sandbox.install_examples();
     let config = sandbox.config(&eddy_tests::default_config_body());
     let server = sandbox.serve(&config);
-    let doc: Value = http()
-        .get(server.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = get_json(server.url("/openapi.json")).await;
     let known = Known {
         windows: names(&server, "/v1/windows", "windows").await,
         patterns: names(&server, "/v1/patterns", "patterns").await,
@@ -293,14 +279,7 @@ async fn every_bound_the_document_states_is_enforced_with_a_clear_error() {
     sandbox.install_examples();
     let config = sandbox.config(&eddy_tests::default_config_body());
     let server = sandbox.serve(&config);
-    let doc: Value = http()
-        .get(server.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = get_json(server.url("/openapi.json")).await;
     let window = names(&server, "/v1/windows", "windows").await[0].clone();
     let pattern = names(&server, "/v1/patterns", "patterns").await[0].clone();
     let mut checked = 0;
