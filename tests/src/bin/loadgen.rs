@@ -89,16 +89,24 @@ const USER_AGENTS: [&str; 4] = [
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) Chrome/120.0.6099.144 Mobile Safari/537.36",
 ];
 
-/// One `$pageview` NDJSON line (with its newline), about 200–250 bytes.
-fn pageview(out: &mut String, id: u64, ts_ms: u64, sent_us: Option<u64>) {
+/// Digits of the number in an event's id (`lg-RUN-NUMBER`), zero-padded so
+/// that a body's ids can be rewritten in place.
+const ID_DIGITS: usize = 12;
+
+/// One `$pageview` NDJSON line (with its newline), about 200–250 bytes. Its
+/// id is `lg-{run}-{id}`: `run` (the load generator's start time) keeps runs
+/// against the same server from repeating ids, which its deduplication by
+/// id would drop. Returns where the id's number starts in `out`.
+fn pageview(out: &mut String, run: u64, id: u64, ts_ms: u64, sent_us: Option<u64>) -> usize {
     use std::fmt::Write as _;
     let user = id.wrapping_mul(2_654_435_761) % 50_000;
     let page = id % 500;
     let ua = USER_AGENTS[(user % 4) as usize];
+    let at = out.len() + format!("{{\"id\":\"lg-{run}-").len();
     // Writing to a String cannot fail.
     let _ = write!(
         out,
-        "{{\"id\":\"lg-{id}\",\"name\":\"$pageview\",\"distinct_id\":\"user-{user}\",\
+        "{{\"id\":\"lg-{run}-{id:0ID_DIGITS$}\",\"name\":\"$pageview\",\"distinct_id\":\"user-{user}\",\
          \"timestamp\":{ts_ms},\"properties\":{{\"$current_url\":\"https://shop.example.com/p/{page}\",\
          \"$user_agent\":\"{ua}\",\"$lib\":\"web\""
     );
@@ -106,6 +114,15 @@ fn pageview(out: &mut String, id: u64, ts_ms: u64, sent_us: Option<u64>) {
         let _ = write!(out, ",\"sent_us\":{us}");
     }
     out.push_str("}}\n");
+    at
+}
+
+/// Overwrites the zero-padded id number at `at` with `id`.
+fn set_id(body: &mut [u8], at: usize, mut id: u64) {
+    for d in body[at..at + ID_DIGITS].iter_mut().rev() {
+        *d = b'0' + (id % 10) as u8;
+        id /= 10;
+    }
 }
 
 /// Wall-clock microseconds, advanced by a monotonic clock from one base, so
@@ -571,37 +588,57 @@ async fn run(cli: &Cli) -> anyhow::Result<Value> {
                 .pool_max_idle_per_host(connections)
                 .tcp_nodelay(true)
                 .build()?;
-            // Bodies are made once and reused (leaked, so they are sent
-            // without a copy): the client's CPU goes to sending, not to
-            // formatting, on a machine it shares with the server.
+            // Bodies are made once and copied per request with fresh ids
+            // written in place (the server drops repeated ids): the
+            // client's CPU goes to sending, not to formatting, on a machine
+            // it shares with the server.
             let ts = clock.now_ms();
-            let bodies: Vec<&'static [u8]> = (0..32u64)
+            let run = clock.base_us;
+            let bodies: Vec<(&'static [u8], &'static [usize])> = (0..32u64)
                 .map(|b| {
                     let mut s = String::with_capacity(batch * 256);
+                    let mut at = Vec::with_capacity(batch);
                     for i in 0..batch as u64 {
-                        pageview(&mut s, b * batch as u64 + i, ts, None);
+                        at.push(pageview(&mut s, run, b * batch as u64 + i, ts, None));
                     }
-                    &*Box::leak(s.into_bytes().into_boxed_slice())
+                    (
+                        &*Box::leak(s.into_bytes().into_boxed_slice()),
+                        &*Box::leak(at.into_boxed_slice()),
+                    )
                 })
                 .collect();
-            let event_bytes = bodies[0].len() as f64 / batch as f64;
+            let event_bytes = bodies[0].0.len() as f64 / batch as f64;
+            let next_request = Arc::new(AtomicU64::new(0));
             let deadline = started + Duration::from_secs_f64(seconds);
             let limit = events.unwrap_or(u64::MAX);
             let mut tasks = tokio::task::JoinSet::new();
             for c in 0..connections {
-                let (client, url, sent, bodies) = (
+                let (client, url, sent, bodies, next_request) = (
                     client.clone(),
                     batch_url.clone(),
                     sent.clone(),
                     bodies.clone(),
+                    next_request.clone(),
                 );
                 tasks.spawn(async move {
                     let mut i = c;
                     while Instant::now() < deadline && sent.accepted.load(Ordering::Relaxed) < limit
                     {
                         let before = sent.refused.load(Ordering::Relaxed);
-                        let body = reqwest::Body::from(bodies[i % bodies.len()]);
-                        post(&client, &url, body, batch as u64, &sent).await;
+                        let (template, at) = bodies[i % bodies.len()];
+                        let first = next_request.fetch_add(1, Ordering::Relaxed) * batch as u64;
+                        let mut body = template.to_vec();
+                        for (k, &at) in at.iter().enumerate() {
+                            set_id(&mut body, at, first + k as u64);
+                        }
+                        post(
+                            &client,
+                            &url,
+                            reqwest::Body::from(body),
+                            batch as u64,
+                            &sent,
+                        )
+                        .await;
                         if sent.refused.load(Ordering::Relaxed) > before {
                             tokio::time::sleep(Duration::from_millis(retry_ms)).await;
                         }
@@ -649,7 +686,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Value> {
                 let mut body = String::with_capacity(per_tick as usize * 256);
                 let now = clock.now_us();
                 for _ in 0..per_tick {
-                    pageview(&mut body, id, now / 1000, Some(now));
+                    pageview(&mut body, clock.base_us, id, now / 1000, Some(now));
                     id += 1;
                 }
                 let (client, url, sent) = (client.clone(), batch_url.clone(), sent.clone());
@@ -727,6 +764,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Value> {
         out["p50_ms"] = json!(round(percentile(l, 0.50)));
         out["p90_ms"] = json!(round(percentile(l, 0.90)));
         out["p99_ms"] = json!(round(percentile(l, 0.99)));
+        out["p999_ms"] = json!(round(percentile(l, 0.999)));
         out["max_ms"] = json!(round(l.last().map_or(f64::NAN, |&m| m as f64 / 1000.0)));
     }
     Ok(out)
