@@ -345,7 +345,7 @@ mod tests {
     #[test]
     fn result_lines_are_what_the_json_tree_serialised_to() {
         let windows = vec!["per \"key\"".to_owned(), "w2".to_owned()];
-        let schema = |index| {
+        let schema = |index: usize| {
             Arc::new(Schema {
                 window: windows[index].clone(),
                 index,
