@@ -305,8 +305,15 @@ pub(crate) fn first_to_escape(bytes: &[u8]) -> usize {
 /// `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, other control characters
 /// as `\u00XX` (lower-case hex), everything else as is.
 pub(crate) fn write_json_str(out: &mut String, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
+    write_json_str_body(out, s);
+    out.push('"');
+}
+
+/// [`write_json_str`] without the quotes: `s` escaped, to go inside a
+/// literal written in parts.
+pub(crate) fn write_json_str_body(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     let mut start = 0;
     loop {
@@ -330,7 +337,6 @@ pub(crate) fn write_json_str(out: &mut String, s: &str) {
         }
         start = at + 1;
     }
-    out.push('"');
 }
 
 impl Value {

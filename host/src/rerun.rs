@@ -130,6 +130,8 @@ pub fn parse_time(text: &str, now_ms: i64) -> anyhow::Result<i64> {
 
 struct Results {
     out: Box<dyn Write>,
+    /// The lines of one output (kept to reuse its allocation).
+    line: String,
     windows: Vec<String>,
     written: u64,
     error: Option<std::io::Error>,
@@ -141,16 +143,11 @@ impl Sink for Results {
         {
             return;
         }
-        let channel = out.channel(&self.windows);
-        for (_, data) in out.messages() {
-            let line = serde_json::json!({"channel": channel, "data": data});
-            let r = serde_json::to_writer(&mut self.out, &line)
-                .map_err(std::io::Error::from)
-                .and_then(|()| self.out.write_all(b"\n"));
-            match r {
-                Ok(()) => self.written += 1,
-                Err(e) => self.error = Some(e),
-            }
+        self.line.clear();
+        let n = out.write_result_lines(&self.windows, &mut self.line);
+        match self.out.write_all(self.line.as_bytes()) {
+            Ok(()) => self.written += n,
+            Err(e) => self.error = Some(e),
         }
     }
 }
@@ -222,6 +219,7 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplaySummary> {
     };
     let mut sink = Results {
         out,
+        line: String::new(),
         windows: engine.window_names().to_vec(),
         written: 0,
         error: None,

@@ -95,6 +95,54 @@ impl Emitted {
         }
     }
 
+    /// Append each message of a result — a window result or late event, a
+    /// pattern output, an alert transition — as a `{"channel","data"}` line
+    /// (what `serde_json::json!({"channel", "data"})` of [`Emitted::channel`]
+    /// and [`Emitted::messages`] serialises to, byte for byte), and return
+    /// how many lines. Window and pattern outputs are written straight from
+    /// their structs, with no JSON tree; events, dead letters and plugin
+    /// notices are not results and write nothing.
+    pub fn write_result_lines(&self, windows: &[String], out: &mut String) -> u64 {
+        let start = |out: &mut String, channel: &str| {
+            out.push_str("{\"channel\":");
+            crate::event::write_json_str(out, channel);
+            out.push_str(",\"data\":");
+        };
+        match self {
+            Emitted::Window { output, .. } => {
+                match output.stream() {
+                    window::Stream::Late => start(out, LATE),
+                    window::Stream::Results(i) => match windows.get(i) {
+                        Some(name) => {
+                            // `windows/<name>`, as [`window::channel_name`]
+                            // spells it, without building the string.
+                            out.push_str("{\"channel\":\"windows/");
+                            crate::event::write_json_str_body(out, name);
+                            out.push_str("\",\"data\":");
+                        }
+                        None => start(out, "windows/?"),
+                    },
+                }
+                output.write_json(out);
+                out.push_str("}\n");
+                1
+            }
+            Emitted::Pattern { output, .. } => {
+                start(out, &self.channel(windows));
+                output.write_json(out);
+                out.push_str("}\n");
+                1
+            }
+            Emitted::Alert { event, .. } => {
+                start(out, ALERTS);
+                out.push_str(&event.to_json().to_string());
+                out.push_str("}\n");
+                1
+            }
+            Emitted::Events { .. } | Emitted::DeadLetters { .. } | Emitted::Plugin { .. } => 0,
+        }
+    }
+
     /// Each message as `(seq, JSON)`, as subscribers receive its data.
     pub fn messages(&self) -> Vec<(u64, serde_json::Value)> {
         match self {
@@ -266,5 +314,112 @@ impl Sequencer {
                 .map(|(n, s)| (crate::pattern::channel_name(n), *s)),
         );
         heads
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::pattern::operator::PatternLateReason;
+    use crate::window::groups::{Grouping, KeyPart};
+    use crate::window::result::{LateEvent, LateReason, Schema, WindowResult};
+
+    /// What `eddy pipe` and `eddy replay` wrote before results were
+    /// written directly.
+    fn through_json(out: &Emitted, windows: &[String]) -> String {
+        let channel = out.channel(windows);
+        out.messages()
+            .into_iter()
+            .map(|(_, data)| {
+                format!(
+                    "{}\n",
+                    serde_json::json!({"channel": channel, "data": data})
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn result_lines_are_what_the_json_tree_serialised_to() {
+        let windows = vec!["per \"key\"".to_owned(), "w2".to_owned()];
+        let schema = |index: usize| {
+            Arc::new(Schema {
+                window: windows[index].clone(),
+                index,
+                grouping: Grouping::new(vec![
+                    crate::filter::FieldPath::parse("properties.key", "group_by").unwrap(),
+                ]),
+                outputs: vec!["count".into(), "sum(properties.v)".into()],
+            })
+        };
+        let event = Event {
+            id: "e1".into(),
+            name: "n".into(),
+            timestamp: 5,
+            distinct_id: "u".into(),
+            session_id: Some("s".into()),
+            properties: vec![("v".into(), crate::event::Value::Int(1))],
+        };
+        let outputs = vec![
+            Emitted::Window {
+                seq: 1,
+                output: window::Output::Result(Arc::new(WindowResult {
+                    schema: schema(0),
+                    kind: window::ResultKind::Final,
+                    start: 0,
+                    end: 1000,
+                    group: vec![KeyPart::Str("k1".into())].into(),
+                    values: vec![crate::event::Value::Int(2), crate::event::Value::Float(1.5)]
+                        .into(),
+                    revision: 0,
+                    replaces: vec![],
+                })),
+            },
+            Emitted::Window {
+                seq: 2,
+                output: window::Output::Late(Box::new(LateEvent {
+                    schema: schema(1),
+                    reason: LateReason::Late {
+                        watermark: 10,
+                        lateness_ms: 5,
+                    },
+                    event: event.clone(),
+                })),
+            },
+            Emitted::Pattern {
+                seq: 3,
+                output: PatternOutput::Late {
+                    pattern: Arc::from("funnel"),
+                    reason: PatternLateReason::Future { max_timestamp: 9 },
+                    event: Box::new(event.clone()),
+                },
+            },
+            Emitted::Pattern {
+                seq: 4,
+                output: PatternOutput::Late {
+                    pattern: Arc::from("funnel"),
+                    reason: PatternLateReason::Late {
+                        watermark: 9,
+                        lateness_ms: 1,
+                    },
+                    event: Box::new(event),
+                },
+            },
+        ];
+        for out in &outputs {
+            let mut text = String::new();
+            assert_eq!(out.write_result_lines(&windows, &mut text), 1);
+            assert_eq!(text, through_json(out, &windows));
+        }
+        let events = Emitted::Events {
+            first_seq: 1,
+            events: vec![],
+        };
+        let mut text = String::new();
+        assert_eq!(events.write_result_lines(&windows, &mut text), 0);
+        assert!(text.is_empty());
     }
 }

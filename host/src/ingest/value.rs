@@ -97,7 +97,12 @@ impl Ctx {
         match self.ids {
             IdMode::Random => super::validate::new_id(self.now_ms.unwrap_or(ts)),
             // Inline (at most 24 bytes): no allocation.
-            IdMode::Line => compact_str::format_compact!("line-{}", self.item.get()),
+            IdMode::Line => {
+                let mut digits = itoa::Buffer::new();
+                let mut id = CompactString::const_new("line-");
+                id.push_str(digits.format(self.item.get()));
+                id
+            }
         }
     }
 

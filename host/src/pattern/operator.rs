@@ -310,12 +310,48 @@ pub enum PatternOutput {
         pattern: Arc<str>,
         /// Why.
         reason: PatternLateReason,
-        /// The event.
-        event: Event,
+        /// The event (boxed: outputs are moved through several lists, and
+        /// most are results).
+        event: Box<Event>,
     },
 }
 
 impl PatternOutput {
+    /// Append the published message (what [`PatternOutput::to_json`]
+    /// serialises to), written directly.
+    pub fn write_json(&self, out: &mut String) {
+        use crate::window::result::push_i64;
+        match self {
+            PatternOutput::Result(r) => r.write_json(out),
+            PatternOutput::Late {
+                pattern,
+                reason,
+                event,
+            } => {
+                out.push_str("{\"pattern\":");
+                crate::event::write_json_str(out, pattern);
+                match *reason {
+                    PatternLateReason::Late {
+                        watermark,
+                        lateness_ms,
+                    } => {
+                        out.push_str(",\"reason\":\"late\",\"watermark\":");
+                        push_i64(out, watermark);
+                        out.push_str(",\"lateness_ms\":");
+                        push_i64(out, lateness_ms);
+                    }
+                    PatternLateReason::Future { max_timestamp } => {
+                        out.push_str(",\"reason\":\"future\",\"max_timestamp\":");
+                        push_i64(out, max_timestamp);
+                    }
+                }
+                out.push_str(",\"event\":");
+                event.write_json(out);
+                out.push('}');
+            }
+        }
+    }
+
     /// The published message.
     pub fn to_json(&self) -> Json {
         match self {
@@ -648,7 +684,7 @@ impl PatternOp {
                     out.push(PatternOutput::Late {
                         pattern: Arc::clone(&self.name),
                         reason: PatternLateReason::Future { max_timestamp: cap },
-                        event: ev.clone(),
+                        event: Box::new(ev.clone()),
                     });
                 }
                 (Admit::At(ts), _) if ts < self.watermark.get() => {
@@ -660,7 +696,7 @@ impl PatternOp {
                             watermark: wm,
                             lateness_ms: wm.saturating_sub(ts),
                         },
-                        event: ev.clone(),
+                        event: Box::new(ev.clone()),
                     });
                 }
                 (Admit::At(ts), Some(b)) => match self.key_of(ev) {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use super::agg::{Acc, Aggregates};
-use crate::event::Event;
+use crate::event::{Event, Value, write_json_str};
 use crate::filter::{FieldPath, FieldRef, Record};
 
 /// The value every dimension of the overflow group shows.
@@ -52,6 +52,27 @@ impl KeyPart {
         }
     }
 
+    /// Append what [`KeyPart::to_json`] serialises to.
+    fn write_json(&self, out: &mut String) {
+        match self {
+            KeyPart::Missing | KeyPart::Null => out.push_str("null"),
+            KeyPart::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            KeyPart::Int(i) => super::result::push_i64(out, *i),
+            KeyPart::Float(bits) => Value::Float(f64::from_bits(*bits)).write_json(out),
+            KeyPart::Str(s) => write_json_str(out, s),
+            // Nested JSON is rare in a group key: through serde_json, as
+            // `to_json` does, so the text is the same.
+            KeyPart::Json(t) => match serde_json::from_str::<Json>(t) {
+                Ok(v) => {
+                    use std::fmt::Write as _;
+                    let _ = write!(out, "{v}");
+                }
+                Err(_) => write_json_str(out, t),
+            },
+            KeyPart::Overflow => write_json_str(out, OVERFLOW),
+        }
+    }
+
     fn to_json(&self) -> Json {
         match self {
             KeyPart::Missing | KeyPart::Null => Json::Null,
@@ -92,6 +113,14 @@ impl Grouping {
     /// The overflow group.
     pub fn overflow(&self) -> GroupKey {
         self.paths.iter().map(|_| KeyPart::Overflow).collect()
+    }
+
+    /// Append the group as results show it (what [`Grouping::to_json`]
+    /// serialises to).
+    pub fn write_json(&self, key: &[KeyPart], out: &mut String) {
+        let names: Vec<&str> = self.paths.iter().map(FieldPath::as_str).collect();
+        let parts: Vec<&KeyPart> = key.iter().collect();
+        super::result::write_json_object(out, &names, &parts, |k, out| k.write_json(out));
     }
 
     /// The group as results show it: `{"<path>": value, ...}`.
@@ -143,6 +172,31 @@ impl GroupTable {
             *overflowed += 1;
             grouping.overflow()
         }
+    }
+
+    /// [`GroupTable::resolve`] and [`GroupTable::slot`] together: one hash
+    /// lookup while the table is below its cap.
+    pub fn resolved_slot(
+        &mut self,
+        key: GroupKey,
+        cap: usize,
+        grouping: &Grouping,
+        aggs: &Aggregates,
+        overflowed: &mut u64,
+    ) -> &mut Slot {
+        // At the cap a group must be known to exist before it is counted;
+        // below it (the common case) one `entry` does both.
+        let key = if self.groups.len() < cap || self.groups.contains_key(&key) {
+            key
+        } else {
+            *overflowed += 1;
+            grouping.overflow()
+        };
+        self.groups.entry(key).or_insert_with(|| Slot {
+            acc: aggs.new_acc(),
+            dirty: false,
+            revision: 0,
+        })
     }
 
     /// The slot of `key` (from [`GroupTable::resolve`]), created empty if new.

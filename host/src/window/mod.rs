@@ -378,8 +378,9 @@ pub enum Stream {
 pub enum Output {
     /// A result, for `windows/<name>`.
     Result(Arc<WindowResult>),
-    /// An event a window could not take, for `late`.
-    Late(LateEvent),
+    /// An event a window could not take, for `late` (boxed: outputs are
+    /// moved through several lists, and most are results).
+    Late(Box<LateEvent>),
 }
 
 impl Output {
@@ -396,6 +397,15 @@ impl Output {
         match self {
             Output::Result(r) => r.to_json(),
             Output::Late(l) => l.to_json(),
+        }
+    }
+
+    /// Append the published message (what [`Output::to_json`] serialises
+    /// to), written directly.
+    pub fn write_json(&self, out: &mut String) {
+        match self {
+            Output::Result(r) => r.write_json(out),
+            Output::Late(l) => l.write_json(out),
         }
     }
 }
@@ -774,7 +784,7 @@ impl Window {
                     }
                     Output::Result(result)
                 }
-                Emitted::Late(late) => Output::Late(late),
+                Emitted::Late(late) => Output::Late(Box::new(late)),
             };
             out.push((arrival, index, output));
         }

@@ -9,7 +9,47 @@ use serde_json::{Map, Value as Json, json};
 
 use super::groups::{GroupKey, Grouping};
 use super::operator::ResultKind;
-use crate::event::{Event, Value};
+use crate::event::{Event, Value, push_number, write_json_str};
+
+/// Append the object of `names[i]: values[i]` as a `serde_json::Map`
+/// (insertion order) collected from those pairs serialises: a repeated
+/// name keeps its first place and takes its last value. Pairs past the
+/// shorter list are left out, as `zip` leaves them out.
+pub(crate) fn write_json_object<T>(
+    out: &mut String,
+    names: &[&str],
+    values: &[T],
+    write: impl Fn(&T, &mut String),
+) {
+    out.push('{');
+    let n = names.len().min(values.len());
+    let mut first = true;
+    for (i, name) in names.iter().take(n).enumerate() {
+        if names.iter().take(i).any(|earlier| earlier == name) {
+            continue;
+        }
+        let last = (i..n)
+            .rev()
+            .find(|&j| names.get(j) == Some(name))
+            .unwrap_or(i);
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        write_json_str(out, name);
+        out.push(':');
+        if let Some(v) = values.get(last) {
+            write(v, out);
+        }
+    }
+    out.push('}');
+}
+
+/// Append `n` as serde_json writes it.
+pub(crate) fn push_i64(out: &mut String, n: i64) {
+    use serde_json::ser::{CompactFormatter, Formatter as _};
+    push_number(out, |w| CompactFormatter.write_i64(w, n));
+}
 
 /// Names a result needs to render itself: the window, its dimensions and
 /// its aggregates' output names. One per window, shared by its results.
@@ -63,6 +103,46 @@ impl WindowResult {
     /// The group as `{dimension: value}`.
     pub fn group_json(&self) -> Json {
         self.schema.grouping.to_json(&self.group)
+    }
+
+    /// Append the published form (what [`WindowResult::to_json`]
+    /// serialises to, byte for byte), written directly: `eddy pipe` and
+    /// `eddy replay` write one of these per group per window, often one per
+    /// input event, and a JSON tree per result cost more than the window.
+    pub fn write_json(&self, out: &mut String) {
+        out.push_str("{\"window\":");
+        write_json_str(out, &self.schema.window);
+        out.push_str(",\"kind\":\"");
+        out.push_str(self.kind.as_str());
+        out.push_str("\",\"start\":");
+        push_i64(out, self.start);
+        out.push_str(",\"end\":");
+        push_i64(out, self.end);
+        out.push_str(",\"group\":");
+        self.schema.grouping.write_json(&self.group, out);
+        out.push_str(",\"values\":");
+        let names: Vec<&str> = self.schema.outputs.iter().map(String::as_str).collect();
+        let values: Vec<&Value> = self.values.iter().collect();
+        write_json_object(out, &names, &values, |v, out| v.write_json(out));
+        if self.kind == ResultKind::Correction {
+            out.push_str(",\"revision\":");
+            push_i64(out, i64::from(self.revision));
+        }
+        if !self.replaces.is_empty() {
+            out.push_str(",\"replaces\":[");
+            for (i, (s, e)) in self.replaces.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"start\":");
+                push_i64(out, *s);
+                out.push_str(",\"end\":");
+                push_i64(out, *e);
+                out.push('}');
+            }
+            out.push(']');
+        }
+        out.push('}');
     }
 
     /// The published form:
@@ -127,6 +207,31 @@ pub struct LateEvent {
 }
 
 impl LateEvent {
+    /// Append the published form (what [`LateEvent::to_json`] serialises
+    /// to, byte for byte), written directly.
+    pub fn write_json(&self, out: &mut String) {
+        out.push_str("{\"window\":");
+        write_json_str(out, &self.schema.window);
+        match self.reason {
+            LateReason::Late {
+                watermark,
+                lateness_ms,
+            } => {
+                out.push_str(",\"reason\":\"late\",\"watermark\":");
+                push_i64(out, watermark);
+                out.push_str(",\"lateness_ms\":");
+                push_i64(out, lateness_ms);
+            }
+            LateReason::Future { max_timestamp } => {
+                out.push_str(",\"reason\":\"future\",\"max_timestamp\":");
+                push_i64(out, max_timestamp);
+            }
+        }
+        out.push_str(",\"event\":");
+        self.event.write_json(out);
+        out.push('}');
+    }
+
     /// The published form: `{"window","reason","watermark","lateness_ms","event"}`
     /// or `{"window","reason":"future","max_timestamp","event"}`.
     pub fn to_json(&self) -> Json {
@@ -147,6 +252,113 @@ impl LateEvent {
                 "max_timestamp": max_timestamp,
                 "event": self.event,
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::filter::FieldPath;
+    use compact_str::CompactString;
+
+    fn schema(paths: &[&str], outputs: &[&str]) -> Arc<Schema> {
+        Arc::new(Schema {
+            window: "w\"1".into(),
+            index: 0,
+            grouping: Grouping::new(
+                paths
+                    .iter()
+                    .map(|p| FieldPath::parse(p, "group_by").unwrap())
+                    .collect(),
+            ),
+            outputs: outputs.iter().map(|o| o.to_string()).collect(),
+        })
+    }
+
+    fn event() -> Event {
+        Event {
+            id: "e\n1".into(),
+            name: "$pageview".into(),
+            timestamp: 1_700_000_000_123,
+            distinct_id: "ü".into(),
+            session_id: None,
+            properties: vec![
+                (CompactString::from("f"), Value::Float(0.1)),
+                (
+                    CompactString::from("n"),
+                    Value::Json("{\"a\":[1,2.5]}".into()),
+                ),
+            ],
+        }
+    }
+
+    #[test]
+    fn results_written_directly_are_their_json_byte_for_byte() {
+        use super::super::groups::KeyPart;
+        let parts = [
+            KeyPart::Missing,
+            KeyPart::Null,
+            KeyPart::Bool(true),
+            KeyPart::Int(-7),
+            KeyPart::Float(2.5f64.to_bits()),
+            KeyPart::Float(1e300f64.to_bits()),
+            KeyPart::Str("k\"\\\u{1}é".into()),
+            KeyPart::Json("{\"b\":1,\"a\":[true,null,1.0]}".into()),
+            KeyPart::Json("not json".into()),
+            KeyPart::Overflow,
+        ];
+        let values = [
+            Value::Int(3),
+            Value::Float(0.30000000000000004),
+            Value::Float(f64::NAN),
+            Value::Null,
+            Value::Str("x".into()),
+        ];
+        for (i, part) in parts.iter().enumerate() {
+            for (kind, revision, replaces) in [
+                (ResultKind::Final, 0, vec![]),
+                (ResultKind::Early, 0, vec![]),
+                (ResultKind::Correction, 2, vec![(1, 2), (-3, 4)]),
+            ] {
+                // Two dimensions, one repeated (a map keeps one), and
+                // aggregates whose names repeat too.
+                let r = WindowResult {
+                    schema: schema(
+                        &["properties.key", "name", "properties.key"],
+                        &["count", "sum", "count", "avg", "max"],
+                    ),
+                    kind,
+                    start: -1_000,
+                    end: i as i64 * 1_000,
+                    group: vec![part.clone(), KeyPart::Str("n".into()), part.clone()].into(),
+                    values: values.to_vec().into(),
+                    revision,
+                    replaces,
+                };
+                let mut text = String::new();
+                r.write_json(&mut text);
+                assert_eq!(text, r.to_json().to_string(), "{part:?} {kind:?}");
+            }
+        }
+        for reason in [
+            LateReason::Late {
+                watermark: 5,
+                lateness_ms: -2,
+            },
+            LateReason::Future {
+                max_timestamp: i64::MAX,
+            },
+        ] {
+            let l = LateEvent {
+                schema: schema(&[], &[]),
+                reason,
+                event: event(),
+            };
+            let mut text = String::new();
+            l.write_json(&mut text);
+            assert_eq!(text, l.to_json().to_string());
         }
     }
 }

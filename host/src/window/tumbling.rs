@@ -74,6 +74,19 @@ impl WindowOperator for Tumbling {
         }
         let spec = ctx.spec;
         let inst = self.instances.entry(start).or_default();
+        if end > watermark {
+            // The window is still open: no firing, one lookup.
+            let slot = inst.groups.resolved_slot(
+                key,
+                spec.max_groups,
+                &spec.grouping,
+                &spec.aggregates,
+                &mut ctx.stats.overflow_events,
+            );
+            spec.aggregates.add(&mut slot.acc, ev, arrival);
+            slot.dirty = true;
+            return;
+        }
         let key = inst.groups.resolve(
             key,
             spec.max_groups,

@@ -7,7 +7,10 @@
 //! - `eddy serve --record FILE` publishes exactly what `eddy pipe --replay
 //!   FILE` produces, sequence numbers included, across a plugin hot swap;
 //! - a snapshot taken at a random input boundary and restored in a new
-//!   process continues exactly as the uninterrupted run.
+//!   process continues exactly as the uninterrupted run;
+//! - `eddy pipe --output none` writes no events and the same results;
+//!   decoding on several threads gives what one gives (events, results,
+//!   and every line that is not an event, by number, in order).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -522,4 +525,215 @@ allowed_lateness = "5s"
         published.len(),
         "the replay published exactly as many messages"
     );
+}
+
+/// A tumbling window counting and summing by key, on no plugins.
+fn windows_only(sandbox: &Sandbox) -> String {
+    s(&sandbox.config(
+        r#"
+[[windows]]
+name = "w"
+kind = "tumbling"
+size = "1s"
+group_by = ["properties.key"]
+aggregates = ["count", "sum(properties.v)"]
+"#,
+    ))
+}
+
+#[test]
+fn output_none_writes_no_events_and_the_same_results() {
+    let sandbox = Sandbox::new();
+    let config = windows_only(&sandbox);
+    let input = sandbox.path().join("in.ndjson");
+    let text: String = (0..5_000)
+        .map(|i| {
+            format!(
+                "{{\"name\":\"e\",\"distinct_id\":\"u{}\",\"timestamp\":{},\"properties\":{{\"key\":\"k{}\",\"v\":{}}}}}\n",
+                i % 70,
+                1_700_000_000_000i64 + i * 3,
+                i % 40,
+                i % 9
+            )
+        })
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let run = |output: &str, results: &str| {
+        let out = eddy(
+            &sandbox,
+            &[
+                "pipe",
+                "--config",
+                &config,
+                "--input",
+                &s(&input),
+                "--output",
+                output,
+                "--results",
+                results,
+                "--no-watch",
+                "--summary",
+                "json",
+            ],
+        );
+        ok(&out, &format!("eddy pipe --output {output}"));
+        let summary: Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stderr).lines().last().unwrap())
+                .unwrap();
+        (out.stdout, summary)
+    };
+    let (stdout, written) = run("events.ndjson", "results-events.ndjson");
+    assert!(stdout.is_empty());
+    let (stdout, none) = run("none", "results-none.ndjson");
+    assert!(stdout.is_empty(), "--output none wrote to stdout");
+    assert!(!sandbox.path().join("none").exists(), "a file named none");
+    assert_eq!(lines(&sandbox.path().join("events.ndjson")).len(), 5_000);
+    assert_eq!(written["events_out"], 5_000);
+    assert_eq!(none["events_out"], 0);
+    assert_eq!(none["events_in"], 5_000);
+    let results = |name: &str| std::fs::read(sandbox.path().join(name)).unwrap();
+    assert_eq!(
+        results("results-none.ndjson"),
+        results("results-events.ndjson"),
+        "the same results, byte for byte"
+    );
+    assert!(lines(&sandbox.path().join("results-none.ndjson")).len() >= 15 * 40);
+    // `./none` is a file of that name.
+    let (_, named) = run("./none", "results-named.ndjson");
+    assert_eq!(named["events_out"], 5_000);
+    assert_eq!(lines(&sandbox.path().join("none")).len(), 5_000);
+}
+
+#[test]
+fn parallel_decoding_gives_what_one_thread_gives() {
+    let sandbox = Sandbox::new();
+    let config = windows_only(&sandbox);
+    // About 2 MB: many of the reader's chunks. Events, lines that are not
+    // events (bad JSON, a missing field, a wrong type, bytes that are not
+    // UTF-8, a bad `$wall`), blank lines, CRLF line ends, `$wall` lines and
+    // events without a timestamp, which take the last `$wall` line's time
+    // (and are refused before the first one).
+    let mut rng = Rng(0x0dec_0de5);
+    let mut input: Vec<u8> = Vec::new();
+    let mut bad_lines = Vec::new();
+    let t0 = 1_700_000_000_000i64;
+    let mut wall = None;
+    let (mut blank, mut walls) = (0, 0);
+    // The timestamp each event without one must get: `w<n>` → the clock.
+    let mut stamped = Vec::new();
+    for n in 1..=24_000u64 {
+        let ts = t0 + n as i64 * 2 + rng.below(5) as i64;
+        let line = match rng.below(100) {
+            0 => {
+                bad_lines.push(n);
+                b"{\"name\":\"e\",\"distinct_id\":".to_vec()
+            }
+            1 => {
+                bad_lines.push(n);
+                format!("{{\"name\":\"e\",\"timestamp\":{ts}}}").into_bytes()
+            }
+            2 => {
+                bad_lines.push(n);
+                format!("{{\"name\":7,\"distinct_id\":\"u\",\"timestamp\":{ts}}}").into_bytes()
+            }
+            3 => {
+                bad_lines.push(n);
+                b"{\"name\":\"\xff\xfe\",\"distinct_id\":\"u\"}".to_vec()
+            }
+            4 => {
+                bad_lines.push(n);
+                b"{\"$wall\": \"soon\"}".to_vec()
+            }
+            5 | 6 => {
+                blank += 1;
+                b"   ".to_vec()
+            }
+            7 => {
+                walls += 1;
+                // The clock never goes back.
+                let at = wall.map_or(ts, |w: i64| w.max(ts));
+                wall = Some(at);
+                format!("{{\"$wall\": {at}}}").into_bytes()
+            }
+            8 | 9 => {
+                match wall {
+                    None => bad_lines.push(n),
+                    Some(w) => stamped.push((format!("w{n}"), w)),
+                }
+                format!(
+                    "{{\"name\":\"e\",\"distinct_id\":\"w{n}\",\"properties\":{{\"key\":\"k{}\",\"v\":2}}}}",
+                    n % 13
+                )
+                .into_bytes()
+            }
+            _ => format!(
+                "{{\"name\":\"e\",\"distinct_id\":\"u{}\",\"timestamp\":{ts},\"properties\":{{\"key\":\"k{}\",\"v\":{}}}}}",
+                rng.below(500),
+                rng.below(300),
+                rng.below(10)
+            )
+            .into_bytes(),
+        };
+        input.extend_from_slice(&line);
+        input.extend_from_slice(if n % 3 == 0 { b"\r\n" } else { b"\n" });
+    }
+    // The last line has no line break.
+    input.extend_from_slice(
+        format!("{{\"name\":\"last\",\"distinct_id\":\"u\",\"timestamp\":{t0}}}").as_bytes(),
+    );
+    assert!(input.len() > 1_500_000);
+    let path = sandbox.path().join("mixed.ndjson");
+    std::fs::write(&path, &input).unwrap();
+    let mut runs = Vec::new();
+    for threads in ["1", "3"] {
+        let file = |what: &str| sandbox.path().join(format!("{what}-{threads}.ndjson"));
+        let out = eddy(
+            &sandbox,
+            &[
+                "pipe",
+                "--config",
+                &config,
+                "--input",
+                &s(&path),
+                "--output",
+                &s(&file("events")),
+                "--results",
+                &s(&file("results")),
+                "--errors",
+                &s(&file("errors")),
+                "--clock",
+                "virtual",
+                "--decode-threads",
+                threads,
+                "--no-watch",
+                "--summary",
+                "json",
+            ],
+        );
+        ok(&out, &format!("eddy pipe --decode-threads {threads}"));
+        let errors: Vec<u64> = lines(&file("errors"))
+            .iter()
+            .map(|e| e["line"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            errors, bad_lines,
+            "--decode-threads {threads}: every line that is not an event, by number, in order"
+        );
+        let read = |what: &str| std::fs::read(file(what)).unwrap();
+        runs.push((read("events"), read("results"), read("errors")));
+    }
+    assert!(runs[0] == runs[1], "events, results and errors differ");
+    let events = lines(&sandbox.path().join("events-1.ndjson"));
+    assert_eq!(events.len(), 24_001 - bad_lines.len() - blank - walls);
+    assert!(stamped.len() > 100);
+    for (id, wall) in &stamped {
+        let e = events
+            .iter()
+            .find(|e| e["distinct_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("no event {id}"));
+        assert_eq!(
+            e["timestamp"], *wall,
+            "{id} takes the last $wall line's time"
+        );
+    }
 }

@@ -7,11 +7,9 @@
 //! drive.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -21,11 +19,15 @@ use crate::config::Config;
 use crate::engine::input::{self, RecordHeader};
 use crate::engine::{Batch, Emitted, Engine, EngineOptions, Input, Sink};
 use crate::event::Event;
-use crate::ingest::{DecodeOptions, IdMode, ItemError, LineDecoder};
+use crate::ingest::{DecodeOptions, IdMode, Location};
 use crate::pipeline::{DeadLetter, StageReport};
 use crate::plugin::clock::VirtualClock;
 use crate::plugin::registry::PluginStatus;
 use crate::plugin::{PluginEngine, Registry, watch};
+
+mod read;
+
+use read::{Item, Next, ReadOptions};
 
 /// Where input lines that are not events are reported: the first this many
 /// individually, the rest only counted, so a wrong file cannot flood stderr.
@@ -34,9 +36,12 @@ pub const MAX_REPORTED_BAD_LINES: u64 = 20;
 /// Largest `--batch-size`, the same bound as `pipeline.batch_size`.
 pub const MAX_BATCH_SIZE: usize = 100_000;
 
-/// Lines the reader thread decodes before handing them over: enough to make
-/// the hand-over cheap per line, few enough to keep a slow stdin live.
-const READ_CHUNK: usize = 1024;
+/// Most `--decode-threads`: far more than any machine eddy runs on needs
+/// (each thread holds a few chunks of input).
+pub const MAX_DECODE_THREADS: i64 = 256;
+
+/// The `--output` value that writes no events.
+pub const OUTPUT_NONE: &str = "none";
 
 /// Options of `eddy pipe` (also its command-line arguments).
 #[derive(Debug, Clone, clap::Args)]
@@ -47,7 +52,9 @@ pub struct PipeOptions {
     /// Read events from this file instead of stdin.
     #[arg(long, short)]
     pub input: Option<PathBuf>,
-    /// Write events to this file instead of stdout.
+    /// Write events to this file instead of stdout; `none` writes no
+    /// events at all (when only results are wanted; `./none` is a file of
+    /// that name).
     #[arg(long, short)]
     pub output: Option<PathBuf>,
     /// Where events failed by a dead-letter stage are written (created on
@@ -109,6 +116,12 @@ pub struct PipeOptions {
     /// `--snapshot`: a snapshot at that input boundary).
     #[arg(long, requires = "snapshot")]
     pub stop_after: Option<u64>,
+    /// Threads decoding the input (the engine runs on one more); default:
+    /// one fewer than the machine's cores, at least one. Lines are handed
+    /// to the engine in input order whatever the number, so results do not
+    /// depend on it.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=MAX_DECODE_THREADS))]
+    pub decode_threads: Option<u16>,
     /// Start from this snapshot (written by `--snapshot`) instead of a fresh
     /// engine, skipping the input it already covers.
     #[arg(long)]
@@ -175,18 +188,12 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// One input line, decoded on the reader thread.
-enum Item {
-    Event(u64, Event),
-    Wall(u64, i64),
-    Bad(ItemError),
-    Blank(u64),
-    Failed(io::Error),
-}
-
 /// Where the engine's outputs go.
 struct Files {
-    output: Box<dyn Write>,
+    /// `None` with `--output none`.
+    output: Option<Box<dyn Write>>,
+    /// The line being written (kept to reuse its allocation).
+    line: String,
     results: Option<BufWriter<File>>,
     channels: Option<BufWriter<File>>,
     dead_letter: PathBuf,
@@ -211,46 +218,25 @@ impl Files {
         }
         match out {
             Emitted::Events { events, .. } => {
-                let mut line = String::with_capacity(256);
-                for e in events {
-                    line.clear();
-                    e.write_json(&mut line);
-                    line.push('\n');
-                    self.output.write_all(line.as_bytes())?;
+                if let Some(output) = self.output.as_mut() {
+                    for e in events {
+                        self.line.clear();
+                        e.write_json(&mut self.line);
+                        self.line.push('\n');
+                        output.write_all(self.line.as_bytes())?;
+                    }
+                    self.events_out += events.len() as u64;
                 }
-                self.events_out += events.len() as u64;
             }
             Emitted::DeadLetters { letters, .. } => {
                 self.write_dead_letters(letters)?;
                 self.dead_lettered += letters.len() as u64;
             }
-            Emitted::Pattern {
-                output: crate::pattern::PatternOutput::Result(r),
-                ..
-            } => {
-                if let Some(f) = self.results.as_mut() {
-                    let mut line = String::with_capacity(512);
-                    line.push_str("{\"channel\":");
-                    crate::event::write_json_str(
-                        &mut line,
-                        &crate::pattern::channel_name(&r.pattern),
-                    );
-                    line.push_str(",\"data\":");
-                    r.write_json(&mut line);
-                    line.push_str("}\n");
-                    f.write_all(line.as_bytes())?;
-                }
-            }
             Emitted::Window { .. } | Emitted::Pattern { .. } | Emitted::Alert { .. } => {
                 if let Some(f) = self.results.as_mut() {
-                    let channel = out.channel(&self.window_names);
-                    for (_, data) in out.messages() {
-                        serde_json::to_writer(
-                            &mut *f,
-                            &serde_json::json!({"channel": channel, "data": data}),
-                        )?;
-                        f.write_all(b"\n")?;
-                    }
+                    self.line.clear();
+                    out.write_result_lines(&self.window_names, &mut self.line);
+                    f.write_all(self.line.as_bytes())?;
                 }
             }
             Emitted::Plugin { .. } => {}
@@ -277,7 +263,9 @@ impl Files {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.output.flush()?;
+        if let Some(output) = self.output.as_mut() {
+            output.flush()?;
+        }
         for f in [&mut self.results, &mut self.channels, &mut self.dead_file]
             .into_iter()
             .flatten()
@@ -444,9 +432,11 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
     let notices = setup.registry.subscribe();
     let mut files = Files {
         output: match &opts.output {
-            Some(p) => Box::new(create(p, "output")?),
-            None => Box::new(BufWriter::new(io::stdout().lock())),
+            Some(p) if p.as_os_str() == OUTPUT_NONE => None,
+            Some(p) => Some(Box::new(create(p, "output")?)),
+            None => Some(Box::new(BufWriter::new(io::stdout().lock()))),
         },
+        line: String::with_capacity(512),
         results: opts
             .results
             .as_deref()
@@ -496,7 +486,6 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
                 ),
                 None => Box::new(io::stdin()),
             };
-            let reader = BufReader::with_capacity(1 << 16, source);
             let virtual_clock = opts.clock == Clock::Virtual;
             anyhow::ensure!(
                 !(virtual_clock && opts.check_timestamps),
@@ -509,19 +498,25 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
                 ids: IdMode::Line,
             };
             let batch_size = config.pipeline.batch_size;
-            let (tx, rx) = mpsc::sync_channel::<Vec<Item>>(4);
             let skip = setup.skip_lines;
-            let start_wall = setup.wall;
-            thread::Builder::new()
-                .name("eddy-pipe-reader".into())
-                .spawn(move || {
-                    read_items(reader, &decode, virtual_clock, (skip, start_wall), &tx)
-                })?;
+            let mut decoded = read::start(
+                source,
+                ReadOptions {
+                    decode,
+                    virtual_clock,
+                    skip,
+                    wall: setup.wall,
+                    threads: opts
+                        .decode_threads
+                        .map_or_else(read::default_threads, usize::from),
+                },
+            )
+            .context("starting the input threads")?;
             let mut wall = setup.wall;
             let mut batch: Vec<Event> = Vec::with_capacity(batch_size);
             let mut position = skip;
             let mut deadline: Option<Instant> = None;
-            let mut pending: std::collections::VecDeque<Item> = Default::default();
+            let mut pending = Vec::new().into_iter();
             'input: loop {
                 // Plugin changes from the watcher take effect between batches.
                 if batch.is_empty() {
@@ -531,34 +526,24 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
                         }
                     }
                 }
-                let item = match pending.pop_front() {
+                let item = match pending.next() {
                     Some(i) => Some(i),
-                    None => {
-                        let got = match deadline {
-                            None => rx.recv().ok(),
-                            Some(d) => {
-                                match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
-                                    Ok(v) => Some(v),
-                                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                                        let events = std::mem::take(&mut batch);
-                                        deadline = None;
-                                        if !run.batch(events, position, wall, virtual_clock)? {
-                                            break 'input;
-                                        }
-                                        continue;
-                                    }
-                                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
-                                }
-                            }
-                        };
-                        match got {
-                            Some(items) => {
-                                pending.extend(items);
-                                continue;
-                            }
-                            None => None,
+                    None => match decoded.next(deadline) {
+                        Next::Items(items) => {
+                            pending = items.into_iter();
+                            continue;
                         }
-                    }
+                        Next::Timeout => {
+                            let events =
+                                std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+                            deadline = None;
+                            if !run.batch(events, position, wall, virtual_clock)? {
+                                break 'input;
+                            }
+                            continue;
+                        }
+                        Next::End => None,
+                    },
                 };
                 let Some(item) = item else { break };
                 deadline
@@ -586,7 +571,7 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
                     Item::Wall(n, ms) => {
                         // A `$wall` line ends the batch before it; the clock
                         // moves after it, with a tick.
-                        let events = std::mem::take(&mut batch);
+                        let events = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
                         if !run.batch(events, position, wall, virtual_clock)? {
                             break;
                         }
@@ -611,7 +596,8 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
                         batch.push(e);
                         position = n;
                         if batch.len() >= batch_size {
-                            let events = std::mem::take(&mut batch);
+                            let events =
+                                std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
                             deadline = None;
                             if !run.batch(events, position, wall, virtual_clock)? {
                                 break;
@@ -620,7 +606,7 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
                     }
                 }
             }
-            let events = std::mem::take(&mut batch);
+            let events = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
             if run.batch(events, position, wall, virtual_clock)? && read_error.is_none() {
                 run.apply(Input::Finish)?;
             }
@@ -728,88 +714,6 @@ impl Run<'_> {
             wall_ms,
             events,
         }))
-    }
-}
-
-use crate::ingest::Location;
-
-/// Read and decode lines on their own thread, in chunks, skipping the
-/// first `skip` lines (a restore). An event without a timestamp gets the
-/// clock's time: the machine's, or the last `$wall` line's (`wall` at the
-/// start); with no clock yet it is refused.
-fn read_items(
-    mut reader: BufReader<Box<dyn io::Read + Send>>,
-    decode: &DecodeOptions,
-    virtual_clock: bool,
-    (skip, wall): (u64, Option<i64>),
-    tx: &mpsc::SyncSender<Vec<Item>>,
-) {
-    let mut decoder = LineDecoder::new(decode.clone());
-    decoder.set_now_ms(if virtual_clock { wall } else { None });
-    let mut buf = Vec::new();
-    let mut n: u64 = 0;
-    let mut chunk = Vec::with_capacity(READ_CHUNK);
-    loop {
-        buf.clear();
-        let item = match reader.read_until(b'\n', &mut buf) {
-            Ok(0) => break,
-            Ok(_) => {
-                n += 1;
-                if n <= skip {
-                    continue;
-                }
-                if buf.ends_with(b"\n") {
-                    buf.pop();
-                    if buf.ends_with(b"\r") {
-                        buf.pop();
-                    }
-                }
-                if !virtual_clock {
-                    decoder.set_now_ms(Some(crate::ingest::now_ms()));
-                }
-                let item = classify(&decoder, &buf, n, virtual_clock);
-                if let Item::Wall(_, ms) = item {
-                    decoder.set_now_ms(Some(ms));
-                }
-                item
-            }
-            Err(e) => Item::Failed(e),
-        };
-        let failed = matches!(item, Item::Failed(_));
-        chunk.push(item);
-        // Hand over full chunks, and whatever there is when no more input
-        // is waiting (a live stdin must not wait for a chunk to fill).
-        if failed || chunk.len() >= READ_CHUNK || reader.buffer().is_empty() {
-            if tx.send(std::mem::take(&mut chunk)).is_err() || failed {
-                return;
-            }
-            chunk.reserve(READ_CHUNK);
-        }
-    }
-    if !chunk.is_empty() {
-        let _ = tx.send(chunk);
-    }
-}
-
-fn classify(decoder: &LineDecoder, line: &[u8], n: u64, virtual_clock: bool) -> Item {
-    if line.iter().all(u8::is_ascii_whitespace) {
-        return Item::Blank(n);
-    }
-    if virtual_clock
-        && let Ok(text) = std::str::from_utf8(line)
-        && let Some(wall) = crate::ingest::wall_directive(text)
-    {
-        return match wall {
-            Ok(ms) => Item::Wall(n, ms),
-            Err(error) => Item::Bad(ItemError {
-                location: Location::Line(n as usize),
-                error,
-            }),
-        };
-    }
-    match decoder.decode(line, n as usize) {
-        Ok(e) => Item::Event(n, e),
-        Err(e) => Item::Bad(e),
     }
 }
 
