@@ -524,14 +524,14 @@ pub struct RecentQuery {
     /// The newest this many (1 to 100000, default 100); at most
     /// `streams.replay_capacity` are kept, and a larger limit returns what
     /// is kept.
-    #[param(minimum = 1, maximum = 100000, default = 100)]
-    pub limit: Option<usize>,
+    #[param(value_type = Option<usize>, minimum = 1, maximum = 100000, default = 100)]
+    pub limit: usize,
 }
 
 impl RecentQuery {
     pub fn parse(q: &HashMap<String, String>) -> Result<Self, ApiError> {
         Ok(Self {
-            limit: Some(limit(q, DEFAULT_RECENT)?),
+            limit: limit(q, DEFAULT_RECENT)?,
         })
     }
 }
@@ -823,7 +823,7 @@ mod tests {
                             let default = schema["default"].as_u64().unwrap() as usize;
                             let parsed = match path.as_str() {
                                 "/v1/events/recent" => {
-                                    RecentQuery::parse(&HashMap::new()).unwrap().limit.unwrap()
+                                    RecentQuery::parse(&HashMap::new()).unwrap().limit
                                 }
                                 "/v1/windows/{name}" => {
                                     OpenQuery::parse(&HashMap::new()).unwrap().limit

@@ -44,10 +44,7 @@ pub async fn recent_events(
         // The ring keeps `streams.replay_capacity` events: a larger limit
         // gets what is kept (as the document says), not a refusal.
         let kept = usize::try_from(state.config.streams.replay_capacity).unwrap_or(usize::MAX);
-        let limit = api::RecentQuery::parse(&q)?
-            .limit
-            .unwrap_or(api::DEFAULT_RECENT)
-            .min(kept);
+        let limit = api::RecentQuery::parse(&q)?.limit.min(kept);
         let messages = state
             .hub
             .recent(super::channels::EVENTS, limit)
