@@ -700,6 +700,13 @@ impl Engine {
         &self.windows
     }
 
+    /// The driver has no reader for what only queries and snapshots read
+    /// (the live views, the windows' history): stop keeping it. Nothing the
+    /// engine publishes depends on it.
+    pub fn switch_off_query_state(&mut self) {
+        self.windows.switch_off_query_state();
+    }
+
     /// The patterns (read-only: REST queries, metrics).
     pub fn patterns(&self) -> &Patterns {
         &self.patterns

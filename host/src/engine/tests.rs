@@ -231,6 +231,44 @@ fn outputs_do_not_depend_on_how_events_are_batched() {
 }
 
 #[test]
+fn switching_off_the_query_state_changes_no_published_message() {
+    for seed in 0..3 {
+        let stream = inputs(seed);
+        let mut kept = fresh();
+        let want = run(&mut kept, &stream);
+        let mut off = fresh();
+        off.switch_off_query_state();
+        let got = run(&mut off, &stream);
+        assert!(want.len() > 100, "seed {seed}: the stream publishes");
+        assert_eq!(got, want, "seed {seed}");
+        // What it switched off: the engine that kept them has users and
+        // history; the other has neither.
+        let users = |e: &Engine| e.windows().live().users(10)["count"].as_u64();
+        let history = |e: &Engine| {
+            e.windows().history("per_minute").map(|h| {
+                h.query(&crate::window::HistoryQuery {
+                    from: None,
+                    to: None,
+                    group: Vec::new(),
+                    limit: usize::MAX,
+                })
+                .len()
+            })
+        };
+        assert!(
+            users(&kept).is_some_and(|n| n > 0),
+            "seed {seed}: live users"
+        );
+        assert_eq!(users(&off), Some(0), "seed {seed}");
+        assert!(
+            history(&kept).is_some_and(|n| n > 0),
+            "seed {seed}: history"
+        );
+        assert_eq!(history(&off), Some(0), "seed {seed}");
+    }
+}
+
+#[test]
 fn a_restored_engine_continues_exactly_as_the_original() {
     let (config, registry, clock) = engine();
     let mut cuts_checked = 0;

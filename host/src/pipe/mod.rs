@@ -17,17 +17,19 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::engine::input::{self, RecordHeader};
-use crate::engine::{Batch, Emitted, Engine, EngineOptions, Input, Sink};
+use crate::engine::{Batch, Engine, EngineOptions, Input};
 use crate::event::Event;
 use crate::ingest::{DecodeOptions, IdMode, Location};
-use crate::pipeline::{DeadLetter, StageReport};
+use crate::pipeline::StageReport;
 use crate::plugin::clock::VirtualClock;
 use crate::plugin::registry::PluginStatus;
 use crate::plugin::{PluginEngine, Registry, watch};
 
 mod read;
+mod write;
 
 use read::{Item, Next, ReadOptions};
+use write::{Files, Writer};
 
 /// Where input lines that are not events are reported: the first this many
 /// individually, the rest only counted, so a wrong file cannot flood stderr.
@@ -188,104 +190,6 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Where the engine's outputs go.
-struct Files {
-    /// `None` with `--output none`.
-    output: Option<Box<dyn Write>>,
-    /// The line being written (kept to reuse its allocation).
-    line: String,
-    results: Option<BufWriter<File>>,
-    channels: Option<BufWriter<File>>,
-    dead_letter: PathBuf,
-    dead_file: Option<BufWriter<File>>,
-    window_names: Vec<String>,
-    events_out: u64,
-    dead_lettered: u64,
-    error: Option<io::Error>,
-}
-
-impl Files {
-    fn write(&mut self, out: &Emitted) -> io::Result<()> {
-        if let Some(f) = self.channels.as_mut() {
-            let channel = out.channel(&self.window_names);
-            for (seq, data) in out.messages() {
-                serde_json::to_writer(
-                    &mut *f,
-                    &serde_json::json!({"channel": channel, "seq": seq, "data": data}),
-                )?;
-                f.write_all(b"\n")?;
-            }
-        }
-        match out {
-            Emitted::Events { events, .. } => {
-                if let Some(output) = self.output.as_mut() {
-                    for e in events {
-                        self.line.clear();
-                        e.write_json(&mut self.line);
-                        self.line.push('\n');
-                        output.write_all(self.line.as_bytes())?;
-                    }
-                    self.events_out += events.len() as u64;
-                }
-            }
-            Emitted::DeadLetters { letters, .. } => {
-                self.write_dead_letters(letters)?;
-                self.dead_lettered += letters.len() as u64;
-            }
-            Emitted::Window { .. } | Emitted::Pattern { .. } | Emitted::Alert { .. } => {
-                if let Some(f) = self.results.as_mut() {
-                    self.line.clear();
-                    out.write_result_lines(&self.window_names, &mut self.line);
-                    f.write_all(self.line.as_bytes())?;
-                }
-            }
-            Emitted::Plugin { .. } => {}
-        }
-        Ok(())
-    }
-
-    fn write_dead_letters(&mut self, letters: &[DeadLetter]) -> io::Result<()> {
-        if self.dead_file.is_none() {
-            // Append: dead letters from earlier runs are not thrown away.
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.dead_letter)?;
-            self.dead_file = Some(BufWriter::new(f));
-        }
-        if let Some(f) = self.dead_file.as_mut() {
-            for l in letters {
-                serde_json::to_writer(&mut *f, l)?;
-                f.write_all(b"\n")?;
-            }
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if let Some(output) = self.output.as_mut() {
-            output.flush()?;
-        }
-        for f in [&mut self.results, &mut self.channels, &mut self.dead_file]
-            .into_iter()
-            .flatten()
-        {
-            f.flush()?;
-        }
-        Ok(())
-    }
-}
-
-impl Sink for Files {
-    fn emit(&mut self, out: Emitted) {
-        if self.error.is_none()
-            && let Err(e) = self.write(&out)
-        {
-            self.error = Some(e);
-        }
-    }
-}
-
 fn create(path: &Path, what: &str) -> anyhow::Result<BufWriter<File>> {
     Ok(BufWriter::new(File::create(path).with_context(|| {
         format!("creating {what} {}", path.display())
@@ -421,6 +325,11 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
         );
     }
     let (mut setup, replay) = setup(opts, &config)?;
+    if opts.snapshot.is_none() {
+        // Only a snapshot would show the live views and the windows'
+        // history: nothing queries a pipe.
+        setup.engine.switch_off_query_state();
+    }
     let _watcher = if !opts.no_watch && opts.replay.is_none() {
         Some(
             watch::watch(setup.registry.clone(), config.runtime.reload_debounce)
@@ -430,11 +339,11 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
         None
     };
     let notices = setup.registry.subscribe();
-    let mut files = Files {
+    let files = Files {
         output: match &opts.output {
             Some(p) if p.as_os_str() == OUTPUT_NONE => None,
             Some(p) => Some(Box::new(create(p, "output")?)),
-            None => Some(Box::new(BufWriter::new(io::stdout().lock()))),
+            None => Some(Box::new(BufWriter::new(io::stdout()))),
         },
         line: String::with_capacity(512),
         results: opts
@@ -454,6 +363,7 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
         dead_lettered: 0,
         error: None,
     };
+    let mut writer = Writer::start(files)?;
     let mut errors = opts
         .errors
         .as_deref()
@@ -461,7 +371,7 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
         .transpose()?;
     let mut run = Run {
         engine: &mut setup.engine,
-        files: &mut files,
+        writer: &mut writer,
         stop_after: opts.stop_after,
         stopped: false,
     };
@@ -622,10 +532,10 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
     if let Some(f) = errors.as_mut() {
         f.flush().context("writing errors output")?;
     }
+    let mut files = writer.finish()?;
     if let Some(e) = files.error.take() {
         return Err(e).context("writing output");
     }
-    files.flush().context("writing output")?;
     let engine = &setup.engine;
     if let Some(path) = &opts.snapshot {
         std::fs::write(path, engine.snapshot())
@@ -666,7 +576,7 @@ pub fn run(opts: &PipeOptions) -> anyhow::Result<Summary> {
 /// Feeding the engine, with `--stop-after`.
 struct Run<'a> {
     engine: &'a mut Engine,
-    files: &'a mut Files,
+    writer: &'a mut Writer,
     stop_after: Option<u64>,
     stopped: bool,
 }
@@ -682,12 +592,8 @@ impl Run<'_> {
             self.stopped = true;
             return Ok(false);
         }
-        self.engine.step(input, self.files);
-        if let Some(e) = self.files.error.take() {
-            return Err(e).context("writing output");
-        }
-        // Whoever reads the output live sees each input's results at once.
-        self.files.flush().context("writing output")?;
+        self.engine.step(input, self.writer);
+        self.writer.send()?;
         Ok(true)
     }
 

@@ -86,6 +86,36 @@ impl KeyPart {
     }
 }
 
+/// A number that orders as `key` does, as far as it goes: `a < b` implies
+/// `sort_prefix(a) <= sort_prefix(b)` (equal numbers say nothing). The top
+/// byte is the first part's variant (in declaration order, as `Ord` derives
+/// it), the other seven bytes the start of its value.
+fn sort_prefix(key: &[KeyPart]) -> u64 {
+    let Some(first) = key.first() else {
+        return 0;
+    };
+    let (variant, rest): (u64, u64) = match first {
+        KeyPart::Missing => (0, 0),
+        KeyPart::Null => (1, 0),
+        KeyPart::Bool(b) => (2, u64::from(*b)),
+        // Order-preserving: flip the sign bit, keep the high 56 bits.
+        KeyPart::Int(i) => (3, ((*i as u64) ^ (1 << 63)) >> 8),
+        KeyPart::Float(bits) => (4, bits >> 8),
+        KeyPart::Str(s) => (5, str_prefix(s)),
+        KeyPart::Json(t) => (6, str_prefix(t)),
+        KeyPart::Overflow => (7, 0),
+    };
+    (variant << 56) | rest
+}
+
+/// A string's first seven bytes, big-endian, zero-padded.
+fn str_prefix(s: &str) -> u64 {
+    let mut b = [0u8; 8];
+    let n = s.len().min(7);
+    b[1..=n].copy_from_slice(&s.as_bytes()[..n]);
+    u64::from_be_bytes(b)
+}
+
 /// A group: one [`KeyPart`] per `group_by` path (empty when the window is
 /// not grouped).
 pub type GroupKey = Box<[KeyPart]>;
@@ -156,6 +186,13 @@ pub struct GroupTable {
 }
 
 impl GroupTable {
+    /// An empty table with room for `n` groups.
+    pub fn with_capacity(n: usize) -> GroupTable {
+        GroupTable {
+            groups: HashMap::with_capacity_and_hasher(n, Hasher::default()),
+        }
+    }
+
     /// The group `key` is counted in: itself, unless the table already
     /// holds `cap` groups and not this one, in which case the overflow
     /// group (and `overflowed` is incremented).
@@ -236,9 +273,16 @@ impl GroupTable {
 
     /// Every group, sorted by key, so results come out in a stable order.
     pub fn sorted(&self) -> Vec<(&GroupKey, &Slot)> {
-        let mut all: Vec<_> = self.groups.iter().collect();
-        all.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        all
+        // Keys compared through a number first: most comparisons end there
+        // without following the key's pointers (a window closing 10,000
+        // groups makes about 130,000 comparisons).
+        let mut all: Vec<_> = self
+            .groups
+            .iter()
+            .map(|(k, s)| (sort_prefix(k), k, s))
+            .collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        all.into_iter().map(|(_, k, s)| (k, s)).collect()
     }
 
     /// Every group, unordered, mutably.
@@ -261,5 +305,87 @@ impl GroupTable {
                     + aggs.approx_bytes(&s.acc)
             })
             .sum()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// Keys of every variant, with strings and numbers that share their
+    /// first bytes, so the prefix ties and the full comparison decides.
+    fn keys() -> Vec<GroupKey> {
+        let mut parts = vec![
+            KeyPart::Missing,
+            KeyPart::Null,
+            KeyPart::Bool(false),
+            KeyPart::Bool(true),
+            KeyPart::Overflow,
+        ];
+        for i in [i64::MIN, -257, -256, -1, 0, 1, 255, 256, 257, i64::MAX] {
+            parts.push(KeyPart::Int(i));
+        }
+        for f in [-1.5f64, 0.0, 0.5, 1.0, 1.0 + f64::EPSILON, 1e300] {
+            parts.push(KeyPart::Float(f.to_bits()));
+        }
+        for s in [
+            "",
+            "a",
+            "a\0",
+            "ab",
+            "abcdefg",
+            "abcdefgh",
+            "abcdefgi",
+            "abcdefg\0",
+            "u1",
+            "u10",
+            "u2",
+            "é",
+            "\u{7f}",
+        ] {
+            parts.push(KeyPart::Str(s.into()));
+            parts.push(KeyPart::Json(s.into()));
+        }
+        let mut keys: Vec<GroupKey> = vec![Box::new([])];
+        for a in &parts {
+            keys.push(Box::new([a.clone()]));
+            for b in [KeyPart::Int(2), KeyPart::Str("x".into()), KeyPart::Missing] {
+                keys.push(Box::new([a.clone(), b]));
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn the_sort_prefix_never_contradicts_the_key_order() {
+        let keys = keys();
+        for a in &keys {
+            for b in &keys {
+                if a < b {
+                    assert!(
+                        sort_prefix(a) <= sort_prefix(b),
+                        "{a:?} < {b:?} but their prefixes are {:#x} > {:#x}",
+                        sort_prefix(a),
+                        sort_prefix(b)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sorted_groups_come_in_key_order() {
+        let aggs = Aggregates::parse_all(&["count".into()], "w").unwrap();
+        let mut table = GroupTable::default();
+        // Reversed, so the hash map's order is not already the answer.
+        for k in keys().into_iter().rev() {
+            table.slot(k, &aggs);
+        }
+        let got: Vec<&GroupKey> = table.sorted().into_iter().map(|(k, _)| k).collect();
+        let mut want = keys();
+        want.sort();
+        assert_eq!(got.len(), want.len());
+        assert!(got.iter().zip(&want).all(|(g, w)| *g == w), "{got:?}");
     }
 }

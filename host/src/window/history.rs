@@ -51,6 +51,8 @@ pub struct History {
     /// Changes so far (pushes and evictions): equal versions, equal
     /// contents, so a reader may reuse what it rendered from it.
     version: u64,
+    /// Nothing can read it (see [`History::switch_off`]).
+    off: bool,
 }
 
 /// A read-only copy of a [`History`] at one moment, cheap to make.
@@ -73,11 +75,27 @@ impl History {
             max_entries: max_entries.max(1),
             newest_end: i64::MIN,
             version: 0,
+            off: false,
         }
+    }
+
+    /// Keep nothing from now on, and forget what is kept: the driver has
+    /// no reader for it (no queries, no snapshot).
+    pub fn switch_off(&mut self) {
+        *self = History::new(self.retention_ms, self.max_entries);
+        self.off = true;
+    }
+
+    /// Whether it keeps nothing (see [`History::switch_off`]).
+    pub fn is_off(&self) -> bool {
+        self.off
     }
 
     /// Record a final result or a correction.
     pub fn push(&mut self, result: Arc<WindowResult>) {
+        if self.off {
+            return;
+        }
         self.version += 1;
         self.newest_end = self.newest_end.max(result.end);
         match self.chunks.back_mut() {

@@ -70,6 +70,8 @@ pub struct LiveViews {
     /// Event time of the last pruning by [`LiveViews::make_room`].
     pruned_at: i64,
     pages: BTreeMap<i64, HashMap<CompactString, u64, foldhash::fast::RandomState>>,
+    /// Off when nothing can read the views (see [`LiveViews::switch_off`]).
+    off: bool,
 }
 
 impl LiveViews {
@@ -84,7 +86,16 @@ impl LiveViews {
             users_untracked: 0,
             pruned_at: i64::MIN,
             pages: BTreeMap::new(),
+            off: false,
         }
+    }
+
+    /// Stop keeping the views, and forget what they hold: the driver has
+    /// no reader for them (`eddy pipe` without a snapshot: no queries, no
+    /// state written). They then show no users and no pages.
+    pub fn switch_off(&mut self) {
+        *self = LiveViews::new(self.config);
+        self.off = true;
     }
 
     /// Take in a batch, with the admission the event-time service decided
@@ -93,6 +104,9 @@ impl LiveViews {
         /// How many events ahead a user's slot is prefetched: enough to
         /// cover a trip to memory, few enough to stay in the cache.
         const AHEAD: usize = 8;
+        if self.off {
+            return;
+        }
         let mut keys = std::mem::take(&mut self.keys);
         keys.clear();
         keys.extend(events.iter().map(|ev| self.users.hash(&ev.distinct_id)));
@@ -188,7 +202,7 @@ impl LiveViews {
     /// Wall time moved: move "now" on (idle advance included) and forget
     /// what left the windows.
     pub fn tick(&mut self, time: &EventTime) {
-        let Some(event_now) = time.event_now() else {
+        let Some(event_now) = time.event_now().filter(|_| !self.off) else {
             return;
         };
         let event_now = self.expire_pages(event_now);

@@ -650,6 +650,16 @@ impl Windows {
         &self.live
     }
 
+    /// Stop keeping what only queries and snapshots read: the live views
+    /// and every window's history (see [`LiveViews::switch_off`],
+    /// [`History::switch_off`]). Results are published as before.
+    pub fn switch_off_query_state(&mut self) {
+        self.live.switch_off();
+        for w in &mut self.windows {
+            w.history.switch_off();
+        }
+    }
+
     /// Set the Prometheus gauges and counters of every window.
     pub fn record_metrics(&self) {
         for w in &self.windows {
@@ -779,7 +789,7 @@ impl Window {
             let output = match e {
                 Emitted::Result(result) => {
                     let result = Arc::new(result);
-                    if result.kind != ResultKind::Early {
+                    if result.kind != ResultKind::Early && !self.history.is_off() {
                         self.history.push(Arc::clone(&result));
                     }
                     Output::Result(result)

@@ -19,6 +19,9 @@ pub struct Tumbling {
     size: i64,
     lateness: i64,
     instances: BTreeMap<i64, Instance>,
+    /// Groups the last fired window had: a new window's table starts that
+    /// big rather than growing (and rehashing) its way there.
+    groups_hint: usize,
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +55,7 @@ impl Tumbling {
             size: size.max(1),
             lateness: lateness.max(0),
             instances: BTreeMap::new(),
+            groups_hint: 0,
         }
     }
 }
@@ -73,7 +77,11 @@ impl WindowOperator for Tumbling {
             return;
         }
         let spec = ctx.spec;
-        let inst = self.instances.entry(start).or_default();
+        let hint = self.groups_hint.min(spec.max_groups.saturating_add(1));
+        let inst = self.instances.entry(start).or_insert_with(|| Instance {
+            groups: GroupTable::with_capacity(hint),
+            fired: false,
+        });
         if end > watermark {
             // The window is still open: no firing, one lookup.
             let slot = inst.groups.resolved_slot(
@@ -127,6 +135,7 @@ impl WindowOperator for Tumbling {
                 continue;
             }
             inst.fired = true;
+            self.groups_hint = inst.groups.len();
             for (key, slot) in inst.groups.sorted() {
                 ctx.emit(ResultKind::Final, start, end, key, &slot.acc, 0, None);
             }
