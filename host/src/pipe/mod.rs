@@ -23,7 +23,7 @@ use crate::ingest::{DecodeOptions, IdMode, Location};
 use crate::pipeline::StageReport;
 use crate::plugin::clock::VirtualClock;
 use crate::plugin::registry::PluginStatus;
-use crate::plugin::{PluginEngine, Registry, watch};
+use crate::plugin::{PluginEngine, PluginKind, Registry, watch};
 
 mod read;
 mod write;
@@ -196,6 +196,15 @@ fn create(path: &Path, what: &str) -> anyhow::Result<BufWriter<File>> {
     })?))
 }
 
+/// The plugins the configuration names: its stages, pattern plugins with
+/// settings, and alert plugins.
+fn plugins_named(config: &Config) -> std::collections::BTreeSet<&str> {
+    let stages = config.stages.iter().map(|s| s.plugin.as_str());
+    let patterns = config.pattern_plugins.iter().map(|p| p.plugin.as_str());
+    let alerts = config.alert_plugins.iter().map(|a| a.plugin.as_str());
+    stages.chain(patterns).chain(alerts).collect()
+}
+
 /// The engine and what it needs, as a run set it up.
 struct Setup {
     engine: Engine,
@@ -227,9 +236,34 @@ fn setup(opts: &PipeOptions, config: &Config) -> anyhow::Result<(Setup, Option<V
             (options, Some(inputs))
         }
         None => {
-            registry.load_all().with_context(|| {
-                format!("reading plugins folder {}", config.plugins_dir.display())
-            })?;
+            // Only what the run can use is compiled: the stages, pattern
+            // plugins (they run wherever they are found) and the alert
+            // plugins the configuration names. Other processors and alert
+            // plugins in the folder would never run.
+            let named = plugins_named(config);
+            let skipped = std::cell::RefCell::new(Vec::new());
+            registry
+                .load_all_where(|name, bytes| {
+                    let wanted = named.contains(name)
+                        || !matches!(
+                            PluginKind::of_component(bytes),
+                            Some(PluginKind::Processor | PluginKind::Alert)
+                        );
+                    if !wanted {
+                        skipped.borrow_mut().push(name.to_owned());
+                    }
+                    wanted
+                })
+                .with_context(|| {
+                    format!("reading plugins folder {}", config.plugins_dir.display())
+                })?;
+            let skipped = skipped.into_inner();
+            if !skipped.is_empty() {
+                tracing::info!(
+                    plugins = %skipped.join(", "),
+                    "not compiled: the configuration does not use them"
+                );
+            }
             let options = EngineOptions {
                 first_seq: 1,
                 seed: 0,

@@ -553,6 +553,14 @@ impl Registry {
     /// Load every `*.wasm` in the folder. Failures are logged per file and
     /// do not stop the others.
     pub fn load_all(&self) -> std::io::Result<usize> {
+        self.load_all_where(|_, _| true)
+    }
+
+    /// Like [`Registry::load_all`], for the plugins `wanted` keeps, given
+    /// each one's name and file contents; the others are neither compiled
+    /// nor registered. A file that cannot be read is loaded (so that its
+    /// error is reported as `load_all` reports it).
+    pub fn load_all_where(&self, wanted: impl Fn(&str, &[u8]) -> bool) -> std::io::Result<usize> {
         let mut loaded = 0;
         let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -560,10 +568,16 @@ impl Registry {
             .collect();
         paths.sort();
         for path in paths {
-            if matches!(
-                self.load_file(&path),
-                Ok(LoadOutcome::Loaded | LoadOutcome::Swapped)
-            ) {
+            let outcome = match (plugin_name(&path), std::fs::read(&path)) {
+                (Some(name), Ok(bytes)) => {
+                    if !wanted(name, &bytes) {
+                        continue;
+                    }
+                    self.load_bytes(name, bytes, &path.display().to_string())
+                }
+                _ => self.load_file(&path),
+            };
+            if matches!(outcome, Ok(LoadOutcome::Loaded | LoadOutcome::Swapped)) {
                 loaded += 1;
             }
         }

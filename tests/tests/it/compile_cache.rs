@@ -128,3 +128,90 @@ fn a_compiled_component_is_reused_from_disk_and_an_altered_entry_is_compiled_aga
     );
     assert!(!elsewhere.exists(), "off writes nothing");
 }
+
+/// The kind read from a component's exports without compiling it is the
+/// kind loading finds, for components built from Rust, Python and
+/// JavaScript; a file that is not a component has none.
+#[test]
+fn a_plugins_kind_is_read_without_compiling_it() {
+    use eddy::plugin::PluginKind::{self, *};
+    for (built, want) in [
+        (BOT_FILTER, Processor),
+        (UA_ENRICHER, Processor),
+        (GEO_REGION_PY, Processor),
+        (SAMPLER_JS, Processor),
+        (LOGIN_BURST, Pattern),
+        (PURCHASE_FUNNEL, Pattern),
+        (HIGH_VALUE_CART_PY, Pattern),
+        (HIGH_VALUE_CART_JS, Pattern),
+        (ZSCORE_ANOMALY, Alert),
+        (EWMA_BASELINE_PY, Alert),
+        (EWMA_BASELINE_JS, Alert),
+    ] {
+        let bytes = std::fs::read(built).unwrap();
+        assert_eq!(PluginKind::of_component(&bytes), Some(want), "{built}");
+    }
+    // A core module (the component's first bytes say which) and a
+    // truncated component.
+    assert_eq!(
+        PluginKind::of_component(b"\0asm\x01\0\0\0"),
+        None,
+        "a core module"
+    );
+    let bytes = std::fs::read(UA_ENRICHER).unwrap();
+    assert_eq!(PluginKind::of_component(&bytes[..bytes.len() / 2]), None);
+}
+
+/// `eddy pipe` compiles the stages, the alert plugins its configuration
+/// names and every pattern plugin (they run wherever they are found), and
+/// leaves the folder's other processors and alert plugins alone.
+#[test]
+fn pipe_compiles_only_the_plugins_its_run_can_use() {
+    let sb = Sandbox::new();
+    sb.install_examples();
+    let plugins = |run: &PipeRun| -> Vec<String> {
+        let mut names: Vec<String> = run.summary["plugins"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no plugins in {}", run.summary))
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let cfg = sb.config("[[stages]]\nplugin = \"ua-enricher\"\n");
+    let run = sb.pipe(&cfg, INPUT, &[]);
+    assert!(run.success, "{}", run.stderr);
+    assert_eq!(plugins(&run), ["login-burst", "ua-enricher"]);
+    assert_eq!(run.events[0]["properties"]["$browser"], "Chrome");
+    let skipped = run
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "not compiled: the configuration does not use them")
+        .unwrap_or_else(|| panic!("the skipped plugins are not said:\n{}", run.stderr));
+    assert_eq!(
+        skipped["plugins"],
+        "bot-filter, burn-rate, first-seen, pii-scrubber, zscore-anomaly"
+    );
+
+    // An alert plugin rule names its plugin: compiled.
+    let cfg = sb.config(
+        r#"
+[[windows]]
+name = "latency"
+kind = "tumbling"
+size = "1m"
+group_by = ["properties.service"]
+aggregates = ["count", "avg(properties.ms) as ms"]
+
+[[alerts]]
+name = "LatencyAnomaly"
+plugin = "zscore-anomaly"
+config = { window = "latency", aggregate = "ms", k = 5, min_samples = 20, history = 60 }
+"#,
+    );
+    let run = sb.pipe(&cfg, INPUT, &[]);
+    assert!(run.success, "{}", run.stderr);
+    assert_eq!(plugins(&run), ["login-burst", "zscore-anomaly"]);
+}
