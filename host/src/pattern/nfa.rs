@@ -577,15 +577,21 @@ impl<E> KeyState<E> {
     where
         E: Clone,
     {
+        // Walked backwards (last event first), grouped by step, then both
+        // levels reversed: no intermediate list of the path.
         let mut steps: Vec<(usize, Vec<E>)> = Vec::new();
-        for e in self.entries(tail) {
-            let Some(ev) = self.slots[e.slot as usize].event.clone() else {
+        for n in self.walk(tail) {
+            let Some(ev) = self.slots[n.slot as usize].event.clone() else {
                 continue;
             };
             match steps.last_mut() {
-                Some((s, v)) if *s == e.step as usize => v.push(ev),
-                _ => steps.push((e.step as usize, vec![ev])),
+                Some((s, v)) if *s == n.step as usize => v.push(ev),
+                _ => steps.push((n.step as usize, vec![ev])),
             }
+        }
+        steps.reverse();
+        for (_, v) in &mut steps {
+            v.reverse();
         }
         steps
     }
