@@ -1405,6 +1405,21 @@ impl Nfa {
         st.earliest = Some(self.scan_deadlines(st));
     }
 
+    /// Partial matches changed: recompute the states in use
+    /// ([`KeyState::present`]) and the earliest deadline, in one pass.
+    fn refresh<E>(&self, st: &mut KeyState<E>) {
+        let mut present = 0u64;
+        let mut earliest: Option<i64> = None;
+        for p in &st.partials {
+            present |= 1u64.checked_shl(u32::from(p.state)).unwrap_or(0);
+            if let Some(d) = self.deadline(p) {
+                earliest = Some(earliest.map_or(d, |e| e.min(d)));
+            }
+        }
+        st.present = present;
+        st.earliest = Some(earliest);
+    }
+
     /// Feed one event of this key. Events arrive in timestamp order (ties in
     /// arrival order). Returns how many new starts were refused by `limits`.
     ///
@@ -1524,10 +1539,7 @@ impl Nfa {
                 }
             }
         } else {
-            if small {
-                st.present = st.states_mask();
-            }
-            self.refresh_deadline(st);
+            self.refresh(st);
         }
         refused
     }
@@ -1691,13 +1703,12 @@ impl Nfa {
         }
         old.extend_from_slice(&keep);
         st.partials = old;
-        st.present = st.states_mask();
         keep.clear();
         NEXT.set(keep);
         self.emit(st, &mut potential, out);
         POTENTIAL.set(potential);
         st.compact();
-        self.refresh_deadline(st);
+        self.refresh(st);
     }
 
     /// Emits completed matches: all at once without a skip strategy;
