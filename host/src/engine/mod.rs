@@ -55,6 +55,10 @@ use crate::window::state::KeyGroupSet;
 use crate::window::{self, Windows};
 use time::{EventTime, SourceId};
 
+/// Pattern outputs handed to the sink at a time when the input ends (most
+/// partial matches may time out then: see [`Patterns::finish_some`]).
+const FINISH_PART: usize = 4_096;
+
 /// What a fresh engine starts from besides its configuration (all of it is
 /// in a record's header, so a replay starts the same way).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -201,6 +205,18 @@ impl Engine {
         })
     }
 
+    /// Count a pattern output, show it to the alert rules, number it and
+    /// hand it to `sink`.
+    fn publish_pattern(&mut self, output: PatternOutput, sink: &mut dyn Sink) {
+        match &output {
+            PatternOutput::Result(_) => self.counters.pattern_results += 1,
+            PatternOutput::Late { .. } => self.counters.pattern_late += 1,
+        }
+        self.alerts.observe_pattern(&output);
+        let seq = self.seq.pattern(&output);
+        sink.emit(Emitted::Pattern { seq, output });
+    }
+
     /// Apply one input and hand what it produced to `sink`, each output
     /// numbered on its channel. Outputs reach the sink only once the whole
     /// input is applied.
@@ -211,6 +227,9 @@ impl Engine {
         let mut ordered: Vec<Operated> = Vec::new();
         let mut produced = Produced::default();
         let mut alert_events = Vec::new();
+        // At the end of the input, the patterns' timers fire after the
+        // other outputs, handed on a part at a time.
+        let mut finishing_at = None;
         match input {
             Input::Batch(b) => {
                 let mut windows_tagged = Vec::new();
@@ -265,8 +284,7 @@ impl Engine {
             Input::Finish => {
                 self.time.finish();
                 self.windows.on_finish(&mut windows_out);
-                let now = self.time.wall().unwrap_or(0);
-                self.patterns.on_finish(now, &mut patterns_out);
+                finishing_at = Some(self.time.wall().unwrap_or(0));
             }
         }
         self.counters.inputs += 1;
@@ -298,16 +316,23 @@ impl Engine {
                     let seq = self.seq.window(&output);
                     sink.emit(Emitted::Window { seq, output });
                 }
-                Operated::Pattern(output) => {
-                    match &output {
-                        PatternOutput::Result(_) => self.counters.pattern_results += 1,
-                        PatternOutput::Late { .. } => self.counters.pattern_late += 1,
-                    }
-                    self.alerts.observe_pattern(&output);
-                    let seq = self.seq.pattern(&output);
-                    sink.emit(Emitted::Pattern { seq, output });
+                Operated::Pattern(output) => self.publish_pattern(output, sink),
+            }
+        }
+        if let Some(now) = finishing_at {
+            // Most partial matches may time out here at once: their results
+            // go to the sink as they come instead of all being held first.
+            let mut part = Vec::new();
+            loop {
+                let more = self.patterns.finish_some(now, &mut part, FINISH_PART);
+                for output in part.drain(..) {
+                    self.publish_pattern(output, sink);
+                }
+                if !more {
+                    break;
                 }
             }
+            notices.extend(self.patterns.take_notices());
         }
         // Alert rules run after the windows and patterns, on their results
         // of this input.

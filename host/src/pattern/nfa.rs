@@ -577,15 +577,21 @@ impl<E> KeyState<E> {
     where
         E: Clone,
     {
+        // Walked backwards (last event first), grouped by step, then both
+        // levels reversed: no intermediate list of the path.
         let mut steps: Vec<(usize, Vec<E>)> = Vec::new();
-        for e in self.entries(tail) {
-            let Some(ev) = self.slots[e.slot as usize].event.clone() else {
+        for n in self.walk(tail) {
+            let Some(ev) = self.slots[n.slot as usize].event.clone() else {
                 continue;
             };
             match steps.last_mut() {
-                Some((s, v)) if *s == e.step as usize => v.push(ev),
-                _ => steps.push((e.step as usize, vec![ev])),
+                Some((s, v)) if *s == n.step as usize => v.push(ev),
+                _ => steps.push((n.step as usize, vec![ev])),
             }
+        }
+        steps.reverse();
+        for (_, v) in &mut steps {
+            v.reverse();
         }
         steps
     }
@@ -1399,6 +1405,21 @@ impl Nfa {
         st.earliest = Some(self.scan_deadlines(st));
     }
 
+    /// Partial matches changed: recompute the states in use
+    /// ([`KeyState::present`]) and the earliest deadline, in one pass.
+    fn refresh<E>(&self, st: &mut KeyState<E>) {
+        let mut present = 0u64;
+        let mut earliest: Option<i64> = None;
+        for p in &st.partials {
+            present |= 1u64.checked_shl(u32::from(p.state)).unwrap_or(0);
+            if let Some(d) = self.deadline(p) {
+                earliest = Some(earliest.map_or(d, |e| e.min(d)));
+            }
+        }
+        st.present = present;
+        st.earliest = Some(earliest);
+    }
+
     /// Feed one event of this key. Events arrive in timestamp order (ties in
     /// arrival order). Returns how many new starts were refused by `limits`.
     ///
@@ -1518,10 +1539,7 @@ impl Nfa {
                 }
             }
         } else {
-            if small {
-                st.present = st.states_mask();
-            }
-            self.refresh_deadline(st);
+            self.refresh(st);
         }
         refused
     }
@@ -1685,13 +1703,12 @@ impl Nfa {
         }
         old.extend_from_slice(&keep);
         st.partials = old;
-        st.present = st.states_mask();
         keep.clear();
         NEXT.set(keep);
         self.emit(st, &mut potential, out);
         POTENTIAL.set(potential);
         st.compact();
-        self.refresh_deadline(st);
+        self.refresh(st);
     }
 
     /// Emits completed matches: all at once without a skip strategy;

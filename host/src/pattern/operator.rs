@@ -540,7 +540,148 @@ struct KeyEntry {
     deadline: Option<i64>,
 }
 
-type KeyMap = HashMap<CompactString, KeyEntry, foldhash::fast::RandomState>;
+/// Every key's state, in a slab found by name, and the keys' timers by
+/// slab index (16 bytes an entry, compared without touching the key).
+///
+/// Timers fire earliest first, ties in key order (as a heap of `(time,
+/// key)` would have them, so the output does not depend on where a key
+/// sits in the slab): the timers due at one time are taken out of the heap
+/// together and sorted by key. A heap entry is stale once its key's
+/// `deadline` moved (the key's `deadline` is the truth); stale entries are
+/// skipped when they come up.
+#[derive(Default)]
+struct Keys {
+    index: HashMap<CompactString, u32, foldhash::fast::RandomState>,
+    slab: Vec<Option<(CompactString, KeyEntry)>>,
+    free: Vec<u32>,
+    timers: BinaryHeap<Reverse<(i64, u32)>>,
+    /// Timers due at `due_at`, the next last.
+    due: Vec<u32>,
+    due_at: i64,
+}
+
+impl Keys {
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn clear(&mut self) {
+        *self = Keys::default();
+    }
+
+    /// `key`'s slot, created (with `make`) if absent.
+    fn find_or_insert(&mut self, key: &str, make: impl FnOnce() -> KeyState<Ev>) -> u32 {
+        if let Some(&i) = self.index.get(key) {
+            return i;
+        }
+        let entry = KeyEntry {
+            state: make(),
+            deadline: None,
+        };
+        let key = CompactString::from(key);
+        let i = match self.free.pop() {
+            Some(i) => {
+                if let Some(slot) = self.slab.get_mut(i as usize) {
+                    *slot = Some((key.clone(), entry));
+                }
+                i
+            }
+            None => {
+                self.slab.push(Some((key.clone(), entry)));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, i);
+        i
+    }
+
+    fn get_mut(&mut self, i: u32) -> Option<&mut (CompactString, KeyEntry)> {
+        self.slab.get_mut(i as usize)?.as_mut()
+    }
+
+    fn key(&self, i: u32) -> Option<&CompactString> {
+        self.slab.get(i as usize)?.as_ref().map(|(k, _)| k)
+    }
+
+    fn deadline(&self, i: u32) -> Option<i64> {
+        self.slab.get(i as usize)?.as_ref()?.1.deadline
+    }
+
+    fn remove(&mut self, i: u32) {
+        if let Some((key, _)) = self.slab.get_mut(i as usize).and_then(Option::take) {
+            self.index.remove(key.as_str());
+            self.free.push(i);
+        }
+    }
+
+    /// Every key and its state, in slab order.
+    fn iter(&self) -> impl Iterator<Item = &(CompactString, KeyEntry)> {
+        self.slab.iter().flatten()
+    }
+
+    fn into_entries(self) -> impl Iterator<Item = (CompactString, KeyEntry)> {
+        self.slab.into_iter().flatten()
+    }
+
+    /// Register key `i`'s timer at `at` (its `deadline` must say so).
+    fn push_timer(&mut self, at: i64, i: u32) {
+        if !self.due.is_empty() && at == self.due_at {
+            // Joins the timers being fired now, in key order.
+            let key = self.key(i);
+            let pos = self.due.partition_point(|&d| self.key(d) > key);
+            self.due.insert(pos, i);
+        } else {
+            self.timers.push(Reverse((at, i)));
+        }
+    }
+
+    /// The earliest live deadline, dropping stale entries.
+    fn next_timer(&mut self) -> Option<i64> {
+        while let Some(&i) = self.due.last() {
+            if self.deadline(i) == Some(self.due_at) {
+                return Some(self.due_at);
+            }
+            self.due.pop();
+        }
+        while let Some(&Reverse((at, i))) = self.timers.peek() {
+            if self.deadline(i) == Some(at) {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Take the earliest live timer (see [`Keys::next_timer`]); the key's
+    /// `deadline` is cleared.
+    fn pop_timer(&mut self) -> Option<(i64, u32)> {
+        let at = self.next_timer()?;
+        if self.due.is_empty() {
+            while let Some(&Reverse((t, i))) = self.timers.peek() {
+                if t != at {
+                    break;
+                }
+                self.timers.pop();
+                if self.deadline(i) == Some(at) {
+                    self.due.push(i);
+                }
+            }
+            let slab = &self.slab;
+            let key = |i: u32| {
+                slab.get(i as usize)
+                    .and_then(Option::as_ref)
+                    .map(|(k, _)| k)
+            };
+            self.due.sort_by(|a, b| key(*b).cmp(&key(*a)));
+            self.due_at = at;
+        }
+        let i = self.due.pop()?;
+        if let Some((_, entry)) = self.get_mut(i) {
+            entry.deadline = None;
+        }
+        Some((at, i))
+    }
+}
 
 /// One running pattern.
 struct PatternOp {
@@ -553,11 +694,7 @@ struct PatternOp {
     needs_all: bool,
     watermark: Watermark,
     pending: PendingQueue,
-    keys: KeyMap,
-    /// Keys' deadlines, earliest first. An entry is stale once its key's
-    /// deadline moved (the key's `deadline` is the truth); stale entries
-    /// are skipped when they come up.
-    timers: BinaryHeap<Reverse<(i64, CompactString)>>,
+    keys: Keys,
     partials: usize,
     counters: PatternCounters,
     history: VecDeque<Arc<PatternResult>>,
@@ -618,8 +755,7 @@ impl PatternOp {
             key,
             classify,
             pending: PendingQueue::default(),
-            keys: KeyMap::default(),
-            timers: BinaryHeap::new(),
+            keys: Keys::default(),
             partials: 0,
             counters: PatternCounters::default(),
             history: VecDeque::new(),
@@ -728,20 +864,30 @@ impl PatternOp {
         }
     }
 
-    fn on_finish(&mut self, now_ms: i64, out: &mut Vec<PatternOutput>) {
-        if self.watermark.finish() {
-            self.fire(now_ms, out);
-        }
+    /// The input is over: run to the end, or until `out` holds `limit`
+    /// outputs (true: there may be more; call again).
+    fn finish_some(&mut self, now_ms: i64, out: &mut Vec<PatternOutput>, limit: usize) -> bool {
+        self.watermark.finish();
+        self.fire_until(now_ms, out, limit)
     }
 
     /// Feed everything the watermark has passed, in time order, timers
     /// first at equal times (a partial match is over at `start + within`).
     fn fire(&mut self, now_ms: i64, out: &mut Vec<PatternOutput>) {
+        self.fire_until(now_ms, out, usize::MAX);
+    }
+
+    /// [`PatternOp::fire`], stopping once `out` holds `limit` outputs (true:
+    /// stopped there; what is left is fed by the next call).
+    fn fire_until(&mut self, now_ms: i64, out: &mut Vec<PatternOutput>, limit: usize) -> bool {
         let wm = self.watermark.get();
         let mut outcomes: Vec<Outcome<Ev>> = Vec::new();
         loop {
+            if out.len() >= limit {
+                return true;
+            }
             let next_event = self.pending.next_ts().filter(|&t| t <= wm);
-            let next_timer = self.next_timer().filter(|&t| t <= wm);
+            let next_timer = self.keys.next_timer().filter(|&t| t <= wm);
             let timer_first = match (next_event, next_timer) {
                 (None, None) => break,
                 (Some(e), Some(t)) => t <= e,
@@ -749,14 +895,14 @@ impl PatternOp {
                 (Some(_), None) => false,
             };
             if timer_first {
-                if let Some((at, key)) = self.pop_timer() {
+                if let Some((at, i)) = self.keys.pop_timer() {
                     // The key's time is the timer's own: events before it
                     // that are still buffered come after, in time order.
-                    self.with_key(&key, |nfa, st| {
+                    self.with_key(i, |nfa, st| {
                         nfa.advance_time(st, at, &mut outcomes);
                         0
                     });
-                    self.emit(&key, &mut outcomes, now_ms, out);
+                    self.emit_for(i, &mut outcomes, now_ms, out);
                 }
                 continue;
             }
@@ -766,7 +912,9 @@ impl PatternOp {
             self.counters.events += 1;
             let limits_allow = self.partials < self.config.max_partials;
             let max = self.config.max_partials_per_key;
-            let refused = self.with_key(&p.key, |nfa, st| {
+            let nfa = &self.nfa;
+            let i = self.keys.find_or_insert(&p.key, || nfa.key_state());
+            let refused = self.with_key(i, |nfa, st| {
                 let limits = Limits {
                     max_partials: max,
                     allow_starts: limits_allow,
@@ -774,57 +922,60 @@ impl PatternOp {
                 nfa.advance(st, p.ts, p.event, p.bits, &limits, &mut outcomes)
             });
             self.counters.refused += refused;
-            self.emit(&p.key, &mut outcomes, now_ms, out);
-        }
-    }
-
-    /// The earliest live deadline, dropping stale timer entries on top.
-    fn next_timer(&mut self) -> Option<i64> {
-        while let Some(Reverse((at, key))) = self.timers.peek() {
-            if self.keys.get(key).is_some_and(|e| e.deadline == Some(*at)) {
-                return Some(*at);
+            if !outcomes.is_empty() {
+                self.emit(&p.key, &mut outcomes, now_ms, out);
             }
-            self.timers.pop();
+            self.drop_if_idle(i);
         }
-        None
+        false
     }
 
-    /// Take the earliest live timer (see [`PatternOp::next_timer`]).
-    fn pop_timer(&mut self) -> Option<(i64, CompactString)> {
-        self.next_timer()?;
-        let Reverse((at, key)) = self.timers.pop()?;
-        if let Some(entry) = self.keys.get_mut(&key) {
-            entry.deadline = None;
-        }
-        Some((at, key))
-    }
-
-    /// Run `f` on `key`'s state (created if absent), then keep the
-    /// bookkeeping right: the partial-match total, the key's timer, and the
-    /// key itself only while it holds anything.
-    fn with_key(
+    /// Publish `outcomes` of key `i`, then drop the key if it holds nothing.
+    fn emit_for(
         &mut self,
-        key: &CompactString,
-        f: impl FnOnce(&Nfa, &mut KeyState<Ev>) -> u64,
-    ) -> u64 {
-        let entry = self.keys.entry(key.clone()).or_insert_with(|| KeyEntry {
-            state: self.nfa.key_state(),
-            deadline: None,
-        });
+        i: u32,
+        outcomes: &mut Vec<Outcome<Ev>>,
+        now_ms: i64,
+        out: &mut Vec<PatternOutput>,
+    ) {
+        if !outcomes.is_empty()
+            && let Some(key) = self.keys.key(i).cloned()
+        {
+            self.emit(&key, outcomes, now_ms, out);
+        }
+        outcomes.clear();
+        self.drop_if_idle(i);
+    }
+
+    /// Drop key `i` when it holds nothing and waits for no timer.
+    fn drop_if_idle(&mut self, i: u32) {
+        if self
+            .keys
+            .get_mut(i)
+            .is_some_and(|(_, e)| e.state.is_empty() && e.deadline.is_none())
+        {
+            self.keys.remove(i);
+        }
+    }
+
+    /// Run `f` on key `i`'s state, then keep the bookkeeping right: the
+    /// partial-match total and the key's timer. (The caller drops the key
+    /// once it holds nothing: [`PatternOp::drop_if_idle`].)
+    fn with_key(&mut self, i: u32, f: impl FnOnce(&Nfa, &mut KeyState<Ev>) -> u64) -> u64 {
+        let Some((_, entry)) = self.keys.get_mut(i) else {
+            return 0;
+        };
         let before = entry.state.partials();
         let r = f(&self.nfa, &mut entry.state);
         let after = entry.state.partials();
         self.partials = (self.partials + after).saturating_sub(before);
         let deadline = self.nfa.next_deadline(&entry.state);
         if deadline != entry.deadline {
+            entry.deadline = deadline;
             // The old entry, if any, goes stale.
             if let Some(new) = deadline {
-                self.timers.push(Reverse((new, key.clone())));
+                self.keys.push_timer(new, i);
             }
-            entry.deadline = deadline;
-        }
-        if entry.state.is_empty() && entry.deadline.is_none() {
-            self.keys.remove(key);
         }
         r
     }
@@ -954,7 +1105,6 @@ impl PatternOp {
             self.pending.push(p);
         }
         self.keys.clear();
-        self.timers.clear();
         self.partials = 0;
         for (key, entry) in saved.keys {
             if !mine(&key) {
@@ -982,11 +1132,14 @@ impl PatternOp {
     fn insert_key(&mut self, key: CompactString, state: KeyState<Ev>) {
         let deadline = self.nfa.next_deadline(&state);
         self.partials += state.partials();
-        if let Some(d) = deadline {
-            self.timers.push(Reverse((d, key.clone())));
-        }
         if !state.is_empty() || deadline.is_some() {
-            self.keys.insert(key, KeyEntry { state, deadline });
+            let i = self.keys.find_or_insert(&key, KeyState::default);
+            if let Some((_, entry)) = self.keys.get_mut(i) {
+                *entry = KeyEntry { state, deadline };
+            }
+            if let Some(d) = deadline {
+                self.keys.push_timer(d, i);
+            }
         }
     }
 
@@ -1007,7 +1160,7 @@ impl PatternOp {
         fresh.history = std::mem::take(&mut self.history);
         let mut dropped = 0;
         let keys = std::mem::take(&mut self.keys);
-        let mut sorted: Vec<_> = keys.into_iter().collect();
+        let mut sorted: Vec<_> = keys.into_entries().collect();
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
         for (key, entry) in sorted {
             let (state, d) = fresh.nfa.migrate(&self.nfa, entry.state);
@@ -1250,9 +1403,18 @@ impl Patterns {
     /// The input is over: everything buffered is matched and every timer
     /// fires.
     pub fn on_finish(&mut self, now_ms: i64, out: &mut Vec<PatternOutput>) {
-        for op in &mut self.ops {
-            op.on_finish(now_ms, out);
-        }
+        self.finish_some(now_ms, out, usize::MAX);
+    }
+
+    /// [`Patterns::on_finish`] a part at a time: appends outputs until `out`
+    /// holds about `limit` (true: there is more; call again, after handing
+    /// these on). The parts, in order, are what one call would give; at the
+    /// end of a long input most partial matches time out at once, and their
+    /// results need not all be held at the same time.
+    pub fn finish_some(&mut self, now_ms: i64, out: &mut Vec<PatternOutput>, limit: usize) -> bool {
+        self.ops
+            .iter_mut()
+            .any(|op| op.finish_some(now_ms, out, limit))
     }
 
     /// A report per pattern.
