@@ -33,6 +33,7 @@ mod patterns;
 mod patterns_tests;
 mod raw;
 mod service;
+mod sources;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
@@ -46,6 +47,9 @@ pub use interpolate::interpolate;
 pub use patterns::PluginPatternLimits;
 pub use service::{
     AuthConfig, DEFAULT_LISTEN, IngestConfig, InvalidPolicy, ServerConfig, StreamsConfig,
+};
+pub use sources::{
+    KAFKA_SOURCE_BASE, KafkaFormat, KafkaSourceConfig, KafkaTimestamp, SourcesConfig,
 };
 
 use interpolate::{interpolate_text, parse_message};
@@ -138,6 +142,8 @@ pub struct Config {
     pub alert_plugins: Vec<crate::alert::PluginRule>,
     /// `[notify]`: where alerts are delivered (`eddy serve` only).
     pub notify: crate::alert::notify::NotifyConfig,
+    /// `[[sources.kafka]]`: Kafka topics `eddy serve` consumes.
+    pub sources: SourcesConfig,
 }
 
 /// `[pipeline]` settings.

@@ -172,6 +172,8 @@ pub(super) struct RawConfig {
     alerts: Vec<super::alerts::RawAlert>,
     #[serde(default)]
     notify: super::alerts::RawNotify,
+    #[serde(default)]
+    sources: super::sources::RawSources,
 }
 
 #[derive(Debug, Deserialize)]
@@ -631,6 +633,7 @@ impl RawConfig {
         let wal = v.wal(&self.wal)?;
         let (alerts, alert_plugins) = v.alerts(self.alerts, &windows, &patterns)?;
         let notify = v.notify(self.notify)?;
+        let sources = v.sources(self.sources, wal.enabled)?;
 
         Ok(Config {
             plugins_dir: PathBuf::from(plugins_dir),
@@ -651,6 +654,7 @@ impl RawConfig {
             alert_plugins,
             pattern_plugins,
             notify,
+            sources,
         })
     }
 }
