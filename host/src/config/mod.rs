@@ -33,6 +33,7 @@ mod patterns;
 mod patterns_tests;
 mod raw;
 mod service;
+mod sinks;
 mod sources;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -48,6 +49,7 @@ pub use patterns::PluginPatternLimits;
 pub use service::{
     AuthConfig, DEFAULT_LISTEN, IngestConfig, InvalidPolicy, ServerConfig, StreamsConfig,
 };
+pub use sinks::{DEFAULT_SINK_QUEUE_MESSAGES, KafkaSinkConfig, SinksConfig};
 pub use sources::{
     KAFKA_SOURCE_BASE, KafkaFormat, KafkaSourceConfig, KafkaTimestamp, SourcesConfig,
 };
@@ -144,6 +146,8 @@ pub struct Config {
     pub notify: crate::alert::notify::NotifyConfig,
     /// `[[sources.kafka]]`: Kafka topics `eddy serve` consumes.
     pub sources: SourcesConfig,
+    /// `[[sinks.kafka]]`: channels `eddy serve` publishes to Kafka.
+    pub sinks: SinksConfig,
 }
 
 /// `[pipeline]` settings.

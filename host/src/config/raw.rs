@@ -174,6 +174,8 @@ pub(super) struct RawConfig {
     notify: super::alerts::RawNotify,
     #[serde(default)]
     sources: super::sources::RawSources,
+    #[serde(default)]
+    sinks: super::sinks::RawSinks,
 }
 
 #[derive(Debug, Deserialize)]
@@ -634,6 +636,7 @@ impl RawConfig {
         let (alerts, alert_plugins) = v.alerts(self.alerts, &windows, &patterns)?;
         let notify = v.notify(self.notify)?;
         let sources = v.sources(self.sources, wal.enabled)?;
+        let sinks = v.sinks(self.sinks, &windows)?;
 
         Ok(Config {
             plugins_dir: PathBuf::from(plugins_dir),
@@ -655,6 +658,7 @@ impl RawConfig {
             pattern_plugins,
             notify,
             sources,
+            sinks,
         })
     }
 }

@@ -96,7 +96,7 @@ enum RawTimestamp {
 /// A librdkafka setting as written: a string, a number or a boolean.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum RawOption {
+pub(super) enum RawOption {
     Str(String),
     Int(i64),
     Bool(bool),
@@ -105,7 +105,7 @@ enum RawOption {
 /// `brokers` as a string or a list of `host:port`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum RawBrokers {
+pub(super) enum RawBrokers {
     One(String),
     Many(Vec<String>),
 }
@@ -154,15 +154,15 @@ impl Validator<'_> {
         Ok(SourcesConfig { kafka })
     }
 
-    fn kafka(&self, i: usize, raw: RawKafka) -> Result<KafkaSourceConfig, ConfigError> {
-        let key = |k: &str| format!("sources.kafka[{i}].{k}");
-        let brokers = match raw.brokers {
+    /// `brokers` checked and joined with commas.
+    pub(super) fn brokers(&self, key: &str, raw: RawBrokers) -> Result<String, ConfigError> {
+        let brokers: Vec<String> = match raw {
             RawBrokers::One(s) => s.split(',').map(|b| b.trim().to_owned()).collect(),
             RawBrokers::Many(v) => v,
         };
         if brokers.is_empty() || brokers.iter().any(|b| b.trim().is_empty()) {
             return Err(self.invalid(
-                key("brokers"),
+                key,
                 "must name at least one broker, and no empty one (\"host:port\")",
             ));
         }
@@ -170,11 +170,51 @@ impl Validator<'_> {
             let port = b.rsplit_once(':').map(|(_, p)| p);
             if port.is_none_or(|p| p.parse::<u16>().is_err()) {
                 return Err(self.invalid(
-                    key("brokers"),
+                    key,
                     format!("`{b}` is not host:port (e.g. \"127.0.0.1:9092\")"),
                 ));
             }
         }
+        Ok(brokers.join(","))
+    }
+
+    /// librdkafka settings passed through, checked by librdkafka.
+    pub(super) fn kafka_options(
+        &self,
+        key: &str,
+        raw: BTreeMap<String, RawOption>,
+    ) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut options = BTreeMap::new();
+        for (name, value) in raw {
+            if RESERVED_OPTIONS.contains(&name.as_str()) {
+                return Err(self.invalid(
+                    format!("{key}.\"{name}\""),
+                    "is set by eddy (brokers, group_id, and offsets, which eddy commits after its checkpoints); remove it",
+                ));
+            }
+            let value = match value {
+                RawOption::Str(s) => s,
+                RawOption::Int(n) => n.to_string(),
+                RawOption::Bool(b) => b.to_string(),
+            };
+            // librdkafka checks every name and value when it is set,
+            // without connecting to anything.
+            let mut one = rdkafka::ClientConfig::new();
+            one.set(&name, &value);
+            if let Err(e) = one.create_native_config() {
+                return Err(self.invalid(
+                    format!("{key}.\"{name}\""),
+                    format!("librdkafka refuses it: {e}"),
+                ));
+            }
+            options.insert(name, value);
+        }
+        Ok(options)
+    }
+
+    fn kafka(&self, i: usize, raw: RawKafka) -> Result<KafkaSourceConfig, ConfigError> {
+        let key = |k: &str| format!("sources.kafka[{i}].{k}");
+        let brokers = self.brokers(&key("brokers"), raw.brokers)?;
         if raw.topics.is_empty() {
             return Err(self.invalid(key("topics"), "must name at least one topic"));
         }
@@ -195,35 +235,9 @@ impl Validator<'_> {
         if raw.group_id.trim().is_empty() {
             return Err(self.invalid(key("group_id"), "must not be empty"));
         }
-        let mut options = BTreeMap::new();
-        for (name, value) in raw.options {
-            if RESERVED_OPTIONS.contains(&name.as_str()) {
-                return Err(self.invalid(
-                    format!("{}.\"{name}\"", key("options")),
-                    "is set by eddy (brokers, group_id, and offsets, which eddy commits after its checkpoints); remove it",
-                ));
-            }
-            let value = match value {
-                RawOption::Str(s) => s,
-                RawOption::Int(n) => n.to_string(),
-                RawOption::Bool(b) => b.to_string(),
-            };
-            options.insert(name, value);
-        }
-        // librdkafka checks every name and value when it is set, without
-        // connecting to anything.
-        for (name, value) in &options {
-            let mut one = rdkafka::ClientConfig::new();
-            one.set(name, value);
-            if let Err(e) = one.create_native_config() {
-                return Err(self.invalid(
-                    format!("{}.\"{name}\"", key("options")),
-                    format!("librdkafka refuses it: {e}"),
-                ));
-            }
-        }
+        let options = self.kafka_options(&key("options"), raw.options)?;
         Ok(KafkaSourceConfig {
-            brokers: brokers.join(","),
+            brokers,
             topics: raw.topics,
             group_id: raw.group_id,
             format: match raw.format {

@@ -103,6 +103,8 @@ pub struct AppState {
     pub notifiers: Option<Arc<crate::alert::notify::Notifiers>>,
     /// The `[[sources.kafka]]` running, in order.
     pub kafka: Arc<Vec<crate::source::kafka::KafkaSource>>,
+    /// The `[[sinks.kafka]]` running, in order.
+    pub kafka_sinks: Arc<Vec<crate::sink::kafka::KafkaSink>>,
 }
 
 /// The router: every route eddy serves, each registered with its OpenAPI
@@ -302,6 +304,19 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
         kafka.push(source);
     }
     let kafka = Arc::new(kafka);
+    // Kafka sinks read their channels live from here on (pattern channels
+    // of plugins register once the plugin is loaded: name those in
+    // `patterns/<name>` only for declared patterns, or expect a startup
+    // error while the plugin is missing).
+    let mut kafka_sinks = Vec::new();
+    for k in &config.sinks.kafka {
+        let topic = k.topic.clone();
+        kafka_sinks.push(
+            crate::sink::kafka::KafkaSink::start(k.clone(), &hub)
+                .with_context(|| format!("starting the Kafka sink to {topic}"))?,
+        );
+    }
+    let kafka_sinks = Arc::new(kafka_sinks);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = AppState {
@@ -327,6 +342,7 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
         wal: wal_status,
         notifiers,
         kafka: kafka.clone(),
+        kafka_sinks: kafka_sinks.clone(),
     };
     reload::spawn_sighup(state.clone());
     tokio::spawn(rest::publish_stats(
@@ -376,11 +392,14 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
         );
     }
     // The engine wrote its final checkpoint: commit its offsets and leave
-    // the group.
-    if !kafka.is_empty() {
-        let sources = kafka.clone();
+    // the group; send what the sinks still hold.
+    if !kafka.is_empty() || !kafka_sinks.is_empty() {
+        let (sources, sinks) = (kafka.clone(), kafka_sinks.clone());
         let _ = tokio::task::spawn_blocking(move || {
             for k in sources.iter() {
+                k.finish();
+            }
+            for k in sinks.iter() {
                 k.finish();
             }
         })

@@ -320,6 +320,13 @@ fn stats_body(state: &AppState) -> Value {
         None => json!({"enabled": false}),
     };
     v["kafka"] = json!(state.kafka.iter().map(|k| k.snapshot()).collect::<Vec<_>>());
+    v["kafka_sinks"] = json!(
+        state
+            .kafka_sinks
+            .iter()
+            .map(|k| k.stats())
+            .collect::<Vec<_>>()
+    );
     v
 }
 

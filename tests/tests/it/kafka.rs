@@ -481,3 +481,103 @@ async fn killed_with_sigkill_and_restarted_repeatedly_the_windows_count_every_re
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(count(&groups(&server).await), produced);
 }
+
+/// Read every record of `topic` (all partitions, from the start) until
+/// `n` have come: (key, value) pairs.
+fn consume_all(bootstrap: &str, topic: &str, n: usize) -> Vec<(Option<String>, Value)> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let started = Instant::now();
+    while out.len() < n {
+        assert!(
+            started.elapsed() < WAIT,
+            "only {} of {n} records on {topic} within {WAIT:?}",
+            out.len()
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+            let value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            out.push((key, value));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_sink_publishes_a_channel_keyed_and_counts_deliveries() {
+    let tansu = Tansu::start().await;
+    tansu.create_topic("published").await;
+    let sb = Sandbox::new();
+    let cfg = config(
+        &sb,
+        &format!(
+            r#"
+[[sinks.kafka]]
+brokers = "{}"
+channel = "events"
+topic = "published"
+"#,
+            tansu.bootstrap
+        ),
+    );
+    let server = serve(&sb, &cfg);
+    let input = events(0, 50, now_ms() - 60_000);
+    let body: Vec<&str> = input.iter().map(|(_, l)| l.as_str()).collect();
+    let resp = http()
+        .post(server.url("/v1/batch"))
+        .header("content-type", "application/x-ndjson")
+        .body(body.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let bootstrap = tansu.bootstrap.clone();
+    let got = tokio::task::spawn_blocking(move || consume_all(&bootstrap, "published", 50))
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = got
+        .iter()
+        .map(|(key, v)| {
+            assert_eq!(
+                key.as_deref(),
+                v["distinct_id"].as_str(),
+                "keyed by user: {v}"
+            );
+            v["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    ids.sort();
+    let mut want: Vec<String> = (0..50).map(|i| format!("e{i}")).collect();
+    want.sort();
+    assert_eq!(ids, want, "every event once");
+    let started = Instant::now();
+    loop {
+        let s = get(&server, "/v1/stats").await;
+        let k = &s["kafka_sinks"][0];
+        if k["delivered"] == 50 {
+            assert_eq!(
+                (k["failed"].as_u64(), k["dropped"].as_u64()),
+                (Some(0), Some(0)),
+                "{s}"
+            );
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "deliveries not reported: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
