@@ -48,6 +48,9 @@ const POLL_WAIT: Duration = Duration::from_millis(100);
 const FULL_RETRY: Duration = Duration::from_millis(10);
 /// How long a synchronous commit (on revoke and at stop) or a seek may take.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often each assigned partition's high watermark is fetched, for
+/// its lag on `/v1/stats` and `/metrics`.
+const LAG_EVERY: Duration = Duration::from_secs(1);
 /// How much of a refused record's value is kept for its dead letter.
 const REJECTED_PREVIEW_BYTES: usize = 1024;
 
@@ -65,7 +68,24 @@ pub struct KafkaStats {
     errors: AtomicU64,
     redelivered: AtomicU64,
     assigned: Mutex<Vec<(String, i32)>>,
+    partitions: Mutex<Vec<PartitionStats>>,
     paused: AtomicBool,
+}
+
+/// Where one assigned partition stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionStats {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The next offset this instance reads.
+    pub next: Option<i64>,
+    /// The partition's high watermark (the offset after its last record),
+    /// as last fetched.
+    pub high_watermark: i64,
+    /// Records not read yet: `high_watermark - next`.
+    pub lag: Option<i64>,
 }
 
 /// A copy of [`KafkaStats`].
@@ -99,6 +119,8 @@ pub struct KafkaStatsSnapshot {
     pub redelivered: u64,
     /// The partitions assigned now, as `topic/partition`.
     pub assigned: Vec<String>,
+    /// Each assigned partition's offsets and lag (refreshed every second).
+    pub partitions: Vec<PartitionStats>,
 }
 
 /// Prometheus text for `sources`' figures (appended to `/metrics`), one
@@ -160,6 +182,23 @@ pub fn prometheus(sources: &[KafkaSource]) -> String {
             |s| s.assigned.len() as u64,
         ),
     ];
+    let _ = writeln!(
+        out,
+        "# HELP eddy_kafka_partition_lag Records of an assigned partition not read yet.\n# TYPE eddy_kafka_partition_lag gauge"
+    );
+    for s in &snaps {
+        for p in &s.partitions {
+            if let Some(lag) = p.lag {
+                let _ = writeln!(
+                    out,
+                    "eddy_kafka_partition_lag{{group=\"{}\",topic=\"{}\",partition=\"{}\"}} {lag}",
+                    label(&s.group_id),
+                    label(&p.topic),
+                    p.partition
+                );
+            }
+        }
+    }
     for (name, kind, help, get) in series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for s in &snaps {
@@ -405,6 +444,7 @@ impl KafkaSource {
             stats: stats.clone(),
             stop: stop.clone(),
             committed_version: 0,
+            lag_at: std::time::Instant::now(),
         };
         let handle = std::thread::Builder::new()
             .name(format!("eddy-kafka-{}", start.source))
@@ -480,6 +520,11 @@ impl KafkaSource {
                 .iter()
                 .map(|(t, p)| format!("{t}/{p}"))
                 .collect(),
+            partitions: s
+                .partitions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
         }
     }
 }
@@ -499,6 +544,7 @@ struct Loop {
     stats: Arc<KafkaStats>,
     stop: Arc<AtomicBool>,
     committed_version: u64,
+    lag_at: std::time::Instant,
 }
 
 impl Loop {
@@ -506,6 +552,10 @@ impl Loop {
         while !self.stop.load(Ordering::Acquire) {
             self.commit_new_checkpoint();
             self.apply_rewinds();
+            if self.lag_at.elapsed() >= LAG_EVERY {
+                self.lag_at = std::time::Instant::now();
+                self.refresh_lag();
+            }
             let Some(batch) = self.read_batch() else {
                 continue;
             };
@@ -529,6 +579,47 @@ impl Loop {
                 CommitMode::Async,
             );
         }
+    }
+
+    /// Fetch the high watermark of every assigned partition.
+    fn refresh_lag(&mut self) {
+        let assigned = self
+            .stats
+            .assigned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let next = self
+            .next
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut out = Vec::with_capacity(assigned.len());
+        for (topic, partition) in assigned {
+            let high = match self
+                .consumer
+                .fetch_watermarks(&topic, partition, SYNC_TIMEOUT)
+            {
+                Ok((_, high)) => high,
+                Err(e) => {
+                    tracing::debug!(topic = %topic, partition, error = %e, "kafka: fetching the watermark failed");
+                    continue;
+                }
+            };
+            let at = next.get(&(topic.clone(), partition)).copied();
+            out.push(PartitionStats {
+                lag: at.map(|n| (high - n).max(0)),
+                topic,
+                partition,
+                next: at,
+                high_watermark: high,
+            });
+        }
+        *self
+            .stats
+            .partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = out;
     }
 
     /// Seek partitions back where the engine stands.

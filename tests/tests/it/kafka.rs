@@ -359,6 +359,32 @@ async fn events_from_a_four_partition_topic_give_the_windows_http_ingest_gives()
     assert_eq!(k["records"], 600, "{stats}");
     assert_eq!(k["rejected"], 0, "{stats}");
     assert_eq!(k["assigned"].as_array().map(Vec::len), Some(4), "{stats}");
+    // Every partition read to its end: lag 0 (refreshed every second).
+    let started = Instant::now();
+    loop {
+        let stats = get(&from_kafka, "/v1/stats").await;
+        let parts = stats["kafka"][0]["partitions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if parts.len() == 4 && parts.iter().all(|p| p["lag"] == 0) {
+            let metrics = http()
+                .get(from_kafka.url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert!(
+                metrics.contains("eddy_kafka_partition_lag{group=\"round-trip\",topic=\"events\",partition=\"3\"} 0"),
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "lag never reached 0: {stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
