@@ -22,7 +22,7 @@ use serde_json::{Value as Json, json};
 use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineOptions, EngineState, Input, Sink};
+use crate::engine::{Engine, EngineOptions, EngineState, Input, KafkaOffsets, Sink};
 use crate::plugin::Registry;
 use crate::plugin::clock::VirtualClock;
 use crate::wal::{
@@ -90,6 +90,10 @@ struct StatusInner {
     /// (microseconds; encoding and writing happen on another thread).
     capture: Option<Histogram>,
     recovery: Option<RecoveryReport>,
+    /// The Kafka offsets the newest durable checkpoint covers, and how
+    /// many checkpoints have set them (Kafka sources commit them to their
+    /// group when this moves).
+    kafka_durable: (u64, KafkaOffsets),
 }
 
 /// The log's figures, refreshed about once a second off the engine
@@ -100,6 +104,12 @@ pub struct WalStatus {
 }
 
 impl WalStatus {
+    /// The Kafka offsets of the newest durable checkpoint if it is newer
+    /// than `version` (0 at first), with its version.
+    pub fn kafka_durable_since(&self, version: u64) -> Option<(u64, KafkaOffsets)> {
+        self.with(|s| (s.kafka_durable.0 > version).then(|| s.kafka_durable.clone()))
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut StatusInner) -> T) -> T {
         f(&mut self.inner.lock().unwrap_or_else(PoisonError::into_inner))
     }
@@ -466,7 +476,7 @@ pub fn replay(
         if !filter(&input) {
             continue;
         }
-        if let Input::Batch(b) = &input {
+        if let Input::Batch(b) | Input::Kafka(crate::engine::KafkaBatch { batch: b, .. }) = &input {
             r.events += b.events.len() as u64;
         }
         r.records += 1;
@@ -531,7 +541,14 @@ impl Opened {
         if self.needs_checkpoint {
             // Synchronously, before serving: it holds the seed and the first
             // sequence numbers a later replay must start from.
-            write_checkpoint(&store, None, &status, last_seq, &self.engine.snapshot());
+            write_checkpoint(
+                &store,
+                None,
+                &status,
+                last_seq,
+                &self.engine.snapshot(),
+                self.engine.kafka_offsets().clone(),
+            );
         }
         let gc = Arc::new(GroupCommit::start(self.log, config.policy())?);
         let wal = Wal::start(gc, store, status, config)?;
@@ -546,6 +563,7 @@ fn write_checkpoint(
     status: &WalStatus,
     seq: u64,
     snapshot: &[u8],
+    offsets: KafkaOffsets,
 ) {
     let started = Instant::now();
     match store.write(seq, snapshot) {
@@ -565,6 +583,9 @@ fn write_checkpoint(
             status.with(|s| {
                 s.checkpoints += 1;
                 s.last_checkpoint = Some(report);
+                if !offsets.is_empty() {
+                    s.kafka_durable = (s.kafka_durable.0 + 1, offsets);
+                }
             });
             if let (Some(gc), Ok(Some(oldest))) = (gc, store.oldest_kept()) {
                 // Fire and forget: the writer applies it in queue order.
@@ -619,8 +640,16 @@ impl Wal {
                     loop {
                         match rx.recv_timeout(STATUS_EVERY) {
                             Ok((seq, state)) => {
+                                let offsets = state.kafka_offsets().clone();
                                 let snapshot = state.into_bytes();
-                                write_checkpoint(&store, Some(&gc), &status, seq, &snapshot);
+                                write_checkpoint(
+                                    &store,
+                                    Some(&gc),
+                                    &status,
+                                    seq,
+                                    &snapshot,
+                                    offsets,
+                                );
                                 busy.store(false, Ordering::Release);
                             }
                             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -674,15 +703,22 @@ impl Wal {
 
     /// Stop: wait for the checkpoint thread, write `last` (the final
     /// checkpoint) if given, sync and close the log.
-    pub fn shutdown(mut self, last: Option<(u64, Vec<u8>)>) {
+    pub fn shutdown(mut self, last: Option<(u64, Vec<u8>, KafkaOffsets)>) {
         drop(self.checkpoints.take());
         if let Some(t) = self.thread.take()
             && t.join().is_err()
         {
             tracing::error!("the checkpoint thread panicked");
         }
-        if let Some((seq, snapshot)) = last {
-            write_checkpoint(&self.store, Some(&self.gc), &self.status, seq, &snapshot);
+        if let Some((seq, snapshot, offsets)) = last {
+            write_checkpoint(
+                &self.store,
+                Some(&self.gc),
+                &self.status,
+                seq,
+                &snapshot,
+                offsets,
+            );
         }
         // Let the retention job run before the writer stops.
         let _ = self.gc.flush().blocking_recv();

@@ -60,6 +60,8 @@ mod prefetch;
 pub mod rerun;
 pub mod runner;
 pub mod server;
+pub mod sink;
+pub mod source;
 #[cfg(test)]
 mod test_rng;
 pub mod wal;

@@ -91,7 +91,9 @@ pub fn logged_lines(data_dir: &Path, from: i64, to: i64) -> anyhow::Result<Vec<F
             continue;
         };
         let (wall, events) = match input {
-            Input::Batch(b) => (b.wall_ms, b.events),
+            Input::Batch(b) | Input::Kafka(crate::engine::KafkaBatch { batch: b, .. }) => {
+                (b.wall_ms, b.events)
+            }
             Input::Tick { wall_ms, .. } => (Some(wall_ms), Vec::new()),
             Input::Plugin(_) | Input::Reconfigure(_) | Input::Finish => continue,
         };
@@ -238,7 +240,7 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<ReplaySummary> {
             return false;
         }
         let wall = match input {
-            Input::Batch(b) => b.wall_ms,
+            Input::Batch(b) | Input::Kafka(crate::engine::KafkaBatch { batch: b, .. }) => b.wall_ms,
             Input::Tick { wall_ms, .. } => Some(*wall_ms),
             Input::Reconfigure(_) => {
                 reloads += 1;

@@ -282,6 +282,11 @@ enum Msg {
         ack: Option<(AckSender, u64)>,
     },
     Tick,
+    /// Records from a Kafka source (room already reserved in the queue).
+    Kafka {
+        batch: crate::engine::KafkaBatch,
+        bytes: u64,
+    },
     Plugin(PluginChange),
     /// A configuration reload, answered with what changed.
     Reconfigure(
@@ -399,6 +404,84 @@ impl IngestQueue {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         let _ = self.tx.send(Msg::Drain);
+    }
+}
+
+/// Where a Kafka source hands its records to the engine thread: the same
+/// queue and the same bounds as HTTP ingest. A source that finds it full
+/// pauses its partitions and offers the batch again (see
+/// [`crate::source::kafka`]).
+#[derive(Clone)]
+pub struct SourceQueue {
+    queue: IngestQueue,
+}
+
+impl SourceQueue {
+    /// Queue `batch` if its events fit (into an empty queue it always
+    /// does); else hand it back with why.
+    #[allow(clippy::result_large_err)]
+    pub fn try_push(
+        &self,
+        batch: crate::engine::KafkaBatch,
+    ) -> Result<(), (PushError, crate::engine::KafkaBatch)> {
+        let q = &self.queue;
+        if q.closed.load(Ordering::Acquire) {
+            return Err((PushError::Closed, batch));
+        }
+        let n = batch.batch.events.len() as u64;
+        let bytes: u64 = batch
+            .batch
+            .events
+            .iter()
+            .map(|e| e.approx_bytes() as u64)
+            .sum();
+        let reserved = q
+            .stats
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                // A batch larger than the whole bound still goes through
+                // an empty queue (a source cannot split what it offers).
+                (n == 0 || queued == 0 || queued + n <= q.capacity).then_some(queued + n)
+            });
+        if let Err(queued) = reserved {
+            return Err((
+                PushError::Full {
+                    queued,
+                    capacity: q.capacity,
+                },
+                batch,
+            ));
+        }
+        let reserved_bytes =
+            q.stats
+                .queued_bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                    (queued == 0 || queued + bytes <= q.capacity_bytes).then_some(queued + bytes)
+                });
+        if let Err(queued) = reserved_bytes {
+            q.stats.queued.fetch_sub(n, Ordering::AcqRel);
+            return Err((
+                PushError::FullBytes {
+                    queued,
+                    capacity: q.capacity_bytes,
+                },
+                batch,
+            ));
+        }
+        match q.tx.send(Msg::Kafka { batch, bytes }) {
+            Ok(()) => {
+                q.stats.accepted.fetch_add(n, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::SendError(msg)) => {
+                q.stats.queued.fetch_sub(n, Ordering::AcqRel);
+                q.stats.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                match msg {
+                    Msg::Kafka { batch, .. } => Err((PushError::Closed, batch)),
+                    _ => Err((PushError::Closed, crate::engine::KafkaBatch::default())),
+                }
+            }
+        }
     }
 }
 
@@ -565,7 +648,15 @@ pub struct RunnerOptions {
     pub wal: Option<Wal>,
     /// The last log record the engine has applied (recovery's end).
     pub wal_seq: u64,
+    /// Where to tell each Kafka source (by source id) to read its
+    /// partitions again from: a batch of it was not logged, or did not
+    /// follow on from what the engine had applied.
+    pub rewinds: BTreeMap<crate::engine::time::SourceId, std::sync::mpsc::Sender<Rewind>>,
 }
+
+/// Offsets a Kafka source must seek its partitions back to, by (topic,
+/// partition).
+pub type Rewind = crate::engine::KafkaOffsets;
 
 /// Records submitted to the log and not yet applied, at most: enough to
 /// keep a group commit full, few enough that a slow disk holds back the
@@ -622,6 +713,7 @@ struct Driver {
     group_error: Option<AckError>,
     /// The log is failing now (logged once per outage).
     wal_failing: bool,
+    rewinds: BTreeMap<crate::engine::time::SourceId, std::sync::mpsc::Sender<Rewind>>,
 }
 
 impl Runner {
@@ -635,7 +727,7 @@ impl Runner {
         registry: Arc<Registry>,
         stats: Arc<Stats>,
         options: RunnerOptions,
-    ) -> std::io::Result<(IngestQueue, Queries, Runner)> {
+    ) -> std::io::Result<(IngestQueue, SourceQueue, Queries, Runner)> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
         let (query_tx, query_rx) = std::sync::mpsc::channel();
         let queue = IngestQueue {
@@ -669,6 +761,7 @@ impl Runner {
             in_flight: VecDeque::new(),
             group_error: None,
             wal_failing: false,
+            rewinds: options.rewinds,
         };
         driver.position = driver.engine.positions().get(&0).copied().unwrap_or(0);
         let (done_tx, done) = std::sync::mpsc::channel();
@@ -709,6 +802,21 @@ impl Runner {
                         Msg::Drain => rx.close(),
                         Msg::Wake => {}
                         Msg::Tick => driver.tick(),
+                        Msg::Kafka { mut batch, bytes } => {
+                            // Stamped here, as HTTP batches are, so wall
+                            // time never goes back between inputs.
+                            batch.batch.wall_ms = Some(wall_ms());
+                            let n = batch.batch.events.len() as u64;
+                            driver.submit(
+                                Input::Kafka(batch),
+                                n,
+                                false,
+                                Done::Acks {
+                                    acks: Vec::new(),
+                                    bytes,
+                                },
+                            );
+                        }
                         Msg::Plugin(change) => {
                             driver.submit(Input::Plugin(change), 0, false, Done::Nothing);
                         }
@@ -754,7 +862,10 @@ impl Runner {
                 let _ = done_tx.send(());
                 tracing::info!("ingest queue drained; engine stopped");
             })?;
-        Ok((queue, queries, Runner { handle, done }))
+        let sources = SourceQueue {
+            queue: queue.clone(),
+        };
+        Ok((queue, sources, queries, Runner { handle, done }))
     }
 
     /// Wait up to `limit` for the thread to drain the queue and stop (after
@@ -911,6 +1022,16 @@ impl Driver {
                     .wal_refused
                     .fetch_add(f.events, Ordering::Relaxed);
             }
+            (Input::Kafka(k), false) => {
+                // Not in the log, so not applied: the source reads these
+                // records again (later batches of it, already queued, no
+                // longer follow on and are skipped by the engine).
+                self.stats.queued.fetch_sub(f.events, Ordering::AcqRel);
+                self.stats
+                    .wal_refused
+                    .fetch_add(f.events, Ordering::Relaxed);
+                self.rewind(k);
+            }
             (Input::Plugin(_), false) => {
                 // The registry has already switched versions: follow it,
                 // though a recovery will not see this change.
@@ -975,7 +1096,8 @@ impl Driver {
     fn close_wal(&mut self) {
         if let Some(w) = self.wal.take() {
             let snapshot = self.engine.snapshot();
-            w.shutdown(Some((self.wal_seq, snapshot)));
+            let offsets = self.engine.kafka_offsets().clone();
+            w.shutdown(Some((self.wal_seq, snapshot, offsets)));
         }
     }
 
@@ -1007,7 +1129,20 @@ impl Driver {
             self.recorder = None;
         }
         let started = Instant::now();
-        let is_batch = matches!(input, Input::Batch(_));
+        let is_batch = matches!(input, Input::Batch(_) | Input::Kafka(_));
+        let kafka = match &input {
+            Input::Kafka(k) => Some(crate::engine::KafkaBatch {
+                batch: crate::engine::Batch {
+                    source: k.batch.source,
+                    position: k.batch.position,
+                    wall_ms: k.batch.wall_ms,
+                    events: Vec::new(),
+                },
+                rejected: Vec::new(),
+                offsets: k.offsets.clone(),
+            }),
+            _ => None,
+        };
         let changes_patterns = matches!(input, Input::Plugin(_));
         let engine = &mut self.engine;
         let sink = &mut self.sink;
@@ -1021,6 +1156,11 @@ impl Driver {
         }
         if changes_patterns {
             self.sink.sync_patterns(&self.engine);
+        }
+        if let Some(k) = kafka
+            && self.engine.take_kafka_skipped()
+        {
+            self.rewind(&k);
         }
         let c = self.engine.counters();
         self.stats.published.store(c.published, Ordering::Relaxed);
@@ -1036,6 +1176,31 @@ impl Driver {
             metrics::histogram!("eddy_pipeline_batch_seconds")
                 .record(started.elapsed().as_secs_f64());
         }
+    }
+
+    /// Tell the source of `k` to read its partitions again from where the
+    /// engine stands (from where `k` started, for a partition the engine
+    /// has not seen yet).
+    fn rewind(&self, k: &crate::engine::KafkaBatch) {
+        let Some(tx) = self.rewinds.get(&k.batch.source) else {
+            return;
+        };
+        let applied = self.engine.kafka_offsets();
+        let to: Rewind = k
+            .offsets
+            .iter()
+            .map(|o| {
+                let key = (o.topic.clone(), o.partition);
+                let at = applied.get(&key).copied().unwrap_or(o.from);
+                (key, at)
+            })
+            .collect();
+        tracing::warn!(
+            source = k.batch.source,
+            partitions = to.len(),
+            "a Kafka batch was not applied; its source reads from the engine's offsets again"
+        );
+        let _ = tx.send(to);
     }
 
     /// Copy the plugin version a record names next to it.
@@ -1206,6 +1371,29 @@ mod tests {
         let (q, _rx) = queue(2, u64::MAX);
         let err = q.try_push(vec![event(1); 3]).unwrap_err();
         assert!(matches!(err, PushError::Full { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_kafka_batch_that_does_not_fit_is_handed_back_whole() {
+        let (q, _rx) = queue(5, u64::MAX);
+        let sources = SourceQueue { queue: q.clone() };
+        let batch = |n: usize| crate::engine::KafkaBatch {
+            batch: Batch {
+                source: 1,
+                position: n as u64,
+                wall_ms: None,
+                events: vec![event(1); n],
+            },
+            ..Default::default()
+        };
+        // Larger than the bound, into an empty queue: taken.
+        sources.try_push(batch(8)).unwrap();
+        let (err, back) = sources.try_push(batch(2)).unwrap_err();
+        assert!(matches!(err, PushError::Full { .. }), "{err}");
+        assert_eq!(back.batch.events.len(), 2, "handed back whole");
+        assert_eq!(q.stats.snapshot().queue_depth, 8);
+        // A batch of refused records only always fits.
+        sources.try_push(batch(0)).unwrap();
     }
 
     #[test]

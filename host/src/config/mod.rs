@@ -33,6 +33,8 @@ mod patterns;
 mod patterns_tests;
 mod raw;
 mod service;
+mod sinks;
+mod sources;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
@@ -46,6 +48,10 @@ pub use interpolate::interpolate;
 pub use patterns::PluginPatternLimits;
 pub use service::{
     AuthConfig, DEFAULT_LISTEN, IngestConfig, InvalidPolicy, ServerConfig, StreamsConfig,
+};
+pub use sinks::{DEFAULT_SINK_QUEUE_MESSAGES, KafkaSinkConfig, SinksConfig};
+pub use sources::{
+    KAFKA_SOURCE_BASE, KafkaFormat, KafkaSourceConfig, KafkaTimestamp, SourcesConfig,
 };
 
 use interpolate::{interpolate_text, parse_message};
@@ -138,6 +144,10 @@ pub struct Config {
     pub alert_plugins: Vec<crate::alert::PluginRule>,
     /// `[notify]`: where alerts are delivered (`eddy serve` only).
     pub notify: crate::alert::notify::NotifyConfig,
+    /// `[[sources.kafka]]`: Kafka topics `eddy serve` consumes.
+    pub sources: SourcesConfig,
+    /// `[[sinks.kafka]]`: channels `eddy serve` publishes to Kafka.
+    pub sinks: SinksConfig,
 }
 
 /// `[pipeline]` settings.

@@ -172,6 +172,10 @@ pub(super) struct RawConfig {
     alerts: Vec<super::alerts::RawAlert>,
     #[serde(default)]
     notify: super::alerts::RawNotify,
+    #[serde(default)]
+    sources: super::sources::RawSources,
+    #[serde(default)]
+    sinks: super::sinks::RawSinks,
 }
 
 #[derive(Debug, Deserialize)]
@@ -631,6 +635,8 @@ impl RawConfig {
         let wal = v.wal(&self.wal)?;
         let (alerts, alert_plugins) = v.alerts(self.alerts, &windows, &patterns)?;
         let notify = v.notify(self.notify)?;
+        let sources = v.sources(self.sources, wal.enabled)?;
+        let sinks = v.sinks(self.sinks, &windows)?;
 
         Ok(Config {
             plugins_dir: PathBuf::from(plugins_dir),
@@ -651,6 +657,8 @@ impl RawConfig {
             alert_plugins,
             pattern_plugins,
             notify,
+            sources,
+            sinks,
         })
     }
 }

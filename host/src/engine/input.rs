@@ -37,7 +37,7 @@ use crate::plugin::registry::Notice;
 pub const RECORD_VERSION: u64 = 1;
 
 /// Events that arrived together.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Batch {
     /// Which source: 0 for HTTP ingest and files.
     pub source: SourceId,
@@ -50,6 +50,54 @@ pub struct Batch {
     pub wall_ms: Option<i64>,
     /// The events, in arrival order.
     pub events: Vec<Event>,
+}
+
+/// Where a Kafka partition stands: the offset of the next record to read
+/// (Kafka's convention for committed offsets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionOffset {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// Where the source read from: the partition's next offset before
+    /// these records. A batch applies only if this is where the engine
+    /// stands (or the engine has not seen the partition), so a batch that
+    /// was lost (not logged) cannot be skipped over silently.
+    pub from: i64,
+    /// The next offset to read after these records.
+    pub next: i64,
+}
+
+/// A Kafka record the decoder refused: it becomes a dead letter naming
+/// where it is, and its partition keeps flowing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The record's offset.
+    pub offset: i64,
+    /// Why the decoder refused it (names the field).
+    pub reason: String,
+    /// The start of the record's value, as text (lossy UTF-8).
+    pub value: String,
+}
+
+/// Records consumed from Kafka: the valid ones as a batch (its `source` is
+/// the Kafka source's id, its `position` the records it has consumed),
+/// the refused ones, and where each partition now stands. Applying it
+/// moves the engine's offsets, so a checkpoint holds exactly the offsets
+/// its state covers.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KafkaBatch {
+    /// The valid events.
+    pub batch: Batch,
+    /// The records refused, in offset order per partition.
+    pub rejected: Vec<Rejected>,
+    /// The next offset of every partition these records came from.
+    pub offsets: Vec<PartitionOffset>,
 }
 
 /// What a plugin input does to the version its stages run.
@@ -82,6 +130,8 @@ pub struct PluginChange {
 pub enum Input {
     /// Events arrived.
     Batch(Batch),
+    /// Records arrived from a Kafka source.
+    Kafka(KafkaBatch),
     /// Wall time passed with no events (the server sends one every 100 ms):
     /// idle watermarks advance, early results fire.
     Tick {
@@ -222,6 +272,15 @@ enum Line {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         position: Option<(SourceId, u64)>,
     },
+    Kafka {
+        source: SourceId,
+        position: u64,
+        wall_ms: Option<i64>,
+        events: Vec<Json>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        rejected: Vec<Rejected>,
+        offsets: Vec<PartitionOffset>,
+    },
     Plugin(PluginChange),
     /// A reload, with the file's text (parsed again when the record is
     /// read, with that process's environment).
@@ -297,6 +356,19 @@ impl Input {
                 wall_ms: *wall_ms,
                 position: *position,
             },
+            Input::Kafka(k) => Line::Kafka {
+                source: k.batch.source,
+                position: k.batch.position,
+                wall_ms: k.batch.wall_ms,
+                events: k
+                    .batch
+                    .events
+                    .iter()
+                    .map(|e| serde_json::to_value(e).unwrap_or(Json::Null))
+                    .collect(),
+                rejected: k.rejected.clone(),
+                offsets: k.offsets.clone(),
+            },
             Input::Plugin(c) => Line::Plugin(c.clone()),
             Input::Reconfigure(r) => Line::Config {
                 origin: r.origin.clone(),
@@ -320,16 +392,26 @@ impl Input {
                 source,
                 position,
                 wall_ms,
-                events: events
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, v)| {
-                        Event::from_value(v, String::new)
-                            .map_err(|e| anyhow::anyhow!("event {i} of the batch: {e}"))
-                    })
-                    .collect::<anyhow::Result<_>>()?,
+                events: events_from_json(events)?,
             }),
             Line::Tick { wall_ms, position } => Input::Tick { wall_ms, position },
+            Line::Kafka {
+                source,
+                position,
+                wall_ms,
+                events,
+                rejected,
+                offsets,
+            } => Input::Kafka(KafkaBatch {
+                batch: Batch {
+                    source,
+                    position,
+                    wall_ms,
+                    events: events_from_json(events)?,
+                },
+                rejected,
+                offsets,
+            }),
             Line::Plugin(c) => Input::Plugin(c),
             Line::Config { origin, text } => Input::Reconfigure(
                 Reconfigure::parse(&origin, &text)
@@ -338,6 +420,18 @@ impl Input {
             Line::Finish {} => Input::Finish,
         })
     }
+}
+
+/// The events of a recorded batch.
+fn events_from_json(events: Vec<Json>) -> anyhow::Result<Vec<Event>> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            Event::from_value(v, String::new)
+                .map_err(|e| anyhow::anyhow!("event {i} of the batch: {e}"))
+        })
+        .collect()
 }
 
 /// Writes inputs as they are applied: `eddy serve --record FILE`.

@@ -40,7 +40,9 @@ pub mod state;
 mod tests;
 pub mod time;
 
-pub use input::{Batch, Input, PluginChange, Reconfigure, VersionChange};
+pub use input::{
+    Batch, Input, KafkaBatch, PartitionOffset, PluginChange, Reconfigure, Rejected, VersionChange,
+};
 pub use output::{Emitted, Sequencer, Sink};
 pub use state::EngineState;
 
@@ -116,6 +118,12 @@ pub struct Engine {
     counters: Counters,
     /// Where each source's log stands (see [`Batch::position`]).
     positions: BTreeMap<SourceId, u64>,
+    /// Where each Kafka partition stands: the next offset after the
+    /// records applied (see [`KafkaBatch`]).
+    kafka_offsets: KafkaOffsets,
+    /// The last Kafka batch was skipped (see [`Engine::take_kafka_skipped`]);
+    /// not state: the driver reads it after each input.
+    kafka_skipped: bool,
     seed: u64,
     clock: Arc<VirtualClock>,
     /// What the last configuration reload changed, or why it failed.
@@ -195,6 +203,8 @@ impl Engine {
             window_names,
             counters: Counters::default(),
             positions: BTreeMap::new(),
+            kafka_offsets: KafkaOffsets::new(),
+            kafka_skipped: false,
             seed: options.seed,
             clock,
             last_reconfigure: None,
@@ -230,7 +240,14 @@ impl Engine {
         // At the end of the input, the patterns' timers fire after the
         // other outputs, handed on a part at a time.
         let mut finishing_at = None;
+        let input = match input {
+            Input::Kafka(k) => self.kafka(k, &mut produced),
+            other => other,
+        };
         match input {
+            // A Kafka batch whose records were all refused, or the batch's
+            // events already applied by `kafka`: nothing more to do.
+            Input::Kafka(_) => {}
             Input::Batch(b) => {
                 let mut windows_tagged = Vec::new();
                 let mut patterns_tagged = Vec::new();
@@ -354,6 +371,47 @@ impl Engine {
         }
     }
 
+    /// Move the offsets of a Kafka batch and turn its refused records into
+    /// dead letters; what is left is an ordinary batch of its events (or,
+    /// when none was valid, only the source's position moves).
+    fn kafka(&mut self, k: KafkaBatch, produced: &mut Produced) -> Input {
+        let follows = k.offsets.iter().all(|o| {
+            self.kafka_offsets
+                .get(&(o.topic.clone(), o.partition))
+                .is_none_or(|next| *next == o.from)
+        });
+        if !follows {
+            self.kafka_skipped = true;
+            tracing::warn!(
+                source = k.batch.source,
+                "a Kafka batch does not follow on from the offsets applied; skipped (its source reads them again)"
+            );
+            return Input::Kafka(KafkaBatch::default());
+        }
+        for o in k.offsets {
+            let next = self
+                .kafka_offsets
+                .entry((o.topic, o.partition))
+                .or_insert(0);
+            *next = (*next).max(o.next);
+        }
+        let at = k.batch.wall_ms.unwrap_or(0);
+        self.counters.dead_lettered += k.rejected.len() as u64;
+        produced
+            .dead_letters
+            .extend(k.rejected.into_iter().map(|r| rejected_letter(r, at)));
+        if k.batch.events.is_empty() {
+            let p = self.positions.entry(k.batch.source).or_insert(0);
+            *p = (*p).max(k.batch.position);
+            return Input::Kafka(KafkaBatch {
+                batch: k.batch,
+                rejected: Vec::new(),
+                offsets: Vec::new(),
+            });
+        }
+        Input::Batch(k.batch)
+    }
+
     fn batch(
         &mut self,
         b: Batch,
@@ -382,7 +440,7 @@ impl Engine {
         self.counters.dead_lettered += dead;
         self.counters.dropped += n.saturating_sub(published + dead);
         produced.events = out.events;
-        produced.dead_letters = out.dead_letters;
+        produced.dead_letters.extend(out.dead_letters);
         produced.time = facts;
         now
     }
@@ -772,6 +830,19 @@ impl Engine {
         &self.positions
     }
 
+    /// Whether the last Kafka batch applied was skipped because it did not
+    /// follow on from the offsets the engine stands at (then its source
+    /// must read again from [`Engine::kafka_offsets`]); resets it.
+    pub fn take_kafka_skipped(&mut self) -> bool {
+        std::mem::take(&mut self.kafka_skipped)
+    }
+
+    /// Where each Kafka partition stands: the next offset to read after
+    /// every record applied.
+    pub fn kafka_offsets(&self) -> &KafkaOffsets {
+        &self.kafka_offsets
+    }
+
     /// A report per stage.
     pub fn stage_reports(&self) -> Vec<StageReport> {
         self.pipeline.report()
@@ -851,6 +922,7 @@ impl Engine {
         state::EngineState {
             counters: self.counters,
             positions: self.positions.clone(),
+            kafka_offsets: self.kafka_offsets.clone(),
             seed: self.seed,
             time: self.time.clone(),
             window_names: self.window_names.clone(),
@@ -900,9 +972,47 @@ impl Engine {
         engine.seq = saved.seq.remap(&saved.window_names, &engine.window_names);
         engine.counters = saved.counters;
         engine.positions = saved.positions;
+        engine.kafka_offsets = saved.kafka_offsets;
         engine.dedup = saved.dedup;
         engine.alerts.restore(saved.alerts);
         Ok(engine)
+    }
+}
+
+/// The next offset of each Kafka partition, by (topic, partition).
+pub type KafkaOffsets = BTreeMap<(String, i32), i64>;
+
+/// Longest part of a refused record's value kept in its dead letter.
+const REJECTED_VALUE_BYTES: usize = 1024;
+
+/// A refused Kafka record as a dead letter: stage `kafka`, the decoder's
+/// reason, and an event whose properties say where the record is.
+fn rejected_letter(r: Rejected, at: i64) -> crate::pipeline::DeadLetter {
+    use crate::event::Value;
+    let mut value = r.value;
+    if value.len() > REJECTED_VALUE_BYTES {
+        let mut end = REJECTED_VALUE_BYTES;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value.truncate(end);
+    }
+    crate::pipeline::DeadLetter {
+        stage: "kafka".to_owned(),
+        reason: r.reason,
+        event: crate::event::Event {
+            id: format!("{}/{}/{}", r.topic, r.partition, r.offset).into(),
+            name: "$kafka_record".into(),
+            timestamp: at,
+            distinct_id: "".into(),
+            session_id: None,
+            properties: vec![
+                ("topic".into(), Value::Str(r.topic.into())),
+                ("partition".into(), Value::Int(i64::from(r.partition))),
+                ("offset".into(), Value::Int(r.offset)),
+                ("value".into(), Value::Str(value.into())),
+            ],
+        },
     }
 }
 

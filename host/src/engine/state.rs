@@ -26,6 +26,7 @@ use crate::window::snapshot::WindowsState;
 pub struct EngineState {
     pub(super) counters: Counters,
     pub(super) positions: BTreeMap<SourceId, u64>,
+    pub(super) kafka_offsets: super::KafkaOffsets,
     pub(super) seed: u64,
     pub(super) time: EventTime,
     pub(super) window_names: Vec<String>,
@@ -38,6 +39,11 @@ pub struct EngineState {
 }
 
 impl EngineState {
+    /// The next offset of each Kafka partition this state covers.
+    pub fn kafka_offsets(&self) -> &super::KafkaOffsets {
+        &self.kafka_offsets
+    }
+
     /// Encode in the envelope.
     pub fn into_bytes(mut self) -> Vec<u8> {
         self.windows.canonicalize();
@@ -55,7 +61,7 @@ impl EngineState {
 /// The envelope's first bytes.
 pub const MAGIC: &[u8; 8] = b"EDDYSNAP";
 /// The body's format version: bump it when [`EngineState`] changes shape.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// Why a snapshot cannot be read or restored.
 #[derive(Debug, thiserror::Error)]

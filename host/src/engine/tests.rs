@@ -435,3 +435,74 @@ fn no_module_below_the_drivers_imports_one() {
         found.join("\n")
     );
 }
+
+fn kafka_batch(from: i64, next: i64, events: Vec<Event>, rejected: Vec<Rejected>) -> Input {
+    Input::Kafka(KafkaBatch {
+        batch: Batch {
+            source: 1,
+            position: next as u64,
+            wall_ms: Some(T0),
+            events,
+        },
+        rejected,
+        offsets: vec![PartitionOffset {
+            topic: "events".into(),
+            partition: 3,
+            from,
+            next,
+        }],
+    })
+}
+
+#[test]
+fn kafka_batches_apply_only_in_offset_order_and_their_offsets_are_state() {
+    let mut rng = Rng::new(5);
+    let mut e = fresh();
+    let mut out: Vec<Emitted> = Vec::new();
+    let poison = Rejected {
+        topic: "events".into(),
+        partition: 3,
+        offset: 11,
+        reason: "invalid JSON".into(),
+        value: "{oops".into(),
+    };
+    let first = kafka_batch(
+        10,
+        13,
+        vec![event(&mut rng, 0, T0), event(&mut rng, 1, T0)],
+        vec![poison],
+    );
+    // Its recorded form (the log's record) reads back the same.
+    assert_eq!(Input::from_line(&first.to_line()).unwrap(), first);
+    e.step(first, &mut out);
+    assert!(!e.take_kafka_skipped());
+    assert_eq!(e.kafka_offsets()[&("events".to_owned(), 3)], 13);
+    assert_eq!(e.counters().events_in, 2);
+    let letters: Vec<_> = out
+        .iter()
+        .filter(|o| matches!(o, Emitted::DeadLetters { .. }))
+        .flat_map(|o| o.messages())
+        .collect();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].1["event"]["properties"]["offset"], 11);
+    assert_eq!(letters[0].1["stage"], "kafka");
+    // A batch that does not read from where the engine stands (one before
+    // it was lost) is skipped whole.
+    e.step(
+        kafka_batch(15, 20, vec![event(&mut rng, 2, T0)], vec![]),
+        &mut out,
+    );
+    assert!(e.take_kafka_skipped());
+    assert_eq!(e.counters().events_in, 2);
+    assert_eq!(e.kafka_offsets()[&("events".to_owned(), 3)], 13);
+    // The offsets travel with the snapshot.
+    let (config, registry, clock) = engine();
+    let restored = Engine::restore(&config, registry, clock, &e.snapshot()).unwrap();
+    assert_eq!(restored.kafka_offsets(), e.kafka_offsets());
+    e.step(
+        kafka_batch(13, 14, vec![event(&mut rng, 3, T0)], vec![]),
+        &mut out,
+    );
+    assert!(!e.take_kafka_skipped());
+    assert_eq!(e.counters().events_in, 3);
+}

@@ -101,6 +101,10 @@ pub struct AppState {
     pub wal: Option<Arc<crate::durability::WalStatus>>,
     /// The alert notifiers of `[notify]` (`None`: no target configured).
     pub notifiers: Option<Arc<crate::alert::notify::Notifiers>>,
+    /// The `[[sources.kafka]]` running, in order.
+    pub kafka: Arc<Vec<crate::source::kafka::KafkaSource>>,
+    /// The `[[sinks.kafka]]` running, in order.
+    pub kafka_sinks: Arc<Vec<crate::sink::kafka::KafkaSink>>,
 }
 
 /// The router: every route eddy serves, each registered with its OpenAPI
@@ -251,7 +255,21 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
         .with_context(|| format!("watching {}", config.plugins_dir.display()))?;
 
     let stats = Arc::new(Stats::default());
-    let (queue, queries, runner) = Runner::start(
+    // Kafka sources start where the engine stands after recovery.
+    let mut kafka_start = Vec::new();
+    let mut rewinds = std::collections::BTreeMap::new();
+    for (i, k) in config.sources.kafka.iter().enumerate() {
+        let source = crate::config::KAFKA_SOURCE_BASE + i as u32;
+        let (tx, rx) = std::sync::mpsc::channel();
+        rewinds.insert(source, tx);
+        let start = crate::source::kafka::StartAt {
+            source,
+            position: engine.positions().get(&source).copied().unwrap_or(0),
+            offsets: engine.kafka_offsets().clone(),
+        };
+        kafka_start.push((k.clone(), start, rx));
+    }
+    let (queue, source_queue, queries, runner) = Runner::start(
         engine,
         sink,
         registry.clone(),
@@ -263,9 +281,42 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
             recorder,
             wal,
             wal_seq,
+            rewinds,
         },
     )
     .context("starting the engine thread")?;
+    let mut kafka = Vec::new();
+    for (k, start, rx) in kafka_start {
+        let Some(status) = &wal_status else {
+            anyhow::bail!("sources.kafka needs the write-ahead log ([wal] enabled = true)");
+        };
+        let topics = k.topics.join(",");
+        let source = crate::source::kafka::KafkaSource::start(
+            k,
+            start,
+            config.ingest.limits(),
+            config.pipeline.batch_size,
+            source_queue.clone(),
+            status.clone(),
+            rx,
+        )
+        .with_context(|| format!("starting the Kafka source of {topics}"))?;
+        kafka.push(source);
+    }
+    let kafka = Arc::new(kafka);
+    // Kafka sinks read their channels live from here on (pattern channels
+    // of plugins register once the plugin is loaded: name those in
+    // `patterns/<name>` only for declared patterns, or expect a startup
+    // error while the plugin is missing).
+    let mut kafka_sinks = Vec::new();
+    for k in &config.sinks.kafka {
+        let topic = k.topic.clone();
+        kafka_sinks.push(
+            crate::sink::kafka::KafkaSink::start(k.clone(), &hub)
+                .with_context(|| format!("starting the Kafka sink to {topic}"))?,
+        );
+    }
+    let kafka_sinks = Arc::new(kafka_sinks);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = AppState {
@@ -290,6 +341,8 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
         config_path: options.config_path.clone(),
         wal: wal_status,
         notifiers,
+        kafka: kafka.clone(),
+        kafka_sinks: kafka_sinks.clone(),
     };
     reload::spawn_sighup(state.clone());
     tokio::spawn(rest::publish_stats(
@@ -321,8 +374,12 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
         state.ingest_requests.load(Ordering::Acquire) == 0
     })
     .await;
+    for k in kafka.iter() {
+        k.stop();
+    }
     queue.close();
     drop(queue);
+    drop(source_queue);
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     let drained = tokio::task::spawn_blocking(move || runner.join_within(left))
         .await
@@ -333,6 +390,20 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
             queued = stats.snapshot().queue_depth,
             "the pipeline did not drain within the shutdown grace"
         );
+    }
+    // The engine wrote its final checkpoint: commit its offsets and leave
+    // the group; send what the sinks still hold.
+    if !kafka.is_empty() || !kafka_sinks.is_empty() {
+        let (sources, sinks) = (kafka.clone(), kafka_sinks.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            for k in sources.iter() {
+                k.finish();
+            }
+            for k in sinks.iter() {
+                k.finish();
+            }
+        })
+        .await;
     }
     let _ = shutdown_tx.send(true);
     wait_until(deadline, || state.connections.load(Ordering::Acquire) == 0).await;

@@ -319,6 +319,14 @@ fn stats_body(state: &AppState) -> Value {
         Some(w) => w.json(),
         None => json!({"enabled": false}),
     };
+    v["kafka"] = json!(state.kafka.iter().map(|k| k.snapshot()).collect::<Vec<_>>());
+    v["kafka_sinks"] = json!(
+        state
+            .kafka_sinks
+            .iter()
+            .map(|k| k.stats())
+            .collect::<Vec<_>>()
+    );
     v
 }
 
@@ -413,6 +421,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(w) = &state.wal {
         text.push_str(&w.prometheus());
     }
+    text.push_str(&crate::source::kafka::prometheus(&state.kafka));
     text.push_str(&super::alerts::prometheus(&state).await);
     // Stage reports come from the engine thread (empty if it is too busy to
     // answer, as for `GET /v1/plugins`).

@@ -13,6 +13,7 @@ mod dashboard;
 mod decode;
 mod durability;
 mod engine;
+mod kafka;
 mod limits;
 mod metrics;
 mod openapi;

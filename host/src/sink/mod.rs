@@ -1,0 +1,4 @@
+//! Where `eddy serve` sends channels besides its own clients: Kafka topics
+//! ([`kafka`]).
+
+pub mod kafka;
