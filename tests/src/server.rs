@@ -255,6 +255,19 @@ pub async fn get_json(url: impl reqwest::IntoUrl) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
 }
 
+/// `GET url` with [`http`], its body as text (panics on any failure).
+pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
+    let url = url.into_url().expect("a URL");
+    let resp = http()
+        .get(url.clone())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    resp.text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
 /// A WebSocket client that speaks eddy's protocol.
 pub struct Ws {
     pub inner: WebSocketStream<MaybeTlsStream<TcpStream>>,

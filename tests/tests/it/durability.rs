@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eddy_tests::Sandbox;
-use eddy_tests::server::{Server, http};
+use eddy_tests::server::{Server, get_text, http};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -257,14 +257,7 @@ async fn a_batch_resent_after_a_restart_is_not_counted_twice() {
     assert_eq!(totals(&server).await, (100, expected));
     let stats = get(&server, "/v1/stats").await;
     assert_eq!(stats["duplicates"], 100, "{stats}");
-    let metrics = http()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(server.url("/metrics")).await;
     assert!(
         metrics.contains("eddy_ingest_duplicate_events_total 100"),
         "{metrics}"

@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use eddy_tests::Sandbox;
-use eddy_tests::server::{Server, Ws, http};
+use eddy_tests::server::{Server, Ws, get_json, get_text, http};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -262,14 +262,7 @@ fn serve(sb: &Sandbox, cfg: &Path) -> Server {
 }
 
 async fn get(server: &Server, path: &str) -> Value {
-    http()
-        .get(server.url(path))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON")
+    get_json(server.url(path)).await
 }
 
 /// The open groups of window `users`, in a stable order.
@@ -386,14 +379,7 @@ async fn events_from_a_four_partition_topic_give_the_windows_http_ingest_gives()
             .cloned()
             .unwrap_or_default();
         if parts.len() == 4 && parts.iter().all(|p| p["lag"] == 0) {
-            let metrics = http()
-                .get(from_kafka.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let metrics = get_text(from_kafka.url("/metrics")).await;
             assert!(
                 metrics.contains("eddy_kafka_partition_lag{group=\"round-trip\",topic=\"events\",partition=\"3\"} 0"),
                 "{metrics}"
@@ -531,15 +517,14 @@ async fn killed_with_sigkill_and_restarted_repeatedly_the_windows_count_every_re
     assert_eq!(count(&groups(&server).await), produced);
 }
 
-/// Read every record of `topic` (all partitions, from the start) until
-/// `n` have come: (key, value) pairs.
-fn consume_all(bootstrap: &str, topic: &str, n: usize) -> Vec<(Option<String>, Value)> {
-    use rdkafka::Message;
+/// A consumer (group `group`, nothing committed) assigned every partition
+/// of `topic` from its first record.
+fn reader_from_start(bootstrap: &str, topic: &str, group: &str) -> rdkafka::consumer::BaseConsumer {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", "reader")
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
@@ -549,6 +534,13 @@ fn consume_all(bootstrap: &str, topic: &str, n: usize) -> Vec<(Option<String>, V
             .unwrap();
     }
     consumer.assign(&tpl).unwrap();
+    consumer
+}
+/// Read every record of `topic` (all partitions, from the start) until
+/// `n` have come: (key, value) pairs.
+fn consume_all(bootstrap: &str, topic: &str, n: usize) -> Vec<(Option<String>, Value)> {
+    use rdkafka::Message;
+    let consumer = reader_from_start(bootstrap, topic, "reader");
     let mut out = Vec::new();
     let started = Instant::now();
     while out.len() < n {
@@ -571,20 +563,7 @@ fn consume_all(bootstrap: &str, topic: &str, n: usize) -> Vec<(Option<String>, V
 /// on `topic`, so a shortfall in eddy is eddy's.
 fn broker_holds(bootstrap: &str, topic: &str, n: usize) {
     use rdkafka::Message;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "checker")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = reader_from_start(bootstrap, topic, "checker");
     let mut ids = std::collections::HashSet::new();
     let mut records = 0;
     let started = Instant::now();

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use eddy_tests::plugins::{BAD_EVENTS, LOGIN_BURST, METRICS_PROBE, TRAP, ZSCORE_ANOMALY};
-use eddy_tests::server::{Server, Ws, http, post_ndjson};
+use eddy_tests::server::{Server, Ws, get_text, http, post_ndjson};
 use eddy_tests::*;
 use prometheus_parse::{Sample, Scrape, Value};
 use serde_json::json;
@@ -75,14 +75,7 @@ fn event(id: &str, name: &str, user: &str, ts: i64, properties: serde_json::Valu
 }
 
 async fn scrape(server: &Server) -> (String, Scrape) {
-    let text = http()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(server.url("/metrics")).await;
     let parsed = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
     (text, parsed)
 }

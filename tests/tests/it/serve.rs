@@ -8,7 +8,7 @@ use futures_util::SinkExt as _;
 use std::time::Duration;
 
 use eddy_tests::plugins::{BOT_FILTER, FIRST_SEEN, PASS_THROUGH, PII_SCRUBBER, SLOW, UA_ENRICHER};
-use eddy_tests::server::{Server, Ws, http, sse_events};
+use eddy_tests::server::{Server, Ws, get_text, http, sse_events};
 use eddy_tests::{CHROME_WIN, GOOGLEBOT, SAFARI_IPHONE, Sandbox};
 use serde_json::{Value, json};
 
@@ -686,14 +686,7 @@ async fn a_full_queue_answers_429_and_every_accepted_event_is_delivered() {
         .await
         .unwrap();
     assert_eq!(stats["refused_requests"], refused, "{stats}");
-    let metrics = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(server.url("/metrics")).await;
     assert!(
         metrics.contains("eddy_ingest_refused_requests_total"),
         "{metrics}"

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use eddy_tests::Sandbox;
-use eddy_tests::server::{Ws, http};
+use eddy_tests::server::{Ws, get_text, http};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -185,14 +185,7 @@ idle_timeout = "1h"
     // Metrics carry the window gauges and counters (set once a second).
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let text = http()
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = get_text(server.url("/metrics")).await;
         if text.contains(r#"eddy_window_late_events_total{window="per_page"} 1"#) {
             assert!(
                 text.contains(r#"eddy_window_open{window="per_page"}"#),
