@@ -245,14 +245,8 @@ pub fn http() -> reqwest::Client {
 /// reads a test expects to work).
 pub async fn get_json(url: impl reqwest::IntoUrl) -> serde_json::Value {
     let url = url.into_url().expect("a URL");
-    let resp = http()
-        .get(url.clone())
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    resp.json()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+    let text = get_text(url.clone()).await;
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}: {text}"))
 }
 
 /// `GET url` with [`http`], its body as text (panics on any failure).

@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use eddy_tests::Sandbox;
-use eddy_tests::server::{Server, Ws, get_json, get_text, http};
+use eddy_tests::server::{Server, Ws, get_json, get_text, http, post_ndjson};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -353,14 +353,8 @@ async fn events_from_a_four_partition_topic_give_the_windows_http_ingest_gives()
     let cfg = config(&http_sb, "");
     let from_http = serve(&http_sb, &cfg);
     let body: Vec<&str> = input.iter().map(|(_, l)| l.as_str()).collect();
-    let resp = http()
-        .post(from_http.url("/v1/batch"))
-        .header("content-type", "application/x-ndjson")
-        .body(body.join("\n"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
+    // No retry: the first answer must be 202.
+    post_ndjson(&http(), &from_http.url(""), body.join("\n"), Duration::ZERO).await;
     let want = wait_counted(&from_http, 600).await;
 
     assert_eq!(got, want, "window results from Kafka and from HTTP differ");
@@ -602,14 +596,8 @@ topic = "published"
     let server = serve(&sb, &cfg);
     let input = events(0, 50, now_ms() - 60_000);
     let body: Vec<&str> = input.iter().map(|(_, l)| l.as_str()).collect();
-    let resp = http()
-        .post(server.url("/v1/batch"))
-        .header("content-type", "application/x-ndjson")
-        .body(body.join("\n"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
+    // No retry: the first answer must be 202.
+    post_ndjson(&http(), &server.url(""), body.join("\n"), Duration::ZERO).await;
     let bootstrap = tansu.bootstrap.clone();
     let got = tokio::task::spawn_blocking(move || consume_all(&bootstrap, "published", 50))
         .await
