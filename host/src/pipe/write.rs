@@ -158,12 +158,7 @@ impl Writer {
     /// An error if writing has failed (the error the write met).
     pub fn send(&mut self) -> anyhow::Result<()> {
         if self.failed.load(Ordering::Relaxed) {
-            let mut files = self.finish()?;
-            return Err(files
-                .error
-                .take()
-                .map_or_else(|| anyhow::anyhow!("the output thread failed"), Into::into))
-            .context("writing output");
+            return Err(self.failure("the output thread failed"));
         }
         if self.pending.is_empty() {
             return Ok(());
@@ -175,12 +170,20 @@ impl Writer {
             return Ok(());
         }
         // The thread is gone: its error says why.
-        let mut files = self.finish()?;
-        Err(files
-            .error
-            .take()
-            .map_or_else(|| anyhow::anyhow!("the output thread stopped"), Into::into))
-        .context("writing output")
+        Err(self.failure("the output thread stopped"))
+    }
+
+    /// Wait for the writing thread and return the error it met (`otherwise`
+    /// if it has none to give).
+    fn failure(&mut self, otherwise: &str) -> anyhow::Error {
+        let error = match self.finish() {
+            Ok(mut files) => files
+                .error
+                .take()
+                .map_or_else(|| anyhow::anyhow!("{otherwise}"), Into::into),
+            Err(e) => e,
+        };
+        error.context("writing output")
     }
 
     /// Wait for everything sent to be written and flushed; the files, with
