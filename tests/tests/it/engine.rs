@@ -737,3 +737,31 @@ fn parallel_decoding_gives_what_one_thread_gives() {
         );
     }
 }
+
+/// A write that fails on the output thread (a full device) stops the run
+/// with the error it met, and a failing exit.
+#[test]
+fn a_failed_write_stops_pipe_with_its_error() {
+    let sb = Sandbox::new();
+    let cfg = sb.config("");
+    let input: String = (0..20_000)
+        .map(|i| {
+            format!(
+                "{{\"id\":\"e{i}\",\"name\":\"x\",\"distinct_id\":\"u\",\"timestamp\":{}}}\n",
+                1_700_000_000_000i64 + i
+            )
+        })
+        .collect();
+    let run = sb.pipe_with(
+        Some(&cfg),
+        input.as_bytes(),
+        &["--output", "/dev/full"],
+        &[],
+    );
+    assert!(!run.success, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("writing output") && run.stderr.contains("No space left on device"),
+        "{}",
+        run.stderr
+    );
+}
