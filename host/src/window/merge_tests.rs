@@ -93,7 +93,7 @@ fn finals(out: &[Output]) -> Vec<(i64, i64, Json, Json)> {
             )
         })
         .collect();
-    v.sort_by(|a, b| (a.0, a.2.to_string()).cmp(&(b.0, b.2.to_string())));
+    v.sort_by_key(|a| (a.0, a.2.to_string()));
     v
 }
 
