@@ -405,7 +405,7 @@ async fn two_instances_merged_give_one_instances_results_and_their_rebalance_is_
     }
     assert_eq!(kafka(&stats[2], "rejected"), 0, "{}", stats[2]);
     let mw = get(&m, "/v1/windows").await;
-    assert_eq!(mw[0]["stats"]["late_events"], 0, "{mw}");
+    assert_eq!(mw["windows"][0]["stats"]["late_events"], 0, "{mw}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
