@@ -58,6 +58,7 @@ fn batch(schema: &Arc<Schema>, minute: i64) -> Vec<WindowResult> {
                 values: Box::new([Value::Int(1000), Value::Int(x)]),
                 revision: 0,
                 replaces: Vec::new(),
+                state: None,
             }
         })
         .collect()

@@ -417,6 +417,14 @@ pub struct SourceQueue {
 }
 
 impl SourceQueue {
+    /// Hand a source's notice (a Kafka rebalance) to the engine, which
+    /// logs it and publishes it on the `plugins` channel. False if eddy is
+    /// stopping.
+    pub fn notice(&self, notice: crate::plugin::registry::Notice) -> bool {
+        let change = crate::engine::input::notice_change(notice);
+        self.queue.tx.send(Msg::Plugin(change)).is_ok()
+    }
+
     /// Queue `batch` if its events fit (into an empty queue it always
     /// does); else hand it back with why.
     #[allow(clippy::result_large_err)]
@@ -1138,6 +1146,7 @@ impl Driver {
                     wall_ms: k.batch.wall_ms,
                     events: Vec::new(),
                 },
+                partials: Vec::new(),
                 rejected: Vec::new(),
                 offsets: k.offsets.clone(),
             }),

@@ -635,7 +635,7 @@ impl RawConfig {
         let wal = v.wal(&self.wal)?;
         let (alerts, alert_plugins) = v.alerts(self.alerts, &windows, &patterns)?;
         let notify = v.notify(self.notify)?;
-        let sources = v.sources(self.sources, wal.enabled)?;
+        let sources = v.sources(self.sources, wal.enabled, &windows)?;
         let sinks = v.sinks(self.sinks, &windows)?;
 
         Ok(Config {

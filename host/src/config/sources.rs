@@ -42,6 +42,9 @@ pub enum KafkaFormat {
     /// PostHog's capture JSON (one event, or a `batch`), as `POST
     /// /capture` takes.
     PostHog,
+    /// Window results with their state, published by windows with
+    /// `partials = true`, for the windows with `merge_from`.
+    Partials,
 }
 
 /// Where an event's timestamp comes from.
@@ -84,6 +87,7 @@ enum RawFormat {
     Eddy,
     #[serde(rename = "posthog")]
     PostHog,
+    Partials,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,6 +142,7 @@ impl Validator<'_> {
         &self,
         raw: RawSources,
         wal_enabled: bool,
+        windows: &[crate::window::WindowConfig],
     ) -> Result<SourcesConfig, ConfigError> {
         if !raw.kafka.is_empty() && !wal_enabled {
             return Err(self.invalid(
@@ -150,7 +155,25 @@ impl Validator<'_> {
             .into_iter()
             .enumerate()
             .map(|(i, k)| self.kafka(i, k))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
+        // Partial results and the windows that merge them come together.
+        let merging = windows.iter().position(|w| w.merge_from.is_some());
+        let partials = kafka.iter().position(|k| k.format == KafkaFormat::Partials);
+        match (merging, partials) {
+            (Some(w), None) => {
+                return Err(self.invalid(
+                    format!("windows[{w}].merge_from"),
+                    "no [[sources.kafka]] has format = \"partials\" to read the partial results it merges",
+                ));
+            }
+            (None, Some(k)) => {
+                return Err(self.invalid(
+                    format!("sources.kafka[{k}].format"),
+                    "\"partials\" feeds windows with `merge_from`, and no window has one",
+                ));
+            }
+            _ => {}
+        }
         Ok(SourcesConfig { kafka })
     }
 
@@ -236,6 +259,12 @@ impl Validator<'_> {
             return Err(self.invalid(key("group_id"), "must not be empty"));
         }
         let options = self.kafka_options(&key("options"), raw.options)?;
+        if matches!(raw.format, Some(RawFormat::Partials)) && raw.timestamp.is_some() {
+            return Err(self.invalid(
+                key("timestamp"),
+                "is not used with format = \"partials\" (a partial result's time is its window's)",
+            ));
+        }
         Ok(KafkaSourceConfig {
             brokers,
             topics: raw.topics,
@@ -243,6 +272,7 @@ impl Validator<'_> {
             format: match raw.format {
                 None | Some(RawFormat::Eddy) => KafkaFormat::Eddy,
                 Some(RawFormat::PostHog) => KafkaFormat::PostHog,
+                Some(RawFormat::Partials) => KafkaFormat::Partials,
             },
             timestamp: match raw.timestamp {
                 None | Some(RawTimestamp::Event) => KafkaTimestamp::Event,

@@ -46,6 +46,9 @@ pub(super) struct RawWindow {
     max_groups: Option<Int>,
     history: Option<String>,
     max_history: Option<Int>,
+    #[serde(default)]
+    partials: bool,
+    merge_from: Option<String>,
 }
 
 /// The `[time]` section as written.
@@ -308,6 +311,36 @@ impl Validator<'_> {
                 Some(t) => Some(self.duration(&at("early_every"), t, 1)?),
             },
         };
+        let session = matches!(kind, WindowKind::Session { .. });
+        if w.partials {
+            if session {
+                return Err(self.invalid(
+                    at("partials"),
+                    "session windows cannot publish partial results: one group's sessions on several instances do not line up; use a tumbling or sliding window",
+                ));
+            }
+            if time.allowed_lateness_ms > 0 {
+                return Err(self.invalid(
+                    at("allowed_lateness"),
+                    "must be 0 with `partials = true`: a correction carries the whole group again and would be merged twice (late events go to `late`)",
+                ));
+            }
+        }
+        if let Some(from) = &w.merge_from {
+            self.channel_name(&at("merge_from"), from, "window")?;
+            if session {
+                return Err(self.invalid(
+                    at("merge_from"),
+                    "session windows cannot merge partial results; use the tumbling or sliding window the instances publish",
+                ));
+            }
+            if w.filter.is_some() {
+                return Err(self.invalid(
+                    at("filter"),
+                    "a window with `merge_from` takes partial results, not events: set the filter on the windows that publish them",
+                ));
+            }
+        }
         let filter = match w.filter {
             None => None,
             Some(t) => Some(serde_json::to_value(&t).map_err(|e| {
@@ -334,6 +367,8 @@ impl Validator<'_> {
                 DEFAULT_MAX_HISTORY,
                 MAX_HISTORY_LIMIT,
             )?,
+            partials: w.partials,
+            merge_from: w.merge_from,
         };
         // Filters, group paths and aggregates are checked by compiling them.
         WindowSpec::compile(&config).map_err(|e| self.invalid(at(&e.key), e.message))?;

@@ -261,3 +261,100 @@ fn live_settings_are_checked() {
     assert_eq!(k, "<parse>");
     assert!(m.contains("top"), "{m}");
 }
+
+const PARTIALS_SOURCE: &str = r#"
+[[sources.kafka]]
+brokers = "127.0.0.1:9092"
+topics = ["eddy-partials"]
+group_id = "eddy-merge"
+format = "partials"
+"#;
+
+#[test]
+fn partials_and_merge_from_are_read() {
+    let c = parse(&window(
+        "kind = \"tumbling\"\nsize = \"1m\"\npartials = true",
+    ))
+    .unwrap();
+    assert!(c.windows[0].partials);
+    assert_eq!(c.windows[0].merge_from, None);
+    let text = format!(
+        "{}{PARTIALS_SOURCE}",
+        window("kind = \"sliding\"\nsize = \"1m\"\nslide = \"10s\"\nmerge_from = \"pageviews\"")
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.windows[0].merge_from.as_deref(), Some("pageviews"));
+    assert_eq!(
+        c.sources.kafka[0].format,
+        crate::config::KafkaFormat::Partials
+    );
+}
+
+#[test]
+fn partials_and_merge_from_mistakes_name_the_key() {
+    let tumbling = "kind = \"tumbling\"\nsize = \"1m\"";
+    let session = "kind = \"session\"\ngap = \"30m\"";
+    let cases = [
+        (
+            window(&format!("{session}\npartials = true")),
+            "windows[0].partials",
+            "session",
+        ),
+        (
+            window(&format!(
+                "{tumbling}\npartials = true\nallowed_lateness = \"1m\""
+            )),
+            "windows[0].allowed_lateness",
+            "merged twice",
+        ),
+        (
+            format!(
+                "{}{PARTIALS_SOURCE}",
+                window(&format!("{session}\nmerge_from = \"w2\""))
+            ),
+            "windows[0].merge_from",
+            "session",
+        ),
+        (
+            format!(
+                "{}{PARTIALS_SOURCE}",
+                window(&format!(
+                    "{tumbling}\nmerge_from = \"w2\"\nfilter = {{ names = [\"a\"] }}"
+                ))
+            ),
+            "windows[0].filter",
+            "merge_from",
+        ),
+        (
+            format!(
+                "{}{PARTIALS_SOURCE}",
+                window(&format!("{tumbling}\nmerge_from = \"a b\""))
+            ),
+            "windows[0].merge_from",
+            "not a window name",
+        ),
+        (
+            window(&format!("{tumbling}\nmerge_from = \"w2\"")),
+            "windows[0].merge_from",
+            "format = \"partials\"",
+        ),
+        (
+            format!("{}{PARTIALS_SOURCE}", window(tumbling)),
+            "sources.kafka[0].format",
+            "merge_from",
+        ),
+        (
+            format!(
+                "{}{PARTIALS_SOURCE}timestamp = \"record\"\n",
+                window(&format!("{tumbling}\nmerge_from = \"w2\""))
+            ),
+            "sources.kafka[0].timestamp",
+            "partials",
+        ),
+    ];
+    for (text, key, says) in cases {
+        let (k, message) = rejected(&text);
+        assert_eq!(k, key, "{text}\n{message}");
+        assert!(message.contains(says), "{key}: {message}");
+    }
+}

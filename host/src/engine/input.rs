@@ -94,6 +94,9 @@ pub struct Rejected {
 pub struct KafkaBatch {
     /// The valid events.
     pub batch: Batch,
+    /// Partial window results (a source with `format = "partials"`), for
+    /// the windows with `merge_from`.
+    pub partials: Vec<crate::window::merge::Partial>,
     /// The records refused, in offset order per partition.
     pub rejected: Vec<Rejected>,
     /// The next offset of every partition these records came from.
@@ -278,6 +281,8 @@ enum Line {
         wall_ms: Option<i64>,
         events: Vec<Json>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        partials: Vec<crate::window::merge::Partial>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         rejected: Vec<Rejected>,
         offsets: Vec<PartitionOffset>,
     },
@@ -366,6 +371,7 @@ impl Input {
                     .iter()
                     .map(|e| serde_json::to_value(e).unwrap_or(Json::Null))
                     .collect(),
+                partials: k.partials.clone(),
                 rejected: k.rejected.clone(),
                 offsets: k.offsets.clone(),
             },
@@ -400,6 +406,7 @@ impl Input {
                 position,
                 wall_ms,
                 events,
+                partials,
                 rejected,
                 offsets,
             } => Input::Kafka(KafkaBatch {
@@ -409,6 +416,7 @@ impl Input {
                     wall_ms,
                     events: events_from_json(events)?,
                 },
+                partials,
                 rejected,
                 offsets,
             }),

@@ -241,7 +241,7 @@ impl Engine {
         // other outputs, handed on a part at a time.
         let mut finishing_at = None;
         let input = match input {
-            Input::Kafka(k) => self.kafka(k, &mut produced),
+            Input::Kafka(k) => self.kafka(k, &mut produced, &mut windows_out),
             other => other,
         };
         match input {
@@ -374,7 +374,12 @@ impl Engine {
     /// Move the offsets of a Kafka batch and turn its refused records into
     /// dead letters; what is left is an ordinary batch of its events (or,
     /// when none was valid, only the source's position moves).
-    fn kafka(&mut self, k: KafkaBatch, produced: &mut Produced) -> Input {
+    fn kafka(
+        &mut self,
+        k: KafkaBatch,
+        produced: &mut Produced,
+        windows_out: &mut Vec<window::Output>,
+    ) -> Input {
         let follows = k.offsets.iter().all(|o| {
             self.kafka_offsets
                 .get(&(o.topic.clone(), o.partition))
@@ -396,15 +401,32 @@ impl Engine {
             *next = (*next).max(o.next);
         }
         let at = k.batch.wall_ms.unwrap_or(0);
-        self.counters.dead_lettered += k.rejected.len() as u64;
+        let mut rejected = k.rejected;
+        if !k.partials.is_empty() {
+            let refused = self
+                .windows
+                .on_partials(&k.partials, k.batch.wall_ms, windows_out);
+            rejected.extend(refused.into_iter().filter_map(|(i, reason)| {
+                let p = k.partials.get(i)?;
+                Some(Rejected {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    offset: p.offset,
+                    reason,
+                    value: p.describe(),
+                })
+            }));
+        }
+        self.counters.dead_lettered += rejected.len() as u64;
         produced
             .dead_letters
-            .extend(k.rejected.into_iter().map(|r| rejected_letter(r, at)));
+            .extend(rejected.into_iter().map(|r| rejected_letter(r, at)));
         if k.batch.events.is_empty() {
             let p = self.positions.entry(k.batch.source).or_insert(0);
             *p = (*p).max(k.batch.position);
             return Input::Kafka(KafkaBatch {
                 batch: k.batch,
+                partials: Vec::new(),
                 rejected: Vec::new(),
                 offsets: Vec::new(),
             });

@@ -376,6 +376,7 @@ mod tests {
                         .into(),
                     revision: 0,
                     replaces: vec![],
+                    state: None,
                 })),
             },
             Emitted::Window {

@@ -61,7 +61,7 @@ impl EngineState {
 /// The envelope's first bytes.
 pub const MAGIC: &[u8; 8] = b"EDDYSNAP";
 /// The body's format version: bump it when [`EngineState`] changes shape.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// Why a snapshot cannot be read or restored.
 #[derive(Debug, thiserror::Error)]

@@ -444,6 +444,7 @@ fn kafka_batch(from: i64, next: i64, events: Vec<Event>, rejected: Vec<Rejected>
             wall_ms: Some(T0),
             events,
         },
+        partials: Vec::new(),
         rejected,
         offsets: vec![PartitionOffset {
             topic: "events".into(),

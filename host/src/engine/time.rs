@@ -362,6 +362,12 @@ impl Watermark {
         from_frontier || idle
     }
 
+    /// Move up to `to` itself, not reduced by the bound (a merging
+    /// window's idle advance to its partials' frontier). True if moved.
+    pub fn reach(&mut self, to: i64) -> bool {
+        self.raise(to)
+    }
+
     /// The end of the input.
     pub fn finish(&mut self) -> bool {
         self.raise(i64::MAX)

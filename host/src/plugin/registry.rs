@@ -59,6 +59,10 @@ pub enum NoticeKind {
     /// `plugin` field names it: `stage:<name>` or `pattern:<name>`), or
     /// could not be applied (`config`).
     Reconfigured,
+    /// A Kafka consumer group assigned partitions to this instance or
+    /// revoked them (the `plugin` field names the source:
+    /// `kafka:<group_id>`; the detail says which partitions).
+    Rebalanced,
 }
 
 /// Counters of one plugin's lifecycle.
@@ -547,6 +551,7 @@ impl Registry {
             NoticeKind::Reconfigured => {
                 tracing::info!(plugin, detail, "configuration reloaded")
             }
+            NoticeKind::Rebalanced => tracing::info!(plugin, detail, "kafka rebalance"),
         }
     }
 

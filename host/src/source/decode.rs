@@ -5,6 +5,7 @@ use crate::config::{KafkaFormat, KafkaSourceConfig, KafkaTimestamp};
 use crate::engine::Rejected;
 use crate::event::Event;
 use crate::ingest::{self, Encoding, Format, Limits, PostHogRequest};
+use crate::window::merge::Partial;
 
 /// How much of a refused record's value is kept for its dead letter.
 const REJECTED_PREVIEW_BYTES: usize = 1024;
@@ -23,16 +24,30 @@ pub struct Record<'a> {
     pub value: Option<&'a [u8]>,
 }
 
-/// Decode `record` with the ingest decoder into `events`; what it refuses
-/// goes to `rejected`, saying why and where.
+/// What a source hands on from its records.
+#[derive(Default)]
+pub struct Decoded {
+    /// Events (`format = "eddy"` or `"posthog"`).
+    pub events: Vec<Event>,
+    /// Partial window results (`format = "partials"`).
+    pub partials: Vec<Partial>,
+    /// Records refused, saying why and where.
+    pub rejected: Vec<Rejected>,
+    /// Early results in a partials topic: read and passed over, since only
+    /// final results carry state.
+    pub skipped: u64,
+}
+
+/// Decode `record` with the ingest decoder (or, for `format =
+/// "partials"`, as a partial window result) into `out`.
 pub fn decode_record(
     config: &KafkaSourceConfig,
     limits: &Limits,
     now_ms: i64,
     record: &Record<'_>,
-    events: &mut Vec<Event>,
-    rejected: &mut Vec<Rejected>,
+    out: &mut Decoded,
 ) {
+    let (events, rejected) = (&mut out.events, &mut out.rejected);
     let value = record.value.unwrap_or_default();
     let reject = |reason: String| Rejected {
         topic: record.topic.to_owned(),
@@ -46,6 +61,14 @@ pub fn decode_record(
         return;
     }
     let decoded = match config.format {
+        KafkaFormat::Partials => {
+            match Partial::from_message(value, record.topic, record.partition, record.offset) {
+                Ok(Some(p)) => out.partials.push(p),
+                Ok(None) => out.skipped += 1,
+                Err(why) => rejected.push(reject(why)),
+            }
+            return;
+        }
         KafkaFormat::Eddy => {
             ingest::decode(value, Format::Json, Encoding::Identity, limits, now_ms)
         }
@@ -101,7 +124,7 @@ mod tests {
     }
 
     fn decode(c: &KafkaSourceConfig, value: &[u8], ts: Option<i64>) -> (Vec<Event>, Vec<Rejected>) {
-        let (mut events, mut rejected) = (Vec::new(), Vec::new());
+        let mut out = Decoded::default();
         let now = 1_764_979_200_000;
         let record = Record {
             topic: "events",
@@ -110,15 +133,8 @@ mod tests {
             timestamp: ts,
             value: Some(value),
         };
-        decode_record(
-            c,
-            &Limits::default(),
-            now,
-            &record,
-            &mut events,
-            &mut rejected,
-        );
-        (events, rejected)
+        decode_record(c, &Limits::default(), now, &record, &mut out);
+        (out.events, out.rejected)
     }
 
     #[test]

@@ -18,6 +18,17 @@
 //!   it fits; at most one batch waits here.
 //! - **Bad records.** A record the decoder refuses becomes a dead letter
 //!   naming its topic, partition and offset; the partition keeps flowing.
+//! - **Giving partitions up.** When the group revokes partitions, the
+//!   source first waits (at most [`REVOKE_WAIT`]) until a durable
+//!   checkpoint covers every record of theirs it handed to the engine, and
+//!   commits that: the next owner starts exactly where this instance's
+//!   counted records end, so a graceful rebalance counts nothing twice and
+//!   loses nothing. Records read but not yet handed on are dropped and read
+//!   again by whoever owns the partition next.
+//! - **Visibility.** Every assignment and revocation is counted, kept in
+//!   the last [`REBALANCE_HISTORY`] under `kafka` in `/v1/stats`, and
+//!   published on the `plugins` channel as a notice of kind `rebalanced`
+//!   (`plugin` = `kafka:<group_id>`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,7 +44,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext};
 use serde::Serialize;
 
-use super::decode::{Record, decode_record};
+use super::decode::{Decoded, Record, decode_record};
 use crate::config::KafkaSourceConfig;
 use crate::durability::WalStatus;
 use crate::engine::time::SourceId;
@@ -51,12 +62,24 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often each assigned partition's high watermark is fetched, for
 /// its lag on `/v1/stats` and `/metrics`.
 const LAG_EVERY: Duration = Duration::from_secs(1);
+/// Longest wait, when partitions are revoked, for a durable checkpoint
+/// covering what was handed to the engine: three times the default
+/// `wal.checkpoint_interval_ms` (10 s), well inside librdkafka's default
+/// `max.poll.interval.ms` (5 minutes). Past it the source commits what is
+/// durable and warns: the next owner may then count some records again.
+pub const REVOKE_WAIT: Duration = Duration::from_secs(30);
+/// How often that wait looks at the checkpoints.
+const REVOKE_POLL: Duration = Duration::from_millis(20);
+/// Rebalance events kept for `/v1/stats`.
+pub const REBALANCE_HISTORY: usize = 32;
 
 /// A source's figures, shown on `/v1/stats` and `/metrics`.
 #[derive(Debug, Default)]
 pub struct KafkaStats {
     records: AtomicU64,
     events: AtomicU64,
+    partials: AtomicU64,
+    skipped: AtomicU64,
     rejected: AtomicU64,
     pauses: AtomicU64,
     rebalances: AtomicU64,
@@ -65,9 +88,28 @@ pub struct KafkaStats {
     commit_errors: AtomicU64,
     errors: AtomicU64,
     redelivered: AtomicU64,
+    partitions_assigned: AtomicU64,
+    partitions_revoked: AtomicU64,
+    dropped_on_revoke: AtomicU64,
+    history: Mutex<std::collections::VecDeque<RebalanceEvent>>,
     assigned: Mutex<Vec<(String, i32)>>,
     partitions: Mutex<Vec<PartitionStats>>,
     paused: AtomicBool,
+}
+
+/// One assignment or revocation, as `/v1/stats` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RebalanceEvent {
+    /// Wall time (ms since the Unix epoch).
+    pub at_ms: i64,
+    /// `assigned` or `revoked`.
+    pub kind: &'static str,
+    /// The partitions, as `topic/partition`.
+    pub partitions: Vec<String>,
+    /// For a revocation: the offsets committed for them (`topic/partition`
+    /// → next offset), those a durable checkpoint covers.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub committed: BTreeMap<String, i64>,
 }
 
 /// Where one assigned partition stands.
@@ -97,6 +139,11 @@ pub struct KafkaStatsSnapshot {
     pub records: u64,
     /// Events decoded from them.
     pub events: u64,
+    /// Partial window results read from them (`format = "partials"`).
+    pub partials: u64,
+    /// Early window results passed over (`format = "partials"`: only
+    /// final results carry state).
+    pub skipped: u64,
     /// Records (or items of a record) refused and dead-lettered.
     pub rejected: u64,
     /// Times the partitions were paused because the queue was full.
@@ -115,6 +162,16 @@ pub struct KafkaStatsSnapshot {
     pub errors: u64,
     /// Records delivered again below an offset already read, skipped.
     pub redelivered: u64,
+    /// Partitions assigned to this member, counted over every rebalance.
+    pub partitions_assigned: u64,
+    /// Partitions revoked from it.
+    pub partitions_revoked: u64,
+    /// Records read but not yet handed to the engine when their partitions
+    /// were revoked: dropped here, read by the next owner.
+    pub dropped_on_revoke: u64,
+    /// The latest assignments and revocations, oldest first (at most
+    /// [`REBALANCE_HISTORY`]).
+    pub rebalance_events: Vec<RebalanceEvent>,
     /// The partitions assigned now, as `topic/partition`.
     pub assigned: Vec<String>,
     /// Each assigned partition's offsets and lag (refreshed every second).
@@ -130,7 +187,7 @@ pub fn prometheus(sources: &[KafkaSource]) -> String {
         return out;
     }
     let snaps: Vec<KafkaStatsSnapshot> = sources.iter().map(KafkaSource::snapshot).collect();
-    let series: [Series; 8] = [
+    let series: [Series; 10] = [
         (
             "eddy_kafka_records_total",
             "counter",
@@ -172,6 +229,18 @@ pub fn prometheus(sources: &[KafkaSource]) -> String {
             "counter",
             "Offset commits that failed.",
             |s| s.commit_errors,
+        ),
+        (
+            "eddy_kafka_partitions_assigned_total",
+            "counter",
+            "Partitions assigned to this member, over every rebalance.",
+            |s| s.partitions_assigned,
+        ),
+        (
+            "eddy_kafka_partitions_revoked_total",
+            "counter",
+            "Partitions revoked from this member.",
+            |s| s.partitions_revoked,
         ),
         (
             "eddy_kafka_assigned_partitions",
@@ -233,8 +302,112 @@ struct Context {
     /// The next offset of every partition this instance has read or
     /// restored (shared with the loop; callbacks run inside its polls).
     next: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
+    /// The next offset of every partition after the records handed to the
+    /// engine (shared with the loop, which moves it as it queues batches).
+    queued: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
+    /// Set when partitions were revoked: the loop drops the batch it is
+    /// reading (its records were not handed on).
+    cut: Arc<AtomicBool>,
     wal: Arc<WalStatus>,
     stats: Arc<KafkaStats>,
+    /// Where notices go (the `plugins` channel).
+    queue: SourceQueue,
+    /// `kafka:<group_id>`, as notices name this source.
+    name: String,
+    /// eddy is stopping: its final checkpoint is what will be committed,
+    /// so a revocation does not wait for another.
+    stop: Arc<AtomicBool>,
+}
+
+impl Context {
+    /// Count, keep and announce an assignment or revocation.
+    fn record(
+        &self,
+        kind: &'static str,
+        tpl: &TopicPartitionList,
+        committed: BTreeMap<String, i64>,
+    ) {
+        let partitions: Vec<String> = tpl
+            .elements()
+            .iter()
+            .map(|e| format!("{}/{}", e.topic(), e.partition()))
+            .collect();
+        let counter = match kind {
+            "assigned" => &self.stats.partitions_assigned,
+            _ => &self.stats.partitions_revoked,
+        };
+        counter.fetch_add(partitions.len() as u64, Ordering::Relaxed);
+        let detail = if committed.is_empty() {
+            format!("{kind} {}", partitions.join(", "))
+        } else {
+            let c: Vec<String> = committed.iter().map(|(p, n)| format!("{p}@{n}")).collect();
+            format!(
+                "{kind} {} (committed {})",
+                partitions.join(", "),
+                c.join(", ")
+            )
+        };
+        {
+            let mut h = self
+                .stats
+                .history
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if h.len() >= REBALANCE_HISTORY {
+                h.pop_front();
+            }
+            h.push_back(RebalanceEvent {
+                at_ms: ingest::now_ms(),
+                kind,
+                partitions,
+                committed,
+            });
+        }
+        self.queue.notice(crate::plugin::registry::Notice {
+            plugin: self.name.clone(),
+            kind: crate::plugin::registry::NoticeKind::Rebalanced,
+            hash: None,
+            version: None,
+            detail,
+        });
+    }
+
+    /// Wait (at most [`REVOKE_WAIT`]) until a durable checkpoint covers
+    /// every record of `tpl`'s partitions handed to the engine.
+    fn wait_covered(&self, tpl: &TopicPartitionList) {
+        let queued: Vec<((String, i32), i64)> = {
+            let q = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
+            tpl.elements()
+                .iter()
+                .filter_map(|e| {
+                    let key = (e.topic().to_owned(), e.partition());
+                    q.get(&key).map(|n| (key, *n))
+                })
+                .collect()
+        };
+        let started = std::time::Instant::now();
+        loop {
+            let durable = self
+                .wal
+                .kafka_durable_since(0)
+                .map(|(_, o)| o)
+                .unwrap_or_default();
+            let covered = queued
+                .iter()
+                .all(|(key, n)| durable.get(key).is_some_and(|d| d >= n));
+            if covered || self.stop.load(Ordering::Acquire) {
+                return;
+            }
+            if started.elapsed() >= REVOKE_WAIT {
+                tracing::warn!(
+                    partitions = %list(tpl),
+                    "kafka: no checkpoint covered the revoked partitions' records in time; committing what is durable (their next owner may count some again)"
+                );
+                return;
+            }
+            std::thread::sleep(REVOKE_POLL);
+        }
+    }
 }
 
 impl ClientContext for Context {}
@@ -270,6 +443,7 @@ impl ConsumerContext for Context {
                     let _ = tpl.set_partition_offset(&topic, partition, Offset::Offset(n));
                 }
                 tracing::info!(partitions = %list(tpl), "kafka: partitions assigned");
+                self.record("assigned", tpl, BTreeMap::new());
                 let done = if cooperative {
                     consumer.incremental_assign(tpl)
                 } else {
@@ -281,7 +455,24 @@ impl ConsumerContext for Context {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(partitions = %list(tpl), "kafka: partitions revoked");
-                commit_durable(consumer, &self.wal, &self.stats, Some(tpl));
+                // The batch being read is dropped: its records were not
+                // handed on, and the next owner reads them.
+                self.cut.store(true, Ordering::Release);
+                {
+                    // Locked in the order the loop locks them.
+                    let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+                    let queued = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
+                    for e in tpl.elements() {
+                        let key = (e.topic().to_owned(), e.partition());
+                        match queued.get(&key) {
+                            Some(n) => next.insert(key, *n),
+                            None => next.remove(&key),
+                        };
+                    }
+                }
+                self.wait_covered(tpl);
+                let committed = commit_durable(consumer, &self.wal, &self.stats, Some(tpl));
+                self.record("revoked", tpl, committed);
                 let done = if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
@@ -329,32 +520,36 @@ fn commit_durable<C: ConsumerContext>(
     wal: &WalStatus,
     stats: &KafkaStats,
     only: Option<&TopicPartitionList>,
-) {
+) -> BTreeMap<String, i64> {
     let Some((_, offsets)) = wal.kafka_durable_since(0) else {
-        return;
+        return BTreeMap::new();
     };
     let keep = |topic: &str, partition: i32| {
         only.is_none_or(|tpl| tpl.find_partition(topic, partition).is_some())
     };
-    commit(consumer, stats, &offsets, keep, CommitMode::Sync);
+    commit(consumer, stats, &offsets, keep, CommitMode::Sync)
 }
 
+/// Commit `offsets` of the assigned partitions `keep` keeps; what was
+/// committed, as `topic/partition` → next offset.
 fn commit<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     stats: &KafkaStats,
     offsets: &KafkaOffsets,
     keep: impl Fn(&str, i32) -> bool,
     mode: CommitMode,
-) {
+) -> BTreeMap<String, i64> {
     let assigned = consumer.assignment().unwrap_or_default();
     let mut tpl = TopicPartitionList::new();
+    let mut committed = BTreeMap::new();
     for ((topic, partition), next) in offsets {
         if assigned.find_partition(topic, *partition).is_some() && keep(topic, *partition) {
             let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next));
+            committed.insert(format!("{topic}/{partition}"), *next);
         }
     }
     if tpl.count() == 0 {
-        return;
+        return committed;
     }
     match consumer.commit(&tpl, mode) {
         Ok(()) => {
@@ -363,8 +558,10 @@ fn commit<C: ConsumerContext>(
         Err(e) => {
             stats.commit_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "kafka: committing offsets to the group failed (the checkpoint keeps them)");
+            committed.clear();
         }
     }
+    committed
 }
 
 /// A running Kafka source.
@@ -403,11 +600,19 @@ impl KafkaSource {
             .into_iter()
             .filter(|((topic, _), _)| config.topics.contains(topic))
             .collect();
+        let queued = Arc::new(Mutex::new(next.clone()));
         let next = Arc::new(Mutex::new(next));
+        let cut = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let context = Context {
             next: next.clone(),
+            queued: queued.clone(),
+            cut: cut.clone(),
             wal: wal.clone(),
             stats: stats.clone(),
+            queue: queue.clone(),
+            name: format!("kafka:{}", config.group_id),
+            stop: stop.clone(),
         };
         let mut client = ClientConfig::new();
         for (k, v) in &config.options {
@@ -426,7 +631,6 @@ impl KafkaSource {
         consumer
             .subscribe(&topics)
             .with_context(|| format!("subscribing to {}", config.topics.join(", ")))?;
-        let stop = Arc::new(AtomicBool::new(false));
         let (finish, finish_rx) = std::sync::mpsc::channel();
         let mut run = Loop {
             consumer,
@@ -434,6 +638,8 @@ impl KafkaSource {
             source: start.source,
             position: start.position,
             next,
+            queued,
+            cut,
             limits,
             batch_size: batch_size.max(1),
             queue,
@@ -502,6 +708,8 @@ impl KafkaSource {
             topics: self.config.topics.clone(),
             records: get(&s.records),
             events: get(&s.events),
+            partials: get(&s.partials),
+            skipped: get(&s.skipped),
             rejected: get(&s.rejected),
             pauses: get(&s.pauses),
             paused: s.paused.load(Ordering::Relaxed),
@@ -511,6 +719,16 @@ impl KafkaSource {
             commit_errors: get(&s.commit_errors),
             errors: get(&s.errors),
             redelivered: get(&s.redelivered),
+            partitions_assigned: get(&s.partitions_assigned),
+            partitions_revoked: get(&s.partitions_revoked),
+            dropped_on_revoke: get(&s.dropped_on_revoke),
+            rebalance_events: s
+                .history
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .cloned()
+                .collect(),
             assigned: s
                 .assigned
                 .lock()
@@ -534,6 +752,8 @@ struct Loop {
     source: SourceId,
     position: u64,
     next: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
+    queued: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
+    cut: Arc<AtomicBool>,
     limits: Limits,
     batch_size: usize,
     queue: SourceQueue,
@@ -625,7 +845,9 @@ impl Loop {
         while let Ok(to) = self.rewinds.try_recv() {
             self.stats.rewinds.fetch_add(1, Ordering::Relaxed);
             let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut queued = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
             for ((topic, partition), at) in to {
+                queued.insert((topic.clone(), partition), at);
                 if let Err(e) =
                     self.consumer
                         .seek(&topic, partition, Offset::Offset(at), SYNC_TIMEOUT)
@@ -639,16 +861,51 @@ impl Loop {
 
     /// Up to a batch of records, decoded; `None` when none came.
     fn read_batch(&mut self) -> Option<KafkaBatch> {
-        let mut events = Vec::new();
-        let mut rejected = Vec::new();
+        let mut out = Decoded::default();
         let mut offsets: Vec<PartitionOffset> = Vec::new();
         let mut records = 0u64;
         let mut wait = POLL_WAIT;
-        while events.len() < self.batch_size {
-            let Some(polled) = self.consumer.poll(wait) else {
+        while out.events.len() + out.partials.len() < self.batch_size {
+            let polled = self.consumer.poll(wait);
+            wait = Duration::ZERO;
+            if self.cut.swap(false, Ordering::AcqRel) {
+                // Partitions were revoked inside that poll: drop what this
+                // batch read (never handed on) and read it again from where
+                // it started, here or at the partition's next owner.
+                self.stats
+                    .dropped_on_revoke
+                    .fetch_add(records, Ordering::Relaxed);
+                let again = std::mem::take(&mut offsets);
+                out = Decoded::default();
+                records = 0;
+                let assigned = self.consumer.assignment().unwrap_or_default();
+                let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+                for o in &again {
+                    next.insert((o.topic.clone(), o.partition), o.from);
+                    if assigned.find_partition(&o.topic, o.partition).is_some()
+                        && let Err(e) = self.consumer.seek(
+                            &o.topic,
+                            o.partition,
+                            Offset::Offset(o.from),
+                            SYNC_TIMEOUT,
+                        )
+                    {
+                        tracing::warn!(topic = %o.topic, partition = o.partition, error = %e, "kafka: seeking back failed");
+                    }
+                }
+                drop(next);
+                // A record of a partition read again comes again.
+                if let Some(Ok(m)) = &polled
+                    && again
+                        .iter()
+                        .any(|o| o.partition == m.partition() && o.topic == m.topic())
+                {
+                    continue;
+                }
+            }
+            let Some(polled) = polled else {
                 break;
             };
-            wait = Duration::ZERO;
             let m = match polled {
                 Ok(m) => m,
                 Err(e) => {
@@ -694,8 +951,7 @@ impl Loop {
                 &self.limits,
                 ingest::now_ms(),
                 &record,
-                &mut events,
-                &mut rejected,
+                &mut out,
             );
         }
         if records == 0 {
@@ -703,12 +959,23 @@ impl Loop {
         }
         self.position += records;
         self.stats.records.fetch_add(records, Ordering::Relaxed);
+        let Decoded {
+            events,
+            partials,
+            rejected,
+            skipped,
+        } = out;
+        let count = |n: usize| n as u64;
         self.stats
             .events
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
+            .fetch_add(count(events.len()), Ordering::Relaxed);
+        self.stats
+            .partials
+            .fetch_add(count(partials.len()), Ordering::Relaxed);
+        self.stats.skipped.fetch_add(skipped, Ordering::Relaxed);
         self.stats
             .rejected
-            .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+            .fetch_add(count(rejected.len()), Ordering::Relaxed);
         Some(KafkaBatch {
             batch: Batch {
                 source: self.source,
@@ -717,6 +984,7 @@ impl Loop {
                 wall_ms: None,
                 events,
             },
+            partials,
             rejected,
             offsets,
         })
@@ -726,9 +994,20 @@ impl Loop {
     /// False if eddy is stopping.
     fn push(&mut self, mut batch: KafkaBatch) -> bool {
         let mut paused: Option<TopicPartitionList> = None;
+        let handed: Vec<((String, i32), i64)> = batch
+            .offsets
+            .iter()
+            .map(|o| ((o.topic.clone(), o.partition), o.next))
+            .collect();
         let pushed = loop {
             match self.queue.try_push(batch) {
-                Ok(()) => break true,
+                Ok(()) => {
+                    let mut q = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
+                    for (key, next) in handed {
+                        q.insert(key, next);
+                    }
+                    break true;
+                }
                 Err((PushError::Closed, _)) => break false,
                 Err((_, back)) => {
                     batch = back;

@@ -586,6 +586,11 @@ impl Aggregates {
 }
 
 impl Acc {
+    /// Events folded in (through merges too).
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
     fn result(&self, output: Output, span_ms: i64) -> Json {
         let float = |x: Option<f64>| x.map_or(Json::Null, Json::from);
         let slot = |s| self.slots.get(s);

@@ -67,6 +67,7 @@ pub mod agg;
 pub mod groups;
 pub mod history;
 pub mod live;
+pub mod merge;
 pub mod operator;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -190,6 +191,13 @@ pub struct WindowConfig {
     pub history_ms: i64,
     /// Most closed results kept.
     pub max_history: usize,
+    /// `partials`: final results carry the group's encoded state, for a
+    /// window with `merge_from` on another eddy (see [`merge`]).
+    pub partials: bool,
+    /// `merge_from`: this window merges the partial results of the window
+    /// of this name (read by a `format = "partials"` Kafka source) instead
+    /// of taking events.
+    pub merge_from: Option<String>,
 }
 
 impl WindowConfig {
@@ -205,6 +213,8 @@ impl WindowConfig {
             max_groups: DEFAULT_MAX_GROUPS,
             history_ms: DEFAULT_HISTORY_MS,
             max_history: DEFAULT_MAX_HISTORY,
+            partials: false,
+            merge_from: None,
         }
     }
 }
@@ -447,6 +457,11 @@ impl Windows {
                     .map_err(|e| anyhow::anyhow!("window `{}`: {e}", c.name))?;
                 let op: Box<dyn WindowOperator> =
                     match spec.kind {
+                        WindowKind::Tumbling { size_ms } | WindowKind::Sliding { size_ms, .. }
+                            if spec.config.merge_from.is_some() =>
+                        {
+                            Box::new(merge::Merge::new(size_ms, spec.time.allowed_lateness_ms))
+                        }
                         WindowKind::Tumbling { size_ms } => Box::new(tumbling::Tumbling::new(
                             size_ms,
                             spec.time.allowed_lateness_ms,
@@ -544,6 +559,10 @@ impl Windows {
         self.arrival += events.len() as u64;
         let mut tagged: Vec<Tagged> = Vec::new();
         for (index, w) in self.windows.iter_mut().enumerate() {
+            if w.core.spec.config.merge_from.is_some() {
+                // It takes partial results, not events.
+                continue;
+            }
             w.guarded(|w| {
                 for (i, ev) in events.iter().enumerate() {
                     let (Some(&admit), Some(&frontier)) = (time.admit.get(i), time.frontier.get(i))
@@ -581,6 +600,41 @@ impl Windows {
         }
         out.extend(tagged.into_iter().map(|t| t.2));
         self.live.tick(time);
+    }
+
+    /// Partial results read from Kafka, arriving at wall time `wall`: each
+    /// merged into every window whose `merge_from` names its window (see
+    /// [`merge`]). One that no window merges, or whose state does not fit
+    /// the window, is returned with the reason, for a dead letter.
+    pub fn on_partials(
+        &mut self,
+        partials: &[merge::Partial],
+        wall: Option<i64>,
+        out: &mut Vec<Output>,
+    ) -> Vec<(usize, String)> {
+        let mut refused = Vec::new();
+        let mut tagged = Vec::new();
+        for (i, p) in partials.iter().enumerate() {
+            let mut merged = false;
+            for (index, w) in self.windows.iter_mut().enumerate() {
+                if w.core.spec.config.merge_from.as_deref() != Some(p.window.as_str()) {
+                    continue;
+                }
+                merged = true;
+                match p.open(&w.core.spec) {
+                    Ok((key, acc)) => w.guarded(|w| {
+                        w.merge(p, key, &acc, wall);
+                        w.drain(i as u64, index, &mut tagged);
+                    }),
+                    Err(why) => refused.push((i, format!("window `{}`: {why}", w.core.spec.name))),
+                }
+            }
+            if !merged {
+                refused.push((i, format!("no window has merge_from = \"{}\"", p.window)));
+            }
+        }
+        out.extend(tagged.into_iter().map(|t| t.2));
+        refused
     }
 
     /// The input ended: fire every open window.
@@ -761,8 +815,38 @@ impl Window {
         }
     }
 
+    /// Merge one partial (a window with `merge_from`), then move the
+    /// watermark after the partials' frontier.
+    fn merge(
+        &mut self,
+        p: &merge::Partial,
+        key: groups::GroupKey,
+        acc: &agg::Acc,
+        wall: Option<i64>,
+    ) {
+        let wm = self.watermark.get();
+        let Some(m) = self.op.as_merge() else {
+            return;
+        };
+        m.merge(&mut self.core.ctx(), p, key, acc, wall, wm);
+        let frontier = m.frontier();
+        if self.watermark.follow(frontier) {
+            let wm = self.watermark.get();
+            self.op.on_watermark(&mut self.core.ctx(), wm);
+        }
+    }
+
     fn tick(&mut self, time: &EventTime, now: i64) {
-        if self.watermark.tick(time) {
+        let idle_timeout = self.core.spec.time.idle_timeout_ms;
+        let moved = match self.op.as_merge() {
+            // A merging window's event time is its partials': only they,
+            // or a pause in them, move it (see [`merge`]).
+            Some(m) => m
+                .idle_target(now, idle_timeout)
+                .is_some_and(|to| self.watermark.reach(to)),
+            None => self.watermark.tick(time),
+        };
+        if moved {
             self.op
                 .on_watermark(&mut self.core.ctx(), self.watermark.get());
         }
@@ -829,6 +913,8 @@ impl Window {
             "allowed_lateness_ms": c.time.allowed_lateness_ms,
             "idle_timeout_ms": c.time.idle_timeout_ms,
             "early_every_ms": c.time.early_every_ms,
+            "partials": c.partials,
+            "merge_from": c.merge_from,
             "watermark": watermark_json(self.watermark.get()),
             "open": open,
             "groups": groups,

@@ -109,6 +109,8 @@ impl Ctx<'_> {
                 0
             },
             replaces: replaces.cloned().unwrap_or_default(),
+            state: (self.spec.config.partials && kind == ResultKind::Final)
+                .then(|| super::merge::encode_state(key, acc).into_boxed_str()),
         }));
     }
 
@@ -190,6 +192,12 @@ pub trait WindowOperator: Send {
     /// Open window instances (or sessions) and groups held, for gauges.
     fn sizes(&self) -> (usize, usize) {
         (0, 0)
+    }
+
+    /// The merging operator of a window with `merge_from`, which takes
+    /// partial results instead of events; `None` for every other kind.
+    fn as_merge(&mut self) -> Option<&mut super::merge::Merge> {
+        None
     }
 }
 

@@ -86,6 +86,9 @@ pub struct WindowResult {
     /// For a session merge: the `[start, end)` of results this one
     /// supersedes.
     pub replaces: Vec<(i64, i64)>,
+    /// The group's encoded accumulator, on final results of a window with
+    /// `partials = true` (see [`super::merge`]).
+    pub state: Option<Box<str>>,
 }
 
 impl WindowResult {
@@ -142,11 +145,15 @@ impl WindowResult {
             }
             out.push(']');
         }
+        if let Some(state) = &self.state {
+            out.push_str(",\"state\":");
+            write_json_str(out, state);
+        }
         out.push('}');
     }
 
     /// The published form:
-    /// `{"window","kind","start","end","group","values"[,"revision"][,"replaces"]}`.
+    /// `{"window","kind","start","end","group","values"[,"revision"][,"replaces"][,"state"]}`.
     pub fn to_json(&self) -> Json {
         let mut m = Map::new();
         m.insert("window".into(), Json::from(self.schema.window.as_str()));
@@ -172,6 +179,9 @@ impl WindowResult {
                 .map(|(s, e)| json!({"start": s, "end": e}))
                 .collect();
             m.insert("replaces".into(), Json::Array(list));
+        }
+        if let Some(state) = &self.state {
+            m.insert("state".into(), Json::from(&**state));
         }
         Json::Object(m)
     }
@@ -336,6 +346,7 @@ mod tests {
                     values: values.to_vec().into(),
                     revision,
                     replaces,
+                    state: None,
                 };
                 let mut text = String::new();
                 r.write_json(&mut text);

@@ -242,6 +242,7 @@ impl Windows {
                     values: r.values.into_iter().map(|v| v.0).collect(),
                     revision: r.revision,
                     replaces: r.replaces,
+                    state: None,
                 }));
             }
             w.history = history;

@@ -47,6 +47,7 @@ use serde::{Deserialize, Serialize};
 use super::WindowSpec;
 use super::agg::Acc;
 use super::groups::{GroupKey, KeyPart, Slot};
+use super::merge::MergeState;
 use super::session::SessionsState;
 use super::sliding::SlidingState;
 use super::tumbling::TumblingState;
@@ -75,6 +76,10 @@ pub enum OperatorState {
     Sliding(SlidingState),
     /// A [`Sessions`](super::session::Sessions) operator's.
     Sessions(SessionsState),
+    /// A [`Merge`](super::merge::Merge) operator's (a window with
+    /// `merge_from`). Last, so that snapshots written before it existed
+    /// still read.
+    Merge(MergeState),
 }
 
 impl OperatorState {
@@ -84,6 +89,7 @@ impl OperatorState {
             OperatorState::Tumbling(_) => "tumbling",
             OperatorState::Sliding(_) => "sliding",
             OperatorState::Sessions(_) => "session",
+            OperatorState::Merge(_) => "merging",
         }
     }
 
@@ -110,6 +116,7 @@ impl OperatorState {
             OperatorState::Tumbling(s) => add(&mut s.key_groups()),
             OperatorState::Sliding(s) => add(&mut s.key_groups()),
             OperatorState::Sessions(s) => add(&mut s.key_groups()),
+            OperatorState::Merge(s) => add(&mut s.key_groups()),
         }
         set
     }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::WindowSpec;
+use super::agg::{Acc, Aggregates};
 use super::groups::{GroupTable, KeyPart};
 use super::operator::{Ctx, OpenGroup, ResultKind, WindowOperator};
 use super::state::{
@@ -60,22 +61,30 @@ impl Tumbling {
     }
 }
 
-impl WindowOperator for Tumbling {
-    fn on_event(
+impl Tumbling {
+    /// Whether the window starting at `start` closed more than the allowed
+    /// lateness before `watermark`: what would go there is late.
+    pub(super) fn too_late(&self, start: i64, watermark: i64) -> bool {
+        start
+            .saturating_add(self.size)
+            .saturating_add(self.lateness)
+            <= watermark
+    }
+
+    /// Fold something into group `key` of the window starting at `start`
+    /// (not [`Tumbling::too_late`]) with `fold`: an event, or a partial
+    /// result's accumulator (see [`super::merge`]). A window the watermark
+    /// has passed publishes the group again at once, as a correction (or
+    /// as its first result if the group had none).
+    pub(super) fn fold(
         &mut self,
         ctx: &mut Ctx<'_>,
-        ev: &Event,
-        ts: i64,
+        start: i64,
         key: Box<[KeyPart]>,
-        arrival: u64,
         watermark: i64,
+        fold: impl FnOnce(&Aggregates, &mut Acc),
     ) {
-        let start = ts.div_euclid(self.size).saturating_mul(self.size);
         let end = start.saturating_add(self.size);
-        if end.saturating_add(self.lateness) <= watermark {
-            ctx.late(ev, ts, watermark);
-            return;
-        }
         let spec = ctx.spec;
         let hint = self.groups_hint.min(spec.max_groups.saturating_add(1));
         let inst = self.instances.entry(start).or_insert_with(|| Instance {
@@ -91,7 +100,7 @@ impl WindowOperator for Tumbling {
                 &spec.aggregates,
                 &mut ctx.stats.overflow_events,
             );
-            spec.aggregates.add(&mut slot.acc, ev, arrival);
+            fold(&spec.aggregates, &mut slot.acc);
             slot.dirty = true;
             return;
         }
@@ -104,25 +113,59 @@ impl WindowOperator for Tumbling {
         // A complete window (the watermark passed its end) gets a late
         // firing: a correction of the group's published result, or its
         // first result if the group had none.
-        let late_firing = (end <= watermark).then(|| {
-            let kind = if inst.groups.get(&key).is_some() {
-                ResultKind::Correction
-            } else {
-                ResultKind::Final
-            };
-            (kind, key.clone())
-        });
-        let slot = inst.groups.slot(key, &spec.aggregates);
-        spec.aggregates.add(&mut slot.acc, ev, arrival);
-        slot.dirty = true;
-        if let Some((kind, key)) = late_firing {
-            inst.fired = true;
-            slot.dirty = false;
-            if kind == ResultKind::Correction {
-                slot.revision += 1;
-            }
-            ctx.emit(kind, start, end, &key, &slot.acc, slot.revision, None);
+        let kind = if inst.groups.get(&key).is_some() {
+            ResultKind::Correction
+        } else {
+            ResultKind::Final
+        };
+        let slot = inst.groups.slot(key.clone(), &spec.aggregates);
+        fold(&spec.aggregates, &mut slot.acc);
+        inst.fired = true;
+        slot.dirty = false;
+        if kind == ResultKind::Correction {
+            slot.revision += 1;
         }
+        ctx.emit(kind, start, end, &key, &slot.acc, slot.revision, None);
+    }
+
+    /// Everything this operator holds, as its snapshot has it.
+    pub(super) fn state(&self) -> TumblingState {
+        let mut groups = Vec::new();
+        for (&start, inst) in &self.instances {
+            groups.extend(
+                inst.groups
+                    .iter()
+                    .map(|(key, slot)| KeyedSlot::new(start, key, slot)),
+            );
+        }
+        sort_keyed(&mut groups, |e| (e.key_group, e.start, &e.key));
+        TumblingState {
+            size: self.size,
+            lateness: self.lateness,
+            instances: self.instances.iter().map(|(&s, i)| (s, i.fired)).collect(),
+            groups,
+        }
+    }
+}
+
+impl WindowOperator for Tumbling {
+    fn on_event(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ev: &Event,
+        ts: i64,
+        key: Box<[KeyPart]>,
+        arrival: u64,
+        watermark: i64,
+    ) {
+        let start = ts.div_euclid(self.size).saturating_mul(self.size);
+        if self.too_late(start, watermark) {
+            ctx.late(ev, ts, watermark);
+            return;
+        }
+        self.fold(ctx, start, key, watermark, |aggs, acc| {
+            aggs.add(acc, ev, arrival)
+        });
     }
 
     fn on_watermark(&mut self, ctx: &mut Ctx<'_>, watermark: i64) {
@@ -195,21 +238,7 @@ impl WindowOperator for Tumbling {
     }
 
     fn snapshot(&self) -> OperatorState {
-        let mut groups = Vec::new();
-        for (&start, inst) in &self.instances {
-            groups.extend(
-                inst.groups
-                    .iter()
-                    .map(|(key, slot)| KeyedSlot::new(start, key, slot)),
-            );
-        }
-        sort_keyed(&mut groups, |e| (e.key_group, e.start, &e.key));
-        OperatorState::Tumbling(TumblingState {
-            size: self.size,
-            lateness: self.lateness,
-            instances: self.instances.iter().map(|(&s, i)| (s, i.fired)).collect(),
-            groups,
-        })
+        OperatorState::Tumbling(self.state())
     }
 
     fn restore(

@@ -64,6 +64,7 @@ fn result(
         values: values.into_boxed_slice(),
         revision: 0,
         replaces: Vec::new(),
+        state: None,
     }
 }
 

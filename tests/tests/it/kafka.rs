@@ -29,9 +29,9 @@ use serde_json::{Value, json};
 
 use crate::alertmanager::free_port;
 
-const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 /// The partitions of every test topic.
-const PARTITIONS: i32 = 4;
+pub(crate) const PARTITIONS: i32 = 4;
 
 /// The `tansu` binary: on `PATH`, or in cargo's bin folder where
 /// `scripts/setup` installs it.
@@ -172,7 +172,7 @@ impl Tansu {
 
 /// Produce `values` to `topic`, the i-th to partition `partition(i)`;
 /// returns each record's (partition, offset).
-async fn produce(
+pub(crate) async fn produce(
     producer: &FutureProducer,
     topic: &str,
     values: &[(i32, String)],
@@ -193,7 +193,7 @@ async fn produce(
         .collect()
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -257,11 +257,11 @@ group_id = "{group}"
     )
 }
 
-fn serve(sb: &Sandbox, cfg: &Path) -> Server {
+pub(crate) fn serve(sb: &Sandbox, cfg: &Path) -> Server {
     tokio::task::block_in_place(|| sb.serve(cfg))
 }
 
-async fn get(server: &Server, path: &str) -> Value {
+pub(crate) async fn get(server: &Server, path: &str) -> Value {
     get_json(server.url(path)).await
 }
 
@@ -532,7 +532,7 @@ fn reader_from_start(bootstrap: &str, topic: &str, group: &str) -> rdkafka::cons
 }
 /// Read every record of `topic` (all partitions, from the start) until
 /// `n` have come: (key, value) pairs.
-fn consume_all(bootstrap: &str, topic: &str, n: usize) -> Vec<(Option<String>, Value)> {
+pub(crate) fn consume_all(bootstrap: &str, topic: &str, n: usize) -> Vec<(Option<String>, Value)> {
     use rdkafka::Message;
     let consumer = reader_from_start(bootstrap, topic, "reader");
     let mut out = Vec::new();

@@ -14,6 +14,7 @@ mod decode;
 mod durability;
 mod engine;
 mod kafka;
+mod kafka_merge;
 mod limits;
 mod metrics;
 mod openapi;
