@@ -105,6 +105,9 @@ pub struct AppState {
     pub kafka: Arc<Vec<crate::source::kafka::KafkaSource>>,
     /// The `[[sinks.kafka]]` running, in order.
     pub kafka_sinks: Arc<Vec<crate::sink::kafka::KafkaSink>>,
+    /// `/openapi.json`, built on its first request: it depends only on the
+    /// configuration the server started with.
+    pub openapi: Arc<std::sync::OnceLock<axum::body::Bytes>>,
 }
 
 /// The router: every route eddy serves, each registered with its OpenAPI
@@ -343,6 +346,7 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
         notifiers,
         kafka: kafka.clone(),
         kafka_sinks: kafka_sinks.clone(),
+        openapi: Arc::default(),
     };
     reload::spawn_sighup(state.clone());
     tokio::spawn(rest::publish_stats(

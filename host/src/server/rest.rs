@@ -502,7 +502,21 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     responses((status = 200, description = "OpenAPI 3.1", body = api::Object))
 )]
 pub async fn openapi(State(state): State<AppState>) -> Response {
-    Json(api::document(&state.config)).into_response()
+    let body = match state.openapi.get() {
+        Some(body) => body.clone(),
+        None => match serde_json::to_vec(&api::document(&state.config)) {
+            Ok(bytes) => state.openapi.get_or_init(|| bytes.into()).clone(),
+            Err(e) => {
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "openapi_failed",
+                    format!("the OpenAPI document could not be written: {e}"),
+                )
+                .into_response();
+            }
+        },
+    };
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Unknown path: 404 with a JSON body.
