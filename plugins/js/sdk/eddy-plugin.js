@@ -220,13 +220,18 @@ export class Event {
     // or two of an event's many properties), first where it was in the
     // last event. This is the hot path of most plugins.
     const h = HINTS.get(key) ?? hint(key);
-    const b = this._b, bin = b.bin();
+    const b = this._b, bin = b.bin(), keys = b.keys;
     const len = b.properties[2 * this._i], start = b.properties[2 * this._i + 1], end = start + len;
     let p = start + h.slot;
-    if (p >= end || !b.isKey(p, h, bin)) {
+    if (!(p < end && keys[2 * p] === h.n && bin !== undefined && bin.startsWith(h.bin, keys[2 * p + 1]))) {
       for (p = start; p < end; p++) if (b.isKey(p, h, bin)) break;
       if (p === end) return undefined;
       h.slot = p - start;
+    }
+    if (b.ascii && b.kinds[p] === TEXT) {
+      // The common case, inline: an ASCII string is its binary string.
+      const w = b.valueWords, vlen = w[2 * p], vstart = w[2 * p + 1];
+      if (vlen !== ABSENT) return bin.substring(vstart, vstart + vlen);
     }
     return b.value(p);
   }
@@ -299,6 +304,10 @@ class Output {
   /** Write an event's edits: one per key, at the key's first place, with its last value. */
   event(e) {
     const keys = e.keys, values = e.values, m = keys.length;
+    if (m === 1) {
+      this.edit(keys[0], values[0]);
+      return;
+    }
     if (m > 8) {
       // Many edits: a map, rather than comparing every pair.
       const last = new Map();
