@@ -7,6 +7,9 @@
 //! `stages`, `breakdown`, `swap` or `languages` (the example plugins in
 //! Rust, Python and JavaScript); all of them without one. Prints medians; no
 //! assertions: figures are read, compared with the goals, and reported.
+//! With `EDDY_BENCH_OUTPUT=DIR`, each stage timed on its own also writes its
+//! output on the benchmark batch to `DIR/<plugin>.ndjson`, to check that a
+//! faster build gives the same events.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -132,30 +135,67 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Median ns/event over samples of whole-batch pipeline calls.
 fn ns_per_event(dir: &Path, plugin: &str) -> (f64, f64) {
-    ns_per_event_on(dir, plugin, "", events())
+    let timing = ns_per_event_on(dir, plugin, "", events());
+    (timing.median, timing.min)
+}
+
+/// The CPU time this thread has run, from the kernel's scheduler statistics
+/// (nanoseconds; Linux only). The stage runs its plugin on the calling
+/// thread, so this leaves out the time other processes take the core away:
+/// the figure to compare on a loaded machine.
+fn thread_cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
+/// ns/event of a stage: wall-clock median and minimum over samples, and the
+/// median of the thread's CPU time when the system reports it.
+struct Timing {
+    median: f64,
+    min: f64,
+    cpu_median: Option<f64>,
 }
 
 /// [`ns_per_event`] with stage settings `extra` and events `input`.
-fn ns_per_event_on(dir: &Path, plugin: &str, extra: &str, input: Vec<Event>) -> (f64, f64) {
+fn ns_per_event_on(dir: &Path, plugin: &str, extra: &str, input: Vec<Event>) -> Timing {
     let mut pipeline = pipeline_for(dir, plugin, extra);
     for _ in 0..WARMUP_BATCHES {
         let out = process(&mut pipeline, input.clone());
         assert_eq!(out.events.len(), BATCH, "{plugin} must keep every event");
     }
+    if let Some(dir) = std::env::var_os("EDDY_BENCH_OUTPUT") {
+        // The stage's output on the benchmark batch, to compare two builds
+        // of a plugin or its SDK: the figures only count if it is the same.
+        let out = process(&mut pipeline, input.clone());
+        let lines: String = out.events.iter().map(|e| e.to_json() + "\n").collect();
+        std::fs::write(Path::new(&dir).join(format!("{plugin}.ndjson")), lines).unwrap();
+    }
     let mut samples = Vec::with_capacity(SAMPLES);
+    let mut cpu_samples = Vec::with_capacity(SAMPLES);
+    let per_event = |ns: f64| ns / (BATCHES_PER_SAMPLE * BATCH) as f64;
     for _ in 0..SAMPLES {
         let mut busy = Duration::ZERO;
+        let mut cpu = 0;
         for _ in 0..BATCHES_PER_SAMPLE {
             let batch = input.clone();
+            let cpu_before = thread_cpu_ns();
             let started = Instant::now();
             let out = process(&mut pipeline, batch);
             busy += started.elapsed();
+            if let (Some(before), Some(after)) = (cpu_before, thread_cpu_ns()) {
+                cpu += after - before;
+            }
             drop(out);
         }
-        samples.push(busy.as_nanos() as f64 / (BATCHES_PER_SAMPLE * BATCH) as f64);
+        samples.push(per_event(busy.as_nanos() as f64));
+        cpu_samples.push(per_event(cpu as f64));
     }
     let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
-    (median(&mut samples), min)
+    Timing {
+        median: median(&mut samples),
+        min,
+        cpu_median: thread_cpu_ns().map(|_| median(&mut cpu_samples)),
+    }
 }
 
 /// Where a stage's time goes: encoding, the plugin call (lowering, guest
@@ -259,16 +299,29 @@ fn languages(dir: &Path) {
     // Python and JavaScript stages take 15-30 µs/event: a 1,000-event batch
     // needs more than the 100 ms default deadline on a busy machine.
     let deadline = "deadline_ms = 5000\n";
+    // Their 12-18 MB components take 10-25 s to compile, more than the 30 s
+    // default on a busy machine (a cached compilation loads at once).
+    let runtime = "[runtime]\ncompile_timeout_ms = 300000\n";
     let rows: [(&str, &str, String, Vec<Event>); 5] = [
         ("Rust", "pass-through", String::new(), events()),
         ("Rust", "ua-enricher", String::new(), events()),
-        ("Python", "geo-region-py", deadline.into(), geo_events()),
-        ("JavaScript", "geo-region-js", deadline.into(), geo_events()),
+        (
+            "Python",
+            "geo-region-py",
+            format!("{deadline}{runtime}"),
+            geo_events(),
+        ),
+        (
+            "JavaScript",
+            "geo-region-js",
+            format!("{deadline}{runtime}"),
+            geo_events(),
+        ),
         // Rate 1 keeps every event, so each is hashed and tagged.
         (
             "JavaScript",
             "sampler-js",
-            format!("{deadline}[stages.config]\nrate = 1.0\n"),
+            format!("{deadline}[stages.config]\nrate = 1.0\n{runtime}"),
             events(),
         ),
     ];
@@ -277,8 +330,15 @@ fn languages(dir: &Path) {
             println!("{plugin}: not built (scripts/build-plugins)");
             continue;
         }
-        let (med, min) = ns_per_event_on(dir, plugin, &extra, input);
-        println!("{lang:<10} {plugin:<14}: {med:>8.1} ns/event (min {min:.1})");
+        let t = ns_per_event_on(dir, plugin, &extra, input);
+        let cpu = t
+            .cpu_median
+            .map(|c| format!(", thread CPU {c:.1}"))
+            .unwrap_or_default();
+        println!(
+            "{lang:<10} {plugin:<14}: {:>8.1} ns/event (min {:.1}{cpu})",
+            t.median, t.min
+        );
     }
 }
 

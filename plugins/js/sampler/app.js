@@ -14,11 +14,20 @@ const KEYS = ["rate", "always_keep", "property"];
 
 /** FNV-1a over the UTF-8 bytes of `s`, as an unsigned 32-bit integer. */
 export function fnv1a(s) {
+  // An ASCII string's UTF-16 units are its UTF-8 bytes: hash them without
+  // encoding (an indexed loop; the component's interpreter has no JIT).
   let h = 0x811c9dc5;
-  for (const byte of encoder.encode(s)) {
-    h ^= byte;
-    h = Math.imul(h, 0x01000193) >>> 0;
+  for (let k = 0; k < s.length; k++) {
+    const c = s.charCodeAt(k);
+    if (c >= 0x80) return fnv1aBytes(encoder.encode(s));
+    h = Math.imul(h ^ c, 0x01000193);
   }
+  return h >>> 0;
+}
+
+function fnv1aBytes(bytes) {
+  let h = 0x811c9dc5;
+  for (let k = 0; k < bytes.length; k++) h = Math.imul(h ^ bytes[k], 0x01000193);
   return h >>> 0;
 }
 

@@ -41,8 +41,24 @@ const REMOVED = Symbol("removed");
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
-// Short ASCII strings (names, ids, codes) are built directly: in the
-// component's interpreter that is several times cheaper than TextDecoder.
+// Strings are read from a "binary string" of the batch's text: one UTF-16
+// unit per byte, so byte offsets index it directly. Native code builds it
+// once per batch; after that finding a key (`startsWith`) and taking a
+// value (`substring`) are single native calls instead of loops over bytes
+// in the component's interpreter, which has no JIT. windows-1252 maps each
+// byte to one unit; where the runtime lacks it, UTF-8 does the same for a
+// text that is all ASCII, and other batches are read byte by byte.
+const NON_ASCII = /[^\x00-\x7f]/;
+const SINGLE_BYTE = (() => {
+  try {
+    const d = new TextDecoder("windows-1252");
+    return d.decode(Uint8Array.of(0x41, 0x80, 0xff)).length === 3 ? d : undefined;
+  } catch {
+    return undefined;
+  }
+})();
+
+/** Short ASCII strings built directly (cheaper than TextDecoder here). */
 function decode(text, start, len) {
   if (len <= 32) {
     let s = "";
@@ -69,6 +85,20 @@ function encode(s) {
   return bytes;
 }
 
+// Where each property name was found last: its UTF-8 as a binary string,
+// its length in bytes, and its position among the event's properties.
+// Events of one source list their properties in the same order, so `get`
+// checks that position first and scans only when it misses. Bounded.
+const HINTS = new Map();
+function hint(key) {
+  const bytes = encode(key);
+  const ascii = !NON_ASCII.test(key);
+  const bin = ascii ? key : SINGLE_BYTE !== undefined ? SINGLE_BYTE.decode(bytes) : undefined;
+  const h = { bytes, bin, n: bytes.length, slot: 0 };
+  if (HINTS.size < ENCODED_MAX) HINTS.set(key, h);
+  return h;
+}
+
 // 64-bit columns read as pairs of 32-bit words (little endian), which avoids
 // a BigInt per span.
 function words(column) {
@@ -88,11 +118,39 @@ class Batch {
     this.values = b.values;
     this.valueWords = words(b.values);
     this.timestamps = b.timestamps;
+    this._bin = null; // not built yet
+    this.ascii = false;
+  }
+  /** The text as a binary string (built on first use), or undefined. */
+  bin() {
+    if (this._bin === null) {
+      const s = decoder.decode(this.text);
+      this.ascii = s.length === this.text.length;
+      this._bin = this.ascii ? s : SINGLE_BYTE?.decode(this.text);
+    }
+    return this._bin;
+  }
+  str(start, len) {
+    const bin = this.bin();
+    if (bin === undefined) return decode(this.text, start, len);
+    const s = bin.substring(start, start + len);
+    if (this.ascii || !NON_ASCII.test(s)) return s;
+    return decoder.decode(this.text.subarray(start, start + len));
+  }
+  /** Whether the key of property `p` is the key `h` (see `hint`). */
+  isKey(p, h, bin) {
+    const keys = this.keys, n = h.n;
+    if (keys[2 * p] !== n) return false;
+    const s = keys[2 * p + 1];
+    if (bin !== undefined && h.bin !== undefined) return bin.startsWith(h.bin, s);
+    const text = this.text, kb = h.bytes;
+    for (let k = 0; k < n; k++) if (text[s + k] !== kb[k]) return false;
+    return true;
   }
   span(col, i) {
     const len = col[2 * i], start = col[2 * i + 1];
     if (len === ABSENT && start === ABSENT) return undefined;
-    return decode(this.text, start, len);
+    return this.str(start, len);
   }
   value(p) {
     switch (this.kinds[p]) {
@@ -109,13 +167,31 @@ class Batch {
   }
 }
 
-/** One event of a batch: read fields and properties, edit properties. */
+/** The edits made to one event so far, in order (a key may repeat). */
+class Edits {
+  constructor() {
+    this.keys = [];
+    this.values = [];
+  }
+  /** The last value set for `key` (REMOVED if removed), or undefined. */
+  find(key) {
+    for (let j = this.keys.length - 1; j >= 0; j--) if (this.keys[j] === key) return this.values[j];
+    return undefined;
+  }
+}
+
+/**
+ * One event of a batch: read fields and properties, edit properties.
+ *
+ * A processor's `process` gets a view of the current event; keep values
+ * from it, not the view, beyond the call.
+ */
 export class Event {
-  constructor(batch, i) {
+  constructor(batch, i, edits) {
     this._b = batch;
     this._i = i;
     this._props = undefined;
-    this.edits = undefined;
+    this._edits = edits ?? new Edits();
   }
   get name() { return this._b.span(this._b.names, this._i); }
   get distinctId() { return this._b.span(this._b.distinctIds, this._i); }
@@ -135,28 +211,38 @@ export class Event {
   }
   /** A property's value (seeing this plugin's own edits), or undefined. */
   get(key) {
-    if (this.edits !== undefined && this.edits.has(key)) {
-      const v = this.edits.get(key);
-      return v === REMOVED ? undefined : v;
+    if (this._edits.keys.length !== 0) {
+      const v = this._edits.find(key);
+      if (v !== undefined) return v === REMOVED ? undefined : v;
     }
     if (this._props !== undefined) return this._props[key];
-    // Find the key by its bytes rather than decoding every property: most
-    // plugins read one or two of an event's many properties.
-    const kb = encode(key);
-    const b = this._b, keys = b.keys, text = b.text, n = kb.length;
-    const len = b.properties[2 * this._i], start = b.properties[2 * this._i + 1];
-    outer: for (let p = start; p < start + len; p++) {
-      if (keys[2 * p] !== n) continue;
-      const s = keys[2 * p + 1];
-      for (let k = 0; k < n; k++) if (text[s + k] !== kb[k]) continue outer;
-      return b.value(p);
+    // Find the key without decoding every property (most plugins read one
+    // or two of an event's many properties), first where it was in the
+    // last event. This is the hot path of most plugins.
+    const h = HINTS.get(key) ?? hint(key);
+    const b = this._b, bin = b.bin(), keys = b.keys;
+    const len = b.properties[2 * this._i], start = b.properties[2 * this._i + 1], end = start + len;
+    let p = start + h.slot;
+    if (!(p < end && keys[2 * p] === h.n && bin !== undefined && bin.startsWith(h.bin, keys[2 * p + 1]))) {
+      for (p = start; p < end; p++) if (b.isKey(p, h, bin)) break;
+      if (p === end) return undefined;
+      h.slot = p - start;
     }
-    return undefined;
+    if (b.ascii && b.kinds[p] === TEXT) {
+      // The common case, inline: an ASCII string is its binary string.
+      const w = b.valueWords, vlen = w[2 * p], vstart = w[2 * p + 1];
+      if (vlen !== ABSENT) return bin.substring(vstart, vstart + vlen);
+    }
+    return b.value(p);
   }
   /** Set a property: null, boolean, number, BigInt, string, or an object/array (kept as JSON). */
-  set(key, value) { (this.edits ??= new Map()).set(key, value); }
+  set(key, value) {
+    const e = this._edits;
+    e.keys.push(key);
+    e.values.push(value);
+  }
   /** Remove a property. */
-  remove(key) { (this.edits ??= new Map()).set(key, REMOVED); }
+  remove(key) { this.set(key, REMOVED); }
 }
 
 // Scratch views to read a float's bits without allocating.
@@ -175,24 +261,32 @@ class Output {
   constructor() {
     this.chunks = [];
     this.size = 0;
+    // Each distinct string is written once per batch and every edit points
+    // at it: string -> [length, start].
+    this.spans = new Map();
     this.keys = []; // word pairs
     this.kinds = [];
     this.values = []; // word pairs
   }
-  /** Append `s` to the text; push its span's words onto `words`. */
+  /** Append `s` to the text (once per batch); push its span's words onto `words`. */
   span(s, words) {
-    const bytes = encode(s);
-    words.push(bytes.length, this.size);
-    this.chunks.push(bytes);
-    this.size += bytes.length;
+    let span = this.spans.get(s);
+    if (span === undefined) {
+      const bytes = encode(s);
+      span = [bytes.length, this.size];
+      this.chunks.push(bytes);
+      this.size += bytes.length;
+      this.spans.set(s, span);
+    }
+    words.push(span[0], span[1]);
   }
   edit(key, value) {
     this.span(key, this.keys);
     const v = this.values;
-    if (value === REMOVED) { this.kinds.push(REMOVE); v.push(0, 0); }
+    if (typeof value === "string") { this.kinds.push(TEXT); this.span(value, v); }
+    else if (value === REMOVED) { this.kinds.push(REMOVE); v.push(0, 0); }
     else if (value === null || value === undefined) { this.kinds.push(NULL); v.push(0, 0); }
     else if (typeof value === "boolean") { this.kinds.push(BOOL); v.push(value ? 1 : 0, 0); }
-    else if (typeof value === "string") { this.kinds.push(TEXT); this.span(value, v); }
     else if (typeof value === "number" && Number.isSafeInteger(value)) {
       this.kinds.push(INT);
       v.push(value >>> 0, Math.floor(value / 0x100000000) >>> 0);
@@ -206,6 +300,29 @@ class Output {
       const bits = BigInt.asUintN(64, value);
       v.push(Number(bits & 0xffffffffn), Number(bits >> 32n));
     } else { this.kinds.push(JSON_KIND); this.span(JSON.stringify(value), v); }
+  }
+  /** Write an event's edits: one per key, at the key's first place, with its last value. */
+  event(e) {
+    const keys = e.keys, values = e.values, m = keys.length;
+    if (m === 1) {
+      this.edit(keys[0], values[0]);
+      return;
+    }
+    if (m > 8) {
+      // Many edits: a map, rather than comparing every pair.
+      const last = new Map();
+      for (let j = 0; j < m; j++) last.set(keys[j], values[j]);
+      for (const [key, value] of last) this.edit(key, value);
+      return;
+    }
+    for (let j = 0; j < m; j++) {
+      const key = keys[j];
+      let value = values[j], repeated = false;
+      for (let k = 0; k < j; k++) if (keys[k] === key) { repeated = true; break; }
+      if (repeated) continue;
+      for (let k = j + 1; k < m; k++) if (keys[k] === key) value = values[k];
+      this.edit(key, value);
+    }
   }
   text() {
     const text = new Uint8Array(this.size);
@@ -223,19 +340,28 @@ export function runBatch(def, state, wit) {
   const args = new BigUint64Array(n);
   const argWords = new Uint32Array(args.buffer);
   const out = new Output();
+  // One view for the whole batch, moved from event to event, and one list
+  // of edits: this loop runs once per event in an interpreter.
+  const edits = new Edits();
+  const event = new Event(batch, 0, edits);
   for (let i = 0; i < n; i++) {
-    const event = new Event(batch, i);
+    event._i = i;
+    event._props = undefined;
     const outcome = def.process(event, state);
-    if (outcome === DROP) kinds[i] = DROP;
-    else if (outcome === KEEP || outcome === undefined) {
-      if (event.edits !== undefined && event.edits.size > 0) {
+    if (outcome === KEEP || outcome === undefined) {
+      if (edits.keys.length !== 0) {
         const first = out.kinds.length;
-        for (const [k, v] of event.edits) out.edit(k, v);
+        out.event(edits);
         kinds[i] = 2;
         argWords[2 * i] = out.kinds.length - first;
         argWords[2 * i + 1] = first;
       }
-    } else throw new Error(`process() returned ${outcome}; return KEEP or DROP`);
+    } else if (outcome === DROP) kinds[i] = DROP;
+    else throw new Error(`process() returned ${outcome}; return KEEP or DROP`);
+    if (edits.keys.length !== 0) {
+      edits.keys.length = 0;
+      edits.values.length = 0;
+    }
   }
   if (def.endBatch) def.endBatch(state);
   const empty64 = new BigUint64Array(0);

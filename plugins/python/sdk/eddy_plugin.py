@@ -65,12 +65,29 @@ _U64 = 0xFFFF_FFFF_FFFF_FFFF
 # Value kinds of wit/types.wit.
 _NULL, _BOOL, _INT, _FLOAT, _TEXT, _JSON, _REMOVE = 0, 1, 2, 3, 4, 5, 6
 _MISSING = object()
-# Property names as UTF-8, encoded once.
-_KEY_BYTES = {}
+# Where each property name was found last: name -> [UTF-8 bytes, length,
+# position among the event's properties]. Events of one source list their
+# properties in the same order, so `get` checks that position first and
+# scans only when it misses. Bounded: a plugin reading computed names would
+# otherwise grow it forever.
+_HINTS = {}
+_HINTS_MAX = 4096
+
+
+def _hint(key):
+    hint = [key.encode(), 0, 0]
+    hint[1] = len(hint[0])
+    if len(_HINTS) < _HINTS_MAX:
+        _HINTS[key] = hint
+    return hint
 
 
 class Event:
-    """One event of a batch: read fields and properties, edit properties."""
+    """One event of a batch: read fields and properties, edit properties.
+
+    A processor's ``process`` gets a view of the current event; keep what you
+    need from it (values, not the view) beyond the call.
+    """
 
     __slots__ = ("_batch", "_text", "_i", "_props", "_edits")
 
@@ -127,41 +144,52 @@ class Event:
 
     def get(self, key, default=None):
         """A property's value, seeing this plugin's own edits."""
-        if self._edits is not None and key in self._edits:
-            v = self._edits[key]
+        edits = self._edits
+        if edits is not None and key in edits:
+            v = edits[key]
             return default if v is _MISSING else v
         if self._props is not None:
             return self._props.get(key, default)
-        # Find the key by its bytes rather than decoding every property:
-        # most plugins read one or two of an event's many properties.
-        kb = _KEY_BYTES.get(key)
-        if kb is None:
-            kb = _KEY_BYTES[key] = key.encode()
+        # Find the key by its bytes rather than decoding every property
+        # (most plugins read one or two of an event's many properties),
+        # first where it was in the last event. This is the hot path of
+        # most plugins: it is written for CPython's interpreter.
+        hint = _HINTS.get(key)
+        if hint is None:
+            hint = _hint(key)
+        kb, n, slot = hint
         b = self._batch
         text = self._text
         keys = b.keys
         r = b.properties[self._i]
         start = r >> 32
-        n = len(kb)
-        for p in range(start, start + (r & 0xFFFF_FFFF)):
-            span = keys[p]
-            if span & 0xFFFF_FFFF == n:
-                s = span >> 32
-                if text[s : s + n] == kb:
-                    return _decode(self, b.kinds[p], b.values[p])
-        return default
+        end = start + (r & 0xFFFF_FFFF)
+        p = start + slot
+        if p >= end or keys[p] & 0xFFFF_FFFF != n or not text.startswith(kb, keys[p] >> 32):
+            for p in range(start, end):
+                span = keys[p]
+                if span & 0xFFFF_FFFF == n and text.startswith(kb, span >> 32):
+                    hint[2] = p - start
+                    break
+            else:
+                return default
+        bits = b.values[p]
+        if b.kinds[p] == _TEXT and bits != _ABSENT:
+            s = bits >> 32
+            return text[s : s + (bits & 0xFFFF_FFFF)].decode()
+        return _decode(self, b.kinds[p], bits)
 
     def set(self, key, value):
         """Set a property: None, bool, int, float, str, or a dict/list (kept as JSON)."""
-        if self._edits is None:
-            self._edits = {}
-        self._edits[key] = value
+        edits = self._edits
+        if edits is None:
+            self._edits = {key: value}
+        else:
+            edits[key] = value
 
     def remove(self, key):
         """Remove a property."""
-        if self._edits is None:
-            self._edits = {}
-        self._edits[key] = _MISSING
+        self.set(key, _MISSING)
 
 
 def _decode(event, kind, bits):
@@ -179,23 +207,33 @@ def _decode(event, kind, bits):
 
 
 class _Output:
-    """The text and edit columns of a result."""
+    """The text and edit columns of a result.
+
+    Each distinct string (a property name, a value such as a region) is
+    written to the text once per batch and every edit points at it.
+    """
 
     def __init__(self):
         self.text = bytearray()
+        self.spans = {}
         self.keys = []
         self.kinds = bytearray()
         self.values = []
 
     def span(self, s):
-        data = s.encode()
-        start = len(self.text)
-        self.text += data
-        return (start << 32) | len(data)
+        span = self.spans.get(s)
+        if span is None:
+            data = s.encode()
+            start = len(self.text)
+            self.text += data
+            span = self.spans[s] = (start << 32) | len(data)
+        return span
 
     def edit(self, key, value):
         self.keys.append(self.span(key))
-        if value is _MISSING:
+        if type(value) is str:
+            kind, bits = _TEXT, self.span(value)
+        elif value is _MISSING:
             kind, bits = _REMOVE, 0
         elif value is None:
             kind, bits = _NULL, 0
@@ -228,18 +266,44 @@ def run_batch(instance, batch):
     kinds = bytearray(n)
     args = [0] * n
     out = _Output()
+    edit = out.edit
+    spans = out.spans
+    span = out.span
+    edit_keys = out.keys
+    edit_kinds = out.kinds
+    edit_values = out.values
+    process = instance.process
+    # One view for the whole batch, moved from event to event. This loop
+    # runs once per event in an interpreter: it allocates nothing an event
+    # does not ask for and writes the common edit (a string value under a
+    # name already written) without a call.
+    event = Event(batch, text, 0)
     for i in range(n):
-        event = Event(batch, text, i)
-        outcome = instance.process(event)
-        if outcome == DROP:
-            kinds[i] = DROP
-        elif outcome == KEEP or outcome is None:
-            if event._edits:
-                first = len(out.keys)
-                for key, value in event._edits.items():
-                    out.edit(key, value)
+        event._i = i
+        outcome = process(event)
+        edits = event._edits
+        if edits is not None:
+            event._edits = None
+        event._props = None
+        if outcome == KEEP or outcome is None:
+            if edits:
+                first = len(edit_keys)
+                for key, value in edits.items():
+                    if type(value) is str:
+                        k = spans.get(key)
+                        v = spans.get(value)
+                        if k is None or v is None:
+                            k = span(key)
+                            v = span(value)
+                        edit_keys.append(k)
+                        edit_kinds.append(_TEXT)
+                        edit_values.append(v)
+                    else:
+                        edit(key, value)
                 kinds[i] = 2
-                args[i] = (first << 32) | (len(out.keys) - first)
+                args[i] = (first << 32) | (len(edit_keys) - first)
+        elif outcome == DROP:
+            kinds[i] = DROP
         else:
             raise ValueError(f"process() returned {outcome!r}; return KEEP or DROP")
     end = getattr(instance, "end_batch", None)
