@@ -101,9 +101,18 @@ struct StatusInner {
 #[derive(Debug, Default)]
 pub struct WalStatus {
     inner: Mutex<StatusInner>,
+    /// A checkpoint was asked for before its interval (a Kafka source
+    /// giving partitions up waits for one).
+    wanted: AtomicBool,
 }
 
 impl WalStatus {
+    /// Ask the engine for a checkpoint now: it takes one at its next turn
+    /// (within a tick, 100 ms) unless one is being written.
+    pub fn want_checkpoint(&self) {
+        self.wanted.store(true, Ordering::Release);
+    }
+
     /// The Kafka offsets of the newest durable checkpoint if it is newer
     /// than `version` (0 at first), with its version.
     pub fn kafka_durable_since(&self, version: u64) -> Option<(u64, KafkaOffsets)> {
@@ -678,9 +687,12 @@ impl Wal {
         self.gc.submit(record)
     }
 
-    /// A checkpoint is due and none is being written.
+    /// A checkpoint is due (its interval has passed, or one was asked
+    /// for) and none is being written.
     pub fn checkpoint_due(&self) -> bool {
-        self.last.elapsed() >= self.interval && !self.busy.load(Ordering::Acquire)
+        !self.busy.load(Ordering::Acquire)
+            && (self.last.elapsed() >= self.interval
+                || self.status.wanted.swap(false, Ordering::AcqRel))
     }
 
     /// Hand the engine's state, covering the log up to `seq`, to the

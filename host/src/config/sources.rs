@@ -73,7 +73,18 @@ pub struct KafkaSourceConfig {
     /// `options`: further librdkafka settings, passed through (checked by
     /// librdkafka when the configuration is loaded).
     pub options: BTreeMap<String, String>,
+    /// `revoke_wait`: the longest a revocation waits for a durable
+    /// checkpoint covering the revoked partitions' records (it asks for one
+    /// at once) before committing what is durable.
+    pub revoke_wait: std::time::Duration,
 }
+
+/// Default `revoke_wait`: 30 s, well inside librdkafka's default
+/// `max.poll.interval.ms` (5 minutes).
+pub const DEFAULT_REVOKE_WAIT_MS: i64 = 30_000;
+/// Largest `revoke_wait`: a rebalance callback that takes longer than
+/// `max.poll.interval.ms` (default 5 minutes) gets the member expelled.
+const MAX_REVOKE_WAIT_MS: i64 = 240_000;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -126,6 +137,8 @@ struct RawKafka {
     timestamp: Option<RawTimestamp>,
     #[serde(default)]
     options: BTreeMap<String, RawOption>,
+    #[serde(default)]
+    revoke_wait: Option<String>,
 }
 
 fn is_topic(name: &str) -> bool {
@@ -265,6 +278,19 @@ impl Validator<'_> {
                 "is not used with format = \"partials\" (a partial result's time is its window's)",
             ));
         }
+        let revoke_wait = match raw.revoke_wait {
+            None => DEFAULT_REVOKE_WAIT_MS,
+            Some(text) => {
+                let ms = self.duration(&key("revoke_wait"), &text, 0)?;
+                if ms > MAX_REVOKE_WAIT_MS {
+                    return Err(self.invalid(
+                        key("revoke_wait"),
+                        format!("`{text}` must be at most 4m: a rebalance that takes longer than librdkafka's max.poll.interval.ms (5m) expels the member"),
+                    ));
+                }
+                ms
+            }
+        };
         Ok(KafkaSourceConfig {
             brokers,
             topics: raw.topics,
@@ -279,6 +305,7 @@ impl Validator<'_> {
                 Some(RawTimestamp::Record) => KafkaTimestamp::Record,
             },
             options,
+            revoke_wait: std::time::Duration::from_millis(revoke_wait.unsigned_abs()),
         })
     }
 }
@@ -313,6 +340,12 @@ timestamp = "record"
         assert_eq!(k.format, super::KafkaFormat::PostHog);
         assert_eq!(k.timestamp, super::KafkaTimestamp::Record);
         assert_eq!(k.options["fetch.wait.max.ms"], "50");
+        assert_eq!(k.revoke_wait, std::time::Duration::from_secs(30));
+        let c = parse(&OK.replace("timestamp = ", "revoke_wait = \"2s\"\ntimestamp = ")).unwrap();
+        assert_eq!(
+            c.sources.kafka[0].revoke_wait,
+            std::time::Duration::from_secs(2)
+        );
         let c = parse("").unwrap();
         assert!(c.sources.kafka.is_empty());
     }
@@ -346,6 +379,14 @@ timestamp = "record"
                 "sources.kafka[0].options.\"fetch.wait.max.ms\"",
             ),
             (format!("{OK}\n[wal]\nenabled = false\n"), "sources.kafka"),
+            (
+                OK.replace("timestamp = ", "revoke_wait = \"soon\"\ntimestamp = "),
+                "sources.kafka[0].revoke_wait",
+            ),
+            (
+                OK.replace("timestamp = ", "revoke_wait = \"10m\"\ntimestamp = "),
+                "sources.kafka[0].revoke_wait",
+            ),
         ];
         for (text, key) in cases {
             let err = parse(&text).unwrap_err();

@@ -120,6 +120,7 @@ mod tests {
             format,
             timestamp,
             options: BTreeMap::new(),
+            revoke_wait: std::time::Duration::from_secs(30),
         }
     }
 

@@ -19,9 +19,9 @@
 //! - **Bad records.** A record the decoder refuses becomes a dead letter
 //!   naming its topic, partition and offset; the partition keeps flowing.
 //! - **Giving partitions up.** When the group revokes partitions, the
-//!   source first waits (at most [`REVOKE_WAIT`]) until a durable
-//!   checkpoint covers every record of theirs it handed to the engine, and
-//!   commits that: the next owner starts exactly where this instance's
+//!   source asks for a checkpoint at once and waits (at most
+//!   `revoke_wait`, default 30 s) until a durable checkpoint covers every
+//!   record of theirs it handed to the engine, and commits that: the next owner starts exactly where this instance's
 //!   counted records end, so a graceful rebalance counts nothing twice and
 //!   loses nothing. Records read but not yet handed on are dropped and read
 //!   again by whoever owns the partition next.
@@ -62,13 +62,8 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often each assigned partition's high watermark is fetched, for
 /// its lag on `/v1/stats` and `/metrics`.
 const LAG_EVERY: Duration = Duration::from_secs(1);
-/// Longest wait, when partitions are revoked, for a durable checkpoint
-/// covering what was handed to the engine: three times the default
-/// `wal.checkpoint_interval_ms` (10 s), well inside librdkafka's default
-/// `max.poll.interval.ms` (5 minutes). Past it the source commits what is
-/// durable and warns: the next owner may then count some records again.
-pub const REVOKE_WAIT: Duration = Duration::from_secs(30);
-/// How often that wait looks at the checkpoints.
+/// How often a revocation's wait (at most `revoke_wait`) looks at the
+/// checkpoints, asking for one while none covers the revoked records.
 const REVOKE_POLL: Duration = Duration::from_millis(20);
 /// Rebalance events kept for `/v1/stats`.
 pub const REBALANCE_HISTORY: usize = 32;
@@ -110,6 +105,10 @@ pub struct RebalanceEvent {
     /// → next offset), those a durable checkpoint covers.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub committed: BTreeMap<String, i64>,
+    /// For a revocation: how long it waited for a durable checkpoint
+    /// covering the records it had counted (milliseconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waited_ms: Option<u64>,
 }
 
 /// Where one assigned partition stands.
@@ -317,6 +316,8 @@ struct Context {
     /// eddy is stopping: its final checkpoint is what will be committed,
     /// so a revocation does not wait for another.
     stop: Arc<AtomicBool>,
+    /// The longest a revocation waits for that checkpoint (`revoke_wait`).
+    revoke_wait: Duration,
 }
 
 impl Context {
@@ -326,6 +327,7 @@ impl Context {
         kind: &'static str,
         tpl: &TopicPartitionList,
         committed: BTreeMap<String, i64>,
+        waited: Option<Duration>,
     ) {
         let partitions: Vec<String> = tpl
             .elements()
@@ -361,6 +363,7 @@ impl Context {
                 kind,
                 partitions,
                 committed,
+                waited_ms: waited.map(|w| w.as_millis() as u64),
             });
         }
         self.queue.notice(crate::plugin::registry::Notice {
@@ -372,9 +375,12 @@ impl Context {
         });
     }
 
-    /// Wait (at most [`REVOKE_WAIT`]) until a durable checkpoint covers
-    /// every record of `tpl`'s partitions handed to the engine.
-    fn wait_covered(&self, tpl: &TopicPartitionList) {
+    /// Wait (at most `revoke_wait`) until a durable checkpoint covers every
+    /// record of `tpl`'s partitions handed to the engine, asking the engine
+    /// for a checkpoint now rather than at its next interval. Past the
+    /// wait the source commits what is durable and warns: the next owner
+    /// may then count some records again.
+    fn wait_covered(&self, tpl: &TopicPartitionList) -> Duration {
         let queued: Vec<((String, i32), i64)> = {
             let q = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
             tpl.elements()
@@ -396,15 +402,18 @@ impl Context {
                 .iter()
                 .all(|(key, n)| durable.get(key).is_some_and(|d| d >= n));
             if covered || self.stop.load(Ordering::Acquire) {
-                return;
+                return started.elapsed();
             }
-            if started.elapsed() >= REVOKE_WAIT {
+            if started.elapsed() >= self.revoke_wait {
                 tracing::warn!(
                     partitions = %list(tpl),
                     "kafka: no checkpoint covered the revoked partitions' records in time; committing what is durable (their next owner may count some again)"
                 );
-                return;
+                return started.elapsed();
             }
+            // Asked again each round: a checkpoint taken before the engine
+            // applied the last batches handed to it does not cover them.
+            self.wal.want_checkpoint();
             std::thread::sleep(REVOKE_POLL);
         }
     }
@@ -443,7 +452,7 @@ impl ConsumerContext for Context {
                     let _ = tpl.set_partition_offset(&topic, partition, Offset::Offset(n));
                 }
                 tracing::info!(partitions = %list(tpl), "kafka: partitions assigned");
-                self.record("assigned", tpl, BTreeMap::new());
+                self.record("assigned", tpl, BTreeMap::new(), None);
                 let done = if cooperative {
                     consumer.incremental_assign(tpl)
                 } else {
@@ -470,9 +479,9 @@ impl ConsumerContext for Context {
                         };
                     }
                 }
-                self.wait_covered(tpl);
+                let waited = self.wait_covered(tpl);
                 let committed = commit_durable(consumer, &self.wal, &self.stats, Some(tpl));
-                self.record("revoked", tpl, committed);
+                self.record("revoked", tpl, committed, Some(waited));
                 let done = if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
@@ -613,6 +622,7 @@ impl KafkaSource {
             queue: queue.clone(),
             name: format!("kafka:{}", config.group_id),
             stop: stop.clone(),
+            revoke_wait: config.revoke_wait,
         };
         let mut client = ClientConfig::new();
         for (k, v) in &config.options {

@@ -105,11 +105,23 @@ checkpoint_interval_ms = 200
 dedup_horizon_ms = 0
 "#;
 
+/// Checkpoints only when asked: a revocation must ask for the checkpoint it
+/// commits, or the next owner would count again what this one counted.
+const WAL_RARE: &str = r#"
+[wal]
+checkpoint_interval_ms = 3600000
+dedup_horizon_ms = 0
+"#;
+
 /// An instance of group `eddy` on topic `events` publishing its partial
 /// results to `partials` and its events to `out-events`.
 fn instance(sb: &Sandbox, bootstrap: &str) -> PathBuf {
+    instance_with(sb, bootstrap, WAL)
+}
+
+fn instance_with(sb: &Sandbox, bootstrap: &str, wal: &str) -> PathBuf {
     sb.config(&format!(
-        "{WAL}{}{}{}{}",
+        "{wal}{}{}{}{}",
         window(true),
         source(bootstrap, "events", "eddy", "eddy"),
         sink(bootstrap, "windows/pv", "partials"),
@@ -415,7 +427,9 @@ async fn a_second_instance_joining_mid_stream_loses_and_doubles_nothing() {
     let bs = tansu.bootstrap.clone();
     let (sa, sb_, sm) = (Sandbox::new(), Sandbox::new(), Sandbox::new());
     let m = serve(&sm, &merger(&sm, &bs));
-    let a = serve(&sa, &instance(&sa, &bs));
+    // No periodic checkpoint during the test: each revocation gets the
+    // checkpoint it commits by asking for it.
+    let a = serve(&sa, &instance_with(&sa, &bs, WAL_RARE));
     wait_stats(&[&a], "the first member holds every partition", |s| {
         assigned(&s[0]) == 4
     })
@@ -427,7 +441,7 @@ async fn a_second_instance_joining_mid_stream_loses_and_doubles_nothing() {
     // in small steps while it joins and the group rebalances.
     produce(&producer, "events", &events(0, 400, base)).await;
     wait_stats(&[&a], "the first member reads", |s| consumed(&s[0]) > 0).await;
-    let b = serve(&sb_, &instance(&sb_, &bs));
+    let b = serve(&sb_, &instance_with(&sb_, &bs, WAL_RARE));
     let mut from = 400;
     while from < n {
         produce(&producer, "events", &events(from, 40, base)).await;
@@ -439,6 +453,22 @@ async fn a_second_instance_joining_mid_stream_loses_and_doubles_nothing() {
         kafka(&stats[0], "partitions_revoked").as_u64().unwrap() >= 4,
         "{}",
         stats[0]
+    );
+    // The first revocation committed what it had counted: the checkpoint
+    // it asked for is durable (there is no periodic one).
+    let first_revoked = kafka(&stats[0], "rebalance_events")
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "revoked")
+        .cloned()
+        .unwrap();
+    assert!(first_revoked["waited_ms"].is_u64(), "{first_revoked}");
+    assert!(
+        first_revoked["committed"]
+            .as_object()
+            .is_some_and(|c| !c.is_empty()),
+        "{first_revoked}"
     );
     wait_stats(&[&a, &b], "every record read", |s| {
         consumed(&s[0]) + consumed(&s[1]) >= n
