@@ -13,9 +13,10 @@
 //!   covering them is durable, and those same durable offsets again when
 //!   partitions are revoked and when eddy stops: the group's offsets are for
 //!   monitoring and other tools, never ahead of a checkpoint.
-//! - **Back-pressure.** When the queue is full the source pauses its
-//!   partitions (librdkafka stops fetching) and offers the batch again until
-//!   it fits; at most one batch waits here.
+//! - **Back-pressure.** When the queue is full the source stops polling
+//!   and offers the batch again until it fits; at most one batch waits
+//!   here, and librdkafka stops fetching once its bounded prefetch queue is
+//!   full.
 //! - **Bad records.** A record the decoder refuses becomes a dead letter
 //!   naming its topic, partition and offset; the partition keeps flowing.
 //! - **Giving partitions up.** When the group revokes partitions, the
@@ -145,9 +146,11 @@ pub struct KafkaStatsSnapshot {
     pub skipped: u64,
     /// Records (or items of a record) refused and dead-lettered.
     pub rejected: u64,
-    /// Times the partitions were paused because the queue was full.
+    /// Times the ingest queue was full and the source waited for room
+    /// (not polling, so librdkafka fetches only until its prefetch queue is
+    /// full).
     pub pauses: u64,
-    /// Paused right now.
+    /// Waiting for room in the ingest queue right now.
     pub paused: bool,
     /// Rebalances (assignments and revocations) seen.
     pub rebalances: u64,
@@ -202,7 +205,7 @@ pub fn prometheus(sources: &[KafkaSource]) -> String {
         (
             "eddy_kafka_pauses_total",
             "counter",
-            "Times fetching was paused because the ingest queue was full.",
+            "Times the ingest queue was full and the source stopped reading until it had room.",
             |s| s.pauses,
         ),
         (
@@ -1000,15 +1003,22 @@ impl Loop {
         })
     }
 
-    /// Queue `batch`, pausing the partitions while the queue is full.
-    /// False if eddy is stopping.
+    /// Queue `batch`, waiting while the queue is full. False if eddy is
+    /// stopping.
+    ///
+    /// While it waits the source does not poll, so librdkafka fetches only
+    /// until its own prefetch queue is full (`queued.max.messages.kbytes`,
+    /// 64 MiB by default, and `queued.min.messages`) and then stops: memory
+    /// stays bounded without pausing the partitions. Pausing was tried:
+    /// librdkafka drops what it prefetched and fetches again on resuming,
+    /// and against Tansu that lost some records and repeated others.
     fn push(&mut self, mut batch: KafkaBatch) -> bool {
-        let mut paused: Option<TopicPartitionList> = None;
         let handed: Vec<((String, i32), i64)> = batch
             .offsets
             .iter()
             .map(|o| ((o.topic.clone(), o.partition), o.next))
             .collect();
+        let mut waited = false;
         let pushed = loop {
             match self.queue.try_push(batch) {
                 Ok(()) => {
@@ -1021,14 +1031,10 @@ impl Loop {
                 Err((PushError::Closed, _)) => break false,
                 Err((_, back)) => {
                     batch = back;
-                    if paused.is_none() {
-                        let assigned = self.consumer.assignment().unwrap_or_default();
-                        if let Err(e) = self.consumer.pause(&assigned) {
-                            tracing::warn!(error = %e, "kafka: pausing failed");
-                        }
+                    if !waited {
+                        waited = true;
                         self.stats.pauses.fetch_add(1, Ordering::Relaxed);
                         self.stats.paused.store(true, Ordering::Relaxed);
-                        paused = Some(assigned);
                     }
                     if self.stop.load(Ordering::Acquire) {
                         break false;
@@ -1037,12 +1043,7 @@ impl Loop {
                 }
             }
         };
-        if let Some(assigned) = paused {
-            if let Err(e) = self.consumer.resume(&assigned) {
-                tracing::warn!(error = %e, "kafka: resuming failed");
-            }
-            self.stats.paused.store(false, Ordering::Relaxed);
-        }
+        self.stats.paused.store(false, Ordering::Relaxed);
         pushed
     }
 }

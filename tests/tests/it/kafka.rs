@@ -385,6 +385,45 @@ async fn events_from_a_four_partition_topic_give_the_windows_http_ingest_gives()
     }
 }
 
+/// Back-pressure: a stage spinning 20 ms per batch of 100 behind a queue of
+/// 200 events keeps the source pausing and resuming its partitions; every
+/// record is still counted once. (Resuming where librdkafka thought the
+/// partitions stood lost some records and repeated others.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_by_back_pressure_again_and_again_the_source_counts_every_record_once() {
+    let tansu = Tansu::start().await;
+    tansu.create_topic("events").await;
+    let n = 6_000;
+    let base = now_ms() - 3_600_000;
+    produce(&tansu.producer(), "events", &events(0, n, base)).await;
+
+    let sb = Sandbox::new();
+    sb.install(eddy_tests::plugins::SLOW, "slow");
+    let slow = format!(
+        r#"
+[ingest]
+max_events_per_request = 100
+queue_events = 200
+
+[pipeline]
+batch_size = 100
+
+[[stages]]
+plugin = "slow"
+[stages.config]
+ms = 20
+{}"#,
+        kafka_source(&tansu.bootstrap, "events", "paused")
+    );
+    let server = serve(&sb, &config(&sb, &slow));
+    let got = wait_counted(&server, n).await;
+    assert_eq!(as_map(&got), expected(n));
+    let stats = get(&server, "/v1/stats").await;
+    let k = &stats["kafka"][0];
+    assert!(k["pauses"].as_u64().unwrap() >= 3, "{stats}");
+    assert_eq!(k["records"], n, "{stats}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_record_is_dead_lettered_with_its_offset_and_its_partition_keeps_flowing() {
     let tansu = Tansu::start().await;
