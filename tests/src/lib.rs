@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod load;
 pub mod server;
 
 /// Paths of every plugin built by build.rs.
