@@ -40,25 +40,29 @@ struct Cli {
     mode: Mode,
 }
 
+/// A topic and the brokers holding it.
+#[derive(clap::Args)]
+struct Topic {
+    /// Bootstrap servers, host:port.
+    #[arg(long)]
+    brokers: String,
+    #[arg(long, default_value = "events")]
+    topic: String,
+}
+
 #[derive(Subcommand)]
 enum Mode {
     /// Create a topic.
     Create {
-        /// Bootstrap servers, host:port.
-        #[arg(long)]
-        brokers: String,
-        #[arg(long, default_value = "events")]
-        topic: String,
+        #[command(flatten)]
+        at: Topic,
         #[arg(long, default_value_t = 4)]
         partitions: i32,
     },
     /// Fill a topic with page views.
     Produce {
-        /// Bootstrap servers, host:port.
-        #[arg(long)]
-        brokers: String,
-        #[arg(long, default_value = "events")]
-        topic: String,
+        #[command(flatten)]
+        at: Topic,
         #[arg(long, short = 'n', default_value_t = 1_000_000)]
         events: u64,
         /// The events' timestamps spread evenly over this many seconds,
@@ -69,11 +73,8 @@ enum Mode {
     /// Read a topic with a plain consumer and check its offsets: each
     /// partition's records should come in offset order with no gap.
     Verify {
-        /// Bootstrap servers, host:port.
-        #[arg(long)]
-        brokers: String,
-        #[arg(long, default_value = "events")]
-        topic: String,
+        #[command(flatten)]
+        at: Topic,
         #[arg(long, default_value_t = 4)]
         partitions: i32,
         #[arg(long, short = 'n')]
@@ -114,27 +115,17 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let result = match cli.mode {
-        Mode::Create {
-            brokers,
-            topic,
-            partitions,
-        } => {
-            rt.block_on(create_topic(&brokers, &topic, partitions))?;
-            json!({"created": topic, "partitions": partitions})
+        Mode::Create { at, partitions } => {
+            rt.block_on(create_topic(&at.brokers, &at.topic, partitions))?;
+            json!({"created": at.topic, "partitions": partitions})
         }
-        Mode::Produce {
-            brokers,
-            topic,
-            events,
-            span_s,
-        } => produce(&brokers, &topic, events, span_s)?,
+        Mode::Produce { at, events, span_s } => produce(&at.brokers, &at.topic, events, span_s)?,
         Mode::Verify {
-            brokers,
-            topic,
+            at,
             partitions,
             events,
             settings,
-        } => verify(&brokers, &topic, partitions, events, &settings)?,
+        } => verify(&at.brokers, &at.topic, partitions, events, &settings)?,
         Mode::Ready {
             servers,
             partitions,
