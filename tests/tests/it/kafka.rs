@@ -484,6 +484,7 @@ async fn killed_with_sigkill_and_restarted_repeatedly_the_windows_count_every_re
     let producer = tansu.one_per_batch_producer();
     let base = now_ms() - 3_600_000;
     let sb = Sandbox::new();
+    sb.install(eddy_tests::plugins::SLOW, "slow");
     let mut seed = now_ms() as u64 | 1;
     println!("seed {seed}");
     let mut produced = 0u64;
@@ -494,11 +495,13 @@ async fn killed_with_sigkill_and_restarted_repeatedly_the_windows_count_every_re
         produce(&producer, "crashy", &events(produced, WAVE, base)).await;
         produced += WAVE;
         // A new group id each start: Tansu never expires the killed member.
-        // Small batches, each synced to the log: the wave takes a while.
+        // Batches of 50, each held 20 ms by a stage: a wave takes at least
+        // 0.8 s however fast the machine, so a kill lands while it is being
+        // consumed.
         let cfg = config(
             &sb,
             &format!(
-                "{}\n[pipeline]\nbatch_size = 50\n",
+                "{}\n[pipeline]\nbatch_size = 50\n\n[[stages]]\nplugin = \"slow\"\n[stages.config]\nms = 20\n",
                 kafka_source(&tansu.bootstrap, "crashy", &format!("crash-{round}"))
             ),
         );
