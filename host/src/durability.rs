@@ -690,9 +690,13 @@ impl Wal {
     /// A checkpoint is due (its interval has passed, or one was asked
     /// for) and none is being written.
     pub fn checkpoint_due(&self) -> bool {
-        !self.busy.load(Ordering::Acquire)
-            && (self.last.elapsed() >= self.interval
-                || self.status.wanted.swap(false, Ordering::AcqRel))
+        if self.busy.load(Ordering::Acquire) {
+            return false;
+        }
+        // Taken either way, so a request met by an interval's checkpoint
+        // does not cause another right after it.
+        let wanted = self.status.wanted.swap(false, Ordering::AcqRel);
+        wanted || self.last.elapsed() >= self.interval
     }
 
     /// Hand the engine's state, covering the log up to `seq`, to the

@@ -22,8 +22,8 @@
 //! - **Giving partitions up.** When the group revokes partitions, the
 //!   source asks for a checkpoint at once and waits (at most
 //!   `revoke_wait`, default 30 s) until a durable checkpoint covers every
-//!   record of theirs it handed to the engine, and commits that: the next owner starts exactly where this instance's
-//!   counted records end, so a graceful rebalance counts nothing twice and
+//!   record of theirs it handed to the engine, and commits that: the next
+//!   owner starts exactly where this instance's counted records end, so a graceful rebalance counts nothing twice and
 //!   loses nothing. Records read but not yet handed on are dropped and read
 //!   again by whoever owns the partition next.
 //! - **Visibility.** Every assignment and revocation is counted, kept in
