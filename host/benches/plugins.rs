@@ -158,17 +158,52 @@ struct Timing {
 
 /// [`ns_per_event`] with stage settings `extra` and events `input`.
 fn ns_per_event_on(dir: &Path, plugin: &str, extra: &str, input: Vec<Event>) -> Timing {
-    let mut pipeline = pipeline_for(dir, plugin, extra);
+    timing(&mut pipeline_for(dir, plugin, extra), plugin, input)
+}
+
+/// A pipeline of one stage per entry of `plugins`, in order, each with a
+/// name of its own (the `pii-scrubber` with a salt).
+fn chain_pipeline(dir: &Path, plugins: &[&str]) -> Pipeline {
+    let mut text = format!("plugins_dir = {:?}\n", dir.display().to_string());
+    for (i, plugin) in plugins.iter().enumerate() {
+        text += &format!("[[stages]]\nplugin = \"{plugin}\"\nname = \"s{i}-{plugin}\"\n");
+        if *plugin == "pii-scrubber" {
+            text += "[stages.config]\nsalt = \"bench\"\n";
+        }
+    }
+    let config = Config::parse(&text, "bench", &|_| None).unwrap();
+    let registry = Registry::new(
+        PluginEngine::new().unwrap(),
+        config.runtime.clone(),
+        dir.to_path_buf(),
+    );
+    for plugin in plugins {
+        registry
+            .load_file(&dir.join(format!("{plugin}.wasm")))
+            .unwrap();
+    }
+    let versions = registry.live_versions();
+    Pipeline::new(&config, registry, &versions, 0).unwrap()
+}
+
+/// ns/event of `pipeline` (named `label`) on batches of `input`, every
+/// event of which it must keep.
+fn timing(pipeline: &mut Pipeline, label: &str, input: Vec<Event>) -> Timing {
     for _ in 0..WARMUP_BATCHES {
-        let out = process(&mut pipeline, input.clone());
-        assert_eq!(out.events.len(), BATCH, "{plugin} must keep every event");
+        let out = process(pipeline, input.clone());
+        assert_eq!(out.events.len(), BATCH, "{label} must keep every event");
+        assert!(
+            out.dead_letters.is_empty(),
+            "{label}: {:?}",
+            out.dead_letters.first()
+        );
     }
     if let Some(dir) = std::env::var_os("EDDY_BENCH_OUTPUT") {
         // The stage's output on the benchmark batch, to compare two builds
         // of a plugin or its SDK: the figures only count if it is the same.
-        let out = process(&mut pipeline, input.clone());
+        let out = process(pipeline, input.clone());
         let lines: String = out.events.iter().map(|e| e.to_json() + "\n").collect();
-        std::fs::write(Path::new(&dir).join(format!("{plugin}.ndjson")), lines).unwrap();
+        std::fs::write(Path::new(&dir).join(format!("{label}.ndjson")), lines).unwrap();
     }
     let mut samples = Vec::with_capacity(SAMPLES);
     let mut cpu_samples = Vec::with_capacity(SAMPLES);
@@ -180,7 +215,7 @@ fn ns_per_event_on(dir: &Path, plugin: &str, extra: &str, input: Vec<Event>) -> 
             let batch = input.clone();
             let cpu_before = thread_cpu_ns();
             let started = Instant::now();
-            let out = process(&mut pipeline, batch);
+            let out = process(pipeline, batch);
             busy += started.elapsed();
             if let (Some(before), Some(after)) = (cpu_before, thread_cpu_ns()) {
                 cpu += after - before;
@@ -222,14 +257,13 @@ fn breakdown(dir: &Path, plugin: &str) -> (f64, f64, f64) {
     let rounds = 400;
     let (mut enc, mut call, mut app) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds + WARMUP_BATCHES {
-        let batch = input.clone();
+        let mut batch = input.clone();
         let t0 = Instant::now();
         let encoded = encoder.encode(&batch);
         let t1 = Instant::now();
         let result = instance.process(encoded, timeout, 100).unwrap();
         let t2 = Instant::now();
-        let mut out = Vec::with_capacity(BATCH);
-        apply(batch, &result, &mut out, &ingest_limits).unwrap();
+        apply(&mut batch, &result, &ingest_limits).unwrap();
         let t3 = Instant::now();
         if round >= WARMUP_BATCHES {
             let per = |d: Duration| d.as_nanos() as f64 / BATCH as f64;
@@ -379,6 +413,37 @@ fn main() {
             "ua-enricher work over the pass-through baseline: {:.1} ns/event",
             ua_med - pass_med
         );
+    }
+    if run("chain") {
+        // Stage chains: the batch is encoded for the first stage only, and
+        // its columns follow each stage's result to the next.
+        let chains: [(&str, &[&str]); 2] = [
+            ("4 x pass-through", &["pass-through"; 4]),
+            (
+                "default chain",
+                &["bot-filter", "ua-enricher", "pii-scrubber", "first-seen"],
+            ),
+        ];
+        let one = timing(
+            &mut chain_pipeline(&dir, &["pass-through"]),
+            "pass-through",
+            events(),
+        );
+        for (label, plugins) in chains {
+            let t = timing(&mut chain_pipeline(&dir, plugins), label, events());
+            println!("{label:<19}: {:>7.1} ns/event (min {:.1})", t.median, t.min);
+            if label.starts_with("4 x") {
+                println!(
+                    "  each pass-through stage after the first: {:.1} ns/event (one alone: {:.1})  goal <= 30",
+                    (t.median - one.median) / 3.0,
+                    one.median
+                );
+            }
+        }
+        for plugin in ["bot-filter", "ua-enricher", "pii-scrubber", "first-seen"] {
+            let t = timing(&mut chain_pipeline(&dir, &[plugin]), plugin, events());
+            println!("  {plugin:<17}: {:>7.1} ns/event alone", t.median);
+        }
     }
     if !run("breakdown") && !run("swap") {
         return;

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, FailurePolicy, StageConfig};
 use crate::event::Event;
 use crate::plugin::PluginError;
-use crate::plugin::abi::{self, Encoder};
+use crate::plugin::abi::{self, Columns};
 use crate::plugin::engine::{Compiled, Instance};
 use crate::plugin::meter::{Latency, StageKind};
 use crate::plugin::registry::{Notice, NoticeKind, Registry, Slot, short};
@@ -157,7 +157,6 @@ pub struct Stage {
     /// Engine time (ms) until which a quarantined plugin is not called.
     quarantined_until: Option<i64>,
     backoff_ms: i64,
-    encoder: Encoder,
     stats: StageStats,
     /// Call durations. Not engine state (it is timing, like `busy_ns`, and
     /// starts empty after a restore): `/metrics` only.
@@ -217,7 +216,6 @@ impl Stage {
             consecutive_failures: 0,
             quarantined_until: None,
             backoff_ms: ms(registry.config().quarantine_backoff),
-            encoder: Encoder::default(),
             stats: StageStats::default(),
             latency: Latency::default(),
             instances_made: 0,
@@ -300,53 +298,59 @@ impl Stage {
         Ok(())
     }
 
-    /// Run one call on the active version; `Err` leaves `events` untouched.
+    /// Run one call on the active version, applying its result to
+    /// `events` in place (and handing it to `columns`); `Err` leaves
+    /// `events` untouched, unless the host itself failed applying it (then
+    /// they are gone, and counted as lost).
     fn call(
         &mut self,
         seed: u64,
-        events: Vec<Event>,
-        out: &mut Vec<Event>,
-    ) -> Result<(), (PluginError, Vec<Event>)> {
+        events: &mut Vec<Event>,
+        columns: &mut Columns,
+    ) -> Result<(), PluginError> {
         let log_budget = self.registry.config().max_log_records_per_call;
-        if let Err(e) = self.ensure_instance(seed) {
-            return Err((e, events));
-        }
+        self.ensure_instance(seed)?;
         let Some(active) = self.active.as_mut() else {
-            return Err((PluginError::Returned("no live version".into()), events));
+            return Err(PluginError::Returned("no live version".into()));
         };
         let Some(instance) = active.instance.as_mut() else {
-            return Err((PluginError::Returned("no instance".into()), events));
+            return Err(PluginError::Returned("no instance".into()));
         };
         // Timing is for the stage's statistics only; nothing it measures
         // changes what the stage produces.
         let started = Instant::now();
         let n = events.len() as u64;
-        let before = out.len();
         // A panic in the host's side of the call (encoding, applying the
         // result: a bug) fails the call like a trap would, instead of taking
         // the batch down with it.
-        let encoder = &mut self.encoder;
         let deadline = self.deadline;
         let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let batch = encoder.encode(&events);
+            let batch = columns.batch(events);
             instance.process(batch, deadline, log_budget)
         }));
         let outcome = match called {
-            Err(panic) => Err((host_panic(&self.cfg.name, &*panic), events)),
-            Ok(Err(e)) => Err((e, events)),
+            Err(panic) => {
+                columns.invalidate();
+                Err(host_panic(&self.cfg.name, &*panic))
+            }
+            Ok(Err(e)) => Err(e),
             Ok(Ok(processed)) => {
                 let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    abi::apply(events, &processed, out, &self.limits)
+                    abi::apply(events, &processed, &self.limits)
                 }));
                 match applied {
-                    Ok(Ok(applied)) => Ok(applied),
-                    Ok(Err((e, events))) => Err((PluginError::from(e), events)),
+                    Ok(Ok(applied)) => {
+                        columns.applied(processed);
+                        Ok(applied)
+                    }
+                    Ok(Err(e)) => Err(PluginError::from(e)),
                     Err(panic) => {
-                        // The events were handed to `apply` and are gone
-                        // with it: counted, never silently.
-                        out.truncate(before);
+                        // The events were half applied: gone with the
+                        // panic, counted, never silently.
+                        events.clear();
+                        columns.invalidate();
                         self.stats.lost += n;
-                        Err((host_panic(&self.cfg.name, &*panic), Vec::new()))
+                        Err(host_panic(&self.cfg.name, &*panic))
                     }
                 }
             }
@@ -365,7 +369,7 @@ impl Stage {
                 instance.commit_state();
                 Ok(())
             }
-            Err((e, events)) => {
+            Err(e) => {
                 // A failed batch leaves no state behind; a poisoned instance
                 // (or one the host panicked on) takes its pending writes
                 // with it.
@@ -374,18 +378,18 @@ impl Stage {
                 } else {
                     instance.discard_state();
                 }
-                Err((e, events))
+                Err(e)
             }
         }
     }
 
-    /// Run `events` through this stage, appending survivors to `out` and
-    /// failures (under the dead-letter policy) to `dead`.
+    /// Run `events` through this stage in place: survivors stay in
+    /// `events`, failures (under the dead-letter policy) go to `dead`.
     fn process(
         &mut self,
         run: &mut Run<'_>,
-        events: Vec<Event>,
-        out: &mut Vec<Event>,
+        events: &mut Vec<Event>,
+        columns: &mut Columns,
         dead: &mut Vec<DeadLetter>,
     ) {
         if events.is_empty() {
@@ -396,32 +400,31 @@ impl Stage {
         self.sync_version(run.selection);
         self.stats.batches += 1;
         self.stats.events_in += events.len() as u64;
-        let before = out.len();
-        self.run(run, events, out, dead);
-        self.stats.events_out += (out.len() - before) as u64;
+        self.run(run, events, columns, dead);
+        self.stats.events_out += events.len() as u64;
     }
 
     fn run(
         &mut self,
         run: &mut Run<'_>,
-        events: Vec<Event>,
-        out: &mut Vec<Event>,
+        events: &mut Vec<Event>,
+        columns: &mut Columns,
         dead: &mut Vec<DeadLetter>,
     ) {
         if self.active.is_none() {
             self.stats.skipped_batches += 1;
-            return self.fail_batch(events, "plugin not loaded", out, dead);
+            return self.fail_batch(events, columns, "plugin not loaded", dead);
         }
         // Once the backoff is over the plugin gets one try (half-open).
         if self.quarantined_until.is_some_and(|until| run.now < until) {
             self.stats.skipped_batches += 1;
-            return self.fail_batch(events, "plugin quarantined", out, dead);
+            return self.fail_batch(events, columns, "plugin quarantined", dead);
         }
-        let (reason, events) = match self.call(run.seed, events, out) {
+        let reason = match self.call(run.seed, events, columns) {
             Ok(()) => return self.succeeded(run),
-            Err((err, events)) => {
+            Err(err) => {
                 self.failed(run, &err);
-                (err.to_string(), events)
+                err.to_string()
             }
         };
         // A version on probation that fails is rolled back, and the batch is
@@ -438,14 +441,14 @@ impl Stage {
             // notice on the `plugins` channel) hears of it too.
             self.registry.rollback(&self.cfg.plugin, &bad, &reason);
             self.sync_version(run.selection);
-            if let Err((err, events)) = self.call(run.seed, events, out) {
+            if let Err(err) = self.call(run.seed, events, columns) {
                 self.failed(run, &err);
                 let reason = err.to_string();
-                return self.fail_batch(events, &reason, out, dead);
+                return self.fail_batch(events, columns, &reason, dead);
             }
             return self.succeeded(run);
         }
-        self.fail_batch(events, &reason, out, dead);
+        self.fail_batch(events, columns, &reason, dead);
     }
 
     fn succeeded(&mut self, run: &mut Run<'_>) {
@@ -502,19 +505,20 @@ impl Stage {
 
     fn fail_batch(
         &mut self,
-        events: Vec<Event>,
+        events: &mut Vec<Event>,
+        columns: &mut Columns,
         reason: &str,
-        out: &mut Vec<Event>,
         dead: &mut Vec<DeadLetter>,
     ) {
         match self.cfg.on_failure {
+            // The events go on as they came: so do their columns.
             FailurePolicy::PassThrough => {
                 self.stats.passed_through += events.len() as u64;
-                out.extend(events);
             }
             FailurePolicy::DeadLetter => {
                 self.stats.dead_lettered += events.len() as u64;
-                dead.extend(events.into_iter().map(|event| DeadLetter {
+                columns.invalidate();
+                dead.extend(events.drain(..).map(|event| DeadLetter {
                     stage: self.cfg.name.clone(),
                     reason: reason.to_owned(),
                     event,
@@ -604,6 +608,8 @@ pub struct Pipeline {
     selection: Selection,
     /// The stages' key-value stores, by state scope.
     scopes: StateScopes,
+    /// The running batch's columns, for the stages' plugins.
+    columns: Columns,
 }
 
 impl Pipeline {
@@ -624,6 +630,7 @@ impl Pipeline {
             registry: registry.clone(),
             selection: Selection::default(),
             scopes: StateScopes::default(),
+            columns: Columns::default(),
         };
         for (plugin, hash) in versions {
             pipeline.select(plugin, Some(hash));
@@ -750,11 +757,13 @@ impl Pipeline {
             notices,
             selection: &mut self.selection,
         };
+        // The batch is encoded for the first stage, then its columns follow
+        // each stage's result (see `Columns`).
+        self.columns.invalidate();
         for stage in &mut self.stages {
-            let mut next = Vec::with_capacity(current.len());
-            stage.process(&mut run, current, &mut next, &mut dead_letters);
-            current = next;
+            stage.process(&mut run, &mut current, &mut self.columns, &mut dead_letters);
         }
+        self.columns.invalidate();
         BatchOutput {
             events: current,
             dead_letters,

@@ -597,64 +597,241 @@ fn apply_edits(
     }
 }
 
-/// Apply a processor's result to the batch it was given, appending the
-/// events that come out to `out`. Events the plugin creates, and the edits
-/// it makes, must pass the ingest rules of `limits` (see
-/// [`ingest::check_event`]). On error nothing has moved: the input events
-/// come back untouched with the error.
+/// Apply a processor's result to the batch it was given, in place: kept
+/// and modified events stay where they are (a batch whose events are all
+/// kept is not moved at all), dropped ones go, and events created by
+/// `replace` and `split` take their input event's place. Events the plugin
+/// creates, and the edits it makes, must pass the ingest rules of `limits`
+/// (see [`ingest::check_event`]). On error nothing has moved: `events` is
+/// untouched.
 pub fn apply(
-    events: Vec<Event>,
+    events: &mut Vec<Event>,
     result: &wit::Processed,
-    out: &mut Vec<Event>,
     limits: &Limits,
-) -> Result<Applied, (AbiError, Vec<Event>)> {
-    if let Err(e) = check_lengths(result, events.len()) {
-        return Err((e, events));
-    }
-    let Ok(text) = std::str::from_utf8(&result.output.text) else {
-        return Err((AbiError::NotUtf8, events));
-    };
-    let text = Text(text);
-    if let Err(e) = validate(&text, result) {
-        return Err((e, events));
-    }
+) -> Result<Applied, AbiError> {
+    check_lengths(result, events.len())?;
+    let text = Text(std::str::from_utf8(&result.output.text).map_err(|_| AbiError::NotUtf8)?);
+    validate(&text, result)?;
     // Everything below reads only what `validate` checked.
-    let created = match created_events(&events, &text, result, limits) {
-        Ok(created) => created,
-        Err(e) => return Err((e, events)),
-    };
-    let mut created = created.into_iter();
+    let created = created_events(events, &text, result, limits)?;
     let mut applied = Applied::default();
     let mut strings = Interned::new();
-    for ((mut event, &k), &arg) in events
-        .into_iter()
-        .zip(&result.outcome_kinds)
-        .zip(&result.outcome_args)
-    {
+    let kinds = &result.outcome_kinds;
+    let args = &result.outcome_args;
+    if created.is_empty() {
+        // Keep, drop, modify (and splits into nothing): no event moves
+        // but to close the gap a dropped one leaves.
+        let mut i = 0;
+        events.retain_mut(|event| {
+            let (k, arg) = (kinds[i], args[i]);
+            i += 1;
+            match k {
+                outcome::DROP | outcome::SPLIT => {
+                    applied.dropped += 1;
+                    false
+                }
+                outcome::MODIFY => {
+                    let (start, end) = bounds(arg);
+                    apply_edits(event, &text, &mut strings, result, start..end);
+                    applied.modified += 1;
+                    true
+                }
+                _ => true,
+            }
+        });
+        return Ok(applied);
+    }
+    let mut created = created.into_iter();
+    let input = std::mem::take(events);
+    events.reserve(input.len() + created.len());
+    for ((mut event, &k), &arg) in input.into_iter().zip(kinds).zip(args) {
         match k {
             outcome::DROP => applied.dropped += 1,
             outcome::MODIFY => {
                 let (start, end) = bounds(arg);
                 apply_edits(&mut event, &text, &mut strings, result, start..end);
                 applied.modified += 1;
-                out.push(event);
+                events.push(event);
             }
             outcome::REPLACE => {
-                out.extend(created.next());
+                events.extend(created.next());
                 applied.created += 1;
             }
             outcome::SPLIT => {
                 let (start, end) = bounds(arg);
-                out.extend(created.by_ref().take(end - start));
+                events.extend(created.by_ref().take(end - start));
                 if start == end {
                     applied.dropped += 1;
                 }
                 applied.created += (end - start) as u64;
             }
-            _ => out.push(event),
+            _ => events.push(event),
         }
     }
     Ok(applied)
+}
+
+/// The columnar form of the batch a pipeline is running, kept in step with
+/// its events from stage to stage, so that a chain of stages encodes the
+/// batch once instead of once per stage.
+///
+/// After a stage's result is applied to the events, the columns follow it
+/// when the next stage asks for them: the per-event columns of kept and
+/// modified events close up over dropped ones, and a modified event gets a
+/// new property range appended to the property columns (its properties
+/// with the edits applied, as [`apply`] applies them), pointing into the
+/// result's text appended to the batch's. Text and property columns only
+/// grow within a batch; what the dropped and the edited events leave
+/// behind is sent along unreferenced. A result that creates events
+/// (`replace`, `split`) makes the next stage encode afresh, as does
+/// anything else that changes the events ([`Columns::invalidate`]).
+#[derive(Default)]
+pub struct Columns {
+    encoder: Encoder,
+    /// The columns describe the events as they were before `pending`.
+    fresh: bool,
+    /// A result applied to the events and not yet to the columns.
+    pending: Option<wit::Processed>,
+}
+
+impl Columns {
+    /// The events changed otherwise than by a result handed to
+    /// [`Columns::applied`] (a new batch, a failure): encode afresh.
+    pub fn invalidate(&mut self) {
+        self.fresh = false;
+        self.pending = None;
+    }
+
+    /// `result` has been applied to the events (see [`apply`]).
+    pub fn applied(&mut self, result: wit::Processed) {
+        self.pending = Some(result);
+    }
+
+    /// The columnar form of `events`, which must be the events these
+    /// columns were encoded from with every result since handed to
+    /// [`Columns::applied`] applied to them.
+    pub fn batch(&mut self, events: &[Event]) -> &wit::Batch {
+        if let Some(result) = self.pending.take() {
+            self.fresh = self.fresh && self.follow(&result);
+        }
+        if !self.fresh || self.encoder.batch.ids.len() != events.len() {
+            self.encoder.encode(events);
+            self.fresh = true;
+        }
+        &self.encoder.batch
+    }
+
+    /// Bring the columns up to date with `r`, which was applied to the
+    /// events they describe; false if that is not done here (encode
+    /// afresh).
+    fn follow(&mut self, r: &wit::Processed) -> bool {
+        let kinds = &r.outcome_kinds;
+        let b = &mut self.encoder.batch;
+        if kinds.len() != b.ids.len()
+            || kinds
+                .iter()
+                .any(|&k| k == outcome::REPLACE || k == outcome::SPLIT)
+        {
+            return false;
+        }
+        if kinds.iter().all(|&k| k == outcome::KEEP) {
+            return true;
+        }
+        // Spans are 32-bit offsets into the text.
+        let shift = b.text.len();
+        if shift.saturating_add(r.output.text.len()) > u32::MAX as usize {
+            return false;
+        }
+        b.text.extend_from_slice(&r.output.text);
+        let shift = (shift as u64) << 32;
+        let mut w = 0;
+        for (i, (&k, &arg)) in kinds.iter().zip(&r.outcome_args).enumerate() {
+            match k {
+                outcome::DROP => continue,
+                outcome::MODIFY => {
+                    let (start, end) = bounds(arg);
+                    let range = b.properties[i];
+                    b.properties[w] = edited(b, range, r, start..end, shift);
+                }
+                _ => b.properties[w] = b.properties[i],
+            }
+            b.ids[w] = b.ids[i];
+            b.names[w] = b.names[i];
+            b.timestamps[w] = b.timestamps[i];
+            b.distinct_ids[w] = b.distinct_ids[i];
+            b.session_ids[w] = b.session_ids[i];
+            w += 1;
+        }
+        b.ids.truncate(w);
+        b.names.truncate(w);
+        b.timestamps.truncate(w);
+        b.distinct_ids.truncate(w);
+        b.session_ids.truncate(w);
+        b.properties.truncate(w);
+        true
+    }
+}
+
+/// The property range `range` of `b` with edits `edits` of `r` applied, as
+/// [`apply_edits`] applies them to an event, appended to `b`'s property
+/// columns; `r`'s text starts `shift` (a span's offset field) into `b`'s.
+fn edited(
+    b: &mut wit::Batch,
+    range: u64,
+    r: &wit::Processed,
+    edits: std::ops::Range<usize>,
+    shift: u64,
+) -> u64 {
+    let (from, to) = bounds(range);
+    let start = b.keys.len();
+    b.keys.extend_from_within(from..to);
+    b.kinds.extend_from_within(from..to);
+    b.values.extend_from_within(from..to);
+    for j in edits {
+        let key = r.edit_keys[j] + shift;
+        let found = (start..b.keys.len()).find(|&p| same_text(&b.text, b.keys[p], key));
+        let (k, value) = match r.edit_kinds[j] {
+            kind::REMOVE => {
+                if let Some(p) = found {
+                    b.keys.remove(p);
+                    b.kinds.remove(p);
+                    b.values.remove(p);
+                }
+                continue;
+            }
+            // As `Text::value` reads them, so the columns say what the
+            // event holds.
+            kind::BOOL => (kind::BOOL, u64::from(r.edit_values[j] != 0)),
+            kind::INT => (kind::INT, r.edit_values[j]),
+            kind::FLOAT if f64::from_bits(r.edit_values[j]).is_finite() => {
+                (kind::FLOAT, r.edit_values[j])
+            }
+            k @ (kind::TEXT | kind::JSON) => (k, r.edit_values[j] + shift),
+            _ => (kind::NULL, 0),
+        };
+        match found {
+            Some(p) => {
+                b.kinds[p] = k;
+                b.values[p] = value;
+            }
+            None => {
+                b.keys.push(key);
+                b.kinds.push(k);
+                b.values.push(value);
+            }
+        }
+    }
+    pack(start, b.keys.len() - start)
+}
+
+/// Whether two (checked) spans of `text` hold the same bytes.
+fn same_text(text: &[u8], a: u64, b: u64) -> bool {
+    if a & 0xffff_ffff != b & 0xffff_ffff {
+        return false;
+    }
+    let (a0, a1) = bounds(a);
+    let (b0, b1) = bounds(b);
+    text.get(a0..a1) == text.get(b0..b1)
 }
 
 #[cfg(test)]
@@ -704,15 +881,13 @@ mod tests {
             ),
         ];
         for (result, needle) in cases {
-            let mut out = Vec::new();
-            let (err, back) =
-                apply(vec![event("x"), event("y")], &result, &mut out, &L).unwrap_err();
+            let mut events = vec![event("x"), event("y")];
+            let err = apply(&mut events, &result, &L).unwrap_err();
             assert!(
                 err.to_string().contains(needle),
                 "{err} should mention {needle}"
             );
-            assert_eq!(back.len(), 2, "events come back");
-            assert!(out.is_empty());
+            assert_eq!(events, [event("x"), event("y")], "events untouched");
         }
     }
 
@@ -731,11 +906,12 @@ mod tests {
         o.distinct_ids.push(pack(0, 0));
         o.session_ids.push(ABSENT);
         o.properties.push(pack(0, 0));
-        let (err, back) = apply(vec![event("x"), event("y")], &r, &mut Vec::new(), &L).unwrap_err();
+        let mut events = vec![event("x"), event("y")];
+        let err = apply(&mut events, &r, &L).unwrap_err();
         assert!(matches!(err, AbiError::Overlap { .. }), "{err}");
-        assert_eq!(back.len(), 2);
+        assert_eq!(events.len(), 2);
         let absent = processed(vec![outcome::REPLACE], vec![u64::MAX]);
-        let (err, _) = apply(vec![event("z")], &absent, &mut Vec::new(), &L).unwrap_err();
+        let err = apply(&mut vec![event("z")], &absent, &L).unwrap_err();
         assert!(matches!(err, AbiError::BadRange { .. }), "{err}");
     }
 
@@ -746,9 +922,10 @@ mod tests {
         r.edit_keys.push(pack(0, 1));
         r.edit_kinds.push(kind::NULL);
         r.edit_values.push(0);
-        let (err, back) = apply(vec![event("x")], &r, &mut Vec::new(), &L).unwrap_err();
+        let mut events = vec![event("x")];
+        let err = apply(&mut events, &r, &L).unwrap_err();
         assert!(matches!(err, AbiError::BadSpan { .. }), "{err}");
-        assert_eq!(back[0].id, "x");
+        assert_eq!(events, [event("x")]);
     }
 
     #[test]
@@ -770,8 +947,8 @@ mod tests {
             o.session_ids.push(ABSENT);
             o.properties.push(pack(0, 0));
         }
-        let mut out = Vec::new();
-        let applied = apply(vec![event("m"), event("r"), event("s")], &r, &mut out, &L).unwrap();
+        let mut out = vec![event("m"), event("r"), event("s")];
+        let applied = apply(&mut out, &r, &L).unwrap();
         assert_eq!(out[0].get("b"), Some(&Value::Str("xyz".into())));
         assert_eq!(out[1].id, "r");
         assert_eq!(out[1].name, "b");
@@ -812,8 +989,8 @@ mod tests {
         r.edit_kinds = edits.iter().map(|e| e.1).collect();
         r.edit_values = edits.iter().map(|e| e.2).collect();
         r.output.text = text.as_bytes().to_vec();
-        let mut out = Vec::new();
-        apply(vec![e], &r, &mut out, &L).unwrap();
+        let mut out = vec![e];
+        apply(&mut out, &r, &L).unwrap();
         let got: Vec<(&str, &Value)> = out[0]
             .properties
             .iter()
@@ -881,11 +1058,9 @@ mod tests {
     }
 
     fn refused(r: &wit::Processed, limits: &Limits) -> String {
-        let input = vec![event("x"), event("y")];
-        let mut out = Vec::new();
-        let (err, back) = apply(input.clone(), r, &mut out, limits).unwrap_err();
-        assert_eq!(back, input, "the input events come back untouched");
-        assert!(out.is_empty(), "nothing moved: {out:?}");
+        let mut events = vec![event("x"), event("y")];
+        let err = apply(&mut events, r, limits).unwrap_err();
+        assert_eq!(events, [event("x"), event("y")], "nothing moved");
         err.to_string()
     }
 
@@ -964,8 +1139,8 @@ mod tests {
         output(&mut r, "c", "u", &[("s", kind::TEXT, "fine")]);
         let empty = span(&mut r, "");
         r.output.session_ids[2] = empty;
-        let mut out = Vec::new();
-        apply(vec![event("x"), event("y")], &r, &mut out, &L).unwrap();
+        let mut out = vec![event("x"), event("y")];
+        apply(&mut out, &r, &L).unwrap();
         let ids: Vec<&str> = out.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, ["x-0", "x-1", "y"]);
         assert_eq!(out[2].session_id, None);
@@ -1037,10 +1212,119 @@ mod tests {
                 ("c", kind::TEXT, "12345678"),
             ],
         );
-        let mut out = Vec::new();
-        apply(vec![event("x")], &r, &mut out, &tight).unwrap();
+        let mut out = vec![event("x")];
+        apply(&mut out, &r, &tight).unwrap();
         let keys: Vec<&str> = out[0].properties.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["b", "c"]);
         assert_eq!(out[0].get("b"), Some(&Value::Int(3)));
+    }
+
+    /// The events a batch's columns describe.
+    fn decoded(b: &wit::Batch) -> Vec<Event> {
+        let text = Text(std::str::from_utf8(&b.text).unwrap());
+        (0..b.ids.len())
+            .map(|i| new_event(&text, b, i, CompactString::default()))
+            .collect()
+    }
+
+    /// A random result for `n` events that keeps, drops and modifies them
+    /// (with edits setting present and new keys, to every value kind
+    /// including non-finite floats, and removing), and with `create` also
+    /// replaces and splits.
+    fn random_result(rng: &mut crate::test_rng::Rng, n: usize, create: bool) -> wit::Processed {
+        const KEYS: [&str; 6] = ["a", "b", "plan", "$lib", "new", "n2"];
+        let mut r = processed(Vec::new(), Vec::new());
+        for _ in 0..n {
+            let choice = rng.below(if create { 6 } else { 4 });
+            match choice {
+                0 => {
+                    r.outcome_kinds.push(outcome::KEEP);
+                    r.outcome_args.push(0);
+                }
+                1 => {
+                    r.outcome_kinds.push(outcome::DROP);
+                    r.outcome_args.push(0);
+                }
+                2 | 3 => {
+                    let mut list: Vec<(&str, u8, String)> = Vec::new();
+                    for _ in 0..rng.below(5) {
+                        let key = rng.pick(&KEYS);
+                        let edit = match rng.below(7) {
+                            0 => (key, kind::REMOVE, String::new()),
+                            1 => (key, kind::NULL, "0".into()),
+                            2 => (key, kind::BOOL, rng.below(3).to_string()),
+                            3 => (key, kind::INT, rng.next().to_string()),
+                            4 => {
+                                let f = rng.pick(&[1.5f64, f64::NAN, f64::INFINITY, -0.0]);
+                                (key, kind::FLOAT, f.to_bits().to_string())
+                            }
+                            5 => (key, kind::JSON, "[1]".into()),
+                            _ => (key, kind::TEXT, format!("v{}", rng.below(100))),
+                        };
+                        list.push(edit);
+                    }
+                    let list: Vec<(&str, u8, &str)> =
+                        list.iter().map(|(k, t, v)| (*k, *t, v.as_str())).collect();
+                    let range = edits(&mut r, &list);
+                    r.outcome_kinds.push(outcome::MODIFY);
+                    r.outcome_args.push(range);
+                }
+                4 => {
+                    r.outcome_kinds.push(outcome::REPLACE);
+                    r.outcome_args.push(r.output.ids.len() as u64);
+                    output(&mut r, "made", "u", &[("k", kind::INT, "1")]);
+                }
+                _ => {
+                    let first = r.output.ids.len();
+                    let count = rng.below(3) as usize;
+                    for _ in 0..count {
+                        output(&mut r, "split", "u", &[("s", kind::TEXT, "t")]);
+                    }
+                    r.outcome_kinds.push(outcome::SPLIT);
+                    r.outcome_args.push(pack(first, count));
+                }
+            }
+        }
+        r
+    }
+
+    #[test]
+    fn columns_follow_keeps_drops_and_edits_as_apply_applies_them() {
+        let mut rng = crate::test_rng::Rng::new(11);
+        for case in 0..300 {
+            let mut events: Vec<Event> = (0..rng.below(12) as usize)
+                .map(|i| {
+                    let mut e = event(&format!("e{i}"));
+                    e.session_id = (i % 3 == 0).then(|| "s".into());
+                    e.properties.push(("plan".into(), Value::Str("pro".into())));
+                    e.properties.push(("$lib".into(), Value::Float(2.5)));
+                    e
+                })
+                .collect();
+            let mut columns = Columns::default();
+            assert_eq!(decoded(columns.batch(&events)), events);
+            // Several stages in a row, each followed by the columns.
+            for stage in 0..4 {
+                let r = random_result(&mut rng, events.len(), false);
+                let mut applied = events.clone();
+                if apply(&mut applied, &r, &L).is_err() {
+                    continue; // an edit past the property cap: refused
+                }
+                events = applied;
+                assert!(columns.follow(&r), "case {case} stage {stage}");
+                assert_eq!(
+                    decoded(&columns.encoder.batch),
+                    events,
+                    "case {case} stage {stage}: the columns describe the events"
+                );
+            }
+            // Results that create events make the next stage encode
+            // afresh, through `batch`, as anything else does.
+            let r = random_result(&mut rng, events.len(), true);
+            if apply(&mut events, &r, &L).is_ok() {
+                columns.applied(r);
+            }
+            assert_eq!(decoded(columns.batch(&events)), events, "case {case}");
+        }
     }
 }
