@@ -148,8 +148,9 @@ impl Engine {
         options: &EngineOptions,
     ) -> Result<Engine, EngineError> {
         let mut pipeline = Pipeline::new(config, registry.clone(), &options.plugins, options.seed)?;
-        let windows = Windows::with_live(&config.windows, config.live)
+        let mut windows = Windows::with_live(&config.windows, config.live)
             .map_err(|e| EngineError::Windows(format!("{e:#}")))?;
+        windows.set_producer(window::merge::producer_id(options.seed));
         let window_names = windows.names();
         let mut patterns =
             Patterns::new(&config.patterns).map_err(|e| EngineError::Patterns(e.to_string()))?;

@@ -31,6 +31,20 @@
 //! it), and a window with `partials = true` may not have an
 //! `allowed_lateness`: a correction carries the whole group again and would
 //! be merged twice.
+//!
+//! # A partial delivered twice
+//!
+//! An instance that crashes replays its write-ahead log from its last
+//! checkpoint and publishes the results in it again, so the partials topic
+//! can hold one instance's result for a window and group twice. Each state
+//! therefore names the instance that published it (its producer id: a hash
+//! of the engine's random seed, which checkpoints keep, so it survives
+//! restarts), and the merging window merges one partial per producer,
+//! window instance and group; another is refused as a duplicate (a dead
+//! letter saying so). What it has merged per window instance is engine
+//! state, kept until that window instance is purged.
+
+use std::collections::{BTreeMap, HashSet};
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -39,21 +53,34 @@ use super::agg::Acc;
 use super::groups::{GroupKey, KeyPart};
 use super::operator::{Ctx, OpenGroup, WindowOperator};
 use super::result::{LateEvent, LateReason};
-use super::state::{KeyGroupSet, OperatorState, StateError};
+use super::state::{KeyGroupSet, OperatorState, StateError, keep, key_group};
 use super::tumbling::{Tumbling, TumblingState};
 use super::{WindowKind, WindowSpec};
 use crate::event::{Event, Value};
 
 /// The version of the encoding of a partial's `state`: its first byte.
 /// Bump it when [`Acc`]'s or [`KeyPart`]'s serde shape changes (with
-/// [`super::state::STATE_VERSION`]).
-pub const PARTIAL_STATE_VERSION: u8 = 1;
+/// [`super::state::STATE_VERSION`]). Encoding 1 had no producer id; it is
+/// still read (and merged without the duplicate check).
+pub const PARTIAL_STATE_VERSION: u8 = 2;
 
-/// A group's state as a partial result carries it: the version byte, then
-/// the group key and accumulator in postcard, all in base64 (standard
-/// alphabet, padded).
-pub fn encode_state(key: &[KeyPart], acc: &Acc) -> String {
+/// The producer id of the instance whose engine has seed `seed`: a hash
+/// of it (the seed itself also seeds the plugins' random numbers, and is
+/// not published).
+pub fn producer_id(seed: u64) -> u64 {
+    // splitmix64's finaliser: a bijection, so distinct seeds stay distinct.
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A group's state as a partial result carries it: the version byte, the
+/// producer id (8 bytes, little-endian), then the group key and
+/// accumulator in postcard, all in base64 (standard alphabet, padded).
+pub fn encode_state(producer: u64, key: &[KeyPart], acc: &Acc) -> String {
     let mut bytes = vec![PARTIAL_STATE_VERSION];
+    bytes.extend_from_slice(&producer.to_le_bytes());
     // Writing plain data to a Vec cannot fail; an empty state would be
     // refused by the merger, never merged wrongly.
     if let Ok(body) = postcard::to_allocvec(&(key, acc)) {
@@ -62,19 +89,38 @@ pub fn encode_state(key: &[KeyPart], acc: &Acc) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// The group key and accumulator of an encoded state.
-fn decode_state(text: &str) -> Result<(GroupKey, Acc), String> {
+/// A partial's decoded state.
+#[derive(Debug)]
+pub struct Opened {
+    /// Who published it (`None` in encoding 1, which did not say).
+    pub producer: Option<u64>,
+    /// The group.
+    pub key: GroupKey,
+    /// Its accumulator.
+    pub acc: Acc,
+}
+
+/// The producer, group key and accumulator of an encoded state.
+fn decode_state(text: &str) -> Result<Opened, String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text)
         .map_err(|e| format!("`state` is not base64: {e}"))?;
-    match bytes.split_first() {
-        Some((&PARTIAL_STATE_VERSION, body)) => postcard::from_bytes(body)
-            .map_err(|e| format!("`state` does not decode as a group and accumulator: {e}")),
-        Some((v, _)) => Err(format!(
-            "`state` is in encoding {v}; this eddy reads encoding {PARTIAL_STATE_VERSION}"
-        )),
-        None => Err("`state` is empty".to_owned()),
-    }
+    let (producer, body) = match bytes.split_first() {
+        Some((&1, body)) => (None, body),
+        Some((&PARTIAL_STATE_VERSION, body)) => match body.split_first_chunk::<8>() {
+            Some((id, rest)) => (Some(u64::from_le_bytes(*id)), rest),
+            None => return Err("`state` is too short to name its producer".to_owned()),
+        },
+        Some((v, _)) => {
+            return Err(format!(
+                "`state` is in encoding {v}; this eddy reads encodings 1 to {PARTIAL_STATE_VERSION}"
+            ));
+        }
+        None => return Err("`state` is empty".to_owned()),
+    };
+    let (key, acc) = postcard::from_bytes(body)
+        .map_err(|e| format!("`state` does not decode as a group and accumulator: {e}"))?;
+    Ok(Opened { producer, key, acc })
 }
 
 /// One partial window result as read from Kafka (and logged in the
@@ -174,10 +220,10 @@ impl Partial {
         )
     }
 
-    /// The group and accumulator, checked against the merging window's
-    /// definition: the same dimensions and aggregates, and a window
-    /// instance of its kind and size.
-    pub fn open(&self, spec: &WindowSpec) -> Result<(GroupKey, Acc), String> {
+    /// The producer, group and accumulator, checked against the merging
+    /// window's definition: the same dimensions and aggregates, and a
+    /// window instance of its kind and size.
+    pub fn open(&self, spec: &WindowSpec) -> Result<Opened, String> {
         // In order: keys and accumulators are laid out in it.
         if self.group != spec.config.group_by {
             return Err(format!(
@@ -211,14 +257,14 @@ impl Partial {
                 self.start, self.end, spec.name, size, align
             ));
         }
-        let (key, acc) = decode_state(&self.state)?;
-        if key.len() != spec.config.group_by.len() || !spec.aggregates.fits(&acc) {
+        let opened = decode_state(&self.state)?;
+        if opened.key.len() != spec.config.group_by.len() || !spec.aggregates.fits(&opened.acc) {
             return Err(format!(
                 "its state does not have the shape of window `{}`'s group and aggregates",
                 spec.name
             ));
         }
-        Ok((key, acc))
+        Ok(opened)
     }
 }
 
@@ -233,9 +279,39 @@ pub struct Merge {
     frontier: i64,
     /// Wall time the last partial arrived, if known.
     last_arrival: Option<i64>,
+    /// Per window instance still kept (by start), the (producer, group)
+    /// pairs merged into it: a second partial of a pair is a duplicate.
+    seen: BTreeMap<i64, HashSet<(u64, GroupKey)>>,
 }
 
-/// A [`Merge`] operator's saved state.
+/// One (producer, group) pair a [`Merge`] operator has merged into the
+/// window instance starting at `start`, as its saved state holds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeenPartial {
+    key_group: u16,
+    start: i64,
+    key: GroupKey,
+    producer: u64,
+}
+
+/// A [`Merge`] operator's saved state, with the partials it has merged
+/// (see [`OperatorState::Merging`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MergingState {
+    merge: MergeState,
+    seen: Vec<SeenPartial>,
+}
+
+impl MergingState {
+    pub(super) fn key_groups(&self) -> impl Iterator<Item = u16> + '_ {
+        self.merge
+            .key_groups()
+            .chain(self.seen.iter().map(|s| s.key_group))
+    }
+}
+
+/// A [`Merge`] operator's saved state, as snapshots before producer ids
+/// held it (still read: it restores with nothing seen).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MergeState {
     frontier: i64,
@@ -256,6 +332,7 @@ impl Merge {
             windows: Tumbling::new(size, lateness),
             frontier: i64::MIN,
             last_arrival: None,
+            seen: BTreeMap::new(),
         }
     }
 
@@ -272,25 +349,37 @@ impl Merge {
             .then_some(self.frontier)
     }
 
-    /// Merge `partial` (already [opened](Partial::open) into `key` and
-    /// `acc`) arriving at wall time `wall`, under `watermark`: into its
-    /// window instance, or to `late` if that closed more than the allowed
-    /// lateness ago.
+    /// Merge `partial` (already [opened](Partial::open)) arriving at wall
+    /// time `wall`, under `watermark`: into its window instance, or to
+    /// `late` if that closed more than the allowed lateness ago. A second
+    /// partial from the same producer for the same window instance and
+    /// group is not merged: the error says so.
     pub fn merge(
         &mut self,
         ctx: &mut Ctx<'_>,
         partial: &Partial,
-        key: GroupKey,
-        acc: &Acc,
+        opened: Opened,
         wall: Option<i64>,
         watermark: i64,
-    ) {
+    ) -> Result<(), String> {
+        let Opened { producer, key, acc } = opened;
+        let acc = &acc;
         self.frontier = self.frontier.max(partial.end);
         if wall.is_some() {
             self.last_arrival = wall;
         }
+        let late = self.windows.too_late(partial.start, watermark);
+        if let Some(id) = producer.filter(|_| !late) {
+            let seen = self.seen.entry(partial.start).or_default();
+            if !seen.insert((id, key.clone())) {
+                return Err(format!(
+                    "a duplicate: producer {id:016x} already delivered window [{}, {}) of this group (an instance publishes its results again when it replays its log after a crash)",
+                    partial.start, partial.end
+                ));
+            }
+        }
         ctx.stats().events += acc.count();
-        if self.windows.too_late(partial.start, watermark) {
+        if late {
             ctx.stats().late_events += 1;
             let event = late_event(partial, ctx.spec(), &key, acc);
             ctx.out.push(super::Emitted::Late(LateEvent {
@@ -301,12 +390,20 @@ impl Merge {
                 },
                 event,
             }));
-            return;
+            return Ok(());
         }
         self.windows
             .fold(ctx, partial.start, key, watermark, |aggs, into| {
                 aggs.merge(into, acc)
             });
+        Ok(())
+    }
+
+    /// Forget what was merged into window instances now purged.
+    fn forget(&mut self, watermark: i64) {
+        let windows = &self.windows;
+        self.seen
+            .retain(|&start, _| !windows.too_late(start, watermark));
     }
 }
 
@@ -351,6 +448,7 @@ impl WindowOperator for Merge {
 
     fn on_watermark(&mut self, ctx: &mut Ctx<'_>, watermark: i64) {
         self.windows.on_watermark(ctx, watermark);
+        self.forget(watermark);
     }
 
     fn on_tick(&mut self, ctx: &mut Ctx<'_>, now: i64, early: bool) {
@@ -358,10 +456,34 @@ impl WindowOperator for Merge {
     }
 
     fn snapshot(&self) -> OperatorState {
-        OperatorState::Merge(MergeState {
-            frontier: self.frontier,
-            last_arrival: self.last_arrival,
-            windows: self.windows.state(),
+        let mut seen: Vec<SeenPartial> = self
+            .seen
+            .iter()
+            .flat_map(|(&start, pairs)| {
+                pairs.iter().map(move |(producer, key)| SeenPartial {
+                    key_group: key_group(key),
+                    start,
+                    key: key.clone(),
+                    producer: *producer,
+                })
+            })
+            .collect();
+        // Equal states, equal bytes.
+        seen.sort_unstable_by(|a, b| {
+            (a.key_group, a.start, &a.key, a.producer).cmp(&(
+                b.key_group,
+                b.start,
+                &b.key,
+                b.producer,
+            ))
+        });
+        OperatorState::Merging(MergingState {
+            merge: MergeState {
+                frontier: self.frontier,
+                last_arrival: self.last_arrival,
+                windows: self.windows.state(),
+            },
+            seen,
         })
     }
 
@@ -371,14 +493,22 @@ impl WindowOperator for Merge {
         state: OperatorState,
         groups: &KeyGroupSet,
     ) -> Result<(), StateError> {
-        let state = match state {
-            OperatorState::Merge(s) => s,
+        let (state, saved) = match state {
+            OperatorState::Merging(s) => (s.merge, s.seen),
+            OperatorState::Merge(s) => (s, Vec::new()),
             other => return Err(other.wrong_kind("merging")),
         };
+        let mut seen: BTreeMap<i64, HashSet<(u64, GroupKey)>> = BTreeMap::new();
+        for s in saved {
+            if keep(&s.key, s.key_group, groups)? {
+                seen.entry(s.start).or_default().insert((s.producer, s.key));
+            }
+        }
         self.windows
             .restore(spec, OperatorState::Tumbling(state.windows), groups)?;
         self.frontier = state.frontier;
         self.last_arrival = state.last_arrival;
+        self.seen = seen;
         Ok(())
     }
 

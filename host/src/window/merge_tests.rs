@@ -53,9 +53,11 @@ fn events() -> Vec<Event> {
         .collect()
 }
 
-/// Run `events` through `config` one event per input, then finish.
-fn run(config: &WindowConfig, events: &[Event]) -> Vec<Output> {
+/// Run `events` through `config` one event per input, then finish, as the
+/// instance with producer id `producer`.
+fn run(config: &WindowConfig, events: &[Event], producer: u64) -> Vec<Output> {
     let mut w = Standalone::new(std::slice::from_ref(config)).unwrap();
+    w.windows.set_producer(producer);
     let mut out = Vec::new();
     for ev in events {
         w.process_at(std::slice::from_ref(ev), None, &mut out);
@@ -118,7 +120,7 @@ fn merged_partials_equal_one_instance_over_the_whole_stream() {
         },
     ] {
         let all = events();
-        let single = finals(&run(&window("pageviews", kind), &all));
+        let single = finals(&run(&window("pageviews", kind), &all, 1));
         // Three instances, each owning the users of its "partitions".
         let mut parts = Vec::new();
         for n in 0..3u64 {
@@ -127,7 +129,7 @@ fn merged_partials_equal_one_instance_over_the_whole_stream() {
                 .filter(|e| e.distinct_id.bytes().map(u64::from).sum::<u64>() % 3 == n)
                 .cloned()
                 .collect();
-            let out = run(&producer(kind), &mine);
+            let out = run(&producer(kind), &mine, n);
             // Early results would carry no state; every final one does.
             assert!(out.iter().all(|o| o.to_json().get("state").is_some()));
             parts.push(partials(&out));
@@ -158,7 +160,7 @@ fn merged_partials_equal_one_instance_over_the_whole_stream() {
 fn a_partial_after_its_window_closed_goes_to_late_and_is_counted() {
     let kind = WindowKind::Tumbling { size_ms: 2_000 };
     let all = events();
-    let ps = partials(&run(&producer(kind), &all));
+    let ps = partials(&run(&producer(kind), &all, 1));
     let first = ps.iter().map(|p| p.start).min().unwrap();
     let (old, new): (Vec<Partial>, Vec<Partial>) = ps.into_iter().partition(|p| p.start == first);
     // The newer windows first: the merger's watermark passes the first
@@ -179,7 +181,7 @@ fn a_partial_after_its_window_closed_goes_to_late_and_is_counted() {
 #[test]
 fn a_partial_that_does_not_fit_the_window_is_refused_saying_why() {
     let kind = WindowKind::Tumbling { size_ms: 2_000 };
-    let ps = partials(&run(&producer(kind), &events()[..50]));
+    let ps = partials(&run(&producer(kind), &events()[..50], 1));
     let mut m = Standalone::new(&[merger(kind)]).unwrap();
     let mut out = Vec::new();
     let mut bad = ps[0].clone();
@@ -238,7 +240,7 @@ fn a_published_result_without_state_or_not_final_is_not_a_partial() {
 #[test]
 fn the_merger_closes_on_the_partials_time_and_catches_up_when_they_pause() {
     let kind = WindowKind::Tumbling { size_ms: 2_000 };
-    let ps = partials(&run(&producer(kind), &events()));
+    let ps = partials(&run(&producer(kind), &events(), 1));
     let last_end = ps.iter().map(|p| p.end).max().unwrap();
     let mut m = Standalone::new(&[merger(kind)]).unwrap();
     let mut out = Vec::new();
@@ -263,7 +265,7 @@ fn the_merger_closes_on_the_partials_time_and_catches_up_when_they_pause() {
 #[test]
 fn the_merging_state_survives_a_snapshot() {
     let kind = WindowKind::Tumbling { size_ms: 2_000 };
-    let ps = partials(&run(&producer(kind), &events()));
+    let ps = partials(&run(&producer(kind), &events(), 1));
     let (a, b) = ps.split_at(ps.len() / 2);
     let uninterrupted = merge_all(&merger(kind), &[a.to_vec(), b.to_vec()], Some(1));
     let mut m = Standalone::new(&[merger(kind)]).unwrap();
@@ -279,4 +281,71 @@ fn the_merging_state_survives_a_snapshot() {
     assert!(again.windows.on_partials(b, Some(1), &mut out).is_empty());
     again.finish(&mut out);
     assert_eq!(finals(&out), finals(&uninterrupted));
+}
+
+#[test]
+fn a_partial_delivered_twice_is_merged_once_even_across_a_restart() {
+    let kind = WindowKind::Tumbling { size_ms: 2_000 };
+    let all = events();
+    let ps = partials(&run(&producer(kind), &all, 7));
+    // Nothing closes before the end: every duplicate meets its original.
+    let mut wide = merger(kind);
+    wide.time.out_of_orderness_ms = 3_600_000;
+    let once = finals(&merge_all(&wide, std::slice::from_ref(&ps), None));
+    // The instance published the first half, crashed, replayed its log and
+    // published everything again; the merger restarted from a snapshot in
+    // between.
+    let half = ps.len() / 2;
+    let mut m = Standalone::new(std::slice::from_ref(&wide)).unwrap();
+    let mut out = Vec::new();
+    assert!(
+        m.windows
+            .on_partials(&ps[..half], None, &mut out)
+            .is_empty()
+    );
+    let bytes = postcard::to_allocvec(&m.windows.snapshot()).unwrap();
+    let mut again = Standalone::new(std::slice::from_ref(&wide)).unwrap();
+    again
+        .windows
+        .restore(postcard::from_bytes(&bytes).unwrap(), &KeyGroupSet::all())
+        .unwrap();
+    let refused = again.windows.on_partials(&ps, None, &mut out);
+    assert_eq!(
+        refused.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (0..half).collect::<Vec<_>>(),
+        "exactly the first half is refused"
+    );
+    assert!(
+        refused[0].1.contains("a duplicate: producer"),
+        "{}",
+        refused[0].1
+    );
+    again.finish(&mut out);
+    assert_eq!(finals(&out), once);
+    // Another instance's result for the same windows and groups is its own
+    // contribution, merged: every count doubles.
+    let other = partials(&run(&producer(kind), &all, 8));
+    let doubled = finals(&merge_all(&wide, &[ps.clone(), other], None));
+    assert_eq!(doubled.len(), once.len());
+    for (d, o) in doubled.iter().zip(&once) {
+        assert_eq!(d.3["count"], o.3["count"].as_i64().unwrap() * 2);
+    }
+}
+
+#[test]
+fn a_state_in_the_first_encoding_still_merges_without_a_producer() {
+    let kind = WindowKind::Tumbling { size_ms: 2_000 };
+    let ps = partials(&run(&producer(kind), &events()[..50], 3));
+    let spec = WindowSpec::compile(&merger(kind)).unwrap();
+    let now = ps[0].open(&spec).unwrap();
+    assert_eq!(now.producer, Some(3));
+    // Encoding 1: the version byte, then the key and accumulator.
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bytes = b64.decode(&ps[0].state).unwrap();
+    let mut old = ps[0].clone();
+    old.state = b64.encode([&[1u8][..], &bytes[9..]].concat());
+    let then = old.open(&spec).unwrap();
+    assert_eq!(then.producer, None);
+    assert_eq!(then.key, now.key);
+    assert_eq!(format!("{:?}", then.acc), format!("{:?}", now.acc));
 }

@@ -361,6 +361,8 @@ struct Core {
     schema: Arc<Schema>,
     stats: WindowStats,
     emitted: Vec<Emitted>,
+    /// See [`Windows::set_producer`].
+    producer: u64,
 }
 
 impl Core {
@@ -370,6 +372,7 @@ impl Core {
             schema: &self.schema,
             out: &mut self.emitted,
             stats: &mut self.stats,
+            producer: self.producer,
         }
     }
 }
@@ -447,6 +450,15 @@ impl Windows {
         Windows::with_live(configs, LiveConfig::default())
     }
 
+    /// The producer id the final results of windows with `partials =
+    /// true` carry: [`merge::producer_id`] of the engine's seed (0 until
+    /// set).
+    pub fn set_producer(&mut self, producer: u64) {
+        for w in &mut self.windows {
+            w.core.producer = producer;
+        }
+    }
+
     /// Like [`Windows::new`], with live-view settings.
     pub fn with_live(configs: &[WindowConfig], live: LiveConfig) -> anyhow::Result<Windows> {
         let windows = configs
@@ -493,6 +505,7 @@ impl Windows {
                         schema,
                         stats: WindowStats::default(),
                         emitted: Vec::new(),
+                        producer: 0,
                     },
                 })
             })
@@ -622,10 +635,16 @@ impl Windows {
                 }
                 merged = true;
                 match p.open(&w.core.spec) {
-                    Ok((key, acc)) => w.guarded(|w| {
-                        w.merge(p, key, &acc, wall);
-                        w.drain(i as u64, index, &mut tagged);
-                    }),
+                    Ok(opened) => {
+                        let mut duplicate = None;
+                        w.guarded(|w| {
+                            duplicate = w.merge(p, opened, wall).err();
+                            w.drain(i as u64, index, &mut tagged);
+                        });
+                        if let Some(why) = duplicate {
+                            refused.push((i, format!("window `{}`: {why}", w.core.spec.name)));
+                        }
+                    }
                     Err(why) => refused.push((i, format!("window `{}`: {why}", w.core.spec.name))),
                 }
             }
@@ -820,20 +839,20 @@ impl Window {
     fn merge(
         &mut self,
         p: &merge::Partial,
-        key: groups::GroupKey,
-        acc: &agg::Acc,
+        opened: merge::Opened,
         wall: Option<i64>,
-    ) {
+    ) -> Result<(), String> {
         let wm = self.watermark.get();
         let Some(m) = self.op.as_merge() else {
-            return;
+            return Ok(());
         };
-        m.merge(&mut self.core.ctx(), p, key, acc, wall, wm);
+        let merged = m.merge(&mut self.core.ctx(), p, opened, wall, wm);
         let frontier = m.frontier();
         if self.watermark.follow(frontier) {
             let wm = self.watermark.get();
             self.op.on_watermark(&mut self.core.ctx(), wm);
         }
+        merged
     }
 
     fn tick(&mut self, time: &EventTime, now: i64) {

@@ -58,6 +58,9 @@ pub struct Ctx<'a> {
     pub(super) schema: &'a Arc<Schema>,
     pub(super) out: &'a mut Vec<Emitted>,
     pub(super) stats: &'a mut WindowStats,
+    /// The producer id final results of a window with `partials = true`
+    /// carry (see [`super::merge`]).
+    pub(super) producer: u64,
 }
 
 /// A correction that also supersedes earlier results (a session merge):
@@ -110,7 +113,7 @@ impl Ctx<'_> {
             },
             replaces: replaces.cloned().unwrap_or_default(),
             state: (self.spec.config.partials && kind == ResultKind::Final)
-                .then(|| super::merge::encode_state(key, acc).into_boxed_str()),
+                .then(|| super::merge::encode_state(self.producer, key, acc).into_boxed_str()),
         }));
     }
 

@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use super::WindowSpec;
 use super::agg::Acc;
 use super::groups::{GroupKey, KeyPart, Slot};
-use super::merge::MergeState;
+use super::merge::{MergeState, MergingState};
 use super::session::SessionsState;
 use super::sliding::SlidingState;
 use super::tumbling::TumblingState;
@@ -80,6 +80,9 @@ pub enum OperatorState {
     /// `merge_from`). Last, so that snapshots written before it existed
     /// still read.
     Merge(MergeState),
+    /// A [`Merge`](super::merge::Merge) operator's with the partials it
+    /// merged per producer (what it writes now; `Merge` is still read).
+    Merging(MergingState),
 }
 
 impl OperatorState {
@@ -89,7 +92,7 @@ impl OperatorState {
             OperatorState::Tumbling(_) => "tumbling",
             OperatorState::Sliding(_) => "sliding",
             OperatorState::Sessions(_) => "session",
-            OperatorState::Merge(_) => "merging",
+            OperatorState::Merge(_) | OperatorState::Merging(_) => "merging",
         }
     }
 
@@ -117,6 +120,7 @@ impl OperatorState {
             OperatorState::Sliding(s) => add(&mut s.key_groups()),
             OperatorState::Sessions(s) => add(&mut s.key_groups()),
             OperatorState::Merge(s) => add(&mut s.key_groups()),
+            OperatorState::Merging(s) => add(&mut s.key_groups()),
         }
         set
     }

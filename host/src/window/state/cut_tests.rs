@@ -92,6 +92,7 @@ impl Owner {
             schema: &schema,
             out: &mut self.out,
             stats: &mut self.stats,
+            producer: 0,
         };
         f(self.op.as_mut(), &mut ctx)
     }

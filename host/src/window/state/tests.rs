@@ -347,6 +347,7 @@ fn feed(op: &mut dyn WindowOperator, spec: &WindowSpec, events: &[Event]) -> Vec
             schema: &schema,
             out: &mut out,
             stats: &mut stats,
+            producer: 0,
         };
         let key = spec.grouping.key(ev);
         op.on_event(&mut ctx, ev, ev.timestamp, key, i as u64, i64::MIN);
