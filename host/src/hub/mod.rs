@@ -275,6 +275,14 @@ impl Hub {
         Ok(Subscription::new(channel, cursor))
     }
 
+    /// Subscribe to `channel` from the oldest message still in its ring
+    /// (live when the ring is empty).
+    pub fn subscribe_oldest(&self, channel: &str) -> Result<Subscription, SubscribeError> {
+        let channel = self.channel(channel)?;
+        let cursor = channel.oldest_resumable(&channel.ring());
+        Ok(Subscription::new(channel, cursor))
+    }
+
     /// The last `limit` messages of `channel` still in its ring, oldest
     /// first. Fails only with [`SubscribeError::UnknownChannel`].
     pub fn recent(&self, channel: &str, limit: usize) -> Result<Vec<Arc<Message>>, SubscribeError> {

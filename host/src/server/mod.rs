@@ -307,10 +307,10 @@ pub async fn run(mut config: Config, options: ServeOptions) -> anyhow::Result<()
         kafka.push(source);
     }
     let kafka = Arc::new(kafka);
-    // Kafka sinks read their channels live from here on (pattern channels
-    // of plugins register once the plugin is loaded: name those in
-    // `patterns/<name>` only for declared patterns, or expect a startup
-    // error while the plugin is missing).
+    // Kafka sinks read their channels from what recovery replayed on
+    // (pattern channels of plugins register once the plugin is loaded: name
+    // those in `patterns/<name>` only for declared patterns, or expect a
+    // startup error while the plugin is missing).
     let mut kafka_sinks = Vec::new();
     for k in &config.sinks.kafka {
         let topic = k.topic.clone();

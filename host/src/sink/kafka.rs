@@ -11,6 +11,15 @@
 //! failed. A sink that falls behind the channel's ring by more than
 //! `streams.client_queue` counts the messages it missed and carries on
 //! live.
+//!
+//! A sink starts after recovery and reads its channel from the oldest
+//! message in the channel's ring: what the recovery replayed (the log after
+//! the last checkpoint) is published again. So a message the channel
+//! published before a crash reaches the topic even if the crash came before
+//! librdkafka sent it; one that had been sent is sent twice (at least
+//! once). A merging window takes each instance's partial once (see
+//! [`crate::window::merge`]); to other consumers a repeat is the same
+//! message again (an event keeps its id).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,7 +113,8 @@ pub fn message_key(payload: &Payload) -> Option<String> {
 }
 
 impl KafkaSink {
-    /// Subscribe to the channel (live, from now) and start publishing.
+    /// Subscribe to the channel (from the oldest message in its ring: what
+    /// recovery replayed) and start publishing.
     pub fn start(config: KafkaSinkConfig, hub: &Hub) -> anyhow::Result<KafkaSink> {
         let counters = Arc::new(Counters::default());
         let mut client = ClientConfig::new();
@@ -122,7 +132,7 @@ impl KafkaSink {
             .with_context(|| format!("creating the Kafka producer for {}", config.topic))?;
         let producer = Arc::new(producer);
         let mut sub = hub
-            .subscribe(&config.channel, None)
+            .subscribe_oldest(&config.channel)
             .map_err(|e| anyhow::anyhow!("sinks.kafka: channel {}: {e}", config.channel))?;
         let task = {
             let (producer, counters, topic) =

@@ -11,7 +11,7 @@
 //! The merging eddy closes its windows when the partials pause.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use eddy_tests::Sandbox;
@@ -120,10 +120,15 @@ fn instance(sb: &Sandbox, bootstrap: &str) -> PathBuf {
 }
 
 fn instance_with(sb: &Sandbox, bootstrap: &str, wal: &str) -> PathBuf {
+    member(sb, bootstrap, wal, "eddy")
+}
+
+/// [`instance_with`], in consumer group `group`.
+fn member(sb: &Sandbox, bootstrap: &str, wal: &str, group: &str) -> PathBuf {
     sb.config(&format!(
         "{wal}{}{}{}{}",
         window(true),
-        source(bootstrap, "events", "eddy", "eddy"),
+        source(bootstrap, "events", group, "eddy"),
         sink(bootstrap, "windows/pv", "partials"),
         sink(bootstrap, "events", "out-events"),
     ))
@@ -140,6 +145,11 @@ fn single(sb: &Sandbox, bootstrap: &str) -> PathBuf {
 
 /// The merging eddy.
 fn merger(sb: &Sandbox, bootstrap: &str) -> PathBuf {
+    merger_idle(sb, bootstrap, "8s")
+}
+
+/// The merging eddy, closing its windows once partials pause for `idle`.
+fn merger_idle(sb: &Sandbox, bootstrap: &str, idle: &str) -> PathBuf {
     sb.config(&format!(
         r#"{WAL}
 {}
@@ -149,7 +159,7 @@ kind = "tumbling"
 size = "{SIZE_MS}ms"
 group_by = ["properties.page"]
 out_of_orderness = "1h"
-idle_timeout = "8s"
+idle_timeout = "{idle}"
 aggregates = ["count", "sum(properties.n) as total", "min(properties.n) as low",
               "max(properties.n) as high", "p95(properties.ms) as p95",
               "distinct(distinct_id) as users"]
@@ -266,6 +276,36 @@ fn expected(n: u64, base: i64) -> BTreeMap<(i64, String), (u64, u64, u64, u64)> 
     out
 }
 
+/// A result's count, total, low and high.
+fn counts(v: &Value) -> (u64, u64, u64, u64) {
+    let get = |k: &str| v[k].as_u64().unwrap();
+    (get("count"), get("total"), get("low"), get("high"))
+}
+
+/// `merged` has exactly the windows and groups of `want`, with its counts.
+fn assert_counts(
+    merged: &BTreeMap<(i64, String), Value>,
+    want: &BTreeMap<(i64, String), (u64, u64, u64, u64)>,
+) {
+    assert_eq!(
+        merged.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (key, v) in merged {
+        assert_eq!(counts(v), want[key], "{key:?}: {v}");
+    }
+}
+
+/// An instance started on `cfg`, once it holds all four partitions.
+async fn sole_member(sb: &Sandbox, cfg: &Path) -> Server {
+    let server = serve(sb, cfg);
+    wait_stats(&[&server], "the first member holds every partition", |s| {
+        assigned(&s[0]) == 4
+    })
+    .await;
+    server
+}
+
 /// The merged results equal the single instance's: exactly for count, sum,
 /// min and max (and those equal what the input gives); p95 within the
 /// sketch's 1 % and distinct users within HyperLogLog's error (both are
@@ -287,13 +327,7 @@ fn assert_same(
             assert_eq!(m[k], o[k], "{key:?} {k}: merged {m} single {o}");
         }
         let w = want[key];
-        let got = (
-            m["count"].as_u64().unwrap(),
-            m["total"].as_u64().unwrap(),
-            m["low"].as_u64().unwrap(),
-            m["high"].as_u64().unwrap(),
-        );
-        assert_eq!(got, w, "{key:?}: merged {m}, from the input {w:?}");
+        assert_eq!(counts(m), w, "{key:?}: merged {m}, from the input {w:?}");
         let (p, q) = (m["p95"].as_f64().unwrap(), o["p95"].as_f64().unwrap());
         assert!(
             (p - q).abs() <= 0.02 * q,
@@ -429,11 +463,7 @@ async fn a_second_instance_joining_mid_stream_loses_and_doubles_nothing() {
     let m = serve(&sm, &merger(&sm, &bs));
     // No periodic checkpoint during the test: each revocation gets the
     // checkpoint it commits by asking for it.
-    let a = serve(&sa, &instance_with(&sa, &bs, WAL_RARE));
-    wait_stats(&[&a], "the first member holds every partition", |s| {
-        assigned(&s[0]) == 4
-    })
-    .await;
+    let a = sole_member(&sa, &instance_with(&sa, &bs, WAL_RARE)).await;
     let n = 1_200;
     let base = (now_ms() - 7_200_000).div_euclid(SIZE_MS) * SIZE_MS;
     let producer = tansu.one_per_batch_producer();
@@ -505,19 +535,48 @@ async fn a_second_instance_joining_mid_stream_loses_and_doubles_nothing() {
 
     // And the merged windows hold every event once.
     let merged = wait_closed(&m, "pv_global", n).await;
-    let want = expected(n, base);
-    assert_eq!(
-        merged.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>()
-    );
-    for (key, v) in &merged {
-        let w = want[key];
-        let got = (
-            v["count"].as_u64().unwrap(),
-            v["total"].as_u64().unwrap(),
-            v["low"].as_u64().unwrap(),
-            v["high"].as_u64().unwrap(),
-        );
-        assert_eq!(got, w, "{key:?}");
-    }
+    assert_counts(&merged, &expected(n, base));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_after_publishing_publishes_again_and_the_merger_counts_it_once() {
+    let tansu = Tansu::start().await;
+    topics(&tansu).await;
+    let bs = tansu.bootstrap.clone();
+    let (sa, sm) = (Sandbox::new(), Sandbox::new());
+    // The merger keeps its windows open until the partials pause for 30 s,
+    // so the ones published again after the restart meet the originals.
+    let m = serve(&sm, &merger_idle(&sm, &bs, "30s"));
+    // Only the checkpoint written at start: after the kill, recovery
+    // replays everything the instance did, its partials included.
+    let mut a = sole_member(&sa, &member(&sa, &bs, WAL_RARE, "eddy")).await;
+    let n = 400;
+    let base = (now_ms() - 7_200_000).div_euclid(SIZE_MS) * SIZE_MS;
+    let producer = tansu.one_per_batch_producer();
+    produce(&producer, "events", &events(0, n, base)).await;
+    wait_stats(&[&a], "every record read", |s| consumed(&s[0]) == n).await;
+    produce(&producer, "events", &flush(base)).await;
+    let delivered = |s: &Value| s["kafka_sinks"][0]["delivered"].as_u64().unwrap_or(0);
+    let stats = wait_stats(&[&a, &m], "partials delivered and read", |s| {
+        delivered(&s[0]) > 0 && kafka(&s[1], "partials").as_u64() == Some(delivered(&s[0]))
+    })
+    .await;
+    let first = delivered(&stats[0]);
+    tokio::task::block_in_place(|| a.kill());
+    // Restarted in a group of its own (Tansu never expires the killed
+    // member), it replays its log and its sink publishes every partial of
+    // the replay again.
+    let a = serve(&sa, &member(&sa, &bs, WAL_RARE, "eddy-again"));
+    let stats = wait_stats(&[&a, &m], "the partials published again and read", |s| {
+        delivered(&s[0]) >= first && kafka(&s[1], "partials").as_u64() >= Some(2 * first)
+    })
+    .await;
+    assert_eq!(delivered(&stats[0]), first, "{}", stats[0]);
+    // Each merged once: the second copies are dead letters saying why.
+    let merged = wait_closed(&m, "pv_global", n).await;
+    assert_counts(&merged, &expected(n, base));
+    let ms = get(&m, "/v1/stats").await;
+    assert_eq!(ms["dead_lettered"], first, "{ms}");
+    let mw = get(&m, "/v1/windows").await;
+    assert_eq!(mw["windows"][0]["stats"]["late_events"], 0, "{mw}");
 }
