@@ -323,7 +323,6 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::pattern::operator::PatternLateReason;
     use crate::window::groups::{Grouping, KeyPart};
     use crate::window::result::{LateEvent, LateReason, Schema, WindowResult};
 
@@ -394,7 +393,7 @@ mod tests {
                 seq: 3,
                 output: PatternOutput::Late {
                     pattern: Arc::from("funnel"),
-                    reason: PatternLateReason::Future { max_timestamp: 9 },
+                    reason: LateReason::Future { max_timestamp: 9 },
                     event: Box::new(event.clone()),
                 },
             },
@@ -402,7 +401,7 @@ mod tests {
                 seq: 4,
                 output: PatternOutput::Late {
                     pattern: Arc::from("funnel"),
-                    reason: PatternLateReason::Late {
+                    reason: LateReason::Late {
                         watermark: 9,
                         lateness_ms: 1,
                     },

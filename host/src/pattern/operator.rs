@@ -28,6 +28,7 @@ use crate::engine::time::{Admit, BatchTime, EventTime, Watermark};
 use crate::event::Event;
 use crate::filter::{FieldPath, FieldRef, Filter, Record};
 use crate::window::groups::KeyPart;
+use crate::window::result::LateReason;
 use crate::window::state::{KeyGroupSet, key_group};
 
 /// Partial matches one key may hold by default.
@@ -282,23 +283,6 @@ impl PatternResult {
     }
 }
 
-/// Why an event did not take part in a pattern.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PatternLateReason {
-    /// Older than the pattern's watermark.
-    Late {
-        /// The watermark when it arrived.
-        watermark: i64,
-        /// How far behind it.
-        lateness_ms: i64,
-    },
-    /// Beyond the future-skew cap.
-    Future {
-        /// The cap.
-        max_timestamp: i64,
-    },
-}
-
 /// What patterns produce for the channels.
 #[derive(Debug, Clone)]
 pub enum PatternOutput {
@@ -309,7 +293,7 @@ pub enum PatternOutput {
         /// The pattern.
         pattern: Arc<str>,
         /// Why.
-        reason: PatternLateReason,
+        reason: LateReason,
         /// The event (boxed: outputs are moved through several lists, and
         /// most are results).
         event: Box<Event>,
@@ -320,7 +304,6 @@ impl PatternOutput {
     /// Append the published message (what [`PatternOutput::to_json`]
     /// serialises to), written directly.
     pub fn write_json(&self, out: &mut String) {
-        use crate::window::result::push_i64;
         match self {
             PatternOutput::Result(r) => r.write_json(out),
             PatternOutput::Late {
@@ -330,21 +313,7 @@ impl PatternOutput {
             } => {
                 out.push_str("{\"pattern\":");
                 crate::event::write_json_str(out, pattern);
-                match *reason {
-                    PatternLateReason::Late {
-                        watermark,
-                        lateness_ms,
-                    } => {
-                        out.push_str(",\"reason\":\"late\",\"watermark\":");
-                        push_i64(out, watermark);
-                        out.push_str(",\"lateness_ms\":");
-                        push_i64(out, lateness_ms);
-                    }
-                    PatternLateReason::Future { max_timestamp } => {
-                        out.push_str(",\"reason\":\"future\",\"max_timestamp\":");
-                        push_i64(out, max_timestamp);
-                    }
-                }
+                reason.write_fields(out);
                 out.push_str(",\"event\":");
                 event.write_json(out);
                 out.push('}');
@@ -358,24 +327,15 @@ impl PatternOutput {
             PatternOutput::Result(r) => r.to_json(),
             PatternOutput::Late {
                 pattern,
-                reason:
-                    PatternLateReason::Late {
-                        watermark,
-                        lateness_ms,
-                    },
+                reason,
                 event,
-            } => json!({
-                "pattern": &**pattern, "reason": "late", "watermark": watermark,
-                "lateness_ms": lateness_ms, "event": event,
-            }),
-            PatternOutput::Late {
-                pattern,
-                reason: PatternLateReason::Future { max_timestamp },
-                event,
-            } => json!({
-                "pattern": &**pattern, "reason": "future", "max_timestamp": max_timestamp,
-                "event": event,
-            }),
+            } => {
+                let mut m = serde_json::Map::new();
+                m.insert("pattern".into(), json!(&**pattern));
+                reason.insert_fields(&mut m);
+                m.insert("event".into(), json!(event));
+                Json::Object(m)
+            }
         }
     }
 }
@@ -819,7 +779,7 @@ impl PatternOp {
                     self.counters.late += 1;
                     out.push(PatternOutput::Late {
                         pattern: Arc::clone(&self.name),
-                        reason: PatternLateReason::Future { max_timestamp: cap },
+                        reason: LateReason::Future { max_timestamp: cap },
                         event: Box::new(ev.clone()),
                     });
                 }
@@ -828,7 +788,7 @@ impl PatternOp {
                     self.counters.late += 1;
                     out.push(PatternOutput::Late {
                         pattern: Arc::clone(&self.name),
-                        reason: PatternLateReason::Late {
+                        reason: LateReason::Late {
                             watermark: wm,
                             lateness_ms: wm.saturating_sub(ts),
                         },

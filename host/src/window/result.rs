@@ -187,10 +187,12 @@ impl WindowResult {
     }
 }
 
-/// Why a window could not take an event.
+/// Why a window or a pattern could not take an event (the event-time
+/// rules they share).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LateReason {
-    /// Its window closed more than the allowed lateness ago.
+    /// Older than the watermark allows: its window closed more than the
+    /// allowed lateness ago, or a pattern's watermark had passed it.
     Late {
         /// The watermark when it arrived.
         watermark: i64,
@@ -203,6 +205,47 @@ pub enum LateReason {
         /// The cap (`wall + future_skew`).
         max_timestamp: i64,
     },
+}
+
+impl LateReason {
+    /// Append the reason's fields as published: `,"reason":"late",
+    /// "watermark":…,"lateness_ms":…` or `,"reason":"future",
+    /// "max_timestamp":…`.
+    pub fn write_fields(&self, out: &mut String) {
+        match *self {
+            LateReason::Late {
+                watermark,
+                lateness_ms,
+            } => {
+                out.push_str(",\"reason\":\"late\",\"watermark\":");
+                push_i64(out, watermark);
+                out.push_str(",\"lateness_ms\":");
+                push_i64(out, lateness_ms);
+            }
+            LateReason::Future { max_timestamp } => {
+                out.push_str(",\"reason\":\"future\",\"max_timestamp\":");
+                push_i64(out, max_timestamp);
+            }
+        }
+    }
+
+    /// Insert the same fields into `m`, in the same order.
+    pub fn insert_fields(&self, m: &mut serde_json::Map<String, Json>) {
+        match *self {
+            LateReason::Late {
+                watermark,
+                lateness_ms,
+            } => {
+                m.insert("reason".into(), json!("late"));
+                m.insert("watermark".into(), json!(watermark));
+                m.insert("lateness_ms".into(), json!(lateness_ms));
+            }
+            LateReason::Future { max_timestamp } => {
+                m.insert("reason".into(), json!("future"));
+                m.insert("max_timestamp".into(), json!(max_timestamp));
+            }
+        }
+    }
 }
 
 /// An event a window could not take, for the `late` channel.
@@ -222,21 +265,7 @@ impl LateEvent {
     pub fn write_json(&self, out: &mut String) {
         out.push_str("{\"window\":");
         write_json_str(out, &self.schema.window);
-        match self.reason {
-            LateReason::Late {
-                watermark,
-                lateness_ms,
-            } => {
-                out.push_str(",\"reason\":\"late\",\"watermark\":");
-                push_i64(out, watermark);
-                out.push_str(",\"lateness_ms\":");
-                push_i64(out, lateness_ms);
-            }
-            LateReason::Future { max_timestamp } => {
-                out.push_str(",\"reason\":\"future\",\"max_timestamp\":");
-                push_i64(out, max_timestamp);
-            }
-        }
+        self.reason.write_fields(out);
         out.push_str(",\"event\":");
         self.event.write_json(out);
         out.push('}');
@@ -245,24 +274,11 @@ impl LateEvent {
     /// The published form: `{"window","reason","watermark","lateness_ms","event"}`
     /// or `{"window","reason":"future","max_timestamp","event"}`.
     pub fn to_json(&self) -> Json {
-        match self.reason {
-            LateReason::Late {
-                watermark,
-                lateness_ms,
-            } => json!({
-                "window": self.schema.window,
-                "reason": "late",
-                "watermark": watermark,
-                "lateness_ms": lateness_ms,
-                "event": self.event,
-            }),
-            LateReason::Future { max_timestamp } => json!({
-                "window": self.schema.window,
-                "reason": "future",
-                "max_timestamp": max_timestamp,
-                "event": self.event,
-            }),
-        }
+        let mut m = serde_json::Map::new();
+        m.insert("window".into(), json!(self.schema.window));
+        self.reason.insert_fields(&mut m);
+        m.insert("event".into(), json!(self.event));
+        Json::Object(m)
     }
 }
 
