@@ -243,12 +243,19 @@ aggregates = ["count", "sum(properties.n) as total", "max(properties.n) as top"]
 }
 
 fn kafka_source(bootstrap: &str, topic: &str, group: &str) -> String {
+    source(bootstrap, topic, group, "eddy")
+}
+
+/// A `[[sources.kafka]]` of `format` reading `topic` from the start, in
+/// consumer group `group`, noticing a lost member within seconds.
+pub(crate) fn source(bootstrap: &str, topic: &str, group: &str, format: &str) -> String {
     format!(
         r#"
 [[sources.kafka]]
 brokers = "{bootstrap}"
 topics = ["{topic}"]
 group_id = "{group}"
+format = "{format}"
 [sources.kafka.options]
 "auto.offset.reset" = "earliest"
 "session.timeout.ms" = 6000

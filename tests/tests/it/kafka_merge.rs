@@ -18,7 +18,7 @@ use eddy_tests::Sandbox;
 use eddy_tests::server::{Server, Ws};
 use serde_json::{Value, json};
 
-use crate::kafka::{PARTITIONS, Tansu, WAIT, get, now_ms, produce, serve};
+use crate::kafka::{PARTITIONS, Tansu, WAIT, get, now_ms, produce, serve, source};
 
 /// Window length of the test windows.
 const SIZE_MS: i64 = 10_000;
@@ -68,22 +68,6 @@ aggregates = ["count", "sum(properties.n) as total", "min(properties.n) as low",
               "max(properties.n) as high", "p95(properties.ms) as p95",
               "distinct(distinct_id) as users"]
 partials = {partials}
-"#
-    )
-}
-
-fn source(bootstrap: &str, topic: &str, group: &str, format: &str) -> String {
-    format!(
-        r#"
-[[sources.kafka]]
-brokers = "{bootstrap}"
-topics = ["{topic}"]
-group_id = "{group}"
-format = "{format}"
-[sources.kafka.options]
-"auto.offset.reset" = "earliest"
-"session.timeout.ms" = 6000
-"heartbeat.interval.ms" = 500
 "#
     )
 }
