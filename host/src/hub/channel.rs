@@ -140,6 +140,9 @@ pub(super) struct Ring {
     pub(super) head: u64,
     /// Bytes of the messages held.
     pub(super) bytes: usize,
+    /// Sequence number of the first message the ring took since it
+    /// started (or started over after a gap); `None` before any.
+    pub(super) started: Option<u64>,
 }
 
 impl Ring {
@@ -178,6 +181,7 @@ impl Channel {
                 messages: VecDeque::new(),
                 head: before_first,
                 bytes: 0,
+                started: None,
             }),
             publishing: Mutex::new(before_first),
             head_tx: watch::Sender::new(before_first),
@@ -251,6 +255,9 @@ impl Channel {
             if gap {
                 evicted.extend(ring.messages.drain(..));
                 ring.bytes = 0;
+            }
+            if gap || ring.started.is_none() {
+                ring.started = Some(first);
             }
             ring.bytes += fresh.iter().map(|m| m.bytes).sum::<usize>();
             ring.messages.extend(fresh);

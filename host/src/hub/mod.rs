@@ -276,11 +276,16 @@ impl Hub {
     }
 
     /// Subscribe to `channel` from the oldest message still in its ring
-    /// (live when the ring is empty).
-    pub fn subscribe_oldest(&self, channel: &str) -> Result<Subscription, SubscribeError> {
+    /// (live when the ring is empty), with how many messages the channel
+    /// published before that one and no longer holds.
+    pub fn subscribe_oldest(&self, channel: &str) -> Result<(Subscription, u64), SubscribeError> {
         let channel = self.channel(channel)?;
-        let cursor = channel.oldest_resumable(&channel.ring());
-        Ok(Subscription::new(channel, cursor))
+        let (cursor, evicted) = {
+            let ring = channel.ring();
+            let oldest = channel.oldest_resumable(&ring);
+            (oldest, oldest - ring.started.unwrap_or(oldest).min(oldest))
+        };
+        Ok((Subscription::new(channel, cursor), evicted))
     }
 
     /// The last `limit` messages of `channel` still in its ring, oldest

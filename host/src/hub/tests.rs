@@ -460,3 +460,20 @@ fn a_publisher_that_numbers_its_messages_continues_its_sequence() {
         "a subscriber in the gap is told it lagged"
     );
 }
+
+#[test]
+fn subscribing_from_the_oldest_message_says_how_many_the_ring_let_go() {
+    let hub = hub(3, 100);
+    // Nothing published yet: live, nothing missed.
+    let p = hub.register("results");
+    let (mut sub, missed) = hub.subscribe_oldest("results").unwrap();
+    assert_eq!(missed, 0);
+    p.publish_batch((1..=2).map(n));
+    assert_eq!(drain(&mut sub).unwrap(), [1, 2]);
+    // Five published, three kept: the subscription starts at the oldest
+    // kept and the two before it are missed.
+    p.publish_batch((3..=5).map(n));
+    let (mut sub, missed) = hub.subscribe_oldest("results").unwrap();
+    assert_eq!(missed, 2);
+    assert_eq!(drain(&mut sub).unwrap(), [3, 4, 5]);
+}

@@ -676,15 +676,16 @@ pub fn apply(
 /// batch once instead of once per stage.
 ///
 /// After a stage's result is applied to the events, the columns follow it
-/// when the next stage asks for them: the per-event columns of kept and
-/// modified events close up over dropped ones, and a modified event gets a
-/// new property range appended to the property columns (its properties
-/// with the edits applied, as [`apply`] applies them), pointing into the
-/// result's text appended to the batch's. Text and property columns only
-/// grow within a batch; what the dropped and the edited events leave
-/// behind is sent along unreferenced. A result that creates events
-/// (`replace`, `split`) makes the next stage encode afresh, as does
-/// anything else that changes the events ([`Columns::invalidate`]).
+/// when the next stage asks for them, if it only kept events and added
+/// properties to them (an enricher): a modified event gets a new property
+/// range appended to the property columns (its properties with the
+/// additions), pointing into the result's text appended to the batch's.
+/// What that leaves behind unreferenced is a copy of what the events still
+/// hold. A result that drops events, removes or overwrites a property the
+/// event had, or creates events (`replace`, `split`) makes the next stage
+/// encode afresh, so no stage is handed bytes an earlier one took out (a
+/// consent filter's drops, a PII scrubber's removals); so does anything
+/// else that changes the events ([`Columns::invalidate`]).
 #[derive(Default)]
 pub struct Columns {
     encoder: Encoder,
@@ -727,10 +728,14 @@ impl Columns {
     fn follow(&mut self, r: &wit::Processed) -> bool {
         let kinds = &r.outcome_kinds;
         let b = &mut self.encoder.batch;
+        // Only keeps and additions: a dropped event, or a property removed
+        // or overwritten, would leave its bytes in the columns for the next
+        // stage to find (a consent filter's drops, a PII scrubber's
+        // removals), so those results make it encode afresh.
         if kinds.len() != b.ids.len()
             || kinds
                 .iter()
-                .any(|&k| k == outcome::REPLACE || k == outcome::SPLIT)
+                .any(|&k| k == outcome::DROP || k == outcome::REPLACE || k == outcome::SPLIT)
         {
             return false;
         }
@@ -747,11 +752,13 @@ impl Columns {
         let mut w = 0;
         for (i, (&k, &arg)) in kinds.iter().zip(&r.outcome_args).enumerate() {
             match k {
-                outcome::DROP => continue,
                 outcome::MODIFY => {
                     let (start, end) = bounds(arg);
                     let range = b.properties[i];
-                    b.properties[w] = edited(b, range, r, start..end, shift);
+                    match edited(b, range, r, start..end, shift) {
+                        Some(range) => b.properties[w] = range,
+                        None => return false,
+                    }
                 }
                 _ => b.properties[w] = b.properties[i],
             }
@@ -775,21 +782,27 @@ impl Columns {
 /// The property range `range` of `b` with edits `edits` of `r` applied, as
 /// [`apply_edits`] applies them to an event, appended to `b`'s property
 /// columns; `r`'s text starts `shift` (a span's offset field) into `b`'s.
+/// `None` if an edit removes or sets a property the event already had (see
+/// [`Columns::follow`]); `b` is then left half done.
 fn edited(
     b: &mut wit::Batch,
     range: u64,
     r: &wit::Processed,
     edits: std::ops::Range<usize>,
     shift: u64,
-) -> u64 {
+) -> Option<u64> {
     let (from, to) = bounds(range);
     let start = b.keys.len();
     b.keys.extend_from_within(from..to);
     b.kinds.extend_from_within(from..to);
     b.values.extend_from_within(from..to);
+    let added = start + (to - from);
     for j in edits {
         let key = r.edit_keys[j] + shift;
         let found = (start..b.keys.len()).find(|&p| same_text(&b.text, b.keys[p], key));
+        if found.is_some_and(|p| p < added) {
+            return None;
+        }
         let (k, value) = match r.edit_kinds[j] {
             kind::REMOVE => {
                 if let Some(p) = found {
@@ -821,7 +834,7 @@ fn edited(
             }
         }
     }
-    pack(start, b.keys.len() - start)
+    Some(pack(start, b.keys.len() - start))
 }
 
 /// Whether two (checked) spans of `text` hold the same bytes.
@@ -1235,7 +1248,15 @@ mod tests {
         const KEYS: [&str; 6] = ["a", "b", "plan", "$lib", "new", "n2"];
         let mut r = processed(Vec::new(), Vec::new());
         for _ in 0..n {
-            let choice = rng.below(if create { 6 } else { 4 });
+            // Mostly keeps and modifications, so that whole results of
+            // them (which the columns follow) are common.
+            let choice = match rng.below(if create { 12 } else { 10 }) {
+                0..=4 => 0,
+                5 => 1,
+                6..=9 => 2,
+                10 => 4,
+                _ => 5,
+            };
             match choice {
                 0 => {
                     r.outcome_kinds.push(outcome::KEEP);
@@ -1247,10 +1268,17 @@ mod tests {
                 }
                 2 | 3 => {
                     let mut list: Vec<(&str, u8, String)> = Vec::new();
+                    // Half the modifications only set new keys.
+                    let additive = rng.below(2) == 0;
                     for _ in 0..rng.below(5) {
-                        let key = rng.pick(&KEYS);
-                        let edit = match rng.below(7) {
-                            0 => (key, kind::REMOVE, String::new()),
+                        let key = if additive {
+                            rng.pick(&["b", "new", "n2"])
+                        } else {
+                            rng.pick(&KEYS)
+                        };
+                        let edit = match rng.below(if additive { 6 } else { 7 }) {
+                            6 => (key, kind::REMOVE, String::new()),
+                            0 => (key, kind::TEXT, format!("w{}", rng.below(9))),
                             1 => (key, kind::NULL, "0".into()),
                             2 => (key, kind::BOOL, rng.below(3).to_string()),
                             3 => (key, kind::INT, rng.next().to_string()),
@@ -1288,11 +1316,31 @@ mod tests {
         r
     }
 
+    /// Whether the columns can follow `r` on `events` (see
+    /// [`Columns::follow`]): nothing dropped or created, and no edit
+    /// touching a property an event already has.
+    fn followable(events: &[Event], r: &wit::Processed) -> bool {
+        let text = Text(std::str::from_utf8(&r.output.text).unwrap());
+        events
+            .iter()
+            .zip(&r.outcome_kinds)
+            .zip(&r.outcome_args)
+            .all(|((e, &k), &arg)| match k {
+                outcome::KEEP => true,
+                outcome::MODIFY => {
+                    let (start, end) = bounds(arg);
+                    (start..end).all(|j| e.get(text.slice(r.edit_keys[j])).is_none())
+                }
+                _ => false,
+            })
+    }
+
     #[test]
-    fn columns_follow_keeps_drops_and_edits_as_apply_applies_them() {
+    fn columns_follow_keeps_and_additions_and_encode_afresh_after_anything_else() {
         let mut rng = crate::test_rng::Rng::new(11);
+        let (mut followed, mut refused) = (0, 0);
         for case in 0..300 {
-            let mut events: Vec<Event> = (0..rng.below(12) as usize)
+            let mut events: Vec<Event> = (0..1 + rng.below(12) as usize)
                 .map(|i| {
                     let mut e = event(&format!("e{i}"));
                     e.session_id = (i % 3 == 0).then(|| "s".into());
@@ -1303,20 +1351,29 @@ mod tests {
                 .collect();
             let mut columns = Columns::default();
             assert_eq!(decoded(columns.batch(&events)), events);
-            // Several stages in a row, each followed by the columns.
+            // Several stages in a row.
             for stage in 0..4 {
                 let r = random_result(&mut rng, events.len(), false);
                 let mut applied = events.clone();
                 if apply(&mut applied, &r, &L).is_err() {
                     continue; // an edit past the property cap: refused
                 }
+                let expected = followable(&events, &r);
                 events = applied;
-                assert!(columns.follow(&r), "case {case} stage {stage}");
-                assert_eq!(
-                    decoded(&columns.encoder.batch),
-                    events,
-                    "case {case} stage {stage}: the columns describe the events"
-                );
+                let ok = columns.follow(&r);
+                assert_eq!(ok, expected, "case {case} stage {stage}");
+                if ok {
+                    followed += 1;
+                    assert_eq!(
+                        decoded(&columns.encoder.batch),
+                        events,
+                        "case {case} stage {stage}: the columns describe the events"
+                    );
+                } else {
+                    refused += 1;
+                    columns.invalidate();
+                    assert_eq!(decoded(columns.batch(&events)), events);
+                }
             }
             // Results that create events make the next stage encode
             // afresh, through `batch`, as anything else does.
@@ -1326,5 +1383,9 @@ mod tests {
             }
             assert_eq!(decoded(columns.batch(&events)), events, "case {case}");
         }
+        assert!(
+            followed > 100 && refused > 100,
+            "{followed} followed, {refused} refused"
+        );
     }
 }

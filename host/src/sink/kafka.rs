@@ -14,10 +14,13 @@
 //!
 //! A sink starts after recovery and reads its channel from the oldest
 //! message in the channel's ring: what the recovery replayed (the log after
-//! the last checkpoint) is published again. So a message the channel
-//! published before a crash reaches the topic even if the crash came before
-//! librdkafka sent it; one that had been sent is sent twice (at least
-//! once). A merging window takes each instance's partial once (see
+//! the last checkpoint) is published again, so a message the channel
+//! published after the last checkpoint before a crash reaches the topic
+//! even if librdkafka had not sent it; one that had been sent is sent
+//! twice. Not covered: messages published before that checkpoint and still
+//! in librdkafka's queue at the crash (checkpoints do not wait for
+//! deliveries), and the oldest of a replay longer than the channel's ring
+//! (counted as `missed`). A merging window takes each instance's partial once (see
 //! [`crate::window::merge`]); to other consumers a repeat is the same
 //! message again (an event keeps its id).
 
@@ -131,9 +134,18 @@ impl KafkaSink {
             })
             .with_context(|| format!("creating the Kafka producer for {}", config.topic))?;
         let producer = Arc::new(producer);
-        let mut sub = hub
+        let (mut sub, evicted) = hub
             .subscribe_oldest(&config.channel)
             .map_err(|e| anyhow::anyhow!("sinks.kafka: channel {}: {e}", config.channel))?;
+        if evicted > 0 {
+            // Recovery replayed more than the channel's ring holds.
+            counters.missed.fetch_add(evicted, Ordering::Relaxed);
+            tracing::warn!(
+                channel = %config.channel,
+                missed = evicted,
+                "kafka sink: recovery replayed more messages than the channel's ring holds (streams.replay_capacity, replay_bytes); the oldest are not published again"
+            );
+        }
         let task = {
             let (producer, counters, topic) =
                 (producer.clone(), counters.clone(), config.topic.clone());
