@@ -283,7 +283,10 @@ impl Hub {
         let (cursor, evicted) = {
             let ring = channel.ring();
             let oldest = channel.oldest_resumable(&ring);
-            (oldest, oldest - ring.started.unwrap_or(oldest).min(oldest))
+            (
+                oldest,
+                oldest.saturating_sub(ring.started.unwrap_or(oldest)),
+            )
         };
         Ok((Subscription::new(channel, cursor), evicted))
     }

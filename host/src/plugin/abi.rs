@@ -749,32 +749,16 @@ impl Columns {
         }
         b.text.extend_from_slice(&r.output.text);
         let shift = (shift as u64) << 32;
-        let mut w = 0;
+        // Every event stays where it is; an enriched one gets a new range.
         for (i, (&k, &arg)) in kinds.iter().zip(&r.outcome_args).enumerate() {
-            match k {
-                outcome::MODIFY => {
-                    let (start, end) = bounds(arg);
-                    let range = b.properties[i];
-                    match edited(b, range, r, start..end, shift) {
-                        Some(range) => b.properties[w] = range,
-                        None => return false,
-                    }
+            if k == outcome::MODIFY {
+                let (start, end) = bounds(arg);
+                match edited(b, b.properties[i], r, start..end, shift) {
+                    Some(range) => b.properties[i] = range,
+                    None => return false,
                 }
-                _ => b.properties[w] = b.properties[i],
             }
-            b.ids[w] = b.ids[i];
-            b.names[w] = b.names[i];
-            b.timestamps[w] = b.timestamps[i];
-            b.distinct_ids[w] = b.distinct_ids[i];
-            b.session_ids[w] = b.session_ids[i];
-            w += 1;
         }
-        b.ids.truncate(w);
-        b.names.truncate(w);
-        b.timestamps.truncate(w);
-        b.distinct_ids.truncate(w);
-        b.session_ids.truncate(w);
-        b.properties.truncate(w);
         true
     }
 }
