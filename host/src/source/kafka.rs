@@ -60,8 +60,10 @@ const POLL_WAIT: Duration = Duration::from_millis(100);
 const FULL_RETRY: Duration = Duration::from_millis(10);
 /// How long a synchronous commit (on revoke and at stop) or a seek may take.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often each assigned partition's high watermark is fetched, for
-/// its lag on `/v1/stats` and `/metrics`.
+/// How often each assigned partition's lag on `/v1/stats` and `/metrics`
+/// is worked out again, and how often librdkafka reports the high
+/// watermarks it is computed from (`statistics.interval.ms`, unless the
+/// source's options set it).
 const LAG_EVERY: Duration = Duration::from_secs(1);
 /// How often a revocation's wait (at most `revoke_wait`) looks at the
 /// checkpoints, asking for one while none covers the revoked records.
@@ -90,7 +92,31 @@ pub struct KafkaStats {
     history: Mutex<std::collections::VecDeque<RebalanceEvent>>,
     assigned: Mutex<Vec<(String, i32)>>,
     partitions: Mutex<Vec<PartitionStats>>,
+    /// Each partition's high watermark as the last fetch response gave it
+    /// (from librdkafka's statistics).
+    highs: Mutex<BTreeMap<(String, i32), i64>>,
     paused: AtomicBool,
+}
+
+/// The part of librdkafka's statistics (`statistics.interval.ms`) eddy
+/// reads: each partition's high watermark from its last fetch response.
+#[derive(serde::Deserialize)]
+struct RawStatistics {
+    #[serde(default)]
+    topics: BTreeMap<String, RawTopicStatistics>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawTopicStatistics {
+    #[serde(default)]
+    partitions: BTreeMap<String, RawPartitionStatistics>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawPartitionStatistics {
+    partition: i32,
+    /// -1001 while unknown.
+    hi_offset: i64,
 }
 
 /// One assignment or revocation, as `/v1/stats` lists it.
@@ -122,7 +148,7 @@ pub struct PartitionStats {
     /// The next offset this instance reads.
     pub next: Option<i64>,
     /// The partition's high watermark (the offset after its last record),
-    /// as last fetched.
+    /// as the last fetch response gave it.
     pub high_watermark: i64,
     /// Records not read yet: `high_watermark - next`.
     pub lag: Option<i64>,
@@ -422,7 +448,41 @@ impl Context {
     }
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    /// Keep each partition's high watermark. librdkafka learns it from
+    /// every fetch response, so the lag costs no request: asking the
+    /// broker (`ListOffsets`) from the consuming thread waited behind the
+    /// fetch long-poll on the same connection, up to `fetch.wait.max.ms`
+    /// per partition, and starved the consumer once it had caught up.
+    fn stats_raw(&self, statistics: &[u8]) {
+        match high_watermarks(statistics) {
+            Ok(found) => self
+                .stats
+                .highs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(found),
+            Err(e) => tracing::debug!(error = %e, "kafka: unreadable librdkafka statistics"),
+        }
+    }
+}
+
+/// Each partition's known high watermark in librdkafka's statistics JSON.
+fn high_watermarks(statistics: &[u8]) -> serde_json::Result<Vec<((String, i32), i64)>> {
+    let parsed: RawStatistics = serde_json::from_slice(statistics)?;
+    Ok(parsed
+        .topics
+        .into_iter()
+        .flat_map(|(topic, t)| {
+            t.partitions
+                .into_values()
+                // Partition -1 is librdkafka's internal "unassigned" one,
+                // and -1001 an offset not known yet.
+                .filter(|p| p.partition >= 0 && p.hi_offset >= 0)
+                .map(move |p| ((topic.clone(), p.partition), p.hi_offset))
+        })
+        .collect())
+}
 
 impl ConsumerContext for Context {
     fn rebalance(
@@ -637,6 +697,9 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false");
+        if !config.options.contains_key("statistics.interval.ms") {
+            client.set("statistics.interval.ms", LAG_EVERY.as_millis().to_string());
+        }
         let consumer: BaseConsumer<Context> = client
             .create_with_context(context)
             .with_context(|| format!("creating the Kafka consumer of group {}", config.group_id))?;
@@ -812,7 +875,8 @@ impl Loop {
         }
     }
 
-    /// Fetch the high watermark of every assigned partition.
+    /// Work out every assigned partition's lag from the high watermarks
+    /// librdkafka last reported.
     fn refresh_lag(&mut self) {
         let assigned = self
             .stats
@@ -825,17 +889,17 @@ impl Loop {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let highs = self
+            .stats
+            .highs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let mut out = Vec::with_capacity(assigned.len());
         for (topic, partition) in assigned {
-            let high = match self
-                .consumer
-                .fetch_watermarks(&topic, partition, SYNC_TIMEOUT)
-            {
-                Ok((_, high)) => high,
-                Err(e) => {
-                    tracing::debug!(topic = %topic, partition, error = %e, "kafka: fetching the watermark failed");
-                    continue;
-                }
+            // Not fetched from yet: no figure rather than a guess.
+            let Some(&high) = highs.get(&(topic.clone(), partition)) else {
+                continue;
             };
             let at = next.get(&(topic.clone(), partition)).copied();
             out.push(PartitionStats {
@@ -1045,5 +1109,34 @@ impl Loop {
         };
         self.stats.paused.store(false, Ordering::Relaxed);
         pushed
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn high_watermarks_come_from_known_partitions_of_the_statistics() {
+        // Trimmed from librdkafka 2.12's statistics of a consumer.
+        let json = br#"{"name":"rdkafka#consumer-1","type":"consumer","ts":1,
+            "brokers":{"127.0.0.1:9092/1":{"name":"127.0.0.1:9092/1","rtt":{"avg":1}}},
+            "topics":{"events":{"topic":"events","age":5,"partitions":{
+                "0":{"partition":0,"hi_offset":1500,"ls_offset":1500,"consumer_lag":0},
+                "1":{"partition":1,"hi_offset":-1001,"consumer_lag":-1},
+                "-1":{"partition":-1,"hi_offset":-1001}}},
+              "other":{"topic":"other","partitions":{"3":{"partition":3,"hi_offset":7}}}}}"#;
+        let mut got = high_watermarks(json).unwrap();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                (("events".to_owned(), 0), 1500),
+                (("other".to_owned(), 3), 7)
+            ]
+        );
+        assert!(high_watermarks(br#"{"topics": 3}"#).is_err());
+        assert_eq!(high_watermarks(br#"{"name": "x"}"#).unwrap(), []);
     }
 }

@@ -502,9 +502,8 @@ async fn killed_with_sigkill_and_restarted_repeatedly_the_windows_count_every_re
         produce(&producer, "crashy", &events(produced, WAVE, base)).await;
         produced += WAVE;
         // A new group id each start: Tansu never expires the killed member.
-        // Batches of 50, each held 20 ms by a stage: a wave takes at least
-        // 0.8 s however fast the machine, so a kill lands while it is being
-        // consumed.
+        // Batches of 50, each held about 20 ms by a stage: a wave takes
+        // about 0.8 s, so a kill lands while it is being consumed.
         let cfg = config(
             &sb,
             &format!(

@@ -1,10 +1,15 @@
-//! Busy-waits for `ms` milliseconds (default 50) on every batch, then keeps
+//! Works for about `ms` milliseconds (default 50) on every batch, then keeps
 //! all events: a plugin that is slow but well-behaved, for timeout and
 //! back-pressure tests.
+//!
+//! It cannot wait on a clock: eddy gives plugins the batch's time, which
+//! stands still during a call (so a replay sees what the live run saw), and
+//! a loop waiting for it to move would only end at the call's deadline.
+//! It spins a fixed amount of work instead, [`STEPS_PER_MS`] steps per
+//! millisecond asked for.
 
 use eddy_plugin_sdk::{Config, Event, Outcome, Processor};
 use serde::Deserialize;
-use std::time::{Duration, Instant};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,7 +35,7 @@ impl Processor for Slow {
     const CONFIG_SCHEMA: &'static str = r#"{
   "type": "object",
   "properties": {
-    "ms": {"type": "integer", "minimum": 0, "default": 50, "description": "Milliseconds to busy-wait per batch"}
+    "ms": {"type": "integer", "minimum": 0, "default": 50, "description": "Milliseconds of work per batch (about: a fixed number of steps, calibrated on a 2-vCPU x86-64 VM)"}
   },
   "additionalProperties": false
 }"#;
@@ -41,7 +46,7 @@ impl Processor for Slow {
     }
 
     fn on_batch(&mut self, _events: usize) {
-        busy_wait(self.ms);
+        spin(self.ms);
     }
 
     fn process(&mut self, _event: &mut Event<'_>) -> Outcome {
@@ -51,13 +56,23 @@ impl Processor for Slow {
 
 eddy_plugin_sdk::processor!(Slow);
 
-/// Spin (no sleeping: plugins get no timers) until `ms` milliseconds passed.
-pub fn busy_wait(ms: u64) {
-    let deadline = Duration::from_millis(ms);
-    let start = Instant::now();
-    while start.elapsed() < deadline {
-        std::hint::spin_loop();
+/// Steps of [`spin`] per millisecond: measured under wasmtime on the
+/// 2-vCPU AMD EPYC VM the test suite runs on (a native build is about as
+/// fast). A faster machine finishes sooner; the tests that use this plugin
+/// need it slow, not exact.
+pub const STEPS_PER_MS: u64 = 475_000;
+
+/// Spin about `ms` milliseconds: a chain of xorshift steps no compiler can
+/// shorten. Returns the last state so the work is observable.
+pub fn spin(ms: u64) -> u64 {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..ms.saturating_mul(STEPS_PER_MS) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x = std::hint::black_box(x);
     }
+    x
 }
 
 #[cfg(test)]
@@ -79,10 +94,11 @@ mod tests {
     }
 
     #[test]
-    fn busy_wait_waits() {
-        let start = Instant::now();
-        busy_wait(20);
-        assert!(start.elapsed() >= Duration::from_millis(20));
+    fn spin_does_work_in_proportion_to_ms() {
+        assert_eq!(spin(0), 0x9E37_79B9_7F4A_7C15);
+        assert_ne!(spin(1), spin(0));
+        assert_eq!(spin(1), spin(1));
+        assert_ne!(spin(2), spin(1));
     }
 
     #[test]
