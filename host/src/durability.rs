@@ -292,6 +292,7 @@ fn histogram_json(h: &Histogram) -> Json {
         "sum": h.sum,
         "p50": h.quantile(0.5),
         "p99": h.quantile(0.99),
+        "max": h.max,
         "buckets": h.bounds.iter().zip(&h.counts).filter(|(_, c)| **c > 0)
             .map(|(b, c)| json!([if *b == u64::MAX { Json::from("+Inf") } else { Json::from(*b) }, c]))
             .collect::<Vec<_>>(),

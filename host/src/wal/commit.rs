@@ -44,10 +44,14 @@ pub struct Histogram {
     pub count: u64,
     /// Their sum.
     pub sum: u64,
+    /// The largest.
+    pub max: u64,
 }
 
-/// Sync latency buckets in microseconds: 50 µs to 128 ms, doubling-ish
-/// around the 0.2–4 ms a sync takes on the VMs eddy is designed on.
+/// Latency buckets in microseconds: 50 µs to 4 s, doubling-ish around the
+/// 0.2–4 ms a sync takes on the VMs eddy is designed on, and up to the
+/// hundreds of milliseconds a checkpoint of a large state can hold the
+/// engine thread.
 const LATENCY_BOUNDS_US: &[u64] = &[
     50,
     100,
@@ -61,13 +65,18 @@ const LATENCY_BOUNDS_US: &[u64] = &[
     32_000,
     64_000,
     128_000,
+    256_000,
+    512_000,
+    1_000_000,
+    2_000_000,
+    4_000_000,
     u64::MAX,
 ];
 /// Group size buckets in records.
 const GROUP_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, u64::MAX];
 
 impl Histogram {
-    /// Empty, with latency buckets in microseconds (50 µs to 128 ms).
+    /// Empty, with latency buckets in microseconds (50 µs to 4 s).
     pub fn latency_us() -> Histogram {
         Histogram::new(LATENCY_BOUNDS_US)
     }
@@ -78,6 +87,7 @@ impl Histogram {
             counts: vec![0; bounds.len()],
             count: 0,
             sum: 0,
+            max: 0,
         }
     }
 
@@ -88,16 +98,20 @@ impl Histogram {
         }
         self.count += 1;
         self.sum = self.sum.saturating_add(v);
+        self.max = self.max.max(v);
     }
 
-    /// The upper bound of the bucket holding quantile `q` (0..=1); 0 when empty.
+    /// An upper bound of quantile `q` (0..=1): the upper bound of the
+    /// bucket holding it, or the largest value if that is lower (so a
+    /// quantile in the open last bucket is the largest value, not
+    /// infinity); 0 when empty.
     pub fn quantile(&self, q: f64) -> u64 {
         let rank = ((self.count as f64) * q.clamp(0.0, 1.0)).ceil().max(1.0) as u64;
         let mut seen = 0;
         for (c, b) in self.counts.iter().zip(self.bounds) {
             seen += c;
             if seen >= rank && self.count > 0 {
-                return *b;
+                return (*b).min(self.max);
             }
         }
         0

@@ -662,9 +662,20 @@ fn the_histogram_reports_bucket_bounds() {
         stats.sync_latency_us.record(v);
     }
     assert_eq!(stats.sync_latency_us.quantile(0.5), 1_000);
-    assert_eq!(stats.sync_latency_us.quantile(0.99), 4_000);
+    // Its bucket ends at 4 ms, but nothing above 3 ms was seen.
+    assert_eq!(stats.sync_latency_us.quantile(0.99), 3_000);
     assert_eq!(stats.sync_latency_us.quantile(0.0), 50);
+    assert_eq!(stats.sync_latency_us.max, 3_000);
     assert_eq!(CommitStats::default().sync_latency_us.quantile(0.5), 0);
+    // Past the last bound (4 s) the quantile is the largest value seen,
+    // never the open bucket's infinite bound.
+    let mut slow = Histogram::latency_us();
+    for v in [200, 9_000_000, 7_000_000] {
+        slow.record(v);
+    }
+    assert_eq!(slow.quantile(0.99), 9_000_000);
+    assert_eq!(slow.quantile(0.5), 9_000_000);
+    assert_eq!(slow.quantile(0.3), 250);
 }
 
 #[test]
