@@ -797,6 +797,10 @@ struct StageState {
 struct ScopeState {
     scope: String,
     entries: Vec<(u16, String, Vec<u8>)>,
+    /// The entries as the engine thread took them (shared, unsorted), until
+    /// [`PipelineState::canonicalize`] turns them into `entries`.
+    #[serde(skip)]
+    taken: crate::plugin::state_store::SharedEntries,
 }
 
 /// Everything the pipeline holds, for the engine's snapshot. Plugin
@@ -811,6 +815,24 @@ pub struct PipelineState {
 }
 
 impl PipelineState {
+    /// Put the state stores' entries as they were taken into their saved
+    /// form: with their key groups, sorted, so equal stores give equal
+    /// bytes. Done where the state is encoded, off the engine thread.
+    pub fn canonicalize(&mut self) {
+        for scope in &mut self.scopes {
+            let taken = std::mem::take(&mut scope.taken);
+            scope.entries.reserve(taken.len());
+            scope.entries.extend(taken.into_iter().map(|(k, v)| {
+                (
+                    crate::window::snapshot::string_key_group(&k),
+                    k.to_string(),
+                    v.to_vec(),
+                )
+            }));
+            scope.entries.sort_unstable();
+        }
+    }
+
     /// The version each plugin ran (name → content hash).
     pub fn selected(&self) -> &BTreeMap<String, String> {
         &self.selected
@@ -844,15 +866,8 @@ impl Pipeline {
                 .iter()
                 .map(|(scope, store)| ScopeState {
                     scope: scope.to_owned(),
-                    entries: {
-                        let mut v: Vec<_> = store
-                            .snapshot()
-                            .into_iter()
-                            .map(|(k, val)| (crate::window::snapshot::string_key_group(&k), k, val))
-                            .collect();
-                        v.sort();
-                        v
-                    },
+                    entries: Vec::new(),
+                    taken: store.entries(),
                 })
                 .collect(),
         }

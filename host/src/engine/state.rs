@@ -47,6 +47,7 @@ impl EngineState {
     /// Encode in the envelope.
     pub fn into_bytes(mut self) -> Vec<u8> {
         self.windows.canonicalize();
+        self.pipeline.canonicalize();
         // Encoding plain data into a Vec cannot fail.
         seal(&postcard::to_allocvec(&self).unwrap_or_default())
     }

@@ -48,13 +48,19 @@ impl From<&PluginLimits> for StateLimits {
 ///
 /// Plugin instances write to it through their pending writes (committed
 /// when a batch succeeds; see [`super::host_api::StoreData`]); the methods
-/// here act on the committed contents directly.
+/// here act on the committed contents directly. Keys and values are shared
+/// (`Arc`), so a checkpoint takes the entries with a reference count each
+/// ([`StateStore::entries`]) and copies and sorts them on its own thread.
 #[derive(Debug)]
 pub struct StateStore {
     scope: String,
     limits: StateLimits,
-    map: Mutex<HashMap<String, Vec<u8>>>,
+    map: Mutex<HashMap<Arc<str>, Arc<[u8]>>>,
 }
+
+/// A store's entries as [`StateStore::entries`] takes them: shared, in no
+/// particular order.
+pub type SharedEntries = Vec<(Arc<str>, Arc<[u8]>)>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section is a single map operation or a loop of them
@@ -94,7 +100,7 @@ impl StateStore {
 
     /// The value under `key`.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        lock(&self.map).get(key).cloned()
+        lock(&self.map).get(key).map(|v| v.to_vec())
     }
 
     /// Whether `key` holds a value.
@@ -107,10 +113,10 @@ impl StateStore {
     pub fn set(&self, key: String, value: Vec<u8>) -> Result<(), StateError> {
         self.check_value(&key, &value)?;
         let mut map = lock(&self.map);
-        if !map.contains_key(&key) && map.len() as u64 >= self.limits.max_keys {
+        if !map.contains_key(key.as_str()) && map.len() as u64 >= self.limits.max_keys {
             return Err(StateError::TooManyKeys(self.limits.max_keys));
         }
-        map.insert(key, value);
+        map.insert(key.into(), value.into());
         Ok(())
     }
 
@@ -123,6 +129,15 @@ impl StateStore {
     pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
         lock(&self.map)
             .iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect()
+    }
+
+    /// Every entry, shared, unsorted: what a checkpoint takes on the
+    /// engine thread (a reference count per entry, no copy).
+    pub fn entries(&self) -> SharedEntries {
+        lock(&self.map)
+            .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
@@ -132,7 +147,10 @@ impl StateStore {
     /// under, and if today's are tighter, writes of new keys are refused
     /// until the store is back within them.
     pub fn restore(&self, entries: BTreeMap<String, Vec<u8>>) {
-        *lock(&self.map) = entries.into_iter().collect();
+        *lock(&self.map) = entries
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
     }
 
     /// The per-write bounds on a key and its value.
@@ -161,8 +179,8 @@ impl StateStore {
         let mut map = lock(&self.map);
         for (k, v) in pending.drain() {
             match v {
-                Some(v) => map.insert(k, v),
-                None => map.remove(&k),
+                Some(v) => map.insert(k.into(), v.into()),
+                None => map.remove(k.as_str()),
             };
         }
     }
@@ -236,6 +254,32 @@ mod tests {
         assert!(s.delete("a"));
         assert!(!s.delete("a"));
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn entries_share_what_snapshot_copies_and_later_writes_leave_them_be() {
+        let s = StateStore::new(
+            "x",
+            StateLimits {
+                max_keys: 100,
+                ..LIMITS
+            },
+        );
+        for k in ["m", "a", "z"] {
+            s.set(k.into(), k.as_bytes().to_vec()).unwrap();
+        }
+        let mut taken = s.entries();
+        taken.sort();
+        let copied: BTreeMap<String, Vec<u8>> = taken
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect();
+        assert_eq!(copied, s.snapshot());
+        s.set("a".into(), vec![7]).unwrap();
+        assert!(s.delete("z"));
+        assert_eq!((&*taken[0].0, &*taken[0].1), ("a", b"a".as_slice()));
+        assert_eq!(&*taken[2].0, "z");
+        assert_eq!(s.get("a"), Some(vec![7]));
     }
 
     #[test]
