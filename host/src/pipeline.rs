@@ -821,6 +821,9 @@ impl PipelineState {
     pub fn canonicalize(&mut self) {
         for scope in &mut self.scopes {
             let taken = std::mem::take(&mut scope.taken);
+            if taken.is_empty() {
+                continue;
+            }
             scope.entries.reserve(taken.len());
             scope.entries.extend(taken.into_iter().map(|(k, v)| {
                 (
@@ -877,10 +880,13 @@ impl Pipeline {
     /// Every version the state names must be available in the registry.
     pub fn restore(
         &mut self,
-        state: PipelineState,
+        mut state: PipelineState,
         groups: &crate::window::state::KeyGroupSet,
     ) -> Result<(), crate::engine::state::SnapshotError> {
         use crate::engine::state::SnapshotError;
+        // A state straight from `snapshot` (a reload) holds its stores'
+        // entries as taken.
+        state.canonicalize();
         let version = |plugin: &str, hash: &str| {
             self.registry.version(plugin, hash).ok_or_else(|| {
                 SnapshotError::Mismatch(format!(

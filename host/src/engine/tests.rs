@@ -310,6 +310,24 @@ fn a_restored_engine_continues_exactly_as_the_original() {
 }
 
 #[test]
+fn a_reload_keeps_what_every_state_store_holds() {
+    let (config, _, _) = engine();
+    let mut e = fresh();
+    // A scope no stage uses (a pattern plugin's): the reload adopts its
+    // store, then restores the entries it snapshotted into it.
+    let store = e.pipeline.state_store("pattern-scope");
+    store.set("user-1".into(), b"seen".to_vec()).unwrap();
+    store.set("user-2".into(), b"twice".to_vec()).unwrap();
+    let before = store.snapshot();
+    e.pipeline.reconfigure(&config, 7).unwrap();
+    assert_eq!(store.snapshot(), before);
+    assert_eq!(
+        e.pipeline.state_store("pattern-scope").get("user-2"),
+        Some(b"twice".to_vec())
+    );
+}
+
+#[test]
 fn a_damaged_or_foreign_snapshot_is_refused_clearly() {
     let (config, registry, clock) = engine();
     let mut e = fresh();

@@ -202,7 +202,9 @@ pub struct KafkaStatsSnapshot {
     pub rebalance_events: Vec<RebalanceEvent>,
     /// The partitions assigned now, as `topic/partition`.
     pub assigned: Vec<String>,
-    /// Each assigned partition's offsets and lag (refreshed every second).
+    /// Each assigned partition's offsets and lag, worked out every second from
+    /// the high watermarks librdkafka last reported (a lower bound while
+    /// back-pressure keeps it from fetching).
     pub partitions: Vec<PartitionStats>,
 }
 
